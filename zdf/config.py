@@ -1,0 +1,310 @@
+"""TOML configs as typed, frozen dataclasses.
+
+Each field of a config class names its TOML key (kebab-case) and a parser in its
+metadata. ``load_config`` reads the file, rejects unknown keys, then applies, in
+order of precedence: command-line overrides, ``ZDF_<KEY>`` environment variables
+(``keepalive-ttl`` -> ``ZDF_KEEPALIVE_TTL``), the file, the defaults. Any bad
+input raises ``ConfigError`` with one line naming the file, the key and what is
+allowed; the CLI turns that into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from zdf.errors import ConfigError
+
+Parser = Callable[[Any], Any]
+T = TypeVar("T")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """'500ms', '10s', '2m', '1h' or a number of seconds -> seconds (float)."""
+    if isinstance(value, bool):
+        raise ValueError("a duration such as '500ms' or '10s'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration such as '500ms' or '10s' (not negative)")
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError("a duration such as '500ms' or '10s'")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_addr(value: Any) -> str:
+    """'host:port' with a port in 1..65535 (tcp implied), or an ipc:// path."""
+    text = str(value).strip()
+    if text.startswith("ipc://"):
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("an address host:port with a port from 1 to 65535")
+    return text
+
+
+def parse_addr_list(value: Any) -> list[str]:
+    """A list of host:port, or one string of them separated by commas."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise ValueError("a non-empty list of host:port addresses")
+    return [parse_addr(item) for item in items if str(item).strip()]
+
+
+def parse_cluster(value: Any) -> dict[str, str]:
+    """'a=host:port,b=host:port' or a table {a = "host:port"} -> {name: addr}."""
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    elif isinstance(value, str | list):
+        items = value.split(",") if isinstance(value, str) else value
+        pairs = []
+        for item in items:
+            name, sep, addr = str(item).strip().partition("=")
+            if not sep or not name:
+                raise ValueError("a list of name=host:port")
+            pairs.append((name.strip(), addr))
+    else:
+        raise ValueError("a list of name=host:port")
+    return {str(name): parse_addr(addr) for name, addr in pairs}
+
+
+def parse_str(value: Any) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError("a string")
+    return str(value)
+
+
+def parse_name(value: Any) -> str:
+    text = parse_str(value)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text):
+        raise ValueError("a name of 1-64 letters, digits, '.', '_' or '-'")
+    return text
+
+
+def int_range(low: int, high: int) -> Parser:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError(f"an integer from {low} to {high}")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"an integer from {low} to {high}") from None
+        if isinstance(value, float) and value != number:
+            raise ValueError(f"an integer from {low} to {high}")
+        if not low <= number <= high:
+            raise ValueError(f"an integer from {low} to {high}")
+        return number
+
+    return parse
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("true or false")
+
+
+def one_of(*choices: str) -> Parser:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError("one of " + ", ".join(choices))
+        return text
+
+    return parse
+
+
+LOG_LEVEL = one_of("debug", "info", "warning", "error")
+
+
+def key(name: str, parse: Parser, default: Any, help: str = "") -> Any:
+    """Declare a config field: its TOML key, parser, default and help text."""
+    meta = {"key": name, "parse": parse, "help": help}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def fields_of(cls: type) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if "key" in f.metadata]
+
+
+def env_name(toml_key: str) -> str:
+    return "ZDF_" + toml_key.upper().replace("-", "_")
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_config(
+    cls: type[T],
+    path: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> T:
+    """Build ``cls`` from a TOML file (or ``data``), the environment and overrides.
+
+    ``overrides`` maps TOML keys to values; ``None`` values are ignored so that
+    unset command-line flags fall through to the file.
+    """
+    env = os.environ if env is None else env
+    source = path or "<config>"
+    raw = dict(data) if data is not None else (read_toml(path) if path else {})
+    known = {f.metadata["key"]: f for f in fields_of(cls)}
+    for k in raw:
+        if k not in known:
+            allowed = ", ".join(sorted(known))
+            raise ConfigError(f"{source}: unknown key {k!r} (allowed: {allowed})")
+    values: dict[str, Any] = {}
+    for toml_key, f in known.items():
+        origin, value = source, raw.get(toml_key, dataclasses.MISSING)
+        if env_name(toml_key) in env:
+            origin, value = f"environment {env_name(toml_key)}", env[env_name(toml_key)]
+        if overrides and overrides.get(toml_key) is not None:
+            origin, value = f"flag --{toml_key}", overrides[toml_key]
+        if value is dataclasses.MISSING:
+            continue
+        try:
+            values[f.name] = f.metadata["parse"](value)
+        except ValueError as exc:
+            raise ConfigError(f"{origin}: key {toml_key!r}: expected {exc}, got {value!r}") from None
+    try:
+        obj = cls(**values)
+    except TypeError as exc:
+        missing = [
+            f.metadata["key"]
+            for f in fields_of(cls)
+            if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+            and f.name not in values
+        ]
+        raise ConfigError(f"{source}: missing required key {', '.join(missing) or exc}") from None
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return obj
+
+
+# ---------------------------------------------------------------------------
+# The processes' configs
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    log_level: str = key("log-level", LOG_LEVEL, "info", "debug, info, warning or error")
+    log_file: str = key("log-file", parse_str, "", "file to log to (default: standard error)")
+
+
+@dataclass(frozen=True)
+class MetastoreConfig(LogConfig):
+    name: str = key("name", parse_name, "meta-1", "this replica's name in initial-cluster")
+    addr: str = key("addr", parse_addr, "127.0.0.1:10340", "address for clients")
+    peer_addr: str = key("peer-addr", parse_addr, "127.0.0.1:10380", "address for peers")
+    initial_cluster: dict[str, str] = key(
+        "initial-cluster", parse_cluster, {}, "name=peer-addr for every replica"
+    )
+    data_dir: str = key("data-dir", parse_str, "/tmp/zdf/metastore", "LevelDB directory")
+    election_timeout: float = key("election-timeout", parse_duration, 0.3, "Raft election timeout")
+    heartbeat_interval: float = key(
+        "heartbeat-interval", parse_duration, 0.05, "leader heartbeat interval"
+    )
+    snapshot_entries: int = key(
+        "snapshot-entries", int_range(100, 10**9), 10000, "log entries kept before a snapshot"
+    )
+
+    def validate(self) -> None:
+        if self.heartbeat_interval * 2 > self.election_timeout:
+            raise ValueError(
+                "key 'heartbeat-interval': must be at most half of 'election-timeout'"
+            )
+        if self.initial_cluster and self.name not in self.initial_cluster:
+            raise ValueError(f"key 'initial-cluster': does not name this replica {self.name!r}")
+        if len(self.initial_cluster) not in (0, 1, 3, 5):
+            raise ValueError("key 'initial-cluster': expected 1, 3 or 5 replicas")
+
+    @property
+    def cluster(self) -> dict[str, str]:
+        return self.initial_cluster or {self.name: self.peer_addr}
+
+
+@dataclass(frozen=True)
+class MasterConfig(LogConfig):
+    name: str = key("name", parse_name, "master-1", "this master's name")
+    master_addr: str = key("master-addr", parse_addr, "127.0.0.1:10240", "ROUTER address")
+    heartbeat_addr: str = key("heartbeat-addr", parse_addr, "127.0.0.1:10250", "PUB address")
+    meta_endpoints: list[str] = key(
+        "meta-endpoints", parse_addr_list, ["127.0.0.1:10340"], "metastore client addresses"
+    )
+    keepalive_ttl: float = key(
+        "keepalive-ttl", parse_duration, 1.0, "silence after which an executor is dead"
+    )
+    keepalive_interval: float = key(
+        "keepalive-interval", parse_duration, 0.2, "heartbeat interval"
+    )
+    rpc_timeout: float = key("rpc-timeout", parse_duration, 5.0, "deadline for one request")
+    data_dir: str = key("data-dir", parse_str, "/tmp/zdf/master", "scratch directory")
+    allow_pickle: bool = key(
+        "allow-pickle", parse_bool, False, "accept pickled functions from clients"
+    )
+
+    def validate(self) -> None:
+        if self.keepalive_interval >= self.keepalive_ttl:
+            raise ValueError("key 'keepalive-interval': must be shorter than 'keepalive-ttl'")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig(LogConfig):
+    name: str = key("name", parse_str, "", "executor id (default: derived from worker-addr)")
+    join: list[str] = key("join", parse_addr_list, ["127.0.0.1:10240"], "master addresses")
+    worker_addr: str = key(
+        "worker-addr", parse_addr, "127.0.0.1:10241", "this executor's address (heartbeat PUB)"
+    )
+    meta_endpoints: list[str] = key(
+        "meta-endpoints", parse_addr_list, ["127.0.0.1:10340"], "metastore client addresses"
+    )
+    keepalive_ttl: float = key(
+        "keepalive-ttl", parse_duration, 1.0, "silence after which the master is lost"
+    )
+    keepalive_interval: float = key(
+        "keepalive-interval", parse_duration, 0.2, "heartbeat interval"
+    )
+    session_ttl: float = key(
+        "session-ttl", parse_duration, 10.0, "lease TTL of the discovery record"
+    )
+    slots: int = key("slots", int_range(1, 1024), 4, "worker processes (task capacity)")
+    data_dir: str = key("data-dir", parse_str, "/tmp/zdf/executor", "scratch directory (ipc)")
+
+    def validate(self) -> None:
+        if self.keepalive_interval >= self.keepalive_ttl:
+            raise ValueError("key 'keepalive-interval': must be shorter than 'keepalive-ttl'")
+
+    @property
+    def executor_id(self) -> str:
+        return self.name or "exec-" + self.worker_addr.replace(":", "-").replace("/", "_")

@@ -1,0 +1,77 @@
+"""The control-message envelope: the one place msgpack is packed and unpacked.
+
+A control message is one msgpack map, optionally followed by raw frames
+(numpy buffers travel zero-copy after the header)::
+
+    {"v": 1, "k": "req" | "rep" | "err" | "ev", "op": str, "rid": int, "b": body}
+
+``rid`` pairs a reply with its request (0 for one-way events). A frame that is
+not a map, has a wrong version, kind or field type raises ``ProtocolError``;
+callers count it and drop it or answer with an error, never crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import msgpack
+
+from zdf.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+MAX_OP_LENGTH = 64
+
+
+class Kind(str, Enum):
+    REQUEST = "req"
+    REPLY = "rep"
+    ERROR = "err"
+    EVENT = "ev"
+
+
+_KINDS = {k.value: k for k in Kind}
+
+
+@dataclass(slots=True)
+class Message:
+    kind: Kind
+    op: str
+    rid: int = 0
+    body: Any = None
+    frames: list[Any] = field(default_factory=list)
+
+
+def packb(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpackb(data: bytes | memoryview) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(f"bad msgpack: {type(exc).__name__}") from None
+
+
+def encode(kind: Kind, op: str, rid: int = 0, body: Any = None) -> bytes:
+    return packb({"v": PROTOCOL_VERSION, "k": kind.value, "op": op, "rid": rid, "b": body})
+
+
+def decode(frame: bytes | memoryview) -> Message:
+    obj = unpackb(frame)
+    if not isinstance(obj, dict):
+        raise ProtocolError("envelope is not a map")
+    version = obj.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version!r} not supported (want {PROTOCOL_VERSION})")
+    kind = _KINDS.get(obj.get("k"))  # type: ignore[arg-type]
+    op = obj.get("op")
+    rid = obj.get("rid", 0)
+    if kind is None:
+        raise ProtocolError(f"unknown message kind {obj.get('k')!r}")
+    if not isinstance(op, str) or not op or len(op) > MAX_OP_LENGTH:
+        raise ProtocolError("operation name missing or not a short string")
+    if not isinstance(rid, int) or isinstance(rid, bool):
+        raise ProtocolError("request id is not an integer")
+    return Message(kind, op, rid, obj.get("b"))

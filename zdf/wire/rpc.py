@@ -1,0 +1,366 @@
+"""Request/reply over ZeroMQ: a reactor-driven ``Channel`` and a blocking ``RpcClient``.
+
+A ``Channel`` wraps one ROUTER or DEALER socket. Incoming requests are dispatched
+through a handler table (op name -> callable); an unknown op, a malformed frame
+or a handler that raises gets an error reply, never a crash. A handler returns
+its result, or ``DEFER`` and answers later through ``call.reply``. The same
+channel sends its own requests (``request``, answered through a callback with a
+deadline) and one-way events (``notify``), so a master and an executor can talk
+both ways over one DEALER/ROUTER pair.
+
+``RpcClient`` is the blocking side for command-line tools and libraries: one
+DEALER, a deadline per call, a fresh socket and the next endpoint on each retry
+(the Lazy Pirate pattern), and it follows a ``NotLeader`` hint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from zdf.errors import NotLeader, ProtocolError, RemoteError, Timeout, ZdfError, from_wire
+from zdf.wire.codec import Kind, decode, encode
+from zdf.wire.reactor import Reactor, Timer
+from zdf.wire.sockets import close_socket, make_socket
+
+log = logging.getLogger(__name__)
+
+DEFER: Any = object()
+"""Returned by a handler that will answer later through ``Call.reply``/``Call.fail``."""
+
+MAX_MESSAGES_PER_WAKEUP = 256
+
+
+@dataclass(slots=True)
+class Call:
+    """One incoming request or event, as seen by a handler."""
+
+    channel: Channel
+    peer: bytes | None
+    op: str
+    rid: int
+    body: Any
+    frames: list[Any] = field(default_factory=list)
+    is_event: bool = False
+    answered: bool = False
+
+    def reply(self, result: Any = None, frames: Sequence[Any] = ()) -> None:
+        if self.is_event or self.answered:
+            return
+        self.answered = True
+        self.channel.send(Kind.REPLY, self.op, self.rid, result, peer=self.peer, frames=frames)
+
+    def fail(self, error: BaseException) -> None:
+        if self.is_event or self.answered:
+            return
+        self.answered = True
+        self.channel.send(Kind.ERROR, self.op, self.rid, wire_error(error), peer=self.peer)
+
+
+Handler = Callable[[Call], Any]
+ReplyCallback = Callable[[Any, "ZdfError | None"], None]
+
+
+def wire_error(error: BaseException) -> dict[str, Any]:
+    if isinstance(error, ZdfError):
+        return error.to_wire()
+    return {"type": type(error).__name__, "message": str(error), "data": {}}
+
+
+@dataclass(slots=True)
+class _Pending:
+    callback: ReplyCallback
+    timer: Timer | None
+
+
+class Channel:
+    """A ROUTER or DEALER socket served by a reactor (see the module docstring)."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        sock: zmq.Socket[bytes],
+        handlers: Mapping[str, Handler],
+        *,
+        name: str = "",
+        zero_copy: bool = False,
+    ) -> None:
+        self.reactor = reactor
+        self.sock = sock
+        self.handlers = dict(handlers)
+        self.name = name or ("router" if sock.type == zmq.ROUTER else "dealer")
+        self.is_router = sock.type == zmq.ROUTER
+        self.zero_copy = zero_copy
+        self.stats: Counter[str] = Counter()
+        self.on_traffic: Callable[[bytes | None], None] | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._rids = itertools.count(1)
+        reactor.add_reader(sock, self._on_readable)
+
+    def close(self) -> None:
+        self.reactor.remove_reader(self.sock)
+        close_socket(self.sock)
+        for pending in self._pending.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
+        self._pending.clear()
+
+    # -- sending -----------------------------------------------------------
+    def send(
+        self,
+        kind: Kind,
+        op: str,
+        rid: int,
+        body: Any,
+        *,
+        peer: bytes | None = None,
+        frames: Sequence[Any] = (),
+    ) -> bool:
+        parts: list[Any] = [encode(kind, op, rid, body), *frames]
+        if self.is_router:
+            if peer is None:
+                raise ValueError("a ROUTER channel needs a peer to send to")
+            parts.insert(0, peer)
+        try:
+            self.sock.send_multipart(parts, zmq.NOBLOCK, copy=not frames)
+            return True
+        except zmq.Again:
+            self.stats["send_dropped"] += 1
+            return False
+        except zmq.ZMQError as exc:
+            self.stats["send_failed"] += 1
+            log.debug("%s: send failed: %s", self.name, exc)
+            return False
+
+    def notify(
+        self, op: str, body: Any = None, *, peer: bytes | None = None, frames: Sequence[Any] = ()
+    ) -> bool:
+        return self.send(Kind.EVENT, op, 0, body, peer=peer, frames=frames)
+
+    def request(
+        self,
+        op: str,
+        body: Any = None,
+        *,
+        peer: bytes | None = None,
+        frames: Sequence[Any] = (),
+        timeout: float | None = 5.0,
+        callback: ReplyCallback | None = None,
+    ) -> int:
+        rid = next(self._rids)
+        if callback is not None:
+            timer = None
+            if timeout is not None:
+                timer = self.reactor.call_later(timeout, lambda: self._expire(rid, op))
+            self._pending[rid] = _Pending(callback, timer)
+        if not self.send(Kind.REQUEST, op, rid, body, peer=peer, frames=frames):
+            self._complete(rid, None, ZdfError(f"{self.name}: could not send {op!r}"))
+        return rid
+
+    def _expire(self, rid: int, op: str) -> None:
+        self._complete(rid, None, Timeout(f"{op!r} got no reply in time"))
+
+    def _complete(self, rid: int, result: Any, error: ZdfError | None) -> None:
+        pending = self._pending.pop(rid, None)
+        if pending is None:
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        pending.callback(result, error)
+
+    # -- receiving ---------------------------------------------------------
+    def _on_readable(self) -> None:
+        sock = self.sock
+        for _ in range(MAX_MESSAGES_PER_WAKEUP):
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=not self.zero_copy)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                return
+            self._dispatch(parts)
+
+    def _dispatch(self, parts: list[Any]) -> None:
+        peer: bytes | None = None
+        if self.is_router:
+            if len(parts) < 2:
+                self.stats["malformed"] += 1
+                return
+            peer = bytes(parts[0])
+            parts = parts[1:]
+        if self.on_traffic is not None:
+            self.on_traffic(peer)
+        try:
+            msg = decode(parts[0] if not self.zero_copy else parts[0].buffer)
+        except ProtocolError as exc:
+            self.stats["malformed"] += 1
+            if peer is not None:
+                self.send(Kind.ERROR, "error", 0, wire_error(exc), peer=peer)
+            return
+        frames = parts[1:]
+        if msg.kind is Kind.REQUEST or msg.kind is Kind.EVENT:
+            self._serve(Call(self, peer, msg.op, msg.rid, msg.body, frames, msg.kind is Kind.EVENT))
+        elif msg.kind is Kind.REPLY:
+            self._complete_frames(msg.rid, msg.body, frames)
+        else:
+            self._complete(msg.rid, None, from_wire(msg.body))
+
+    def _complete_frames(self, rid: int, body: Any, frames: list[Any]) -> None:
+        self._complete(rid, (body, frames) if frames else body, None)
+
+    def _serve(self, call: Call) -> None:
+        handler = self.handlers.get(call.op)
+        if handler is None:
+            self.stats["unknown_op"] += 1
+            call.fail(ProtocolError(f"unknown operation {call.op!r}"))
+            return
+        try:
+            result = handler(call)
+        except ZdfError as exc:
+            self.stats["handler_errors"] += 1
+            call.fail(exc)
+            return
+        except Exception as exc:
+            self.stats["handler_crashes"] += 1
+            log.exception("%s: handler for %r failed", self.name, call.op)
+            call.fail(RemoteError(f"internal error: {exc}", remote_type=type(exc).__name__))
+            return
+        if result is not DEFER:
+            call.reply(result)
+
+
+class RpcClient:
+    """A blocking client with deadlines, retries on fresh sockets and leader hints."""
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        timeout: float = 5.0,
+        attempt_timeout: float | None = None,
+        identity: bytes | None = None,
+    ) -> None:
+        self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not self.endpoints:
+            raise ValueError("RpcClient needs at least one endpoint")
+        self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
+        self._identity = identity
+        self._index = 0
+        self._rids = itertools.count(1)
+        self._sock: zmq.Socket[bytes] | None = None
+        self._pid = os.getpid()
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints[self._index]
+
+    def _socket(self) -> zmq.Socket[bytes]:
+        if self._sock is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._sock = make_socket(zmq.DEALER, connect=self.endpoint, identity=self._identity)
+        return self._sock
+
+    def _rotate(self, to: str | None = None) -> None:
+        close_socket(self._sock)
+        self._sock = None
+        if to is not None:
+            if to not in self.endpoints:
+                self.endpoints.append(to)
+            self._index = self.endpoints.index(to)
+        else:
+            self._index = (self._index + 1) % len(self.endpoints)
+
+    def close(self) -> None:
+        close_socket(self._sock)
+        self._sock = None
+
+    def __enter__(self) -> RpcClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(
+        self,
+        op: str,
+        body: Any = None,
+        *,
+        timeout: float | None = None,
+        frames: Sequence[Any] = (),
+        retry: bool = True,
+    ) -> Any:
+        """Send ``op`` and wait for its reply; raise the remote error or ``Timeout``."""
+        result, _ = self.call_frames(op, body, timeout=timeout, frames=frames, retry=retry)
+        return result
+
+    def call_frames(
+        self,
+        op: str,
+        body: Any = None,
+        *,
+        timeout: float | None = None,
+        frames: Sequence[Any] = (),
+        retry: bool = True,
+    ) -> tuple[Any, list[bytes]]:
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        last_error: ZdfError | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            attempt = remaining if self.attempt_timeout is None else min(remaining, self.attempt_timeout)
+            rid = next(self._rids)
+            sock = self._socket()
+            try:
+                sock.send_multipart([encode(Kind.REQUEST, op, rid, body), *frames], zmq.NOBLOCK)
+            except zmq.Again:
+                self._rotate()
+                continue
+            try:
+                return self._await(sock, rid, time.monotonic() + attempt)
+            except NotLeader as exc:
+                last_error = exc
+                hint = exc.data.get("leader")
+                self._rotate(hint if isinstance(hint, str) and hint else None)
+                _pause(min(0.05, max(0.0, deadline - time.monotonic())), hint)
+            except Timeout as exc:
+                last_error = exc
+                self._rotate()
+            if not retry:
+                break
+        if isinstance(last_error, NotLeader):
+            raise Timeout(f"{op!r}: no leader answered within the deadline ({last_error.message})")
+        raise Timeout(f"{op!r} to {self.endpoint} got no reply within the deadline")
+
+    def _await(self, sock: zmq.Socket[bytes], rid: int, deadline: float) -> tuple[Any, list[bytes]]:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not sock.poll(max(1, int(remaining * 1000)), zmq.POLLIN):
+                if deadline - time.monotonic() <= 0:
+                    raise Timeout("attempt timed out")
+                continue
+            parts = sock.recv_multipart()
+            try:
+                msg = decode(parts[0])
+            except ProtocolError:
+                continue
+            if msg.rid != rid:
+                continue  # a late reply to an earlier attempt
+            if msg.kind is Kind.ERROR:
+                raise from_wire(msg.body)
+            return msg.body, parts[1:]
+
+
+def _pause(seconds: float, hint: object) -> None:
+    # Without a hint the cluster is electing: wait a little before asking again.
+    if not hint and seconds > 0:
+        time.sleep(seconds)
