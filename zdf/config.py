@@ -298,7 +298,10 @@ class ExecutorConfig(LogConfig):
     session_ttl: float = key(
         "session-ttl", parse_duration, 10.0, "lease TTL of the discovery record"
     )
-    slots: int = key("slots", int_range(1, 1024), 4, "worker processes (task capacity)")
+    slots: int = key("slots", int_range(1, 4096), 32, "how many tasks this executor runs at once")
+    workers: int = key(
+        "workers", int_range(0, 256), 0, "worker processes hosting the tasks (0: one per CPU)"
+    )
     data_dir: str = key("data-dir", parse_str, "/tmp/zdf/executor", "scratch directory (ipc)")
 
     def validate(self) -> None:

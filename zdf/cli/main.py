@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import click
 
+from zdf.cli.jobs_cmd import cluster_status, job_group, submit_job
+from zdf.cli.processes import executor_group, master_cmd
+
 
 @click.group()
 @click.version_option(package_name="zdf")
 def main() -> None:
     """zdf: a ZeroMQ low-latency cluster runtime."""
+
+
+main.add_command(master_cmd)
+main.add_command(executor_group)
+main.add_command(submit_job)
+main.add_command(job_group)
+main.add_command(cluster_status)
+
+if __name__ == "__main__":
+    main()

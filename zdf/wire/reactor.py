@@ -11,6 +11,8 @@ messages zdf lives on, and simpler to reason about: no locks, no awaits.
 from __future__ import annotations
 
 import heapq
+import signal
+import socket
 import itertools
 import logging
 import time
@@ -66,6 +68,25 @@ class Reactor:
         timer = Timer(time.monotonic() + (0.0 if now else interval), interval, callback)
         heapq.heappush(self._timers, (timer.due, next(self._seq), timer))
         return timer
+
+    def stop_on_signals(self, *signums: int) -> None:
+        """Stop the loop on these signals, waking the poll at once (not at its timeout)."""
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._wakeup = (reader, writer)
+        signal.set_wakeup_fd(writer.fileno())
+        for signum in signums:
+            signal.signal(signum, lambda *_: self.stop())
+
+        def drain() -> None:
+            try:
+                while reader.recv(256):
+                    pass
+            except OSError:
+                pass
+
+        self.add_reader(reader.fileno(), drain)
 
     # -- running -----------------------------------------------------------
     def stop(self) -> None:

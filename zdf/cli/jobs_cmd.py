@@ -1,0 +1,216 @@
+"""Client commands: ``submit-job``, ``job list|status|cancel`` and ``status``."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from zdf import protocol as P
+from zdf.cli.common import (
+    FORMAT_OPTION,
+    MASTER_OPTION,
+    handle_errors,
+    print_json,
+    print_table,
+)
+from zdf.config import read_toml
+from zdf.errors import Timeout
+from zdf.jobs.spec import JobSpec
+from zdf.wire.rpc import RpcClient
+
+TERMINAL = {"finished", "failed", "canceled"}
+POLL_INTERVAL = 0.2
+
+
+def load_job_file(path: str) -> JobSpec:
+    from zdf.jobs import build_job
+
+    return build_job(read_toml(path), path)
+
+
+def submit(client: RpcClient, spec: JobSpec) -> str:
+    result = client.call(P.SUBMIT_JOB, {"spec": spec.to_dict(), "token": uuid.uuid4().hex})
+    return str(result["job_id"])
+
+
+def job_total(job: dict[str, Any]) -> float:
+    """Records done so far, summed over the sinks' (or all tasks') progress counters."""
+    tasks = job.get("tasks", [])
+    sinks = [t for t in tasks if t.get("kind") == "sink"] or tasks
+    return float(sum(float(t.get("progress", {}).get("records", 0)) for t in sinks))
+
+
+def wait_for_job(
+    client: RpcClient, job_id: str, timeout: float, show_progress: bool, expected: float = 0.0
+) -> dict[str, Any]:
+    """Poll the job until it ends (or the deadline passes), drawing a progress bar."""
+    deadline = time.monotonic() + timeout
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show_progress,
+        transient=False,
+    ) as progress:
+        bar = progress.add_task(job_id, total=expected or None, rate="")
+        last = (time.monotonic(), 0.0)
+        while True:
+            job = client.call(P.JOB_STATUS, {"job_id": job_id})
+            now, done = time.monotonic(), job_total(job)
+            rate = (done - last[1]) / max(1e-6, now - last[0])
+            if done:
+                last = (now, done)
+            tasks = job.get("tasks", [])
+            if not expected:
+                finished = sum(1 for t in tasks if t["state"] == "finished")
+                progress.update(bar, total=len(tasks), completed=finished, rate=job["state"])
+            else:
+                progress.update(bar, completed=done, rate=f"{rate:,.0f} rec/s")
+            if job["state"] in TERMINAL:
+                return dict(job)
+            if now > deadline:
+                raise Timeout(f"job {job_id} still {job['state']} after {timeout:.0f}s")
+            time.sleep(POLL_INTERVAL)
+
+
+def print_job(job: dict[str, Any]) -> None:
+    console = Console()
+    elapsed = ""
+    if job.get("finished_at") and job.get("submitted_at"):
+        elapsed = f" in {job['finished_at'] - job['submitted_at']:.2f}s"
+    console.print(f"job [bold]{job['id']}[/] ({job.get('name')}): [bold]{job['state']}[/]{elapsed}")
+    if job.get("error"):
+        console.print(f"error: {job['error'].splitlines()[0]}")
+    print_table(
+        "tasks",
+        ["id", "kind", "executor", "state", "attempt", "progress"],
+        [
+            [
+                t["id"],
+                t["kind"],
+                t["executor"],
+                t["state"],
+                t["attempt"],
+                ", ".join(f"{k}={v:,.0f}" for k, v in t.get("progress", {}).items()),
+            ]
+            for t in job.get("tasks", [])
+        ],
+    )
+
+
+@click.command("submit-job")
+@MASTER_OPTION
+@click.option("--config", "config_path", required=True, help="The job's TOML file.")
+@click.option("--wait", is_flag=True, help="Wait for the job to end, with a progress bar.")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds --wait waits.")
+@FORMAT_OPTION
+@handle_errors
+def submit_job(master_addr: str, config_path: str, wait: bool, timeout: float, fmt: str) -> None:
+    """Submit a job described by a TOML file."""
+    spec = load_job_file(config_path)
+    with RpcClient(master_addr, timeout=10.0) as client:
+        job_id = submit(client, spec)
+        if not wait:
+            if fmt == "json":
+                print_json({"job_id": job_id})
+            else:
+                click.echo(f"submitted {job_id} ({len(spec.tasks)} tasks)")
+            return
+        expected = float(spec.settings.get("expected_records", 0) or 0)
+        job = wait_for_job(client, job_id, timeout, fmt != "json", expected)
+    if fmt == "json":
+        print_json(job)
+    else:
+        print_job(job)
+    if job["state"] != "finished":
+        raise SystemExit(1)
+
+
+@click.group("job")
+def job_group() -> None:
+    """Inspect and control jobs."""
+
+
+@job_group.command("list")
+@MASTER_OPTION
+@FORMAT_OPTION
+@handle_errors
+def job_list(master_addr: str, fmt: str) -> None:
+    """List the jobs the master knows."""
+    with RpcClient(master_addr, timeout=5.0) as client:
+        jobs = client.call(P.JOB_LIST)
+    if fmt == "json":
+        print_json(jobs)
+        return
+    print_table(
+        "jobs",
+        ["id", "name", "type", "state", "tasks", "running", "finished"],
+        [[j["id"], j["name"], j["type"], j["state"], j["tasks"], j["running"], j["finished"]] for j in jobs],
+    )
+
+
+@job_group.command("status")
+@click.argument("job_id")
+@MASTER_OPTION
+@FORMAT_OPTION
+@handle_errors
+def job_status(job_id: str, master_addr: str, fmt: str) -> None:
+    """Show one job and its tasks."""
+    with RpcClient(master_addr, timeout=5.0) as client:
+        job = client.call(P.JOB_STATUS, {"job_id": job_id})
+    if fmt == "json":
+        print_json(job)
+    else:
+        print_job(job)
+
+
+@job_group.command("cancel")
+@click.argument("job_id")
+@MASTER_OPTION
+@FORMAT_OPTION
+@handle_errors
+def job_cancel(job_id: str, master_addr: str, fmt: str) -> None:
+    """Cancel a job: its running tasks are stopped."""
+    with RpcClient(master_addr, timeout=5.0) as client:
+        job = client.call(P.JOB_CANCEL, {"job_id": job_id})
+    if fmt == "json":
+        print_json(job)
+    else:
+        click.echo(f"{job['id']}: {job['state']}")
+
+
+@click.command("status")
+@MASTER_OPTION
+@FORMAT_OPTION
+@handle_errors
+def cluster_status(master_addr: str, fmt: str) -> None:
+    """A cluster overview: master, executors, slots and jobs."""
+    with RpcClient(master_addr, timeout=5.0) as client:
+        status = client.call(P.CLUSTER_STATUS)
+        executors = client.call(P.EXECUTOR_LIST)
+    status["executor_list"] = executors
+    if fmt == "json":
+        print_json(status)
+        return
+    console = Console()
+    console.print(
+        f"master [bold]{status['master']}[/] at {status['addr']} "
+        f"(epoch {status['epoch']}, up {status['uptime_s']}s); "
+        f"{status['slots']} slots on {status['executors'].get('alive', 0)} live executors"
+    )
+    jobs = ", ".join(f"{n} {s}" for s, n in status["jobs"].items()) or "none"
+    console.print(f"jobs: {jobs}")
+    print_table(
+        "executors",
+        ["id", "addr", "slots", "state"],
+        [[e["id"], e["addr"], e["slots"], e["state"]] for e in executors],
+    )

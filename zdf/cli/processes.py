@@ -1,0 +1,106 @@
+"""``zdf master`` and ``zdf executor``: run the long-lived processes.
+
+``zdf executor`` with ``--config`` runs an executor; ``zdf executor list`` asks
+the master for the executors it knows (the group doubles as both).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+import click
+
+from zdf.cli.common import (
+    FORMAT_OPTION,
+    MASTER_OPTION,
+    config_options,
+    handle_errors,
+    load_from_flags,
+    print_json,
+    print_table,
+    setup_logging,
+)
+from zdf.config import ExecutorConfig, MasterConfig
+from zdf.errors import ZdfError
+from zdf.protocol import EXECUTOR_LIST
+from zdf.wire.rpc import RpcClient
+
+log = logging.getLogger(__name__)
+
+META_CONNECT_TIMEOUT = 15.0
+
+
+@click.command("master")
+@config_options(MasterConfig)
+@handle_errors
+def master_cmd(config_path: str | None, **flags: Any) -> None:
+    """Run a master (job manager, scheduler, executor liveness)."""
+    from zdf.master.server import Master
+    from zdf.metastore.client import MetaClient
+
+    config = load_from_flags(MasterConfig, config_path, flags)
+    setup_logging(config.log_level, config.log_file, f"master[{config.name}]")
+    meta = MetaClient(config.meta_endpoints, timeout=config.rpc_timeout)
+    _wait_for_metastore(meta, config.meta_endpoints)
+    master = Master(config, meta)
+    master.reactor.stop_on_signals(signal.SIGINT, signal.SIGTERM)
+    try:
+        master.run()
+    finally:
+        master.close()
+        meta.close()
+        log.info("master stopped")
+
+
+def _wait_for_metastore(meta: Any, endpoints: list[str]) -> None:
+    deadline = time.monotonic() + META_CONNECT_TIMEOUT
+    while True:
+        try:
+            meta.status()
+            return
+        except ZdfError as exc:
+            if time.monotonic() > deadline:
+                raise ZdfError(f"metastore at {','.join(endpoints)} not reachable: {exc}") from None
+            log.info("waiting for the metastore at %s", ",".join(endpoints))
+
+
+@click.group("executor", invoke_without_command=True)
+@config_options(ExecutorConfig)
+@click.pass_context
+@handle_errors
+def executor_group(ctx: click.Context, config_path: str | None, **flags: Any) -> None:
+    """Run an executor (with --config), or `zdf executor list`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from zdf.executor.server import Executor
+
+    config = load_from_flags(ExecutorConfig, config_path, flags)
+    setup_logging(config.log_level, config.log_file, f"executor[{config.executor_id}]")
+    executor = Executor(config)
+    executor.reactor.stop_on_signals(signal.SIGINT, signal.SIGTERM)
+    try:
+        executor.run()
+    finally:
+        executor.close()
+        log.info("executor stopped")
+
+
+@executor_group.command("list")
+@MASTER_OPTION
+@FORMAT_OPTION
+@handle_errors
+def executor_list(master_addr: str, fmt: str) -> None:
+    """List the executors the master knows, with their state."""
+    with RpcClient(master_addr, timeout=5.0) as client:
+        rows = client.call(EXECUTOR_LIST)
+    if fmt == "json":
+        print_json(rows)
+        return
+    print_table(
+        "executors",
+        ["id", "addr", "slots", "state", "last seen (s)", "pid"],
+        [[r["id"], r["addr"], r["slots"], r["state"], r["last_seen_s"], r["pid"]] for r in rows],
+    )

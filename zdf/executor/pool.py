@@ -1,0 +1,122 @@
+"""The executor's pool of worker processes, started ahead of time.
+
+Workers are separate interpreters started with ``python -m zdf.executor.worker``
+(never forked: a fork would copy sockets and, in a metastore, an open LevelDB).
+Each connects a DEALER, with its slot name as identity, to the executor's
+control ROUTER over ipc:// and says ``ready``. The pool polls its children;
+one that died is reaped, reported through ``on_exit`` and started again.
+Workers also watch their parent and exit when it is gone, so a kill -9 of the
+executor leaves no orphans behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE = 2.0
+
+
+@dataclass
+class WorkerSlot:
+    name: str
+    proc: subprocess.Popen[bytes] | None = None
+    ready: bool = False
+    tasks: set[tuple[str, str]] = field(default_factory=set)
+    restarts: int = 0
+
+    @property
+    def identity(self) -> bytes:
+        return self.name.encode()
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        count: int,
+        ctl_addr: str,
+        host: str,
+        ipc_dir: str,
+        log_level: str,
+        on_exit: Callable[[WorkerSlot, int], None],
+    ) -> None:
+        self.ctl_addr = ctl_addr
+        self.host = host
+        self.ipc_dir = ipc_dir
+        self.log_level = log_level
+        self.on_exit = on_exit
+        self.slots = {f"w{i}": WorkerSlot(f"w{i}") for i in range(count)}
+
+    def start(self) -> None:
+        for slot in self.slots.values():
+            self._spawn(slot)
+
+    def _spawn(self, slot: WorkerSlot) -> None:
+        slot.ready = False
+        slot.tasks.clear()
+        cmd = [
+            sys.executable,
+            "-m",
+            "zdf.executor.worker",
+            "--ctl",
+            self.ctl_addr,
+            "--name",
+            slot.name,
+            "--host",
+            self.host,
+            "--ipc-dir",
+            self.ipc_dir,
+            "--parent",
+            str(os.getpid()),
+            "--log-level",
+            self.log_level,
+        ]
+        slot.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+
+    def mark_ready(self, name: str) -> WorkerSlot | None:
+        slot = self.slots.get(name)
+        if slot is not None:
+            slot.ready = True
+        return slot
+
+    def all_ready(self) -> bool:
+        return all(s.ready for s in self.slots.values())
+
+    def least_loaded(self) -> WorkerSlot | None:
+        ready = [s for s in self.slots.values() if s.ready]
+        return min(ready, key=lambda s: (len(s.tasks), s.name)) if ready else None
+
+    def reap(self) -> None:
+        """Called on a timer: restart any worker that exited."""
+        for slot in self.slots.values():
+            if slot.proc is None:
+                continue
+            code = slot.proc.poll()
+            if code is None:
+                continue
+            log.warning("worker %s (pid %d) exited with %s", slot.name, slot.proc.pid, code)
+            self.on_exit(slot, code)
+            slot.restarts += 1
+            self._spawn(slot)
+
+    def stop(self) -> None:
+        procs = [s.proc for s in self.slots.values() if s.proc is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for slot in self.slots.values():
+            slot.proc = None

@@ -1,0 +1,251 @@
+"""The executor process: registers with the master and runs tasks in its workers.
+
+Theory of operation: one reactor with three kinds of traffic.
+
+* A DEALER channel to the master: ``register`` on start (retried with backoff
+  until a master answers), ``start_task``/``cancel_task``/``endpoints`` from the
+  master, and task reports (``task_state``, ``progress``, ``publish_endpoint``)
+  forwarded to it.
+* Heartbeats: a PUB at ``worker-addr`` that the master subscribes to, and a SUB
+  to the master's PUB. When the master falls silent for ``keepalive-ttl`` the
+  executor registers again (a restarted or new master), with its running tasks.
+* A control ROUTER over ipc:// that the worker processes connect to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from zdf import protocol as P
+from zdf.config import ExecutorConfig
+from zdf.errors import ZdfError
+from zdf.executor.pool import WorkerPool, WorkerSlot
+from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
+from zdf.wire.reactor import Reactor, Timer
+from zdf.wire.rpc import Call, Channel
+from zdf.wire.sockets import make_socket
+
+log = logging.getLogger(__name__)
+
+REGISTER_BACKOFF_MIN = 0.05
+REGISTER_BACKOFF_MAX = 2.0
+REAP_INTERVAL = 0.05
+
+
+@dataclass
+class RunningTask:
+    job_id: str
+    task_id: str
+    attempt: int
+    worker: str
+    kind: str
+
+
+class Executor:
+    def __init__(self, config: ExecutorConfig, reactor: Reactor | None = None) -> None:
+        self.config = config
+        self.reactor = reactor or Reactor()
+        self.executor_id = config.executor_id
+        self.host = config.worker_addr.rpartition(":")[0] or "127.0.0.1"
+        run_dir = os.path.join(config.data_dir, self.executor_id)
+        os.makedirs(run_dir, exist_ok=True)
+        self.ipc_dir = run_dir
+        ctl_addr = f"ipc://{run_dir}/ctl-{os.getpid()}.sock"
+        self.tasks: dict[tuple[str, str], RunningTask] = {}
+        self.master_epoch: int | None = None
+        self.registered = False
+        self._backoff = REGISTER_BACKOFF_MIN
+        self._last_master_beat = time.monotonic()
+        self._register_timer: Timer | None = None
+
+        self.ctl = Channel(
+            self.reactor,
+            make_socket(zmq.ROUTER, bind=ctl_addr),
+            {
+                "ready": self.on_worker_ready,
+                P.TASK_STATE: self.on_worker_task_state,
+                P.PROGRESS: self._forward,
+                P.PUBLISH_ENDPOINT: self._forward,
+            },
+            name="executor-ctl",
+        )
+        handlers: dict[str, Callable[[Call], Any]] = {
+            P.START_TASK: self.on_start_task,
+            P.CANCEL_TASK: self.on_cancel_task,
+            P.ENDPOINTS: self.on_endpoints,
+            P.PING: lambda call: {"executor": self.executor_id},
+        }
+        self.master = self._connect_master(handlers)
+        self.publisher = HeartbeatPublisher(config.worker_addr, self.executor_id, 0)
+        self.master_sub = HeartbeatSubscriber(self.reactor, self._on_master_beat)
+        workers = config.workers or os.cpu_count() or 1
+        self.pool = WorkerPool(
+            workers, ctl_addr, self.host, run_dir, config.log_level, self._on_worker_exit
+        )
+        self._handlers = handlers
+        self.reactor.call_every(config.keepalive_interval, self._beat, now=True)
+        self.reactor.call_every(REAP_INTERVAL, self.pool.reap)
+        self.reactor.call_every(config.keepalive_interval, self._check_master)
+
+    def _connect_master(self, handlers: dict[str, Callable[[Call], Any]]) -> Channel:
+        sock = make_socket(zmq.DEALER, connect=self.config.join[0])
+        return Channel(self.reactor, sock, handlers, name="executor")
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self) -> None:
+        self.pool.start()
+        self._register()
+
+    def run(self) -> None:
+        self.start()
+        log.info("executor %s at %s", self.executor_id, self.config.worker_addr)
+        self.reactor.run()
+
+    def close(self) -> None:
+        self.pool.stop()
+        self.master.close()
+        self.ctl.close()
+        self.publisher.close()
+        self.master_sub.close()
+
+    # -- master link --------------------------------------------------------
+    def _register(self) -> None:
+        self._register_timer = None
+        body = {
+            "executor_id": self.executor_id,
+            "addr": self.config.worker_addr,
+            "slots": self.config.slots,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "tasks": [vars(t) for t in self.tasks.values()],
+        }
+        self.master.request(
+            P.REGISTER, body, timeout=max(0.5, self._backoff * 4), callback=self._on_registered
+        )
+
+    def _on_registered(self, result: Any, error: ZdfError | None) -> None:
+        if error is not None or not isinstance(result, dict):
+            log.info("registration not answered (%s); retrying", error)
+            self._backoff = min(REGISTER_BACKOFF_MAX, self._backoff * 2)
+            if self._register_timer is None:
+                self._register_timer = self.reactor.call_later(self._backoff, self._register)
+            return
+        self._backoff = REGISTER_BACKOFF_MIN
+        self.registered = True
+        self.master_epoch = int(result.get("epoch", 0))
+        self._last_master_beat = time.monotonic()
+        heartbeat_addr = result.get("heartbeat_addr")
+        if isinstance(heartbeat_addr, str):
+            self.master_sub.connect(heartbeat_addr)
+        log.info("registered with master %s (epoch %s)", result.get("master"), self.master_epoch)
+
+    def _on_master_beat(self, body: dict[str, Any]) -> None:
+        self._last_master_beat = time.monotonic()
+        epoch = body.get("epoch")
+        if self.registered and isinstance(epoch, int) and epoch != self.master_epoch:
+            log.info("a new master (epoch %s): registering again", epoch)
+            self.registered = False
+            self._register()
+
+    def _check_master(self) -> None:
+        silent = time.monotonic() - self._last_master_beat
+        if self.registered and silent > self.config.keepalive_ttl:
+            log.warning("master silent for %.1fs: registering again", silent)
+            self.registered = False
+            self._last_master_beat = time.monotonic()
+            self._register()
+
+    def _beat(self) -> None:
+        self.publisher.beat({"tasks": len(self.tasks)})
+
+    # -- tasks --------------------------------------------------------------
+    def on_start_task(self, call: Call) -> Any:
+        body = P.fields(call.body, job_id=str, task=dict, attempt=int)
+        task = body["task"]
+        key = (body["job_id"], str(task.get("task_id")))
+        old = self.tasks.get(key)
+        if old is not None:
+            self._cancel_on_worker(old)
+        slot = self.pool.least_loaded()
+        if slot is None:
+            raise ZdfError("no worker process is ready")
+        running = RunningTask(key[0], key[1], body["attempt"], slot.name, str(task.get("kind")))
+        self.tasks[key] = running
+        slot.tasks.add(key)
+        self.ctl.notify(P.START_TASK, body, peer=slot.identity)
+        return {"worker": slot.name}
+
+    def on_cancel_task(self, call: Call) -> Any:
+        body = P.fields(call.body, job_id=str, task_id=str)
+        running = self.tasks.pop((body["job_id"], body["task_id"]), None)
+        if running is not None:
+            self._cancel_on_worker(running)
+        return None
+
+    def _cancel_on_worker(self, running: RunningTask) -> None:
+        slot = self.pool.slots.get(running.worker)
+        if slot is not None:
+            slot.tasks.discard((running.job_id, running.task_id))
+            self.ctl.notify(
+                P.CANCEL_TASK,
+                {"job_id": running.job_id, "task_id": running.task_id},
+                peer=slot.identity,
+            )
+
+    def on_endpoints(self, call: Call) -> Any:
+        body = P.fields(call.body, job_id=str, endpoints=list)
+        for slot in self.pool.slots.values():
+            if any(job_id == body["job_id"] for job_id, _ in slot.tasks):
+                self.ctl.notify(P.ENDPOINTS, body, peer=slot.identity)
+        return None
+
+    # -- workers ------------------------------------------------------------
+    def on_worker_ready(self, call: Call) -> Any:
+        name = call.peer.decode() if call.peer else ""
+        slot = self.pool.mark_ready(name)
+        if slot is not None:
+            log.debug("worker %s ready", name)
+        return None
+
+    def on_worker_task_state(self, call: Call) -> Any:
+        body = P.fields(call.body, job_id=str, task_id=str, attempt=int, state=str)
+        key = (body["job_id"], body["task_id"])
+        running = self.tasks.get(key)
+        if running is None or running.attempt != body["attempt"]:
+            return None  # a report from a task we already canceled or replaced
+        if body["state"] in ("finished", "failed", "canceled"):
+            self.tasks.pop(key, None)
+            slot = self.pool.slots.get(running.worker)
+            if slot is not None:
+                slot.tasks.discard(key)
+        self.master.notify(P.TASK_STATE, body)
+        return None
+
+    def _forward(self, call: Call) -> Any:
+        self.master.notify(call.op, call.body, frames=call.frames)
+        return None
+
+    def _on_worker_exit(self, slot: WorkerSlot, code: int) -> None:
+        for key in list(slot.tasks):
+            running = self.tasks.pop(key, None)
+            if running is None:
+                continue
+            self.master.notify(
+                P.TASK_STATE,
+                {
+                    "job_id": running.job_id,
+                    "task_id": running.task_id,
+                    "attempt": running.attempt,
+                    "state": "failed",
+                    "info": {"error": f"worker process exited with code {code}"},
+                },
+            )
+

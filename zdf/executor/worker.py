@@ -1,0 +1,227 @@
+"""A worker process: hosts tasks for its executor.
+
+Started by the executor's pool as ``python -m zdf.executor.worker``. It connects
+a DEALER to the executor's control socket, says ``ready``, and then runs what it
+is sent: a ``function`` task is a call of a function named by import path, run
+to completion; any other kind is a dataflow operator launched through
+``zdf.runtime.launch`` and driven by this process's reactor until it reports
+finished. The worker exits when its parent executor is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from zdf import protocol as P
+from zdf.errors import JobError
+from zdf.jobs.spec import TaskSpec
+from zdf.wire.codec import packb
+from zdf.wire.reactor import Reactor
+from zdf.wire.rpc import Call, Channel
+from zdf.wire.sockets import make_socket
+
+log = logging.getLogger("zdf.worker")
+
+PARENT_CHECK_INTERVAL = 0.2
+PROGRESS_INTERVAL = 0.25
+
+
+def import_object(path: str) -> Any:
+    """'package.module:name' -> the object; a clear JobError otherwise."""
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise JobError(f"cannot import {module_name!r}: {exc}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise JobError(f"{module_name!r} has no attribute {attr!r}") from None
+
+
+class Worker:
+    def __init__(self, ctl: str, name: str, host: str, ipc_dir: str, parent: int) -> None:
+        self.name = name
+        self.host = host
+        self.ipc_dir = ipc_dir
+        self.parent = parent
+        self.reactor = Reactor()
+        self.tasks: dict[tuple[str, str], Any] = {}
+        self.attempts: dict[tuple[str, str], int] = {}
+        self.directory: dict[str, dict[tuple[str, str], str]] = {}
+        self.watchers: dict[tuple[str, str, str], list[Callable[[str], None]]] = {}
+        self.channel = Channel(
+            self.reactor,
+            make_socket(zmq.DEALER, connect=ctl, identity=name.encode()),
+            {
+                P.START_TASK: self.on_start_task,
+                P.CANCEL_TASK: self.on_cancel_task,
+                P.ENDPOINTS: self.on_endpoints,
+                "stop": lambda call: self.reactor.stop(),
+            },
+            name=f"worker-{name}",
+        )
+        self.reactor.call_every(PARENT_CHECK_INTERVAL, self._check_parent)
+        self.channel.notify("ready", {"pid": os.getpid()})
+
+    def _check_parent(self) -> None:
+        if os.getppid() != self.parent:
+            log.warning("executor %d is gone; worker %s exits", self.parent, self.name)
+            self.reactor.stop()
+
+    def run(self) -> None:
+        self.reactor.run()
+        for handle in list(self.tasks.values()):
+            cancel = getattr(handle, "cancel", None)
+            if cancel is not None:
+                cancel()
+        self.channel.close()
+
+    # -- reports ------------------------------------------------------------
+    def report(
+        self, job_id: str, task_id: str, attempt: int, state: str, info: dict[str, Any] | None = None
+    ) -> None:
+        if self.attempts.get((job_id, task_id)) != attempt:
+            return
+        body = {
+            "job_id": job_id,
+            "task_id": task_id,
+            "attempt": attempt,
+            "state": state,
+            "info": info or {},
+        }
+        self.channel.notify(P.TASK_STATE, body)
+        if state in ("finished", "failed", "canceled"):
+            self.tasks.pop((job_id, task_id), None)
+            self.attempts.pop((job_id, task_id), None)
+
+    # -- handlers -----------------------------------------------------------
+    def on_start_task(self, call: Call) -> Any:
+        body = P.fields(call.body, job_id=str, task=dict, attempt=int)
+        job_id, attempt = body["job_id"], body["attempt"]
+        spec = TaskSpec.from_dict(body["task"])
+        key = (job_id, spec.task_id)
+        self.attempts[key] = attempt
+        table = self.directory.setdefault(job_id, {})
+        for entry in body.get("endpoints") or []:
+            if isinstance(entry, list) and len(entry) == 3:
+                table[(str(entry[0]), str(entry[1]))] = str(entry[2])
+        self.report(job_id, spec.task_id, attempt, "running", {"worker": self.name, "pid": os.getpid()})
+        if spec.kind == "function":
+            self.tasks[key] = None
+            self.reactor.call_later(0, lambda: self._run_function(job_id, spec, attempt))
+            return None
+        try:
+            from zdf.runtime import launch
+            from zdf.executor.task_context import WorkerTaskContext
+
+            ctx = WorkerTaskContext(self, job_id, spec, attempt)
+            self.tasks[key] = launch(ctx, spec)
+        except Exception as exc:
+            log.exception("task %s/%s failed to start", job_id, spec.task_id)
+            self.report(job_id, spec.task_id, attempt, "failed", {"error": _describe(exc)})
+        return None
+
+    def _run_function(self, job_id: str, spec: TaskSpec, attempt: int) -> None:
+        if self.attempts.get((job_id, spec.task_id)) != attempt:
+            return  # canceled before it started
+        started = time.perf_counter()
+        try:
+            fn = import_object(spec.operator)
+            args = spec.params.get("args") or []
+            kwargs = spec.params.get("kwargs") or {}
+            result = fn(*args, **kwargs)
+            try:
+                packb(result)
+            except (TypeError, ValueError):
+                result = repr(result)
+        except Exception as exc:
+            self.report(job_id, spec.task_id, attempt, "failed", {"error": _describe(exc)})
+            return
+        elapsed = round(time.perf_counter() - started, 6)
+        self.report(job_id, spec.task_id, attempt, "finished", {"result": result, "elapsed_s": elapsed})
+
+    def on_cancel_task(self, call: Call) -> Any:
+        body = P.fields(call.body, job_id=str, task_id=str)
+        key = (body["job_id"], body["task_id"])
+        handle = self.tasks.pop(key, None)
+        self.attempts.pop(key, None)
+        cancel = getattr(handle, "cancel", None)
+        if cancel is not None:
+            cancel()
+        return None
+
+    def on_endpoints(self, call: Call) -> Any:
+        body = P.fields(call.body, job_id=str, endpoints=list)
+        job_id = body["job_id"]
+        table = self.directory.setdefault(job_id, {})
+        for entry in body["endpoints"]:
+            if not (isinstance(entry, list) and len(entry) == 3):
+                continue
+            task_id, name, addr = (str(x) for x in entry)
+            if table.get((task_id, name)) == addr:
+                continue
+            table[(task_id, name)] = addr
+            for callback in list(self.watchers.get((job_id, task_id, name), [])):
+                callback(addr)
+        return None
+
+    # -- the endpoint directory, for task contexts --------------------------
+    def publish_endpoint(self, job_id: str, task_id: str, name: str, addr: str) -> None:
+        self.channel.notify(
+            P.PUBLISH_ENDPOINT, {"job_id": job_id, "task_id": task_id, "name": name, "addr": addr}
+        )
+
+    def resolve_endpoint(
+        self, job_id: str, task_id: str, name: str, callback: Callable[[str], None]
+    ) -> None:
+        self.watchers.setdefault((job_id, task_id, name), []).append(callback)
+        addr = self.directory.get(job_id, {}).get((task_id, name))
+        if addr is not None:
+            callback(addr)
+
+    def forget(self, job_id: str, task_id: str, callback: Callable[[str], None]) -> None:
+        for key, callbacks in list(self.watchers.items()):
+            if key[0] == job_id and callback in callbacks:
+                callbacks.remove(callback)
+
+
+def _describe(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    tb = traceback.format_exc(limit=8)
+    return text if tb.strip() == "NoneType: None" else f"{text}\n{tb}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zdf-worker")
+    parser.add_argument("--ctl", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--ipc-dir", default="")
+    parser.add_argument("--parent", type=int, default=os.getppid())
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format=f"%(asctime)s worker-{args.name} %(levelname)s %(message)s",
+    )
+    worker = Worker(args.ctl, args.name, args.host, args.ipc_dir, args.parent)
+    signal.signal(signal.SIGTERM, lambda *_: worker.reactor.stop())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides when workers stop
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""A job as the master sees it: a named list of task specs.
+
+Job files are TOML; a builder per job type (``zdf.jobs.build_job``) validates the
+file and expands it into a ``JobSpec``. The spec travels to the master as a plain
+dict (msgpack) and every task to its executor as a ``TaskSpec`` dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from zdf.errors import JobError
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: ``operator`` is an import path ``module:Class`` (or ``module:function``)."""
+
+    task_id: str
+    kind: str
+    operator: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TaskSpec:
+        if not isinstance(data, dict):
+            raise JobError("a task spec must be a map")
+        try:
+            spec = cls(
+                task_id=str(data["task_id"]),
+                kind=str(data["kind"]),
+                operator=str(data["operator"]),
+                params=dict(data.get("params") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise JobError(f"bad task spec: {exc}") from None
+        if not spec.task_id or ":" not in spec.operator:
+            raise JobError(f"bad task spec {spec.task_id!r}: operator must be module:name")
+        return spec
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    job_type: str
+    tasks: list[TaskSpec]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "job_type": self.job_type,
+            "tasks": [t.to_dict() for t in self.tasks],
+            "settings": self.settings,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> JobSpec:
+        if not isinstance(data, dict):
+            raise JobError("a job spec must be a map")
+        tasks = data.get("tasks")
+        if not isinstance(tasks, list) or not tasks:
+            raise JobError("a job needs at least one task")
+        specs = [TaskSpec.from_dict(t) for t in tasks]
+        ids = [t.task_id for t in specs]
+        if len(set(ids)) != len(ids):
+            raise JobError("task ids must be unique within a job")
+        settings = data.get("settings") or {}
+        if not isinstance(settings, dict):
+            raise JobError("job settings must be a map")
+        return cls(str(data.get("name") or "job"), str(data.get("job_type") or ""), specs, settings)

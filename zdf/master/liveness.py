@@ -1,0 +1,97 @@
+"""Executor liveness: alive -> suspect -> dead.
+
+Theory of operation (the Paranoid Pirate rule, with socket events on top):
+any traffic from an executor — a heartbeat on PUB/SUB or any request on the
+ROUTER — counts as a heartbeat. Silence for ``suspect_after`` (three heartbeat
+intervals) makes it suspect; silence for ``ttl`` makes it dead. Socket events
+are faster than silence: when the master's SUB connection to an executor drops,
+the executor is suspect at once, and when the reconnect is refused (nobody
+listens at that address any more: the process is gone) it is dead at once.
+A dead executor stays dead; it must register again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zdf.master.states import EXECUTOR_TRANSITIONS, ExecutorState
+
+
+@dataclass
+class _Peer:
+    state: ExecutorState
+    last_seen: float
+    disconnected: bool = False
+
+
+Transition = tuple[str, ExecutorState, ExecutorState]
+
+
+class ExecutorLiveness:
+    def __init__(self, interval: float, ttl: float) -> None:
+        self.interval = interval
+        self.ttl = ttl
+        self.suspect_after = min(interval * 3, ttl * 0.75)
+        self._peers: dict[str, _Peer] = {}
+
+    def add(self, executor_id: str, now: float) -> None:
+        self._peers[executor_id] = _Peer(ExecutorState.ALIVE, now)
+
+    def remove(self, executor_id: str) -> None:
+        self._peers.pop(executor_id, None)
+
+    def state(self, executor_id: str) -> ExecutorState | None:
+        peer = self._peers.get(executor_id)
+        return None if peer is None else peer.state
+
+    def last_seen(self, executor_id: str) -> float | None:
+        peer = self._peers.get(executor_id)
+        return None if peer is None else peer.last_seen
+
+    def seen(self, executor_id: str, now: float) -> Transition | None:
+        peer = self._peers.get(executor_id)
+        if peer is None:
+            return None
+        peer.last_seen = now
+        peer.disconnected = False
+        return self._move(executor_id, peer, ExecutorState.ALIVE)
+
+    def disconnected(self, executor_id: str) -> Transition | None:
+        peer = self._peers.get(executor_id)
+        if peer is None:
+            return None
+        peer.disconnected = True
+        return self._move(executor_id, peer, ExecutorState.SUSPECT)
+
+    def refused(self, executor_id: str) -> Transition | None:
+        """The reconnect after a disconnect failed: the process is gone."""
+        peer = self._peers.get(executor_id)
+        if peer is None or not peer.disconnected:
+            return None
+        return self._move(executor_id, peer, ExecutorState.DEAD)
+
+    def declare_dead(self, executor_id: str) -> Transition | None:
+        peer = self._peers.get(executor_id)
+        return None if peer is None else self._move(executor_id, peer, ExecutorState.DEAD)
+
+    def tick(self, now: float) -> list[Transition]:
+        moves: list[Transition] = []
+        for executor_id, peer in self._peers.items():
+            silent = now - peer.last_seen
+            target = None
+            if silent >= self.ttl:
+                target = ExecutorState.DEAD
+            elif silent >= self.suspect_after:
+                target = ExecutorState.SUSPECT
+            if target is not None:
+                move = self._move(executor_id, peer, target)
+                if move is not None:
+                    moves.append(move)
+        return moves
+
+    @staticmethod
+    def _move(executor_id: str, peer: _Peer, target: ExecutorState) -> Transition | None:
+        if peer.state == target or target not in EXECUTOR_TRANSITIONS[peer.state]:
+            return None
+        old, peer.state = peer.state, target
+        return executor_id, old, target

@@ -1,0 +1,97 @@
+"""What the master keeps in the metastore.
+
+Keys (framework and discovery prefixes, DESIGN.md "Metastore")::
+
+    /zdf/discovery/masters/<name>          {addr, heartbeat_addr, epoch}   under the master's lease
+    /zdf/discovery/executors/<id>          {id, addr, slots, host}         under a lease per executor
+    /zdf/framework/jobs/<job_id>           the job record with its spec and tasks
+
+A job is written once, synchronously, before its submission is acknowledged;
+later changes are batched: the reactor flushes dirty jobs on a short timer, so
+a burst of task reports costs one round of writes, not one per report. The
+metastore being away never stops the master: a failed flush keeps the jobs
+dirty and is tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from zdf.errors import ZdfError
+from zdf.master.jobs import JobManager, JobRecord
+from zdf.wire.codec import packb, unpackb
+
+log = logging.getLogger(__name__)
+
+DISCOVERY_MASTERS = "/zdf/discovery/masters/"
+DISCOVERY_EXECUTORS = "/zdf/discovery/executors/"
+FRAMEWORK_JOBS = "/zdf/framework/jobs/"
+
+
+class MetaLike(Protocol):
+    def put(self, key: str | bytes, value: str | bytes, lease: int = 0) -> Any: ...
+    def range(self, prefix: str | bytes, limit: int = 0) -> Any: ...
+    def lease_grant(self, ttl: float) -> int: ...
+    def lease_keepalive(self, lease_id: int) -> Any: ...
+    def lease_revoke(self, lease_id: int) -> Any: ...
+
+
+def job_document(job: JobRecord) -> dict[str, Any]:
+    return {**job.to_dict(), "spec": job.spec.to_dict()}
+
+
+class FrameworkStore:
+    def __init__(self, meta: MetaLike) -> None:
+        self.meta = meta
+        self.failures = 0
+        self._executor_leases: dict[str, int] = {}
+
+    def save_job(self, job: JobRecord) -> None:
+        self.meta.put(FRAMEWORK_JOBS + job.job_id, packb(job_document(job)))
+
+    def flush(self, jobs: JobManager) -> None:
+        for job_id in sorted(jobs.dirty):
+            try:
+                self.save_job(jobs.jobs[job_id])
+            except ZdfError as exc:
+                self.failures += 1
+                log.warning("could not persist job %s: %s", job_id, exc)
+                return
+            jobs.dirty.discard(job_id)
+
+    def load_jobs(self) -> list[dict[str, Any]]:
+        docs = []
+        for kv in self.meta.range(FRAMEWORK_JOBS):
+            try:
+                docs.append(unpackb(kv.value))
+            except ZdfError:
+                log.warning("skipping an unreadable job record %r", kv.key)
+        return docs
+
+    # -- discovery ----------------------------------------------------------
+    def register_executor(self, info: dict[str, Any], ttl: float) -> None:
+        executor_id = str(info["id"])
+        self.forget_executor(executor_id)
+        lease = self.meta.lease_grant(ttl)
+        self._executor_leases[executor_id] = lease
+        self.meta.put(DISCOVERY_EXECUTORS + executor_id, packb(info), lease=lease)
+
+    def keep_executors_alive(self, executor_ids: list[str]) -> None:
+        for executor_id in executor_ids:
+            lease = self._executor_leases.get(executor_id)
+            if lease is not None:
+                self.meta.lease_keepalive(lease)
+
+    def forget_executor(self, executor_id: str) -> None:
+        lease = self._executor_leases.pop(executor_id, None)
+        if lease is not None:
+            try:
+                self.meta.lease_revoke(lease)
+            except ZdfError as exc:
+                log.warning("could not revoke the lease of %s: %s", executor_id, exc)
+
+    def register_master(self, name: str, info: dict[str, Any], ttl: float) -> int:
+        lease = self.meta.lease_grant(ttl)
+        self.meta.put(DISCOVERY_MASTERS + name, packb(info), lease=lease)
+        return lease

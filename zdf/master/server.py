@@ -1,0 +1,397 @@
+"""The master process: job manager, scheduler, executor liveness.
+
+Theory of operation: one reactor. A ROUTER channel at ``master-addr`` serves
+clients and executors alike (its handler table is below); a PUB socket sends the
+master's heartbeat; a SUB socket receives every executor's heartbeat and, through
+its monitor, connection events. Every change of a job or a task goes through the
+``JobManager``; after each change the master dispatches whatever can now be
+placed and persists dirty jobs on a short timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from zdf import protocol as P
+from zdf.config import MasterConfig
+from zdf.errors import JobError, ProtocolError, Timeout, ZdfError
+from zdf.jobs.spec import JobSpec
+from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
+from zdf.master.jobs import Dispatch, JobManager, JobRecord
+from zdf.master.liveness import ExecutorLiveness, Transition
+from zdf.master.persist import FrameworkStore, MetaLike
+from zdf.master.states import TERMINAL_JOB_STATES, ExecutorState, TaskState
+from zdf.wire.reactor import Reactor
+from zdf.wire.rpc import DEFER, Call, Channel
+from zdf.wire.sockets import make_socket
+
+log = logging.getLogger(__name__)
+
+PERSIST_INTERVAL = 0.05
+EXECUTOR_SESSION_TTL = 10.0
+
+
+@dataclass
+class ExecutorInfo:
+    executor_id: str
+    addr: str
+    slots: int
+    host: str
+    pid: int
+    peer: bytes
+    registered_at: float = field(default_factory=time.time)
+    heartbeats: int = 0
+
+    def to_dict(self, state: ExecutorState | None, last_seen: float | None) -> dict[str, Any]:
+        return {
+            "id": self.executor_id,
+            "addr": self.addr,
+            "slots": self.slots,
+            "host": self.host,
+            "pid": self.pid,
+            "state": (state or ExecutorState.DEAD).value,
+            "last_seen_s": None if last_seen is None else round(time.monotonic() - last_seen, 3),
+            "registered_at": self.registered_at,
+        }
+
+
+class Master:
+    def __init__(self, config: MasterConfig, meta: MetaLike | None, reactor: Reactor | None = None):
+        self.config = config
+        self.reactor = reactor or Reactor()
+        self.epoch = int(time.time() * 1000)
+        self.jobs = JobManager()
+        self.store = FrameworkStore(meta) if meta is not None else None
+        self.liveness = ExecutorLiveness(config.keepalive_interval, config.keepalive_ttl)
+        self.executors: dict[str, ExecutorInfo] = {}
+        self._by_peer: dict[bytes, str] = {}
+        self._by_addr: dict[str, str] = {}
+        self._endpoints: dict[str, dict[tuple[str, str], str]] = {}
+        self._waiters: dict[str, list[Call]] = {}
+        self.started = time.time()
+        handlers: dict[str, Callable[[Call], Any]] = {
+            P.PING: lambda call: {"master": config.name, "epoch": self.epoch},
+            P.REGISTER: self.on_register,
+            P.TASK_STATE: self.on_task_state,
+            P.PROGRESS: self.on_progress,
+            P.PUBLISH_ENDPOINT: self.on_publish_endpoint,
+            P.SUBMIT_JOB: self.on_submit_job,
+            P.JOB_LIST: self.on_job_list,
+            P.JOB_STATUS: self.on_job_status,
+            P.JOB_CANCEL: self.on_job_cancel,
+            P.WAIT_JOB: self.on_wait_job,
+            P.EXECUTOR_LIST: self.on_executor_list,
+            P.CLUSTER_STATUS: self.on_cluster_status,
+        }
+        self.channel = Channel(
+            self.reactor, make_socket(zmq.ROUTER, bind=config.master_addr), handlers, name="master"
+        )
+        self.channel.on_traffic = self._on_traffic
+        self.publisher = HeartbeatPublisher(config.heartbeat_addr, config.name, self.epoch)
+        self.subscriber = HeartbeatSubscriber(
+            self.reactor,
+            self._on_heartbeat,
+            on_down=self._on_connection_down,
+            on_gone=self._on_connection_gone,
+            heartbeat_ms=max(1, int(config.keepalive_interval * 1000)),
+        )
+        self.reactor.call_every(config.keepalive_interval, self._beat, now=True)
+        self.reactor.call_every(config.keepalive_interval / 2, self._check_liveness)
+        self.reactor.call_every(PERSIST_INTERVAL, self._persist)
+        self.reactor.call_every(EXECUTOR_SESSION_TTL / 3, self._keep_leases)
+        if self.store is not None:
+            info = {"name": config.name, "addr": config.master_addr, "epoch": self.epoch}
+            info["heartbeat_addr"] = config.heartbeat_addr
+            self._master_lease = self.store.register_master(config.name, info, EXECUTOR_SESSION_TTL)
+
+    # -- lifecycle ----------------------------------------------------------
+    def run(self) -> None:
+        log.info("master %s listening at %s", self.config.name, self.config.master_addr)
+        self.reactor.run()
+
+    def close(self) -> None:
+        self._persist()
+        self.channel.close()
+        self.publisher.close()
+        self.subscriber.close()
+
+    # -- liveness -----------------------------------------------------------
+    def _beat(self) -> None:
+        self.publisher.beat()
+
+    def _on_traffic(self, peer: bytes | None) -> None:
+        executor_id = self._by_peer.get(peer) if peer is not None else None
+        if executor_id is not None:
+            self._apply_liveness(self.liveness.seen(executor_id, time.monotonic()))
+
+    def _on_heartbeat(self, body: dict[str, Any]) -> None:
+        executor_id = body["id"]
+        info = self.executors.get(executor_id)
+        if info is not None:
+            info.heartbeats += 1
+            self._apply_liveness(self.liveness.seen(executor_id, time.monotonic()))
+
+    def _on_connection_down(self, addr: str) -> None:
+        executor_id = self._by_addr.get(addr)
+        if executor_id is not None:
+            self._apply_liveness(self.liveness.disconnected(executor_id))
+
+    def _on_connection_gone(self, addr: str) -> None:
+        executor_id = self._by_addr.get(addr)
+        if executor_id is not None:
+            self._apply_liveness(self.liveness.refused(executor_id))
+
+    def _check_liveness(self) -> None:
+        for move in self.liveness.tick(time.monotonic()):
+            self._apply_liveness(move)
+
+    def _apply_liveness(self, move: Transition | None) -> None:
+        if move is None:
+            return
+        executor_id, old, new = move
+        log.info("executor %s: %s -> %s", executor_id, old.value, new.value)
+        if new is ExecutorState.DEAD:
+            self._executor_dead(executor_id)
+
+    def _executor_dead(self, executor_id: str) -> None:
+        info = self.executors.get(executor_id)
+        if info is not None:
+            self.subscriber.disconnect(info.addr)
+            self._by_peer.pop(info.peer, None)
+            self._by_addr.pop(info.addr, None)
+        if self.store is not None:
+            self.store.forget_executor(executor_id)
+        moved = self.jobs.executor_lost(executor_id)
+        if moved:
+            log.info("rescheduling %d tasks of dead executor %s", len(moved), executor_id)
+        self._schedule()
+
+    def _keep_leases(self) -> None:
+        if self.store is None:
+            return
+        alive = [e for e in self.executors if self.liveness.state(e) is not ExecutorState.DEAD]
+        try:
+            self.store.keep_executors_alive(alive)
+        except ZdfError as exc:
+            log.warning("lease keepalive failed: %s", exc)
+
+    # -- executors ----------------------------------------------------------
+    def on_register(self, call: Call) -> Any:
+        body = P.fields(call.body, executor_id=str, addr=str, slots=int)
+        executor_id = body["executor_id"]
+        assert call.peer is not None
+        old = self.executors.get(executor_id)
+        if old is not None:
+            # A restarted executor: its previous incarnation's tasks are lost.
+            self.subscriber.disconnect(old.addr)
+            self._by_peer.pop(old.peer, None)
+            self._by_addr.pop(old.addr, None)
+            self.jobs.executor_lost(executor_id)
+        info = ExecutorInfo(
+            executor_id,
+            body["addr"],
+            max(0, body["slots"]),
+            str(body.get("host", "")),
+            int(body.get("pid", 0) or 0),
+            call.peer,
+        )
+        self.executors[executor_id] = info
+        self._by_peer[call.peer] = executor_id
+        self._by_addr[info.addr] = executor_id
+        self.liveness.add(executor_id, time.monotonic())
+        self.subscriber.connect(info.addr)
+        if self.store is not None:
+            record = {"id": executor_id, "addr": info.addr, "slots": info.slots, "host": info.host}
+            try:
+                self.store.register_executor(record, EXECUTOR_SESSION_TTL)
+            except ZdfError as exc:
+                log.warning("could not record executor %s in discovery: %s", executor_id, exc)
+        log.info("executor %s registered (%s, %d slots)", executor_id, info.addr, info.slots)
+        self.reactor.call_later(0, self._schedule)
+        return {
+            "master": self.config.name,
+            "epoch": self.epoch,
+            "heartbeat_addr": self.config.heartbeat_addr,
+            "keepalive_interval": self.config.keepalive_interval,
+            "keepalive_ttl": self.config.keepalive_ttl,
+        }
+
+    def _alive_slots(self) -> dict[str, int]:
+        return {
+            e: info.slots
+            for e, info in self.executors.items()
+            if self.liveness.state(e) is ExecutorState.ALIVE
+        }
+
+    def on_executor_list(self, call: Call) -> Any:
+        return [
+            info.to_dict(self.liveness.state(e), self.liveness.last_seen(e))
+            for e, info in sorted(self.executors.items())
+        ]
+
+    # -- scheduling ---------------------------------------------------------
+    def _schedule(self) -> None:
+        for dispatch in self.jobs.place_pending(self._alive_slots()):
+            self._dispatch(dispatch)
+
+    def _dispatch(self, d: Dispatch) -> None:
+        info = self.executors[d.executor_id]
+        known = self._endpoints.get(d.job_id, {})
+        body = {
+            "job_id": d.job_id,
+            "task": d.spec.to_dict(),
+            "attempt": d.attempt,
+            "endpoints": [[t, n, a] for (t, n), a in known.items()],
+        }
+
+        def on_ack(result: Any, error: ZdfError | None) -> None:
+            # A timeout means the executor is slow or gone: liveness decides that.
+            # Any other error is the executor refusing the task.
+            if error is not None and not isinstance(error, Timeout):
+                log.warning("start of %s/%s failed: %s", d.job_id, d.spec.task_id, error)
+                self._task_report(
+                    d.job_id, d.spec.task_id, d.attempt, TaskState.FAILED, {"error": str(error)}
+                )
+
+        self.channel.request(
+            P.START_TASK, body, peer=info.peer, timeout=self.config.rpc_timeout, callback=on_ack
+        )
+
+    def _task_report(
+        self,
+        job_id: str,
+        task_id: str,
+        attempt: int,
+        state: TaskState,
+        info: dict[str, Any],
+        executor_id: str | None = None,
+    ) -> None:
+        cancels = self.jobs.task_state(job_id, task_id, attempt, state, info, executor_id)
+        for executor, job, task in cancels:
+            self._send_cancel(executor, job, task)
+        job_rec = self.jobs.jobs.get(job_id)
+        if job_rec is not None and job_rec.state in TERMINAL_JOB_STATES:
+            self._job_done(job_rec)
+        self._schedule()
+
+    def _send_cancel(self, executor_id: str, job_id: str, task_id: str) -> None:
+        info = self.executors.get(executor_id)
+        if info is not None:
+            self.channel.notify(
+                P.CANCEL_TASK, {"job_id": job_id, "task_id": task_id}, peer=info.peer
+            )
+
+    def on_task_state(self, call: Call) -> Any:
+        body = P.fields(call.body, job_id=str, task_id=str, attempt=int, state=str)
+        try:
+            state = TaskState(body["state"])
+        except ValueError:
+            raise ProtocolError(f"unknown task state {body['state']!r}") from None
+        executor_id = self._by_peer.get(call.peer or b"")
+        info = body.get("info") if isinstance(body.get("info"), dict) else {}
+        assert isinstance(info, dict)
+        self._task_report(body["job_id"], body["task_id"], body["attempt"], state, info, executor_id)
+        return None
+
+    def on_progress(self, call: Call) -> Any:
+        body = P.fields(call.body, job_id=str, task_id=str, attempt=int, counters=dict)
+        self.jobs.progress(body["job_id"], body["task_id"], body["attempt"], body["counters"])
+        return None
+
+    def on_publish_endpoint(self, call: Call) -> Any:
+        body = P.fields(call.body, job_id=str, task_id=str, name=str, addr=str)
+        job_id = body["job_id"]
+        if job_id not in self.jobs.jobs:
+            raise JobError(f"no job {job_id!r}")
+        table = self._endpoints.setdefault(job_id, {})
+        table[(body["task_id"], body["name"])] = body["addr"]
+        update = {"job_id": job_id, "endpoints": [[body["task_id"], body["name"], body["addr"]]]}
+        job = self.jobs.jobs[job_id]
+        for executor_id in {t.executor for t in job.tasks.values() if t.executor}:
+            info = self.executors.get(executor_id)
+            if info is not None:
+                self.channel.notify(P.ENDPOINTS, update, peer=info.peer)
+        return None
+
+    # -- jobs ---------------------------------------------------------------
+    def on_submit_job(self, call: Call) -> Any:
+        body = P.fields(call.body, spec=dict)
+        spec = JobSpec.from_dict(body["spec"])
+        token = body.get("token") if isinstance(body.get("token"), str) else None
+        job = self.jobs.submit(spec, token)
+        if self.store is not None:
+            self.store.save_job(job)  # durable before it is acknowledged
+            self.jobs.dirty.discard(job.job_id)
+        log.info("job %s (%s) submitted with %d tasks", job.job_id, spec.name, len(job.tasks))
+        self._schedule()
+        return {"job_id": job.job_id}
+
+    def on_job_list(self, call: Call) -> Any:
+        return [self._job_summary(job) for job in self.jobs.jobs.values()]
+
+    def on_job_status(self, call: Call) -> Any:
+        body = P.fields(call.body, job_id=str)
+        return self.jobs.get(body["job_id"]).to_dict()
+
+    def on_job_cancel(self, call: Call) -> Any:
+        body = P.fields(call.body, job_id=str)
+        job = self.jobs.get(body["job_id"])
+        for executor, job_id, task_id in self.jobs.cancel(job.job_id):
+            self._send_cancel(executor, job_id, task_id)
+        self._job_done(job)
+        return self._job_summary(job)
+
+    def on_wait_job(self, call: Call) -> Any:
+        body = P.fields(call.body, job_id=str)
+        job = self.jobs.get(body["job_id"])
+        if job.state in TERMINAL_JOB_STATES:
+            return job.to_dict()
+        self._waiters.setdefault(job.job_id, []).append(call)
+        return DEFER
+
+    def _job_done(self, job: JobRecord) -> None:
+        if job.state not in TERMINAL_JOB_STATES:
+            return
+        self._endpoints.pop(job.job_id, None)
+        for call in self._waiters.pop(job.job_id, []):
+            call.reply(job.to_dict())
+        log.info("job %s %s", job.job_id, job.state.value)
+
+    @staticmethod
+    def _job_summary(job: JobRecord) -> dict[str, Any]:
+        counts = job.counts()
+        return {
+            "id": job.job_id,
+            "name": job.spec.name,
+            "type": job.spec.job_type,
+            "state": job.state.value,
+            "tasks": len(job.tasks),
+            "running": counts.get("running", 0),
+            "finished": counts.get("finished", 0),
+            "submitted_at": job.submitted_at,
+            "finished_at": job.finished_at,
+        }
+
+    def on_cluster_status(self, call: Call) -> Any:
+        states = [self.liveness.state(e) for e in self.executors]
+        jobs = [j.state.value for j in self.jobs.jobs.values()]
+        return {
+            "master": self.config.name,
+            "addr": self.config.master_addr,
+            "epoch": self.epoch,
+            "uptime_s": round(time.time() - self.started, 1),
+            "executors": {s.value: states.count(s) for s in ExecutorState},
+            "slots": sum(i.slots for e, i in self.executors.items() if self.liveness.state(e) is ExecutorState.ALIVE),
+            "jobs": {s: jobs.count(s) for s in sorted(set(jobs))},
+            "dropped": dict(self.channel.stats),
+        }
+
+    def _persist(self) -> None:
+        if self.store is not None and self.jobs.dirty:
+            self.store.flush(self.jobs)

@@ -1,0 +1,100 @@
+"""Operation names and message bodies of the control plane (master, executors, clients).
+
+Bodies are msgpack maps; each is described here as a ``TypedDict`` and checked on
+arrival with ``fields``, which raises ``ProtocolError`` (an error reply, never a
+crash) when a field is missing or of the wrong type.
+
+Who sends what (ROUTER = the master, DEALER = executors and clients)::
+
+    executor -> master   register, task_state (event), publish_endpoint, checkpoint
+    master -> executor   start_task, cancel_task, endpoints (event)
+    client -> master     submit_job, job_list, job_status, job_cancel, executor_list,
+                         cluster_status, wait_job
+    PUB/SUB              b"hb" + {"id", "seq", "epoch"} heartbeats, both directions
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict, TypeVar
+
+from zdf.errors import ProtocolError
+
+HEARTBEAT_TOPIC = b"hb"
+
+# executor <-> master
+REGISTER = "register"
+TASK_STATE = "task_state"
+PUBLISH_ENDPOINT = "publish_endpoint"
+START_TASK = "start_task"
+CANCEL_TASK = "cancel_task"
+ENDPOINTS = "endpoints"
+PROGRESS = "progress"
+
+# client -> master
+SUBMIT_JOB = "submit_job"
+JOB_LIST = "job_list"
+JOB_STATUS = "job_status"
+JOB_CANCEL = "job_cancel"
+WAIT_JOB = "wait_job"
+EXECUTOR_LIST = "executor_list"
+CLUSTER_STATUS = "cluster_status"
+PING = "ping"
+
+
+class RegisterBody(TypedDict):
+    executor_id: str
+    addr: str
+    slots: int
+    host: str
+    pid: int
+    tasks: list[dict[str, Any]]
+
+
+class RegisterReply(TypedDict):
+    master: str
+    epoch: int
+    heartbeat_addr: str
+    keepalive_interval: float
+    keepalive_ttl: float
+
+
+class StartTaskBody(TypedDict):
+    job_id: str
+    task: dict[str, Any]
+    attempt: int
+    endpoints: list[list[str]]
+
+
+class TaskStateBody(TypedDict):
+    job_id: str
+    task_id: str
+    attempt: int
+    state: str
+    info: dict[str, Any]
+
+
+T = TypeVar("T")
+
+_PY_TYPES: dict[type, tuple[type, ...]] = {
+    str: (str,),
+    int: (int,),
+    float: (int, float),
+    bool: (bool,),
+    list: (list, tuple),
+    dict: (dict,),
+    bytes: (bytes,),
+}
+
+
+def fields(body: Any, **spec: type) -> dict[str, Any]:
+    """Check that ``body`` is a map with each named field of the given type."""
+    if not isinstance(body, dict):
+        raise ProtocolError("message body must be a map")
+    for name, kind in spec.items():
+        value = body.get(name)
+        allowed = _PY_TYPES.get(kind, (kind,))
+        if value is None or not isinstance(value, allowed) or (
+            kind is int and isinstance(value, bool)
+        ):
+            raise ProtocolError(f"field {name!r} missing or not {kind.__name__}")
+    return body
