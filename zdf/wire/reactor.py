@@ -49,6 +49,18 @@ class Reactor:
         self._seq = itertools.count()
         self._running = False
         self.callback_errors = 0
+        # A self-pipe so that stop() from a signal handler or another thread wakes the poll.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.add_reader(self._wake_r.fileno(), self._drain_wakeups)
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
 
     # -- registration -------------------------------------------------------
     def add_reader(self, sock_or_fd: Any, callback: Callback) -> None:
@@ -70,27 +82,23 @@ class Reactor:
         return timer
 
     def stop_on_signals(self, *signums: int) -> None:
-        """Stop the loop on these signals, waking the poll at once (not at its timeout)."""
-        reader, writer = socket.socketpair()
-        reader.setblocking(False)
-        writer.setblocking(False)
-        self._wakeup = (reader, writer)
-        signal.set_wakeup_fd(writer.fileno())
+        """Stop the loop on these signals (the handler's stop() wakes the poll at once)."""
         for signum in signums:
             signal.signal(signum, lambda *_: self.stop())
 
-        def drain() -> None:
-            try:
-                while reader.recv(256):
-                    pass
-            except OSError:
-                pass
-
-        self.add_reader(reader.fileno(), drain)
-
     # -- running -----------------------------------------------------------
     def stop(self) -> None:
+        """Stop the loop; safe from a signal handler or another thread."""
         self._running = False
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.remove_reader(self._wake_r.fileno())
+        self._wake_r.close()
+        self._wake_w.close()
 
     @property
     def running(self) -> bool:
@@ -107,7 +115,7 @@ class Reactor:
                 if deadline is not None and now >= deadline:
                     return
                 self._run_due_timers(now)
-                if not self._running:
+                if not self._running or (until is not None and until()):
                     return
                 timeout_ms = self._poll_timeout_ms(deadline)
                 for sock, _ in self._poller.poll(timeout_ms):

@@ -1,0 +1,76 @@
+"""The ``TaskContext`` of a task hosted by a worker process.
+
+Reports travel worker -> executor -> master; the endpoint directory is the
+worker's copy of the job's published endpoints, kept current by the master's
+``endpoints`` events, so a resolve answers at once when the address is known
+and again whenever it changes (a task restarted elsewhere).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from zdf import protocol as P
+from zdf.jobs.spec import TaskSpec
+from zdf.runtime.context import TaskContext
+
+if TYPE_CHECKING:
+    from zdf.executor.worker import Worker
+
+PROGRESS_INTERVAL = 0.25
+
+
+class WorkerTaskContext(TaskContext):
+    def __init__(self, worker: Worker, job_id: str, spec: TaskSpec, attempt: int) -> None:
+        self.worker = worker
+        self.job_id = job_id
+        self.task_id = spec.task_id
+        self.attempt = attempt
+        self.params = dict(spec.params)
+        self.reactor = worker.reactor
+        self.host = worker.host
+        self.ipc_dir = worker.ipc_dir or None
+        self._last_progress = 0.0
+        self._callbacks: list[Callable[[str], None]] = []
+
+    def publish_endpoint(self, name: str, addr: str) -> None:
+        self.worker.publish_endpoint(self.job_id, self.task_id, name, addr)
+
+    def resolve_endpoint(self, task_id: str, name: str, callback: Callable[[str], None]) -> None:
+        self._callbacks.append(callback)
+        self.worker.resolve_endpoint(self.job_id, task_id, name, callback)
+
+    def report_progress(self, counters: dict[str, float]) -> None:
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_INTERVAL:
+            return
+        self._last_progress = now
+        body = {
+            "job_id": self.job_id,
+            "task_id": self.task_id,
+            "attempt": self.attempt,
+            "counters": counters,
+        }
+        self.worker.channel.notify(P.PROGRESS, body)
+
+    def report_finished(self, summary: dict[str, Any]) -> None:
+        self._flush_progress(summary)
+        self.worker.report(self.job_id, self.task_id, self.attempt, "finished", summary)
+        self._forget()
+
+    def report_failed(self, error: str) -> None:
+        self.worker.report(self.job_id, self.task_id, self.attempt, "failed", {"error": error})
+        self._forget()
+
+    def _flush_progress(self, summary: dict[str, Any]) -> None:
+        records = summary.get("records")
+        if isinstance(records, int | float):
+            self._last_progress = 0.0
+            self.report_progress({"records": float(records)})
+
+    def _forget(self) -> None:
+        for callback in self._callbacks:
+            self.worker.forget(self.job_id, self.task_id, callback)
+        self._callbacks.clear()

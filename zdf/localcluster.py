@@ -1,0 +1,261 @@
+"""A whole zdf cluster on this machine, as child processes on free loopback ports.
+
+Used by ``zdf demo``, the integration tests and the benchmarks: one metastore,
+one master and N executors, each a real process started with the same CLI a
+user runs. Every child is tracked by its pid and stopped by it (SIGTERM, then
+SIGKILL after a grace period); ``stop()`` is safe to call more than once and is
+registered with ``atexit`` so an interrupted run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from zdf import protocol as P
+from zdf.errors import Timeout, ZdfError
+from zdf.wire.rpc import RpcClient
+from zdf.wire.sockets import free_port
+
+STOP_GRACE = 5.0
+HOST = "127.0.0.1"
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float, what: str = "condition", interval: float = 0.01
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; ``Timeout`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise Timeout(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    proc: subprocess.Popen[bytes]
+    log_path: str
+    addr: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        base_dir: str,
+        executors: int = 2,
+        workers: int = 2,
+        slots: int = 32,
+        keepalive_interval: str = "200ms",
+        keepalive_ttl: str = "1s",
+        log_level: str = "info",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.base_dir = os.path.abspath(base_dir)
+        self.n_executors = executors
+        self.workers = workers
+        self.slots = slots
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_ttl = keepalive_ttl
+        self.log_level = log_level
+        self.env = {**os.environ, **(extra_env or {})}
+        self.children: list[Child] = []
+        self.meta_addr = f"{HOST}:{free_port()}"
+        self.master_addr = f"{HOST}:{free_port()}"
+        self.heartbeat_addr = f"{HOST}:{free_port()}"
+        self.executors: list[Child] = []
+        self._client: RpcClient | None = None
+        os.makedirs(self.base_dir, exist_ok=True)
+        atexit.register(self.stop)
+
+    # -- starting -----------------------------------------------------------
+    def _spawn(self, name: str, args: list[str], addr: str = "") -> Child:
+        log_path = os.path.join(self.base_dir, f"{name}.log")
+        log: TextIO = open(log_path, "ab")  # type: ignore[assignment]
+        cmd = [sys.executable, "-m", "zdf.cli.main", *args]
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
+        )
+        log.close()
+        child = Child(name, cmd, proc, log_path, addr)
+        self.children.append(child)
+        return child
+
+    def start_metastore(self) -> Child:
+        return self._spawn(
+            "metastore",
+            [
+                "metastore",
+                "--name",
+                "meta-1",
+                "--addr",
+                self.meta_addr,
+                "--peer-addr",
+                f"{HOST}:{free_port()}",
+                "--data-dir",
+                os.path.join(self.base_dir, "metastore"),
+                "--log-level",
+                self.log_level,
+            ],
+            self.meta_addr,
+        )
+
+    def start_master(self) -> Child:
+        return self._spawn(
+            "master",
+            [
+                "master",
+                "--master-addr",
+                self.master_addr,
+                "--heartbeat-addr",
+                self.heartbeat_addr,
+                "--meta-endpoints",
+                self.meta_addr,
+                "--keepalive-interval",
+                self.keepalive_interval,
+                "--keepalive-ttl",
+                self.keepalive_ttl,
+                "--data-dir",
+                os.path.join(self.base_dir, "master"),
+                "--log-level",
+                self.log_level,
+            ],
+            self.master_addr,
+        )
+
+    def start_executor(self, index: int | None = None) -> Child:
+        index = len(self.executors) + 1 if index is None else index
+        addr = f"{HOST}:{free_port()}"
+        child = self._spawn(
+            f"executor-{index}",
+            [
+                "executor",
+                "--name",
+                f"exec-{index}",
+                "--join",
+                self.master_addr,
+                "--worker-addr",
+                addr,
+                "--meta-endpoints",
+                self.meta_addr,
+                "--slots",
+                str(self.slots),
+                "--workers",
+                str(self.workers),
+                "--keepalive-interval",
+                self.keepalive_interval,
+                "--keepalive-ttl",
+                self.keepalive_ttl,
+                "--data-dir",
+                os.path.join(self.base_dir, f"executor-{index}"),
+                "--log-level",
+                self.log_level,
+            ],
+            addr,
+        )
+        child.extra["id"] = f"exec-{index}"
+        self.executors.append(child)
+        return child
+
+    def start(self, timeout: float = 30.0) -> LocalCluster:
+        """Start everything and wait until every executor is registered and alive."""
+        self.start_metastore()
+        self.start_master()
+        for _ in range(self.n_executors):
+            self.start_executor()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        wanted = {c.extra["id"] for c in self.executors if c.alive()}
+
+        def ready() -> bool:
+            self._check_children()
+            try:
+                rows = self.client().call(P.EXECUTOR_LIST, timeout=1.0)
+            except ZdfError:
+                return False
+            alive = {r["id"] for r in rows if r["state"] == "alive"}
+            return wanted <= alive
+
+        wait_until(ready, timeout, "the cluster to start")
+
+    def _check_children(self) -> None:
+        for child in self.children:
+            if child.proc.poll() is not None and child.name in ("metastore", "master"):
+                raise ZdfError(f"{child.name} exited with {child.proc.returncode}; see {child.log_path}")
+
+    def client(self) -> RpcClient:
+        if self._client is None:
+            self._client = RpcClient(self.master_addr, timeout=5.0)
+        return self._client
+
+    # -- faults -------------------------------------------------------------
+    def kill(self, child: Child, sig: int = signal.SIGKILL) -> None:
+        if child.alive():
+            os.kill(child.pid, sig)
+        if sig == signal.SIGKILL:
+            child.proc.wait(STOP_GRACE)
+
+    def executor_state(self, executor_id: str) -> str | None:
+        for row in self.client().call(P.EXECUTOR_LIST, timeout=2.0):
+            if row["id"] == executor_id:
+                return str(row["state"])
+        return None
+
+    # -- stopping -----------------------------------------------------------
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        # Executors first (they stop their workers), then the master, then the metastore.
+        for child in reversed(self.children):
+            if child.alive():
+                try:
+                    os.kill(child.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + STOP_GRACE
+        for child in reversed(self.children):
+            try:
+                child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+        self.children.clear()
+        self.executors.clear()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def logs(self) -> str:
+        """Every child's log, for a failing test's report."""
+        parts = []
+        for name in sorted(os.listdir(self.base_dir)):
+            if name.endswith(".log"):
+                with open(os.path.join(self.base_dir, name), errors="replace") as fh:
+                    parts.append(f"===== {name}\n{fh.read()[-4000:]}")
+        return "\n".join(parts)
