@@ -20,5 +20,11 @@ main.add_command(submit_job)
 main.add_command(job_group)
 main.add_command(cluster_status)
 
+from zdf.cli.meta import meta_group  # noqa: E402
+from zdf.cli.metastore_cmd import metastore_cmd  # noqa: E402
+
+main.add_command(meta_group)
+main.add_command(metastore_cmd)
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,27 @@
+"""``zdf metastore --config FILE``: run the metastore server (flags override config keys)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from zdf.cli.common import config_options, handle_errors, load_from_flags, setup_logging
+from zdf.config import MetastoreConfig
+from zdf.errors import ConfigError
+
+
+@click.command("metastore")
+@config_options(MetastoreConfig)
+@handle_errors
+def metastore_cmd(config_path: str | None, **flags: Any) -> None:
+    """Run the metastore (KV, txn, watch, leases over LevelDB)."""
+    from zdf.metastore.server import check_single_replica, run_server
+
+    config = load_from_flags(MetastoreConfig, config_path, flags)
+    try:
+        check_single_replica(config)
+    except ValueError as exc:
+        raise ConfigError(f"{config_path or '<config>'}: {exc}") from None
+    setup_logging(config.log_level, config.log_file, f"metastore[{config.name}]")
+    run_server(config)

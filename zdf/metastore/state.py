@@ -1,0 +1,189 @@
+"""The metastore's state machine: commands applied in log order over LevelDB.
+
+``MetaState`` owns one LevelDB. ``apply_batch`` applies ``(index, command)``
+pairs in order, exactly once: entries at or below the applied index are
+skipped (a log replayed after a crash), a gap is a bug and raises. The applied
+index and the revision counters are written in the *same* ``WriteBatch`` as the
+changes they describe, so a crash can never leave them disagreeing. With
+``sync=True`` the batch is fsynced before ``apply_batch`` returns; the
+single-replica server acknowledges a write only after that.
+
+Reads (``get``, ``range``, ``history``) see committed state only. LevelDB is not
+fork-safe: never fork while a ``MetaState`` is open.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import plyvel
+
+from zdf.errors import CompactedError, ZdfError
+from zdf.metastore import keys
+from zdf.metastore.apply import Applier, Counters, LeaseInfo
+from zdf.metastore.commands import parse_command
+from zdf.metastore.kv import Event, KeyValue
+from zdf.metastore.staging import Staging
+from zdf.wire.codec import unpackb
+
+Result = dict[str, Any] | ZdfError | None
+"""A command's reply body, the error it deterministically failed with, or None if skipped."""
+
+
+@dataclass(slots=True)
+class BatchResult:
+    results: list[Result] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    """Every change of the batch in revision order (the new watch history)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryChunk:
+    events: list[Event]
+    next_revision: int
+    """The first revision not covered by this chunk: resume from here."""
+
+
+class MetaState:
+    def __init__(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        self._db: Any = plyvel.DB(path, create_if_missing=True)
+        self.applied_index = self._meta(keys.META_APPLIED, 0)
+        self._counters = Counters(
+            revision=self._meta(keys.META_REVISION, 0),
+            compact_revision=self._meta(keys.META_COMPACT, 0),
+            lease_next=self._meta(keys.META_LEASE_NEXT, 1),
+        )
+        self._leases: dict[int, LeaseInfo] = {}
+        for key, raw in self._db.iterator(prefix=keys.LEASE):
+            ttl, deadline = unpackb(raw)
+            lease_id = keys.lease_id_of(key)
+            self._leases[lease_id] = LeaseInfo(lease_id, float(ttl), float(deadline))
+
+    def _meta(self, key: bytes, default: int) -> int:
+        raw = self._db.get(key)
+        return default if raw is None else keys.from_u64(raw)
+
+    def close(self) -> None:
+        if not self._db.closed:
+            self._db.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._db.closed)
+
+    # -- counters ------------------------------------------------------------------
+    @property
+    def revision(self) -> int:
+        return self._counters.revision
+
+    @property
+    def compact_revision(self) -> int:
+        return self._counters.compact_revision
+
+    @property
+    def leases(self) -> Mapping[int, LeaseInfo]:
+        return self._leases
+
+    # -- applying ----------------------------------------------------------------------
+    def apply(self, index: int, command: dict[str, Any], *, sync: bool = False) -> Result:
+        """Apply one command (see ``apply_batch``)."""
+        return self.apply_batch([(index, command)], sync=sync).results[0]
+
+    def apply_batch(
+        self, entries: Sequence[tuple[int, dict[str, Any]]], *, sync: bool
+    ) -> BatchResult:
+        """Apply entries in order in one atomic (and with ``sync`` durable) write."""
+        staging = Staging(self._db)
+        counters = Counters(
+            self._counters.revision, self._counters.compact_revision, self._counters.lease_next
+        )
+        applier = Applier(staging, counters, self._leases)
+        out = BatchResult()
+        applied = self.applied_index
+        for index, command in entries:
+            if index <= applied:
+                out.results.append(None)
+                continue
+            if index != applied + 1:
+                raise ValueError(f"log gap: index {index} after applied index {applied}")
+            applied = index
+            try:
+                out.results.append(applier.apply(parse_command(command)))
+            except ZdfError as exc:
+                out.results.append(exc)
+        if applied == self.applied_index:
+            return out
+        staging.commit(
+            {
+                keys.META_APPLIED: keys.u64(applied),
+                keys.META_REVISION: keys.u64(counters.revision),
+                keys.META_COMPACT: keys.u64(counters.compact_revision),
+                keys.META_LEASE_NEXT: keys.u64(counters.lease_next),
+            },
+            sync=sync,
+        )
+        # Only now, with the batch on disk, does the in-memory view move on.
+        self.applied_index = applied
+        self._counters = counters
+        for lease_id, info in applier.lease_changes.items():
+            if info is None:
+                self._leases.pop(lease_id, None)
+            else:
+                self._leases[lease_id] = info
+        out.events = applier.events
+        return out
+
+    # -- reads -----------------------------------------------------------------------
+    def get(self, key: bytes) -> KeyValue | None:
+        raw = self._db.get(keys.data_key(key))
+        return None if raw is None else KeyValue.unpack(key, raw)
+
+    def range(self, prefix: bytes, limit: int = 0) -> tuple[list[KeyValue], bool]:
+        """Keys starting with ``prefix`` in key order, at most ``limit`` (0: all); and 'more'."""
+        found: list[KeyValue] = []
+        with self._db.iterator(prefix=keys.data_key(prefix)) as it:
+            for db_key, raw in it:
+                if limit and len(found) == limit:
+                    return found, True
+                found.append(KeyValue.unpack(keys.user_key(db_key), raw))
+        return found, False
+
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        prefix = keys.attach_prefix(lease_id)
+        with self._db.iterator(prefix=prefix, include_value=False) as it:
+            return [k[len(prefix) :] for k in it]
+
+    def history(
+        self, start: int, prefix: bytes = b"", *, max_events: int = 1000, max_scan: int = 10_000
+    ) -> HistoryChunk:
+        """Events with revision >= ``start`` on keys under ``prefix``.
+
+        A chunk never splits a revision, so a watcher that resumes from
+        ``next_revision`` sees neither a gap nor a duplicate. Raises
+        ``CompactedError`` when ``start`` is older than the kept history.
+        """
+        if start < self.compact_revision:
+            raise CompactedError(
+                f"revision {start} has been compacted (history starts at {self.compact_revision})",
+                compact_revision=self.compact_revision,
+            )
+        events: list[Event] = []
+        scanned = 0
+        last_revision = start - 1
+        first = keys.history_key(max(start, 0), 0)
+        with self._db.iterator(start=first, stop=keys.prefix_end(keys.HISTORY)) as it:
+            for db_key, raw in it:
+                revision = keys.history_revision(db_key)
+                if revision != last_revision and (scanned >= max_scan or len(events) >= max_events):
+                    return HistoryChunk(events, revision)
+                last_revision = revision
+                scanned += 1
+                event = Event.unpack(raw)
+                if event.key.startswith(prefix):
+                    events.append(event)
+        return HistoryChunk(events, self.revision + 1)
