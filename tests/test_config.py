@@ -7,7 +7,8 @@ from zdf.errors import ConfigError
 
 
 @pytest.mark.parametrize(
-    "text, seconds", [("500ms", 0.5), ("10s", 10.0), ("2m", 120.0), ("1h", 3600.0), (10, 10.0), ("1.5s", 1.5)]
+    "text, seconds",
+    [("500ms", 0.5), ("10s", 10.0), ("2m", 120.0), ("1h", 3600.0), (10, 10.0), ("1.5s", 1.5)],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -49,12 +50,22 @@ def test_original_prototype_keys(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('keepalive-ttl = "soon"', "c.toml: key 'keepalive-ttl': expected a duration such as '500ms' or '10s', got 'soon'"),
+        (
+            'keepalive-ttl = "soon"',
+            "c.toml: key 'keepalive-ttl': expected a duration such as '500ms' or '10s', got 'soon'",
+        ),
         ("slots = 0", "c.toml: key 'slots': expected an integer from 1 to 4096, got 0"),
-        ('worker-addr = "localhost"', "c.toml: key 'worker-addr': expected an address host:port with a port from 1 to 65535, got 'localhost'"),
+        (
+            'worker-addr = "localhost"',
+            "c.toml: key 'worker-addr': expected an address host:port with a port"
+            " from 1 to 65535, got 'localhost'",
+        ),
         ("colour = 1", "c.toml: unknown key 'colour' (allowed: "),
         ("slots = [", "c.toml: not valid TOML: "),
-        ('keepalive-interval = "2s"\nkeepalive-ttl = "1s"', "c.toml: key 'keepalive-interval': must be shorter than 'keepalive-ttl'"),
+        (
+            'keepalive-interval = "2s"\nkeepalive-ttl = "1s"',
+            "c.toml: key 'keepalive-interval': must be shorter than 'keepalive-ttl'",
+        ),
     ],
 )
 def test_errors_are_one_line_naming_file_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -72,13 +83,13 @@ def test_env_value_errors_name_the_variable() -> None:
 
 
 def test_missing_file() -> None:
-    with pytest.raises(ConfigError, match="nope.toml: no such file"):
+    with pytest.raises(ConfigError, match=r"nope\.toml: no such file"):
         load_config(MasterConfig, "nope.toml", env={})
 
 
 def test_metastore_cluster_checks(tmp_path: Path) -> None:
     path = write(tmp_path, 'name = "a"\ninitial-cluster = "a=127.0.0.1:1,b=127.0.0.1:2"\n')
-    with pytest.raises(ConfigError, match="1, 3 or 5 replicas"):
+    with pytest.raises(ConfigError, match=r"1, 3 or 5 replicas"):
         load_config(MetastoreConfig, path, env={})
     path = write(tmp_path, 'name = "z"\ninitial-cluster = "a=127.0.0.1:1"\n')
     with pytest.raises(ConfigError, match="does not name this replica"):

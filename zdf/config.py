@@ -191,7 +191,9 @@ def load_config(
         try:
             values[f.name] = f.metadata["parse"](value)
         except ValueError as exc:
-            raise ConfigError(f"{origin}: key {toml_key!r}: expected {exc}, got {value!r}") from None
+            raise ConfigError(
+                f"{origin}: key {toml_key!r}: expected {exc}, got {value!r}"
+            ) from None
     try:
         obj = cls(**values)
     except TypeError as exc:
@@ -241,9 +243,7 @@ class MetastoreConfig(LogConfig):
 
     def validate(self) -> None:
         if self.heartbeat_interval * 2 > self.election_timeout:
-            raise ValueError(
-                "key 'heartbeat-interval': must be at most half of 'election-timeout'"
-            )
+            raise ValueError("key 'heartbeat-interval': must be at most half of 'election-timeout'")
         if self.initial_cluster and self.name not in self.initial_cluster:
             raise ValueError(f"key 'initial-cluster': does not name this replica {self.name!r}")
         if len(self.initial_cluster) not in (0, 1, 3, 5):
@@ -265,9 +265,7 @@ class MasterConfig(LogConfig):
     keepalive_ttl: float = key(
         "keepalive-ttl", parse_duration, 1.0, "silence after which an executor is dead"
     )
-    keepalive_interval: float = key(
-        "keepalive-interval", parse_duration, 0.2, "heartbeat interval"
-    )
+    keepalive_interval: float = key("keepalive-interval", parse_duration, 0.2, "heartbeat interval")
     rpc_timeout: float = key("rpc-timeout", parse_duration, 5.0, "deadline for one request")
     data_dir: str = key("data-dir", parse_str, "/tmp/zdf/master", "scratch directory")
     allow_pickle: bool = key(
@@ -292,9 +290,7 @@ class ExecutorConfig(LogConfig):
     keepalive_ttl: float = key(
         "keepalive-ttl", parse_duration, 1.0, "silence after which the master is lost"
     )
-    keepalive_interval: float = key(
-        "keepalive-interval", parse_duration, 0.2, "heartbeat interval"
-    )
+    keepalive_interval: float = key("keepalive-interval", parse_duration, 0.2, "heartbeat interval")
     session_ttl: float = key(
         "session-ttl", parse_duration, 10.0, "lease TTL of the discovery record"
     )

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 from zdf import protocol as P
 from zdf.errors import Timeout, ZdfError
@@ -91,12 +91,11 @@ class LocalCluster:
     # -- starting -----------------------------------------------------------
     def _spawn(self, name: str, args: list[str], addr: str = "") -> Child:
         log_path = os.path.join(self.base_dir, f"{name}.log")
-        log: TextIO = open(log_path, "ab")  # type: ignore[assignment]
         cmd = [sys.executable, "-m", "zdf.cli.main", *args]
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
-        )
-        log.close()
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
+            )
         child = Child(name, cmd, proc, log_path, addr)
         self.children.append(child)
         return child
@@ -203,7 +202,9 @@ class LocalCluster:
     def _check_children(self) -> None:
         for child in self.children:
             if child.proc.poll() is not None and child.name in ("metastore", "master"):
-                raise ZdfError(f"{child.name} exited with {child.proc.returncode}; see {child.log_path}")
+                raise ZdfError(
+                    f"{child.name} exited with {child.proc.returncode}; see {child.log_path}"
+                )
 
     def client(self) -> RpcClient:
         if self._client is None:
@@ -228,20 +229,24 @@ class LocalCluster:
         if self._client is not None:
             self._client.close()
             self._client = None
-        # Executors first (they stop their workers), then the master, then the metastore.
-        for child in reversed(self.children):
-            if child.alive():
+        # Executors first (they stop their workers), then the master (which writes
+        # its last state to the metastore), then the metastore.
+        executors = [c for c in self.children if c in self.executors]
+        others = [c for c in reversed(self.children) if c not in self.executors]
+        for group in [executors, *([c] for c in others)]:
+            for child in group:
+                if child.alive():
+                    try:
+                        os.kill(child.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            deadline = time.monotonic() + STOP_GRACE
+            for child in group:
                 try:
-                    os.kill(child.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + STOP_GRACE
-        for child in reversed(self.children):
-            try:
-                child.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait()
+                    child.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait()
         self.children.clear()
         self.executors.clear()
 

@@ -93,8 +93,10 @@ def fields(body: Any, **spec: type) -> dict[str, Any]:
     for name, kind in spec.items():
         value = body.get(name)
         allowed = _PY_TYPES.get(kind, (kind,))
-        if value is None or not isinstance(value, allowed) or (
-            kind is int and isinstance(value, bool)
+        if (
+            value is None
+            or not isinstance(value, allowed)
+            or (kind is int and isinstance(value, bool))
         ):
             raise ProtocolError(f"field {name!r} missing or not {kind.__name__}")
     return body

@@ -24,4 +24,4 @@ RECORD_DTYPE = np.dtype(
     ]
 )
 
-SINK_DTYPE = np.dtype([*((name, RECORD_DTYPE.fields[name][0]) for name in RECORD_DTYPE.names), ("sink_ts", "<i8")])  # type: ignore[index,union-attr]
+SINK_DTYPE = np.dtype([*RECORD_DTYPE.descr, ("sink_ts", "<i8")])

@@ -154,7 +154,10 @@ def job_list(master_addr: str, fmt: str) -> None:
     print_table(
         "jobs",
         ["id", "name", "type", "state", "tasks", "running", "finished"],
-        [[j["id"], j["name"], j["type"], j["state"], j["tasks"], j["running"], j["finished"]] for j in jobs],
+        [
+            [j["id"], j["name"], j["type"], j["state"], j["tasks"], j["running"], j["finished"]]
+            for j in jobs
+        ],
     )
 
 

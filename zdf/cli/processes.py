@@ -71,7 +71,7 @@ def _wait_for_metastore(meta: Any, endpoints: list[str]) -> None:
 @config_options(ExecutorConfig)
 @click.pass_context
 @handle_errors
-def executor_group(ctx: click.Context, config_path: str | None, **flags: Any) -> None:
+def executor_group(ctx: click.Context, /, config_path: str | None, **flags: Any) -> None:
     """Run an executor (with --config), or `zdf executor list`."""
     if ctx.invoked_subcommand is not None:
         return

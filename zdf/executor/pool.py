@@ -30,6 +30,7 @@ class WorkerSlot:
     proc: subprocess.Popen[bytes] | None = None
     ready: bool = False
     tasks: set[tuple[str, str]] = field(default_factory=set)
+    functions: int = 0  # function tasks here; a function occupies its worker until it returns
     restarts: int = 0
 
     @property
@@ -61,6 +62,7 @@ class WorkerPool:
     def _spawn(self, slot: WorkerSlot) -> None:
         slot.ready = False
         slot.tasks.clear()
+        slot.functions = 0
         cmd = [
             sys.executable,
             "-m",
@@ -89,9 +91,10 @@ class WorkerPool:
     def all_ready(self) -> bool:
         return all(s.ready for s in self.slots.values())
 
-    def least_loaded(self) -> WorkerSlot | None:
-        ready = [s for s in self.slots.values() if s.ready]
-        return min(ready, key=lambda s: (len(s.tasks), s.name)) if ready else None
+    def least_loaded(self, function: bool = False) -> WorkerSlot | None:
+        """The ready worker with the fewest tasks; for a function, only an idle one."""
+        ready = [s for s in self.slots.values() if s.ready and not (function and s.functions)]
+        return min(ready, key=lambda s: (s.functions, len(s.tasks), s.name)) if ready else None
 
     def reap(self) -> None:
         """Called on a timer: restart any worker that exited."""
@@ -105,6 +108,12 @@ class WorkerPool:
             self.on_exit(slot, code)
             slot.restarts += 1
             self._spawn(slot)
+
+    def restart(self, slot: WorkerSlot) -> None:
+        """Replace a worker (to stop a function that cannot be interrupted); reaped by ``reap``."""
+        if slot.proc is not None and slot.proc.poll() is None:
+            slot.proc.terminate()
+        slot.ready = False
 
     def stop(self) -> None:
         procs = [s.proc for s in self.slots.values() if s.proc is not None]

@@ -65,6 +65,7 @@ class Executor:
         self._backoff = REGISTER_BACKOFF_MIN
         self._last_master_beat = time.monotonic()
         self._register_timer: Timer | None = None
+        self._backlog: list[Any] = []  # start_task bodies waiting for a ready worker
 
         self.ctl = Channel(
             self.reactor,
@@ -101,8 +102,8 @@ class Executor:
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
+        """Start the workers; registration follows once every one of them is ready."""
         self.pool.start()
-        self._register()
 
     def run(self) -> None:
         self.start()
@@ -169,36 +170,62 @@ class Executor:
     # -- tasks --------------------------------------------------------------
     def on_start_task(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, task=dict, attempt=int)
-        task = body["task"]
-        key = (body["job_id"], str(task.get("task_id")))
-        old = self.tasks.get(key)
+        key = (body["job_id"], str(body["task"].get("task_id")))
+        old = self.tasks.pop(key, None)
         if old is not None:
             self._cancel_on_worker(old)
-        slot = self.pool.least_loaded()
+        self._backlog = [b for b in self._backlog if _task_key(b) != key]
+        if not self._place(body):
+            self._backlog.append(body)  # started when a worker is ready or idle
+            return {"worker": None, "queued": True}
+        return {"worker": self.tasks[key].worker}
+
+    def _place(self, body: dict[str, Any]) -> bool:
+        """Hand a task to a worker: a function needs an idle one, an operator the least loaded."""
+        key = _task_key(body)
+        kind = str(body["task"].get("kind"))
+        slot = self.pool.least_loaded(function=kind == "function")
         if slot is None:
-            raise ZdfError("no worker process is ready")
-        running = RunningTask(key[0], key[1], body["attempt"], slot.name, str(task.get("kind")))
-        self.tasks[key] = running
+            return False
+        self.tasks[key] = RunningTask(key[0], key[1], body["attempt"], slot.name, kind)
         slot.tasks.add(key)
+        if kind == "function":
+            slot.functions += 1
         self.ctl.notify(P.START_TASK, body, peer=slot.identity)
-        return {"worker": slot.name}
+        return True
+
+    def _drain_backlog(self) -> None:
+        backlog, self._backlog = self._backlog, []
+        for i, body in enumerate(backlog):
+            if not self._place(body):
+                self._backlog = backlog[i:] + self._backlog
+                return
 
     def on_cancel_task(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, task_id=str)
-        running = self.tasks.pop((body["job_id"], body["task_id"]), None)
+        key = (body["job_id"], body["task_id"])
+        self._backlog = [b for b in self._backlog if _task_key(b) != key]
+        running = self.tasks.pop(key, None)
         if running is not None:
             self._cancel_on_worker(running)
         return None
 
     def _cancel_on_worker(self, running: RunningTask) -> None:
         slot = self.pool.slots.get(running.worker)
-        if slot is not None:
-            slot.tasks.discard((running.job_id, running.task_id))
-            self.ctl.notify(
-                P.CANCEL_TASK,
-                {"job_id": running.job_id, "task_id": running.task_id},
-                peer=slot.identity,
-            )
+        if slot is None:
+            return
+        key = (running.job_id, running.task_id)
+        slot.tasks.discard(key)
+        if running.kind == "function":
+            # A function cannot be interrupted from outside its process: replace the worker.
+            slot.functions = max(0, slot.functions - 1)
+            self.pool.restart(slot)
+            return
+        self.ctl.notify(
+            P.CANCEL_TASK,
+            {"job_id": running.job_id, "task_id": running.task_id},
+            peer=slot.identity,
+        )
 
     def on_endpoints(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, endpoints=list)
@@ -211,8 +238,12 @@ class Executor:
     def on_worker_ready(self, call: Call) -> Any:
         name = call.peer.decode() if call.peer else ""
         slot = self.pool.mark_ready(name)
-        if slot is not None:
-            log.debug("worker %s ready", name)
+        if slot is None:
+            return None
+        log.debug("worker %s ready", name)
+        if not self.registered and self._register_timer is None and self.pool.all_ready():
+            self._register()
+        self._drain_backlog()
         return None
 
     def on_worker_task_state(self, call: Call) -> Any:
@@ -226,6 +257,11 @@ class Executor:
             slot = self.pool.slots.get(running.worker)
             if slot is not None:
                 slot.tasks.discard(key)
+                if running.kind == "function":
+                    slot.functions = max(0, slot.functions - 1)
+            self.master.notify(P.TASK_STATE, body)
+            self._drain_backlog()
+            return None
         self.master.notify(P.TASK_STATE, body)
         return None
 
@@ -249,3 +285,6 @@ class Executor:
                 },
             )
 
+
+def _task_key(body: dict[str, Any]) -> tuple[str, str]:
+    return str(body["job_id"]), str(body["task"].get("task_id"))

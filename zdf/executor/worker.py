@@ -61,6 +61,7 @@ class Worker:
         self.attempts: dict[tuple[str, str], int] = {}
         self.directory: dict[str, dict[tuple[str, str], str]] = {}
         self.watchers: dict[tuple[str, str, str], list[Callable[[str], None]]] = {}
+        self.in_function = False
         self.channel = Channel(
             self.reactor,
             make_socket(zmq.DEALER, connect=ctl, identity=name.encode()),
@@ -90,7 +91,12 @@ class Worker:
 
     # -- reports ------------------------------------------------------------
     def report(
-        self, job_id: str, task_id: str, attempt: int, state: str, info: dict[str, Any] | None = None
+        self,
+        job_id: str,
+        task_id: str,
+        attempt: int,
+        state: str,
+        info: dict[str, Any] | None = None,
     ) -> None:
         if self.attempts.get((job_id, task_id)) != attempt:
             return
@@ -117,14 +123,16 @@ class Worker:
         for entry in body.get("endpoints") or []:
             if isinstance(entry, list) and len(entry) == 3:
                 table[(str(entry[0]), str(entry[1]))] = str(entry[2])
-        self.report(job_id, spec.task_id, attempt, "running", {"worker": self.name, "pid": os.getpid()})
+        self.report(
+            job_id, spec.task_id, attempt, "running", {"worker": self.name, "pid": os.getpid()}
+        )
         if spec.kind == "function":
             self.tasks[key] = None
             self.reactor.call_later(0, lambda: self._run_function(job_id, spec, attempt))
             return None
         try:
-            from zdf.runtime import launch
             from zdf.executor.task_context import WorkerTaskContext
+            from zdf.runtime import launch
 
             ctx = WorkerTaskContext(self, job_id, spec, attempt)
             self.tasks[key] = launch(ctx, spec)
@@ -141,7 +149,11 @@ class Worker:
             fn = import_object(spec.operator)
             args = spec.params.get("args") or []
             kwargs = spec.params.get("kwargs") or {}
-            result = fn(*args, **kwargs)
+            self.in_function = True
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                self.in_function = False
             try:
                 packb(result)
             except (TypeError, ValueError):
@@ -150,7 +162,9 @@ class Worker:
             self.report(job_id, spec.task_id, attempt, "failed", {"error": _describe(exc)})
             return
         elapsed = round(time.perf_counter() - started, 6)
-        self.report(job_id, spec.task_id, attempt, "finished", {"result": result, "elapsed_s": elapsed})
+        self.report(
+            job_id, spec.task_id, attempt, "finished", {"result": result, "elapsed_s": elapsed}
+        )
 
     def on_cancel_task(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, task_id=str)
@@ -217,7 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s worker-{args.name} %(levelname)s %(message)s",
     )
     worker = Worker(args.ctl, args.name, args.host, args.ipc_dir, args.parent)
-    signal.signal(signal.SIGTERM, lambda *_: worker.reactor.stop())
+
+    def on_term(*_: object) -> None:
+        worker.reactor.stop()
+        if worker.in_function:
+            raise SystemExit(0)  # unwind out of a user's function at once
+
+    signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides when workers stop
     worker.run()
     return 0

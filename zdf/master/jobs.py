@@ -149,7 +149,9 @@ class JobManager:
             if not pending:
                 continue
             load = Counter(
-                t.executor for t in job.tasks.values() if t.executor and t.state is not TaskState.PENDING
+                t.executor
+                for t in job.tasks.values()
+                if t.executor and t.state is not TaskState.PENDING
             )
             capacity = [Capacity(e, n) for e, n in free.items() if n > 0]
             for task_id, executor_id in place_tasks(pending, capacity, load).items():

@@ -2,7 +2,7 @@
 
 Keys (framework and discovery prefixes, DESIGN.md "Metastore")::
 
-    /zdf/discovery/masters/<name>          {addr, heartbeat_addr, epoch}   under the master's lease
+    /zdf/discovery/masters/<name>      {addr, heartbeat_addr, epoch}  under a lease
     /zdf/discovery/executors/<id>          {id, addr, slots, host}         under a lease per executor
     /zdf/framework/jobs/<job_id>           the job record with its spec and tasks
 

@@ -296,7 +296,9 @@ class Master:
         executor_id = self._by_peer.get(call.peer or b"")
         info = body.get("info") if isinstance(body.get("info"), dict) else {}
         assert isinstance(info, dict)
-        self._task_report(body["job_id"], body["task_id"], body["attempt"], state, info, executor_id)
+        self._task_report(
+            body["job_id"], body["task_id"], body["attempt"], state, info, executor_id
+        )
         return None
 
     def on_progress(self, call: Call) -> Any:
@@ -387,7 +389,11 @@ class Master:
             "epoch": self.epoch,
             "uptime_s": round(time.time() - self.started, 1),
             "executors": {s.value: states.count(s) for s in ExecutorState},
-            "slots": sum(i.slots for e, i in self.executors.items() if self.liveness.state(e) is ExecutorState.ALIVE),
+            "slots": sum(
+                i.slots
+                for e, i in self.executors.items()
+                if self.liveness.state(e) is ExecutorState.ALIVE
+            ),
             "jobs": {s: jobs.count(s) for s in sorted(set(jobs))},
             "dropped": dict(self.channel.stats),
         }

@@ -11,10 +11,10 @@ messages zdf lives on, and simpler to reason about: no locks, no awaits.
 from __future__ import annotations
 
 import heapq
-import signal
-import socket
 import itertools
 import logging
+import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import Any

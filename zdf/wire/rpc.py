@@ -317,7 +317,9 @@ class RpcClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            attempt = remaining if self.attempt_timeout is None else min(remaining, self.attempt_timeout)
+            attempt = (
+                remaining if self.attempt_timeout is None else min(remaining, self.attempt_timeout)
+            )
             rid = next(self._rids)
             sock = self._socket()
             try:

@@ -1,0 +1,183 @@
+"""``zdf demo``: a whole local cluster, one job, a report, and everything stopped.
+
+Starts a metastore, a master and executors as child processes on free loopback
+ports, submits a job (the benchmark job by default), shows its progress,
+optionally kills an executor on the way to show failover, prints a report and
+stops every process it started — on Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+
+from zdf import protocol as P
+from zdf.cli.common import handle_errors, print_table
+from zdf.cli.jobs_cmd import load_job_file, print_job, submit
+from zdf.config import parse_duration
+from zdf.errors import ConfigError, Timeout
+from zdf.jobs.spec import JobSpec
+from zdf.localcluster import LocalCluster
+
+TERMINAL = {"finished", "failed", "canceled"}
+
+
+def default_job(base_dir: str) -> tuple[JobSpec, dict[str, Any] | None]:
+    """The benchmark job (10 tables, 3 streams) writing under the demo's directory."""
+    from zdf.jobs import build_job
+
+    data = {
+        "flow-id": "demo",
+        "table-num": 10,
+        "servers": 3,
+        "rcd-cnt": 100000,
+        "ddl-freq": 1000,
+        "sink-dir": os.path.join(base_dir, "sink"),
+    }
+    return build_job(data, "<demo>"), data
+
+
+@click.command("demo")
+@click.option(
+    "--config", "config_path", default=None, help="A job TOML (default: the benchmark job)."
+)
+@click.option("--executors", default=2, show_default=True, help="How many executors to start.")
+@click.option("--workers", default=2, show_default=True, help="Worker processes per executor.")
+@click.option(
+    "--kill-executor-after",
+    default=None,
+    help="Kill -9 the busiest executor this long after submission (e.g. 2s).",
+)
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for the job.")
+@click.option("--keep", is_flag=True, help="Keep the demo's directory (logs, sink files).")
+@handle_errors
+def demo(
+    config_path: str | None,
+    executors: int,
+    workers: int,
+    kill_executor_after: str | None,
+    timeout: float,
+    keep: bool,
+) -> None:
+    """Start a local cluster, run a job on it, print a report, stop everything."""
+    console = Console()
+    kill_after = None
+    if kill_executor_after is not None:
+        try:
+            kill_after = parse_duration(kill_executor_after)
+        except ValueError as exc:
+            raise ConfigError(f"flag --kill-executor-after: expected {exc}") from None
+    base_dir = tempfile.mkdtemp(prefix="zdf-demo-")
+    job_data: dict[str, Any] | None = None
+    if config_path:
+        spec = load_job_file(config_path)
+    else:
+        spec, job_data = default_job(base_dir)
+    cluster = LocalCluster(base_dir, executors=executors, workers=workers)
+    ok = False
+    try:
+        with console.status(f"starting a metastore, a master and {executors} executors"):
+            started = time.monotonic()
+            cluster.start()
+        console.print(
+            f"cluster up in {time.monotonic() - started:.2f}s: master {cluster.master_addr}, "
+            f"metastore {cluster.meta_addr} (logs in {base_dir})"
+        )
+        rows = cluster.client().call(P.EXECUTOR_LIST)
+        print_table(
+            "executors",
+            ["id", "addr", "slots", "state"],
+            [[r["id"], r["addr"], r["slots"], r["state"]] for r in rows],
+        )
+        job = run_job(console, cluster, spec, timeout, kill_after)
+        print_job(job)
+        ok = job["state"] == "finished"
+        if job_data is not None and ok:
+            ok = report_bench(console, job_data)
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping the cluster")
+    finally:
+        with console.status("stopping the cluster"):
+            cluster.stop()
+        if not keep:
+            shutil.rmtree(base_dir, ignore_errors=True)
+    console.print("[green]demo finished[/]" if ok else "[red]demo failed[/]")
+    if not ok:
+        raise SystemExit(1)
+
+
+def run_job(
+    console: Console, cluster: LocalCluster, spec: JobSpec, timeout: float, kill_after: float | None
+) -> dict[str, Any]:
+    client = cluster.client()
+    submitted = time.monotonic()
+    job_id = submit(client, spec)
+    console.print(f"submitted {job_id}: {len(spec.tasks)} tasks")
+    all_running_at: float | None = None
+    killed: tuple[str, float] | None = None
+    recovered_at: float | None = None
+    deadline = submitted + timeout
+    with console.status("running") as status:
+        while True:
+            job = client.call(P.JOB_STATUS, {"job_id": job_id})
+            now = time.monotonic()
+            tasks = job["tasks"]
+            states = [t["state"] for t in tasks]
+            if all_running_at is None and all(s in ("running", "finished") for s in states):
+                all_running_at = now
+                ms = 1000 * (now - submitted)
+                console.print(f"all {len(tasks)} tasks running {ms:.0f} ms after submission")
+            if kill_after is not None and killed is None and now - submitted >= kill_after:
+                killed = (kill_busiest(cluster, tasks), now)
+                console.print(f"[yellow]killed executor {killed[0]} (kill -9)[/]")
+            if killed is not None and recovered_at is None:
+                moved = [t for t in tasks if t["executor"] != killed[0] or t["state"] == "finished"]
+                if len(moved) == len(tasks) and all(s in ("running", "finished") for s in states):
+                    recovered_at = now
+                    ms = 1000 * (now - killed[1])
+                    console.print(f"[green]its tasks run elsewhere {ms:.0f} ms after the kill[/]")
+            done = sum(1 for s in states if s == "finished")
+            records = sum(
+                float(t.get("progress", {}).get("records", 0)) for t in tasks if t["kind"] == "sink"
+            )
+            status.update(
+                f"{job['state']}: {done}/{len(tasks)} tasks finished, {records:,.0f} records sunk"
+            )
+            if job["state"] in TERMINAL:
+                return dict(job)
+            if now > deadline:
+                raise Timeout(f"job {job_id} did not end within {timeout:.0f}s")
+            time.sleep(0.05)
+
+
+def kill_busiest(cluster: LocalCluster, tasks: list[dict[str, Any]]) -> str:
+    load: dict[str, int] = {}
+    for t in tasks:
+        if t["executor"] and t["state"] in ("running", "scheduled"):
+            load[t["executor"]] = load.get(t["executor"], 0) + 1
+    for child in sorted(cluster.executors, key=lambda c: -load.get(c.extra["id"], 0)):
+        if child.alive():
+            cluster.kill(child)
+            return str(child.extra["id"])
+    raise Timeout("no executor left to kill")
+
+
+def report_bench(console: Console, job_data: dict[str, Any]) -> bool:
+    from zdf.cli.verify_sink import verify_config_data
+
+    sink_dir = os.path.join(str(job_data["sink-dir"]), str(job_data["flow-id"]))
+    summary_path = os.path.join(sink_dir, "summary.json")
+    if os.path.exists(summary_path):
+        with open(summary_path) as fh:
+            summary = json.load(fh)
+        print_table("benchmark", list(summary), [list(summary.values())])
+    report = verify_config_data(job_data)
+    console.print(report.describe() if hasattr(report, "describe") else str(report))
+    return bool(report.ok)
