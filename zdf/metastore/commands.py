@@ -241,7 +241,8 @@ class Comparison:
 
 def parse_txn_op(data: Any) -> TxnOp:
     data = as_map(data, "a txn operation")
-    cls = _TXN_OPS.get(data.get("op"))  # type: ignore[arg-type]
+    op = data.get("op")
+    cls = _TXN_OPS.get(op) if isinstance(op, str) else None
     if cls is None:
         raise ProtocolError(f"txn operation {data.get('op')!r}: one of put, delete, get")
     return cls.from_dict(data)  # type: ignore[no-any-return]
@@ -395,7 +396,8 @@ COMMANDS: dict[str, Any] = {
 def parse_command(data: Any) -> Command:
     """A command dict (as stored in the log) -> the command; ``ProtocolError`` if bad."""
     data = as_map(data, "a command")
-    cls = COMMANDS.get(data.get("op"))  # type: ignore[arg-type]
+    op = data.get("op")
+    cls = COMMANDS.get(op) if isinstance(op, str) else None
     if cls is None:
         raise ProtocolError(f"unknown command {data.get('op')!r}")
     return cls.from_dict(data)  # type: ignore[no-any-return]

@@ -1,9 +1,9 @@
 """Run a metastore server as a child process (tests, benchmarks, local clusters).
 
-The server runs in a fresh interpreter (``python -m zdf.cli.main metastore``),
-never in a fork of the caller, because LevelDB is not fork-safe. ``start``
-returns once the server answers ``status``; ``stop``/``kill`` act on the pid
-and always reap the child.
+The server runs in a fresh interpreter (``python -m zdf.metastore``, the same
+command as ``zdf metastore``), never in a fork of the caller, because LevelDB
+is not fork-safe. ``start`` returns once the server answers ``status``;
+``stop``/``kill`` act on the pid and always reap the child.
 """
 
 from __future__ import annotations
@@ -48,8 +48,7 @@ class MetastoreProcess:
         return [
             sys.executable,
             "-m",
-            "zdf.cli.main",
-            "metastore",
+            "zdf.metastore",
             "--name",
             self.name,
             "--addr",
