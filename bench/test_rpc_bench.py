@@ -1,0 +1,97 @@
+"""RPC round trip client -> master -> client, next to a raw pyzmq DEALER/ROUTER echo.
+
+Both servers are separate processes on loopback, measured in the same run; the
+ratio (goal <= 2x raw) is what to compare across machines.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from zdf import protocol as P
+from zdf.localcluster import LocalCluster
+from zdf.wire import RpcClient, make_socket
+from zdf.wire.sockets import free_port
+
+ROUNDS = 5000
+
+RAW_ECHO = """
+import sys, zmq
+ctx = zmq.Context()
+s = ctx.socket(zmq.ROUTER)
+s.bind(sys.argv[1])
+while True:
+    s.send_multipart(s.recv_multipart())
+"""
+
+
+@pytest.fixture(scope="module")
+def master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(str(tmp_path_factory.mktemp("rpc")), executors=0, log_level="warning")
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def raw_echo() -> Iterator[str]:
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-c", RAW_ECHO, addr])
+    try:
+        yield addr
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _latencies(call: object, rounds: int = ROUNDS) -> np.ndarray:
+    samples = np.empty(rounds)
+    for i in range(rounds):
+        t0 = time.perf_counter()
+        call()  # type: ignore[operator]
+        samples[i] = time.perf_counter() - t0
+    return samples * 1e6
+
+
+def raw_call(addr: str) -> object:
+    sock = make_socket(zmq.DEALER, connect=addr)
+
+    def call() -> None:
+        sock.send(b"ping")
+        sock.recv()
+
+    call.sock = sock  # type: ignore[attr-defined]
+    return call
+
+
+def test_rpc_round_trip_vs_raw(
+    master: LocalCluster, raw_echo: str, benchmark, tmp_path: Path
+) -> None:
+    client = RpcClient(master.master_addr, timeout=5.0)
+    raw = raw_call(raw_echo)
+    for _ in range(500):  # warm both paths
+        client.call(P.PING)
+        raw()  # type: ignore[operator]
+    raw_us = _latencies(raw)
+    zdf_us = _latencies(lambda: client.call(P.PING))
+    figures = {
+        "raw_p50_us": float(np.percentile(raw_us, 50)),
+        "raw_p99_us": float(np.percentile(raw_us, 99)),
+        "zdf_p50_us": float(np.percentile(zdf_us, 50)),
+        "zdf_p99_us": float(np.percentile(zdf_us, 99)),
+    }
+    figures["ratio_p50"] = figures["zdf_p50_us"] / figures["raw_p50_us"]
+    benchmark.extra_info.update({k: round(v, 2) for k, v in figures.items()})
+    benchmark(lambda: client.call(P.PING))
+    print("\nRPC round trip:", {k: round(v, 2) for k, v in figures.items()})
+    client.close()
+    raw.sock.close(0)  # type: ignore[attr-defined]
