@@ -1,0 +1,152 @@
+"""The benchmark job: its config (``BenchConfig``) and its expansion into tasks.
+
+``build_bench_job`` turns a bench TOML (``configs/bench-example.toml``) into a
+``JobSpec`` of ``table-num`` producers, one binlog/receive/syncer/sink chain per
+stream and one coordinator for the DDL barrier: 10 producers + 3 x 4 stream
+tasks + 1 coordinator = 23 tasks for the example.
+Every task's params carry the whole bench config (small) plus its own index, so
+an operator needs nothing but its params.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from zdf.config import (
+    int_range,
+    key,
+    load_config,
+    one_of,
+    parse_addr,
+    parse_duration,
+    parse_name,
+    parse_str,
+)
+from zdf.jobs.spec import JobSpec, TaskSpec
+
+OPS = "zdf.runtime.bench"
+MAX_STREAMS = 256
+
+
+def parse_servers(value: Any) -> list[str]:
+    """A list of host:port (one binlog stream each) or a number of streams."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= MAX_STREAMS:
+            raise ValueError(f"a list of host:port addresses or a number from 1 to {MAX_STREAMS}")
+        return [f"stream-{i}" for i in range(value)]
+    if isinstance(value, str) and value.strip().isdigit():
+        return parse_servers(int(value))
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_STREAMS:
+        raise ValueError(f"a list of host:port addresses or a number from 1 to {MAX_STREAMS}")
+    try:
+        return [parse_addr(item) for item in items]
+    except ValueError:
+        raise ValueError(
+            f"a list of host:port addresses or a number from 1 to {MAX_STREAMS}"
+        ) from None
+
+
+def parse_rate(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("a number of records per second (0 = as fast as possible)")
+    try:
+        rate = float(value)
+    except ValueError:
+        raise ValueError("a number of records per second (0 = as fast as possible)") from None
+    if rate < 0:
+        raise ValueError("a number of records per second (0 = as fast as possible)")
+    return rate
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """The keys of a bench job file (the original prototype's plus zdf's)."""
+
+    flow_id: str = key("flow-id", parse_name, "", "the job's name and output directory")
+    job_type: str = key("job-type", one_of("bench"), "bench", "the job builder")
+    table_num: int = key("table-num", int_range(1, 1000), 10, "tables (one producer each)")
+    servers: list[str] = key(
+        "servers",
+        parse_servers,
+        ["stream-0", "stream-1", "stream-2"],
+        "binlog streams: host:port names or a count",
+    )
+    rcd_cnt: int = key("rcd-cnt", int_range(1, 10**10), 100000, "data records per table")
+    ddl_freq: int = key(
+        "ddl-freq", int_range(1, 10**10), 1000, "a DDL before every pk that is a multiple"
+    )
+    sink_dir: str = key("sink-dir", parse_str, "/tmp/dataflow", "where sinks write <flow-id>/")
+    batch_size: int = key("batch-size", int_range(1, 1_000_000), 4096, "pks per producer batch")
+    rate: float = key("rate", parse_rate, 0.0, "records/s per producer (0 = max)")
+    checkpoint_interval: float = key(
+        "checkpoint-interval", parse_duration, 1.0, "between checkpoints"
+    )
+    window: int = key("window", int_range(1, 1024), 8, "batches in flight per data pipe")
+
+    def validate(self) -> None:
+        if not self.flow_id:
+            raise ValueError(
+                "missing required key 'flow-id' (a name of letters, digits, '.', '_' or '-')"
+            )
+
+    @property
+    def streams(self) -> int:
+        return len(self.servers)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "flow-id": self.flow_id,
+            "tables": self.table_num,
+            "streams": self.streams,
+            "rcd-cnt": self.rcd_cnt,
+            "ddl-freq": self.ddl_freq,
+            "batch-size": self.batch_size,
+            "rate": self.rate,
+            "sink-dir": self.sink_dir,
+            "window": self.window,
+            "checkpoint-interval": self.checkpoint_interval,
+        }
+
+
+def load_bench_config(data: dict[str, Any], source: str) -> BenchConfig:
+    """Validate a bench job file's contents; ``ConfigError`` names ``source`` and the key."""
+    return load_config(BenchConfig, path=source, data=data, env={})
+
+
+def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
+    cfg = load_bench_config(data, source)
+    common = cfg.params()
+    tasks = [TaskSpec("coordinator", "coordinator", f"{OPS}.coordinator:Coordinator", dict(common))]
+    tasks += [
+        TaskSpec(f"producer-{t}", "producer", f"{OPS}.producer:Producer", {**common, "table": t})
+        for t in range(cfg.table_num)
+    ]
+    # One message per binlog round is about tables * batch-size / streams rows.
+    round_rows = max(cfg.batch_size, cfg.table_num * cfg.batch_size // cfg.streams + cfg.table_num)
+    for s, server in enumerate(cfg.servers):
+        chain = {**common, "stream": s, "max-message-rows": round_rows}
+        tasks += [
+            TaskSpec(f"binlog-{s}", "binlog", f"{OPS}.binlog:Binlog", {**chain, "server": server}),
+            TaskSpec(
+                f"receive-{s}",
+                "receive",
+                f"{OPS}.receive:Receive",
+                {**chain, "input": {"task": f"binlog-{s}", "port": "stream", "channel": 0}},
+            ),
+            TaskSpec(
+                f"syncer-{s}",
+                "syncer",
+                f"{OPS}.syncer:Syncer",
+                {**chain, "input": {"task": f"receive-{s}", "port": "out", "channel": 0}},
+            ),
+            TaskSpec(f"sink-{s}", "sink", f"{OPS}.sink:Sink", {**chain}),
+        ]
+    settings = {
+        "flow-id": cfg.flow_id,
+        "sink-dir": cfg.sink_dir,
+        "checkpoint-interval": cfg.checkpoint_interval,
+        "source": source,
+    }
+    return JobSpec(cfg.flow_id, "bench", tasks, settings)

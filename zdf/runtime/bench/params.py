@@ -1,0 +1,74 @@
+"""The benchmark's parameters as every bench task receives them (one place to parse)."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BenchParams:
+    flow_id: str
+    tables: int
+    streams: int
+    rcd_cnt: int
+    ddl_freq: int
+    batch_size: int
+    rate: float
+    sink_dir: str
+    window: int
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> BenchParams:
+        return cls(
+            flow_id=str(params["flow-id"]),
+            tables=int(params["tables"]),
+            streams=int(params["streams"]),
+            rcd_cnt=int(params["rcd-cnt"]),
+            ddl_freq=int(params["ddl-freq"]),
+            batch_size=int(params["batch-size"]),
+            rate=float(params.get("rate", 0.0)),
+            sink_dir=str(params["sink-dir"]),
+            window=int(params.get("window", 8)),
+        )
+
+    def to_params(self) -> dict[str, Any]:
+        return {
+            "flow-id": self.flow_id,
+            "tables": self.tables,
+            "streams": self.streams,
+            "rcd-cnt": self.rcd_cnt,
+            "ddl-freq": self.ddl_freq,
+            "batch-size": self.batch_size,
+            "rate": self.rate,
+            "sink-dir": self.sink_dir,
+            "window": self.window,
+        }
+
+    @property
+    def versions(self) -> int:
+        """DDL versions per table: one before every data pk that is a multiple of ddl-freq."""
+        return self.rcd_cnt // self.ddl_freq
+
+    @property
+    def producer_batches(self) -> int:
+        return math.ceil(self.rcd_cnt / self.batch_size)
+
+    @property
+    def out_dir(self) -> str:
+        return os.path.join(self.sink_dir, self.flow_id)
+
+    def sink_path(self, stream: int) -> str:
+        return os.path.join(self.out_dir, f"sink_{stream}.bin")
+
+    def writer(self, table: int, version: int) -> int:
+        """The stream whose sink writes DDL (table, version): spread over the sinks."""
+        return (table + version) % self.streams
+
+    def streams_of(self, table: int, pks: np.ndarray) -> np.ndarray:
+        """Which stream carries each data pk of ``table`` (deterministic, even)."""
+        return (pks + table) % self.streams  # type: ignore[no-any-return]

@@ -1,0 +1,231 @@
+"""The operator API: what a user subclasses to run code as a task of a job.
+
+An operator is referenced from a job spec by import path (``"pkg.mod:Class"``)
+and built by ``zdf.runtime.launch`` with the task's ``TaskContext``. Its life:
+
+1. ``restore(state)`` — only when the host has a checkpoint (a restarted task);
+2. ``open()`` — create ports and links, start timers; never block;
+3. callbacks from the reactor (batches, credits, control messages, timers);
+4. ``finish(summary)`` or ``fail(error)`` — reported once to the host;
+5. ``close()`` — by the host (``TaskHandle.cancel``) or after a failure; closes
+   every socket and timer the operator made through the helpers below.
+
+``snapshot()`` returns the positions the operator needs to resume exactly
+(producers: the next batch; receivers: the next gtid; sinks: the committed file
+length); ``checkpoint()`` hands it to the host.
+
+Resources made through ``out_port``, ``in_port``, ``link``, ``call_later`` and
+``call_every`` are tracked and closed by ``close()``, and their callbacks are
+guarded: an exception in one fails the task (with the traceback) instead of
+being swallowed by the reactor, so a bug shows up as a failed task, not a hang.
+
+For the common one-input, one-output shape see ``zdf.runtime.stream.StreamOperator``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec
+
+import numpy as np
+
+from zdf.records import RECORD_DTYPE
+from zdf.runtime.context import TaskContext
+from zdf.runtime.link import PeerLink
+from zdf.runtime.pipe import DEFAULT_WINDOW, BatchCallback, InPort, OutPort
+from zdf.wire.reactor import Timer
+from zdf.wire.rpc import Handler
+
+P = ParamSpec("P")
+
+
+class Operator:
+    """Base class of every task's code (see the module docstring)."""
+
+    def __init__(self, ctx: TaskContext) -> None:
+        self.ctx = ctx
+        self.params: dict[str, Any] = dict(ctx.params)
+        self.log = logging.getLogger(f"zdf.task.{ctx.task_id}")
+        self.done = False  # finished or failed: reported to the host
+        self.closed = False
+        self._closers: list[Callable[[], None]] = []
+        self._timers: set[Timer] = set()
+
+    # -- the life cycle (override) -------------------------------------------
+    def open(self) -> None:
+        """Create ports and links and start; must not block."""
+
+    def close(self) -> None:
+        """Release everything; idempotent. Subclasses extend and call super()."""
+        if self.closed:
+            return
+        self.closed = True
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                closer()
+            except Exception:
+                self.log.exception("closing a resource failed")
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state to resume from after a restart (msgpack-able)."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Called before ``open()`` with the last checkpoint, if any."""
+
+    # -- reporting -----------------------------------------------------------
+    def finish(self, summary: Mapping[str, Any] | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.ctx.report_finished(dict(summary or {}))
+
+    def fail(self, error: str | BaseException) -> None:
+        if self.done:
+            return
+        self.done = True
+        if isinstance(error, BaseException):
+            text = "".join(traceback.format_exception(error)).rstrip()
+            error = f"{type(error).__name__}: {error}\n{text}"
+        self.log.error("task failed: %s", error.splitlines()[0] if error else "")
+        self.ctx.report_failed(error)
+        self.close()
+
+    def progress(self, **counters: float) -> None:
+        self.ctx.report_progress(counters)
+
+    def checkpoint(self, on_saved: Callable[[], None] | None = None) -> None:
+        self.ctx.save_checkpoint(self.snapshot(), on_saved)
+
+    # -- helpers that track what they make -----------------------------------
+    def guard(self, fn: Callable[P, None]) -> Callable[P, None]:
+        """Wrap a callback: after close it does nothing; an exception fails the task."""
+
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+            if self.closed:
+                return
+            try:
+                fn(*args, **kwargs)
+            except Exception as exc:
+                self.fail(exc)
+
+        return guarded
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        self._closers.append(closer)
+
+    def data_address(self, name: str) -> str:
+        """Where to bind a data socket: ipc:// when the host offers a directory, else tcp."""
+        if self.ctx.ipc_dir:
+            key = f"{self.ctx.job_id}/{self.ctx.task_id}/{self.ctx.attempt}/{name}/{os.getpid()}"
+            digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+            return f"ipc://{os.path.join(self.ctx.ipc_dir, digest)}.sock"
+        return f"tcp://{self.ctx.host}:*"
+
+    def out_port(
+        self,
+        name: str,
+        channels: int,
+        *,
+        on_credit: Callable[[int], None],
+        on_subscribe: Callable[[int, int], None] | None = None,
+        on_eos_acked: Callable[[int], None] | None = None,
+    ) -> OutPort:
+        """Bind a sending port and publish it as ``name``."""
+        port = OutPort(
+            self.ctx.reactor,
+            self.data_address(name),
+            channels,
+            on_credit=self.guard(on_credit),
+            on_subscribe=None if on_subscribe is None else self.guard(on_subscribe),
+            on_eos_acked=None if on_eos_acked is None else self.guard(on_eos_acked),
+            name=f"{self.ctx.task_id}.{name}",
+        )
+        self.on_close(port.close)
+        self.ctx.publish_endpoint(name, port.addr)
+        return port
+
+    def in_port(
+        self,
+        task_id: str,
+        name: str,
+        channel: int,
+        *,
+        on_batch: BatchCallback,
+        on_eos: Callable[[int], None],
+        start: int = 0,
+        window: int = DEFAULT_WINDOW,
+        dtype: np.dtype[Any] = RECORD_DTYPE,
+    ) -> InPort:
+        """Subscribe to channel ``channel`` of ``task_id``'s port ``name``, from ``start``."""
+        port = InPort(
+            self.ctx.reactor,
+            channel,
+            on_batch=self.guard(on_batch),
+            on_eos=self.guard(on_eos),
+            start=start,
+            window=window,
+            dtype=dtype,
+            name=f"{self.ctx.task_id}<-{task_id}.{name}[{channel}]",
+        )
+        self.on_close(port.close)
+        self.ctx.resolve_endpoint(task_id, name, self.guard(port.connect))
+        return port
+
+    def link(
+        self,
+        task_id: str,
+        name: str,
+        handlers: Mapping[str, Handler],
+        *,
+        on_connect: Callable[[PeerLink], None] | None = None,
+    ) -> PeerLink:
+        """A control link to ``task_id``'s ROUTER published as ``name``."""
+        guarded: dict[str, Handler] = {op: self.guard_handler(h) for op, h in handlers.items()}
+        link = PeerLink(
+            self.ctx.reactor,
+            guarded,
+            on_connect=None if on_connect is None else self.guard(on_connect),
+            name=f"{self.ctx.task_id}->{task_id}.{name}",
+        )
+        self.on_close(link.close)
+        self.ctx.resolve_endpoint(task_id, name, self.guard(link.connect))
+        return link
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        guarded = self.guard(callback)
+
+        def fire() -> None:
+            self._timers.discard(timer)
+            guarded()
+
+        timer = self.ctx.reactor.call_later(delay, fire)
+        self._timers.add(timer)
+        return timer
+
+    def call_every(self, interval: float, callback: Callable[[], None]) -> Timer:
+        timer = self.ctx.reactor.call_every(interval, self.guard(callback))
+        self._timers.add(timer)
+        return timer
+
+    def guard_handler(self, handler: Handler) -> Handler:
+        def guarded(call: Any) -> Any:
+            if self.closed:
+                return None
+            try:
+                return handler(call)
+            except Exception as exc:
+                self.fail(exc)
+                return None
+
+        return guarded
