@@ -26,5 +26,9 @@ from zdf.cli.metastore_cmd import metastore_cmd  # noqa: E402
 main.add_command(meta_group)
 main.add_command(metastore_cmd)
 
+from zdf.cli.verify_sink import verify_sink  # noqa: E402
+
+main.add_command(verify_sink)
+
 if __name__ == "__main__":
     main()
