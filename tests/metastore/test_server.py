@@ -101,6 +101,11 @@ def test_concurrent_writers_group_commit(server: MetastoreProcess) -> None:
     for t in threads:
         t.join(60)
     assert sorted(revisions) == list(range(1, 241))
+    with MetaClient(server.addr) as c:
+        status = c.status()
+    # Group commit: concurrent writes shared synced batches.
+    assert status["write_commands"] == 240
+    assert status["write_batches"] < status["write_commands"]
 
 
 def test_shared_client_is_thread_safe(client: MetaClient) -> None:
@@ -154,6 +159,28 @@ def test_watch_poll_for_a_reactor(client: MetaClient) -> None:
         assert [e.key for e in events] == [b"r/1"]
     finally:
         watch.close()
+
+
+def test_watch_catches_up_a_long_history(client: MetaClient) -> None:
+    for batch in range(25):  # 2,500 events, 100 per revision
+        client.txn([], [put_op(f"l/{batch:02}/{i:03}", "v") for i in range(100)])
+    with client.watch("l/", start_revision=1) as watch:
+        events = collect(watch, 2500, timeout=30)
+        assert watch.poll(0.2) == []
+    assert [e.key for e in events] == sorted(e.key for e in events)
+    assert len({e.key for e in events}) == 2500
+
+
+def test_slow_watcher_misses_nothing(client: MetaClient) -> None:
+    value = b"v" * 10_000
+    with client.watch("slow/") as watch:
+        # The watcher reads nothing while 3,000 events pile up (more than the
+        # socket queues hold), so the server must fall back to history.
+        for i in range(3000):
+            client.put(f"slow/{i:05}", value)
+        events = collect(watch, 3000, timeout=60)
+        assert watch.poll(0.2) == []
+    assert [e.key for e in events] == [f"slow/{i:05}".encode() for i in range(3000)]
 
 
 def test_watch_compacted(client: MetaClient) -> None:
@@ -299,10 +326,12 @@ def test_bad_input_gets_an_error_and_the_server_keeps_answering(
         assert isinstance(reply.body, dict) and reply.body.get("message"), reply
     # Several frames in one message, and an event (no reply expected) are fine too.
     assert raw(server.addr, [request("status", {}), b"extra"]).kind is Kind.REPLY
-    assert raw(server.addr, [encode(Kind.EVENT, "put", 0, {"key": 1})], timeout=0.2) is None
+    one_way_put = encode(Kind.EVENT, "put", 0, {"key": b"evil", "value": b"x"})
+    assert raw(server.addr, [one_way_put], timeout=0.2) is None
     # Too large for the socket: ZeroMQ drops the connection; nothing else happens.
     assert raw(server.addr, [b"x" * (5 << 20)], timeout=0.5) is None
     assert client.status()["leader"] == "meta-1"
     assert client.put("still", "alive") > 0
+    assert client.get("evil") is None  # one-way messages never write
     assert server.proc is not None and server.proc.poll() is None
     assert "Traceback" not in server.log_tail(10_000)  # refused, never crashed a handler

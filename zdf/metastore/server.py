@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import zmq
 
 from zdf.config import MetastoreConfig
-from zdf.errors import LeaseNotFound, ZdfError
+from zdf.errors import LeaseNotFound, ProtocolError, ZdfError
 from zdf.metastore.commands import (
     MAX_KEY_BYTES,
     MAX_RANGE_LIMIT,
@@ -103,11 +104,13 @@ class MetaServer:
             "watch": self._watch,
             "watch_cancel": self._watch_cancel,
         }
+        handlers = {op: _requests_only(handler) for op, handler in handlers.items()}
         self.channel = Channel(self.reactor, sock, handlers, name=f"metastore {config.name}")
         self.watches = WatchHub(sock, self.state, max_watches=self.options.max_watches)
         self._pending: list[tuple[Call | None, dict[str, Any]]] = []
         self._flush_timer: Timer | None = None
         self._expiring: set[int] = set()
+        self.stats: Counter[str] = Counter()
         self._timers = [
             self.reactor.call_every(config.heartbeat_interval, self._check_leases),
             self.reactor.call_every(config.heartbeat_interval, self.watches.catch_up_all),
@@ -179,6 +182,8 @@ class MetaServer:
             return
         finally:
             self._expiring.clear()
+        self.stats["write_batches"] += 1
+        self.stats["write_commands"] += len(pending)
         for (call, _), result in zip(pending, outcome.results, strict=True):
             if call is None:
                 continue
@@ -272,7 +277,13 @@ class MetaServer:
             "members": members,
             "leases": len(self.state.leases),
             "watches": len(self.watches),
+            "watch_lagged": self.watches.lagged,
             "data_dir": cfg.data_dir,
+            "write_batches": self.stats["write_batches"],
+            "write_commands": self.stats["write_commands"],
+            "error_replies": sum(
+                self.channel.stats[k] for k in ("malformed", "unknown_op", "handler_errors")
+            ),
         }
 
     # -- watches ---------------------------------------------------------------------
@@ -300,6 +311,17 @@ class MetaServer:
         watch_id = field(body, "watch_id", as_int, ...)
         assert call.peer is not None
         return {"canceled": self.watches.cancel(call.peer, watch_id)}
+
+
+def _requests_only(handler: Callable[[Call], Any]) -> Callable[[Call], Any]:
+    """A one-way event cannot be acknowledged, so it must not write (or watch) either."""
+
+    def handle(call: Call) -> Any:
+        if call.is_event:
+            raise ProtocolError(f"{call.op!r} must be a request, not a one-way event")
+        return handler(call)
+
+    return handle
 
 
 def _key(value: Any, name: str) -> bytes:

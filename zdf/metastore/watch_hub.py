@@ -53,6 +53,8 @@ class WatchHub:
         self.max_watches = max_watches
         self.watches: dict[tuple[bytes, int], ServerWatch] = {}
         self.sent_messages = 0
+        self.lagged = 0
+        """How often a watcher's queue was full and it fell back to history."""
 
     def __len__(self) -> int:
         return len(self.watches)
@@ -150,6 +152,8 @@ class WatchHub:
         try:
             self.sock.send_multipart([watch.peer, frame], zmq.NOBLOCK)
         except zmq.Again:
+            if not watch.lagging:
+                self.lagged += 1
             watch.lagging = True
             return False
         except zmq.ZMQError as exc:
