@@ -76,3 +76,13 @@ def test_metastore_config_error_exits_2(tmp_path: Path) -> None:
         str(tmp_path / "data"),
     )
     assert cluster.returncode == 2 and "single replica" in cluster.stderr
+
+
+def test_metastore_cannot_share_an_address_or_data_dir(
+    server: MetastoreProcess, tmp_path: Path
+) -> None:
+    taken = zdf("metastore", "--addr", server.addr, "--data-dir", str(tmp_path / "other"))
+    assert taken.returncode == 1 and "cannot listen" in taken.stderr
+    locked = zdf("metastore", "--addr", f"127.0.0.1:{free_port()}", "--data-dir", server.data_dir)
+    assert locked.returncode == 1 and "cannot open" in locked.stderr
+    assert len(locked.stderr.strip().splitlines()) == 1

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import plyvel
+import zmq
 
-from zdf.cli.common import config_options, handle_errors, load_from_flags, setup_logging
+from zdf.cli.common import config_options, fail, handle_errors, load_from_flags, setup_logging
 from zdf.config import MetastoreConfig
 from zdf.errors import ConfigError
 
@@ -24,4 +26,9 @@ def metastore_cmd(config_path: str | None, **flags: Any) -> None:
     except ValueError as exc:
         raise ConfigError(f"{config_path or '<config>'}: {exc}") from None
     setup_logging(config.log_level, config.log_file, f"metastore[{config.name}]")
-    run_server(config)
+    try:
+        run_server(config)
+    except zmq.ZMQError as exc:
+        fail(f"cannot listen on {config.addr}: {exc}")
+    except plyvel.Error as exc:  # e.g. another server holds the data-dir's lock
+        fail(f"cannot open {config.data_dir}: {exc}")

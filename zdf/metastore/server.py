@@ -84,9 +84,13 @@ class MetaServer:
         self.reactor = reactor or Reactor()
         self.state = MetaState(config.data_dir)
         self.started_wall = time.time()
-        sock = make_socket(
-            zmq.ROUTER, bind=config.addr, max_message_bytes=self.options.max_request_bytes
-        )
+        try:
+            sock = make_socket(
+                zmq.ROUTER, bind=config.addr, max_message_bytes=self.options.max_request_bytes
+            )
+        except zmq.ZMQError:
+            self.state.close()
+            raise
         # Report unroutable peers (gone watchers) instead of dropping silently.
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         handlers: dict[str, Callable[[Call], Any]] = {
