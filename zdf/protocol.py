@@ -9,7 +9,8 @@ Who sends what (ROUTER = the master, DEALER = executors and clients)::
     executor -> master   register, task_state (event), publish_endpoint, checkpoint
     master -> executor   start_task, cancel_task, endpoints (event)
     client -> master     submit_job, job_list, job_status, job_cancel, executor_list,
-                         cluster_status, wait_job
+                         cluster_status, wait_job; fn_submit, fn_cancel (function tasks)
+    worker -> master     fn_hello, fn_done;  master -> worker: fn_run;  master -> client: fn_result
     PUB/SUB              b"hb" + {"id", "seq", "epoch"} heartbeats, both directions
 """
 
@@ -39,6 +40,15 @@ WAIT_JOB = "wait_job"
 EXECUTOR_LIST = "executor_list"
 CLUSTER_STATUS = "cluster_status"
 PING = "ping"
+
+# short function tasks (zdf.master.fnqueue)
+FN_HELLO = "fn_hello"  # worker -> master: I take function tasks
+FN_SUBMIT = "fn_submit"  # client -> master: a batch of tasks
+FN_RUN = "fn_run"  # master -> worker: a batch to run
+FN_DONE = "fn_done"  # worker -> master: a batch of results
+FN_RESULT = "fn_result"  # master -> client: results of its tasks
+FN_CANCEL = "fn_cancel"  # client -> master
+WORKER_LOST = "worker_lost"  # executor -> master: a worker process died
 
 
 class RegisterBody(TypedDict):

@@ -47,7 +47,11 @@ class WorkerPool:
         ipc_dir: str,
         log_level: str,
         on_exit: Callable[[WorkerSlot, int], None],
+        master_addr: str = "",
+        executor_id: str = "",
     ) -> None:
+        self.master_addr = master_addr
+        self.executor_id = executor_id
         self.ctl_addr = ctl_addr
         self.host = host
         self.ipc_dir = ipc_dir
@@ -79,6 +83,10 @@ class WorkerPool:
             str(os.getpid()),
             "--log-level",
             self.log_level,
+            "--master",
+            self.master_addr,
+            "--executor-id",
+            self.executor_id,
         ]
         slot.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
 

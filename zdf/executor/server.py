@@ -89,7 +89,14 @@ class Executor:
         self.master_sub = HeartbeatSubscriber(self.reactor, self._on_master_beat)
         workers = config.workers or os.cpu_count() or 1
         self.pool = WorkerPool(
-            workers, ctl_addr, self.host, run_dir, config.log_level, self._on_worker_exit
+            workers,
+            ctl_addr,
+            self.host,
+            run_dir,
+            config.log_level,
+            self._on_worker_exit,
+            master_addr=config.join[0],
+            executor_id=self.executor_id,
         )
         self._handlers = handlers
         self.reactor.call_every(config.keepalive_interval, self._beat, now=True)
@@ -270,6 +277,7 @@ class Executor:
         return None
 
     def _on_worker_exit(self, slot: WorkerSlot, code: int) -> None:
+        self.master.notify(P.WORKER_LOST, {"executor_id": self.executor_id, "worker": slot.name})
         for key in list(slot.tasks):
             running = self.tasks.pop(key, None)
             if running is None:

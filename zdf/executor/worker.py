@@ -25,6 +25,7 @@ import zmq
 
 from zdf import protocol as P
 from zdf.errors import JobError
+from zdf.executor.fnrunner import FunctionRunner
 from zdf.jobs.spec import TaskSpec
 from zdf.wire.codec import packb
 from zdf.wire.reactor import Reactor
@@ -51,7 +52,16 @@ def import_object(path: str) -> Any:
 
 
 class Worker:
-    def __init__(self, ctl: str, name: str, host: str, ipc_dir: str, parent: int) -> None:
+    def __init__(
+        self,
+        ctl: str,
+        name: str,
+        host: str,
+        ipc_dir: str,
+        parent: int,
+        master: str = "",
+        executor_id: str = "",
+    ) -> None:
         self.name = name
         self.host = host
         self.ipc_dir = ipc_dir
@@ -73,6 +83,7 @@ class Worker:
             },
             name=f"worker-{name}",
         )
+        self.functions = FunctionRunner(self.reactor, master, executor_id, name) if master else None
         self.reactor.call_every(PARENT_CHECK_INTERVAL, self._check_parent)
         self.channel.notify("ready", {"pid": os.getpid()})
 
@@ -88,6 +99,8 @@ class Worker:
             if cancel is not None:
                 cancel()
         self.channel.close()
+        if self.functions is not None:
+            self.functions.close()
 
     # -- reports ------------------------------------------------------------
     def report(
@@ -225,12 +238,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ipc-dir", default="")
     parser.add_argument("--parent", type=int, default=os.getppid())
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--master", default="", help="master address for function tasks")
+    parser.add_argument("--executor-id", default="")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format=f"%(asctime)s worker-{args.name} %(levelname)s %(message)s",
     )
-    worker = Worker(args.ctl, args.name, args.host, args.ipc_dir, args.parent)
+    worker = Worker(
+        args.ctl, args.name, args.host, args.ipc_dir, args.parent, args.master, args.executor_id
+    )
 
     def on_term(*_: object) -> None:
         worker.reactor.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 
 def square(x: int) -> int:
@@ -31,3 +32,29 @@ def fail(message: str = "boom") -> None:
 
 def noop() -> None:
     return None
+
+
+def hold_once(marker: str, seconds: float = 60.0) -> str:
+    """The first call writes its pid to ``marker`` and blocks; a retry returns at once.
+
+    For tests that kill the process running a task and expect it retried elsewhere.
+    """
+    if os.path.exists(marker):
+        return "retried"
+    with open(marker, "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(seconds)
+    return "first"
+
+
+class CustomError(Exception):
+    pass
+
+
+def raise_custom(message: str) -> None:
+    raise CustomError(message)
+
+
+def total(array: Any) -> Any:
+    """Sum of a numpy array, and the array doubled (arrays travel both ways)."""
+    return {"sum": float(array.sum()), "doubled": array * 2}

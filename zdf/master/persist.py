@@ -2,9 +2,9 @@
 
 Keys (framework and discovery prefixes, DESIGN.md "Metastore")::
 
-    /zdf/discovery/masters/<name>      {addr, heartbeat_addr, epoch}  under a lease
-    /zdf/discovery/executors/<id>          {id, addr, slots, host}         under a lease per executor
-    /zdf/framework/jobs/<job_id>           the job record with its spec and tasks
+    /zdf/discovery/masters/<name>    {addr, heartbeat_addr, epoch}, under a lease
+    /zdf/discovery/executors/<id>    {id, addr, slots, host}, under a lease per executor
+    /zdf/framework/jobs/<job_id>     the job record with its spec and tasks
 
 A job is written once, synchronously, before its submission is acknowledged;
 later changes are batched: the reactor flushes dirty jobs on a short timer, so

@@ -22,6 +22,7 @@ from zdf import protocol as P
 from zdf.config import MasterConfig
 from zdf.errors import JobError, ProtocolError, Timeout, ZdfError
 from zdf.jobs.spec import JobSpec
+from zdf.master.fnqueue import FunctionQueue
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.master.jobs import Dispatch, JobManager, JobRecord
 from zdf.master.liveness import ExecutorLiveness, Transition
@@ -93,6 +94,12 @@ class Master:
             self.reactor, make_socket(zmq.ROUTER, bind=config.master_addr), handlers, name="master"
         )
         self.channel.on_traffic = self._on_traffic
+        self.functions = FunctionQueue(
+            self.channel,
+            executor_alive=lambda e: self.liveness.state(e) is ExecutorState.ALIVE,
+        )
+        self.channel.handlers.update(self.functions.handlers())
+        self.channel.handlers[P.WORKER_LOST] = self.on_worker_lost
         self.publisher = HeartbeatPublisher(config.heartbeat_addr, config.name, self.epoch)
         self.subscriber = HeartbeatSubscriber(
             self.reactor,
@@ -167,6 +174,7 @@ class Master:
             self._by_addr.pop(info.addr, None)
         if self.store is not None:
             self.store.forget_executor(executor_id)
+        self.functions.worker_lost(executor_id)
         moved = self.jobs.executor_lost(executor_id)
         if moved:
             log.info("rescheduling %d tasks of dead executor %s", len(moved), executor_id)
@@ -221,6 +229,11 @@ class Master:
             "keepalive_interval": self.config.keepalive_interval,
             "keepalive_ttl": self.config.keepalive_ttl,
         }
+
+    def on_worker_lost(self, call: Call) -> Any:
+        body = P.fields(call.body, executor_id=str, worker=str)
+        self.functions.worker_lost(body["executor_id"], body["worker"])
+        return None
 
     def _alive_slots(self) -> dict[str, int]:
         return {
@@ -396,6 +409,7 @@ class Master:
             ),
             "jobs": {s: jobs.count(s) for s in sorted(set(jobs))},
             "dropped": dict(self.channel.stats),
+            "functions": self.functions.status(),
         }
 
     def _persist(self) -> None:

@@ -1,0 +1,79 @@
+"""Futures of function tasks, and the remote exceptions they raise."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import concurrent.futures
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from zdf.errors import RemoteError
+
+if TYPE_CHECKING:
+    from zdf.client.client import Client
+
+
+class Future(concurrent.futures.Future[Any]):
+    """A ``concurrent.futures.Future`` that can also be awaited and canceled remotely.
+
+    ``result(timeout)``, ``exception(timeout)``, ``done()`` and
+    ``add_done_callback`` behave as in the standard library. ``cancel()``
+    withdraws a task that has not started; a task already on a worker runs to
+    its end and its result is dropped. ``await future`` works in any event loop.
+    """
+
+    def __init__(self, client: Client, tid: int) -> None:
+        super().__init__()
+        self._client = client
+        self.tid = tid
+
+    def cancel(self) -> bool:
+        if self.done():
+            return False
+        canceled = super().cancel()
+        if canceled:
+            super().set_running_or_notify_cancel()
+            self._client._cancel(self.tid)
+        return canceled
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return asyncio.wrap_future(self).__await__()
+
+    def __repr__(self) -> str:
+        return f"<zdf.Future tid={self.tid} {self._state.lower()}>"  # type: ignore[attr-defined]
+
+
+def remote_exception(info: Any) -> BaseException:
+    """Rebuild a remote exception: the same built-in type where there is one, with the
+    remote traceback as a note; otherwise a ``RemoteError`` naming the remote type."""
+    if not isinstance(info, dict):
+        return RemoteError(repr(info), remote_type="Exception")
+    name = str(info.get("type", "Exception"))
+    module = str(info.get("module", ""))
+    message = str(info.get("message", ""))
+    tb = str(info.get("traceback", ""))
+    exc: BaseException
+    cls = getattr(builtins, name, None) if module == "builtins" else None
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            exc = cls(message)
+        except Exception:
+            exc = RemoteError(message, remote_type=name)
+    else:
+        qualified = f"{module}.{name}" if module and module != "builtins" else name
+        exc = RemoteError(message, remote_type=qualified)
+    exc.remote_traceback = tb  # type: ignore[attr-defined]
+    if tb:
+        exc.add_note("remote traceback:\n" + tb.rstrip())
+    return exc
+
+
+def as_completed(
+    futures: Iterable[concurrent.futures.Future[Any]], timeout: float | None = None
+) -> Iterator[concurrent.futures.Future[Any]]:
+    """Yield futures as they complete (``concurrent.futures.as_completed``)."""
+    return concurrent.futures.as_completed(futures, timeout=timeout)
+
+
+Callback = Callable[[Future], None]
