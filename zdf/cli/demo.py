@@ -170,14 +170,29 @@ def kill_busiest(cluster: LocalCluster, tasks: list[dict[str, Any]]) -> str:
 
 
 def report_bench(console: Console, job_data: dict[str, Any]) -> bool:
-    from zdf.cli.verify_sink import verify_config_data
+    from zdf.cli.verify_sink import verify
+    from zdf.jobs.bench import load_bench_config
 
     sink_dir = os.path.join(str(job_data["sink-dir"]), str(job_data["flow-id"]))
     summary_path = os.path.join(sink_dir, "summary.json")
     if os.path.exists(summary_path):
         with open(summary_path) as fh:
             summary = json.load(fh)
-        print_table("benchmark", list(summary), [list(summary.values())])
-    report = verify_config_data(job_data)
-    console.print(report.describe() if hasattr(report, "describe") else str(report))
-    return bool(report.ok)
+        print_table("benchmark", ["figure", "value"], [[k, _fmt(v)] for k, v in summary.items()])
+    report = verify(load_bench_config(job_data, "<demo>"))
+    state = "[green]exact[/]" if report.ok else "[red]NOT exact[/]"
+    console.print(
+        f"verify-sink: {state}: {report.records:,} records and {report.ddls:,} DDLs "
+        f"in {len(report.files)} sink files"
+    )
+    for line in report.violations:
+        console.print(f"  - {line}")
+    return report.ok
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if value < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from zdf.cli.demo import demo
 from zdf.cli.jobs_cmd import cluster_status, job_group, submit_job
 from zdf.cli.processes import executor_group, master_cmd
 
@@ -19,6 +20,7 @@ main.add_command(executor_group)
 main.add_command(submit_job)
 main.add_command(job_group)
 main.add_command(cluster_status)
+main.add_command(demo)
 
 from zdf.cli.meta import meta_group  # noqa: E402
 from zdf.cli.metastore_cmd import metastore_cmd  # noqa: E402

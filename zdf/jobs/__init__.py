@@ -13,11 +13,12 @@ from typing import Any
 
 from zdf.errors import ConfigError
 from zdf.jobs.bench import build_bench_job
+from zdf.jobs.function import build_function_job
 from zdf.jobs.spec import JobSpec, TaskSpec
 
 JobBuilder = Callable[[dict[str, Any], str], JobSpec]
 
-JOB_TYPES: dict[str, JobBuilder] = {"bench": build_bench_job}
+JOB_TYPES: dict[str, JobBuilder] = {"bench": build_bench_job, "function": build_function_job}
 
 
 def job_type_of(data: dict[str, Any]) -> str | None:
