@@ -61,7 +61,7 @@ def wait_for_job(
         disable=not show_progress,
         transient=False,
     ) as progress:
-        bar = progress.add_task(job_id, total=expected or None, rate="")
+        bar = progress.add_task(job_id, total=expected or 1, rate="")
         last = (time.monotonic(), 0.0)
         while True:
             job = client.call(P.JOB_STATUS, {"job_id": job_id})

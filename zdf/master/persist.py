@@ -6,21 +6,21 @@ Keys (framework and discovery prefixes, DESIGN.md "Metastore")::
     /zdf/discovery/executors/<id>    {id, addr, slots, host}, under a lease per executor
     /zdf/framework/jobs/<job_id>     the job record with its spec and tasks
 
-A job is written once, synchronously, before its submission is acknowledged;
-later changes are batched: the reactor flushes dirty jobs on a short timer, so
-a burst of task reports costs one round of writes, not one per report. The
-metastore being away never stops the master: a failed flush keeps the jobs
-dirty and is tried again.
+Records are JSON so that ``zdf meta get`` shows them readably. A job is written
+once, synchronously, before its submission is acknowledged; later changes are
+batched: the reactor flushes dirty jobs on a short timer, so a burst of task
+reports costs one round of writes, not one per report. The metastore being away
+never stops the master: a failed flush keeps the jobs dirty and is tried again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Protocol
 
 from zdf.errors import ZdfError
 from zdf.master.jobs import JobManager, JobRecord
-from zdf.wire.codec import packb, unpackb
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class FrameworkStore:
         self._executor_leases: dict[str, int] = {}
 
     def save_job(self, job: JobRecord) -> None:
-        self.meta.put(FRAMEWORK_JOBS + job.job_id, packb(job_document(job)))
+        self.meta.put(FRAMEWORK_JOBS + job.job_id, _dumps(job_document(job)))
 
     def flush(self, jobs: JobManager) -> None:
         for job_id in sorted(jobs.dirty):
@@ -64,8 +64,8 @@ class FrameworkStore:
         docs = []
         for kv in self.meta.range(FRAMEWORK_JOBS):
             try:
-                docs.append(unpackb(kv.value))
-            except ZdfError:
+                docs.append(json.loads(kv.value))
+            except ValueError:
                 log.warning("skipping an unreadable job record %r", kv.key)
         return docs
 
@@ -75,7 +75,7 @@ class FrameworkStore:
         self.forget_executor(executor_id)
         lease = self.meta.lease_grant(ttl)
         self._executor_leases[executor_id] = lease
-        self.meta.put(DISCOVERY_EXECUTORS + executor_id, packb(info), lease=lease)
+        self.meta.put(DISCOVERY_EXECUTORS + executor_id, _dumps(info), lease=lease)
 
     def keep_executors_alive(self, executor_ids: list[str]) -> None:
         for executor_id in executor_ids:
@@ -93,5 +93,10 @@ class FrameworkStore:
 
     def register_master(self, name: str, info: dict[str, Any], ttl: float) -> int:
         lease = self.meta.lease_grant(ttl)
-        self.meta.put(DISCOVERY_MASTERS + name, packb(info), lease=lease)
+        self.meta.put(DISCOVERY_MASTERS + name, _dumps(info), lease=lease)
         return lease
+
+
+def _dumps(doc: dict[str, Any]) -> bytes:
+    """Records are JSON, so that ``zdf meta get`` shows them as they are."""
+    return json.dumps(doc, separators=(",", ":"), default=str).encode()
