@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_INFLIGHT = 20_000
 MAX_BATCH = 512
-DIRECT_BELOW = 2  # in-flight tasks under which submit() sends at once from the caller
 MAP_CHUNK_FN = "zdf.client.chunks:run_chunk"
 
 
@@ -85,11 +84,6 @@ class Client:
         self._sock = make_socket(
             zmq.DEALER, connect=master_addr, identity=self.identity, sndhwm=0, rcvhwm=0
         )
-        # Latency path: with little in flight, submit() sends from the caller's thread on
-        # its own socket (results still come back to the I/O thread's socket), saving a
-        # thread hand-off; under load the I/O thread batches instead.
-        self._direct = make_socket(zmq.DEALER, connect=master_addr, sndhwm=0)
-        self._direct_lock = threading.Lock()
         self._thread = threading.Thread(target=self._io_loop, name="zdf-client-io", daemon=True)
         self._thread.start()
 
@@ -113,13 +107,6 @@ class Client:
         tid = next(self._tids)
         future = Future(self, tid)
         self._futures[tid] = future
-        if len(self._futures) <= DIRECT_BELOW and not self._outbox:
-            with self._direct_lock:
-                header = {"tasks": [[tid, path, retries, len(frames)]], "reply_to": self.identity}
-                self._direct.send_multipart(
-                    [encode(Kind.EVENT, P.FN_SUBMIT, 0, header), *frames], copy=False
-                )
-            return future
         self._outbox.append((tid, path, retries, frames))
         self._wake()
         return future
@@ -165,7 +152,6 @@ class Client:
         self._wake()
         self._thread.join(5)
         close_socket(self._sock)
-        close_socket(self._direct)
         self._wake_r.close()
         self._wake_w.close()
         for future in list(self._futures.values()):
