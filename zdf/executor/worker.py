@@ -71,7 +71,6 @@ class Worker:
         self.attempts: dict[tuple[str, str], int] = {}
         self.directory: dict[str, dict[tuple[str, str], str]] = {}
         self.watchers: dict[tuple[str, str, str], list[Callable[[str], None]]] = {}
-        self.in_function = False
         self.channel = Channel(
             self.reactor,
             make_socket(zmq.DEALER, connect=ctl, identity=name.encode()),
@@ -93,7 +92,12 @@ class Worker:
             self.reactor.stop()
 
     def run(self) -> None:
-        self.reactor.run()
+        try:
+            self.reactor.run()
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
         for handle in list(self.tasks.values()):
             cancel = getattr(handle, "cancel", None)
             if cancel is not None:
@@ -162,11 +166,7 @@ class Worker:
             fn = import_object(spec.operator)
             args = spec.params.get("args") or []
             kwargs = spec.params.get("kwargs") or {}
-            self.in_function = True
-            try:
-                result = fn(*args, **kwargs)
-            finally:
-                self.in_function = False
+            result = fn(*args, **kwargs)
             try:
                 packb(result)
             except (TypeError, ValueError):
@@ -256,9 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def on_term(*_: object) -> None:
-        worker.reactor.stop()
-        if worker.in_function:
-            raise SystemExit(0)  # unwind out of a user's function at once
+        # Unwind at once, from the poll or from inside a user's function alike.
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides when workers stop
