@@ -30,6 +30,7 @@ START_TASK = "start_task"
 CANCEL_TASK = "cancel_task"
 ENDPOINTS = "endpoints"
 PROGRESS = "progress"
+CHECKPOINT = "checkpoint"  # worker -> executor -> master: a task's state, fenced by attempt
 
 # client -> master
 SUBMIT_JOB = "submit_job"

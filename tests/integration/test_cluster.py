@@ -194,3 +194,36 @@ def test_garbage_to_master_and_executor_sockets(cluster: LocalCluster) -> None:
     assert all(r["state"] == "alive" for r in rows)
     for child in cluster.children:
         assert child.alive(), f"{child.name} died"
+
+
+def test_a_restarted_task_resumes_from_its_checkpoint(cluster: LocalCluster) -> None:
+    from zdf.jobs.spec import JobSpec, TaskSpec
+
+    spec = JobSpec(
+        "count",
+        "custom",
+        [
+            TaskSpec(
+                "count",
+                "counter",
+                "zdf.jobs.counter:Counter",
+                {"target": 300, "every": 0.01, "checkpoint_each": 10},
+            )
+        ],
+    )
+    job_id = submit(cluster, spec.to_dict())
+
+    def counted() -> dict | None:
+        job = cluster.client().call(P.JOB_STATUS, {"job_id": job_id})
+        task = job["tasks"][0]
+        return task if task["progress"].get("records", 0) >= 50 else None
+
+    task = wait_until(counted, 20, "the counter to pass 50")
+    victim = next(c for c in cluster.executors if c.extra["id"] == task["executor"])
+    cluster.kill(victim)
+    job = wait_state(cluster, job_id, {"finished", "failed"}, timeout=30)
+    assert job["state"] == "finished", job.get("error")
+    (task,) = job["tasks"]
+    assert task["attempt"] == 2 and task["executor"] != victim.extra["id"]
+    assert task["info"]["count"] == 300
+    assert task["info"]["resumed_from"] >= 40, "resumed from the checkpoint, not from 0"

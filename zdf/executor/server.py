@@ -30,7 +30,7 @@ from zdf.errors import ZdfError
 from zdf.executor.pool import WorkerPool, WorkerSlot
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.wire.reactor import Reactor, Timer
-from zdf.wire.rpc import Call, Channel
+from zdf.wire.rpc import DEFER, Call, Channel
 from zdf.wire.sockets import make_socket
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 REGISTER_BACKOFF_MIN = 0.05
 REGISTER_BACKOFF_MAX = 2.0
 REAP_INTERVAL = 0.05
+RELAY_TIMEOUT = 5.0
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Executor:
                 P.TASK_STATE: self.on_worker_task_state,
                 P.PROGRESS: self._forward,
                 P.PUBLISH_ENDPOINT: self._forward,
+                P.CHECKPOINT: self._relay,
             },
             name="executor-ctl",
         )
@@ -271,6 +273,18 @@ class Executor:
             return None
         self.master.notify(P.TASK_STATE, body)
         return None
+
+    def _relay(self, call: Call) -> Any:
+        """Forward a worker's request to the master and its answer back."""
+
+        def answer(result: Any, error: ZdfError | None) -> None:
+            if error is not None:
+                call.fail(error)
+            else:
+                call.reply(result)
+
+        self.master.request(call.op, call.body, timeout=RELAY_TIMEOUT, callback=answer)
+        return DEFER
 
     def _forward(self, call: Call) -> Any:
         self.master.notify(call.op, call.body, frames=call.frames)

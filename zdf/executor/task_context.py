@@ -8,22 +8,35 @@ and again whenever it changes (a task restarted elsewhere).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from zdf import protocol as P
+from zdf.errors import Timeout, ZdfError
 from zdf.jobs.spec import TaskSpec
 from zdf.runtime.context import TaskContext
+from zdf.wire.codec import packb
 
 if TYPE_CHECKING:
     from zdf.executor.worker import Worker
 
 PROGRESS_INTERVAL = 0.25
+CHECKPOINT_TIMEOUT = 10.0
+
+log = logging.getLogger(__name__)
 
 
 class WorkerTaskContext(TaskContext):
-    def __init__(self, worker: Worker, job_id: str, spec: TaskSpec, attempt: int) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        job_id: str,
+        spec: TaskSpec,
+        attempt: int,
+        checkpoint: dict[str, Any] | None = None,
+    ) -> None:
         self.worker = worker
         self.job_id = job_id
         self.task_id = spec.task_id
@@ -34,6 +47,7 @@ class WorkerTaskContext(TaskContext):
         self.ipc_dir = worker.ipc_dir or None
         self._last_progress = 0.0
         self._callbacks: list[Callable[[str], None]] = []
+        self._checkpoint = checkpoint
 
     def publish_endpoint(self, name: str, addr: str) -> None:
         self.worker.publish_endpoint(self.job_id, self.task_id, name, addr)
@@ -63,6 +77,34 @@ class WorkerTaskContext(TaskContext):
     def report_failed(self, error: str) -> None:
         self.worker.report(self.job_id, self.task_id, self.attempt, "failed", {"error": error})
         self._forget()
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        return self._checkpoint
+
+    def save_checkpoint(
+        self, state: dict[str, Any], on_saved: Callable[[], None] | None = None
+    ) -> None:
+        """Send the state to the master; ``on_saved`` runs once it is durable there.
+
+        A refusal (this attempt was superseded: the task runs elsewhere now) fails
+        the task, so a zombie stops instead of writing on."""
+        body = {
+            "job_id": self.job_id,
+            "task_id": self.task_id,
+            "attempt": self.attempt,
+            "state": packb(state),
+        }
+
+        def saved(result: Any, error: ZdfError | None) -> None:
+            if error is None:
+                if on_saved is not None:
+                    on_saved()
+            elif isinstance(error, Timeout):
+                log.warning("checkpoint of %s not confirmed in time", self.task_id)
+            else:
+                self.report_failed(f"checkpoint refused: {error}")
+
+        self.worker.channel.request(P.CHECKPOINT, body, timeout=CHECKPOINT_TIMEOUT, callback=saved)
 
     def _flush_progress(self, summary: dict[str, Any]) -> None:
         records = summary.get("records")

@@ -27,7 +27,7 @@ from zdf import protocol as P
 from zdf.errors import JobError
 from zdf.executor.fnrunner import FunctionRunner
 from zdf.jobs.spec import TaskSpec
-from zdf.wire.codec import packb
+from zdf.wire.codec import packb, unpackb
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import Call, Channel
 from zdf.wire.sockets import make_socket
@@ -151,7 +151,9 @@ class Worker:
             from zdf.executor.task_context import WorkerTaskContext
             from zdf.runtime import launch
 
-            ctx = WorkerTaskContext(self, job_id, spec, attempt)
+            checkpoint = body.get("checkpoint")
+            state = unpackb(checkpoint) if isinstance(checkpoint, bytes) else None
+            ctx = WorkerTaskContext(self, job_id, spec, attempt, state)
             self.tasks[key] = launch(ctx, spec)
         except Exception as exc:
             log.exception("task %s/%s failed to start", job_id, spec.task_id)

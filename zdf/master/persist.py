@@ -5,6 +5,7 @@ Keys (framework and discovery prefixes, DESIGN.md "Metastore")::
     /zdf/discovery/masters/<name>    {addr, heartbeat_addr, epoch}, under a lease
     /zdf/discovery/executors/<id>    {id, addr, slots, host}, under a lease per executor
     /zdf/framework/jobs/<job_id>     the job record with its spec and tasks
+    /zdf/framework/checkpoints/<job_id>/<task_id>   a task's last checkpoint (msgpack)
 
 Records are JSON so that ``zdf meta get`` shows them readably. A job is written
 once, synchronously, before its submission is acknowledged; later changes are
@@ -27,11 +28,13 @@ log = logging.getLogger(__name__)
 DISCOVERY_MASTERS = "/zdf/discovery/masters/"
 DISCOVERY_EXECUTORS = "/zdf/discovery/executors/"
 FRAMEWORK_JOBS = "/zdf/framework/jobs/"
+FRAMEWORK_CHECKPOINTS = "/zdf/framework/checkpoints/"
 
 
 class MetaLike(Protocol):
     def put(self, key: str | bytes, value: str | bytes, lease: int = 0) -> Any: ...
     def range(self, prefix: str | bytes, limit: int = 0) -> Any: ...
+    def delete(self, key: str | bytes, prefix: bool = False) -> Any: ...
     def lease_grant(self, ttl: float) -> int: ...
     def lease_keepalive(self, lease_id: int) -> Any: ...
     def lease_revoke(self, lease_id: int) -> Any: ...
@@ -59,6 +62,16 @@ class FrameworkStore:
                 log.warning("could not persist job %s: %s", job_id, exc)
                 return
             jobs.dirty.discard(job_id)
+
+    def save_checkpoint(self, job_id: str, task_id: str, state: bytes) -> None:
+        """A task's checkpoint (msgpack), durable before the task is told it is saved."""
+        self.meta.put(f"{FRAMEWORK_CHECKPOINTS}{job_id}/{task_id}", state)
+
+    def drop_checkpoints(self, job_id: str) -> None:
+        try:
+            self.meta.delete(f"{FRAMEWORK_CHECKPOINTS}{job_id}/", prefix=True)
+        except ZdfError as exc:
+            log.warning("could not drop the checkpoints of %s: %s", job_id, exc)
 
     def load_jobs(self) -> list[dict[str, Any]]:
         docs = []

@@ -75,6 +75,7 @@ class Master:
         self._by_addr: dict[str, str] = {}
         self._endpoints: dict[str, dict[tuple[str, str], str]] = {}
         self._waiters: dict[str, list[Call]] = {}
+        self.checkpoints: dict[tuple[str, str], bytes] = {}
         self.started = time.time()
         handlers: dict[str, Callable[[Call], Any]] = {
             P.PING: lambda call: {"master": config.name, "epoch": self.epoch},
@@ -82,6 +83,7 @@ class Master:
             P.TASK_STATE: self.on_task_state,
             P.PROGRESS: self.on_progress,
             P.PUBLISH_ENDPOINT: self.on_publish_endpoint,
+            P.CHECKPOINT: self.on_checkpoint,
             P.SUBMIT_JOB: self.on_submit_job,
             P.JOB_LIST: self.on_job_list,
             P.JOB_STATUS: self.on_job_status,
@@ -261,6 +263,7 @@ class Master:
             "task": d.spec.to_dict(),
             "attempt": d.attempt,
             "endpoints": [[t, n, a] for (t, n), a in known.items()],
+            "checkpoint": self.checkpoints.get((d.job_id, d.spec.task_id)),
         }
 
         def on_ack(result: Any, error: ZdfError | None) -> None:
@@ -313,6 +316,19 @@ class Master:
             body["job_id"], body["task_id"], body["attempt"], state, info, executor_id
         )
         return None
+
+    def on_checkpoint(self, call: Call) -> Any:
+        """Store a task's state; only the current attempt on its own executor may write."""
+        body = P.fields(call.body, job_id=str, task_id=str, attempt=int, state=bytes)
+        job = self.jobs.jobs.get(body["job_id"])
+        task = job.tasks.get(body["task_id"]) if job else None
+        executor_id = self._by_peer.get(call.peer or b"")
+        if task is None or task.attempt != body["attempt"] or task.executor != executor_id:
+            raise JobError(f"stale checkpoint from attempt {body['attempt']} refused")
+        if self.store is not None:
+            self.store.save_checkpoint(body["job_id"], body["task_id"], body["state"])
+        self.checkpoints[(body["job_id"], body["task_id"])] = body["state"]
+        return {"saved": True}
 
     def on_progress(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, task_id=str, attempt=int, counters=dict)
@@ -374,6 +390,10 @@ class Master:
         if job.state not in TERMINAL_JOB_STATES:
             return
         self._endpoints.pop(job.job_id, None)
+        for key in [k for k in self.checkpoints if k[0] == job.job_id]:
+            del self.checkpoints[key]
+        if self.store is not None:
+            self.store.drop_checkpoints(job.job_id)
         for call in self._waiters.pop(job.job_id, []):
             call.reply(job.to_dict())
         log.info("job %s %s", job.job_id, job.state.value)
