@@ -281,6 +281,7 @@ class InPort:
         self._delivered = 0
         self._acked = 0
         self._stale_unacked = 0  # delivered under an earlier subscription, not yet acked
+        self._ack_scheduled = False
 
     @property
     def unacked(self) -> int:
@@ -301,16 +302,28 @@ class InPort:
         self._drop_socket()
 
     def ack(self, n: int = 1) -> None:
-        """The owner consumed ``n`` more batches (in delivery order)."""
+        """The owner consumed ``n`` more batches (in delivery order).
+
+        Acks of one reactor turn go out as one message at the end of the turn.
+        """
         stale = min(n, self._stale_unacked)
         self._stale_unacked -= stale
         n -= stale
         if n <= 0:
             return
         self._acked = min(self._acked + n, self._delivered)
-        self._send("ack", {"ch": self.channel, "sid": self._sid, "n": self._acked})
+        if not self._ack_scheduled:
+            self._ack_scheduled = True
+            self.reactor.call_later(0.0, self._send_ack)
+
+    def _send_ack(self) -> None:
+        self._ack_scheduled = False
+        if not self.closed:
+            self._send("ack", {"ch": self.channel, "sid": self._sid, "n": self._acked})
 
     def ack_eos(self) -> None:
+        if self._ack_scheduled:  # the last acks go first
+            self._send_ack()
         self._send("eos-ack", {"ch": self.channel, "sid": self._sid})
 
     # -- internals ---------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from zdf.runtime.batches import concat_rows
 from zdf.runtime.operator import Operator
 from zdf.runtime.pipe import DEFAULT_WINDOW, InPort, OutPort
 
@@ -165,7 +166,7 @@ class StreamOperator(Operator):
             pieces.append(piece)
             total += len(piece)
         self._pending_rows -= total
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        return pieces[0] if len(pieces) == 1 else concat_rows(pieces)
 
     def _on_subscribe(self, ch: int, start: int) -> None:
         # Rows sent but not acknowledged go out again from ``start``; older ones are gone.

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from zdf.runtime.batches import concat_rows
 from zdf.runtime.bench.params import BenchParams
 from zdf.runtime.operator import Operator
 from zdf.runtime.pipe import InPort, OutPort
@@ -90,7 +91,7 @@ class Binlog(Operator):
         if any(not self.queues[t] for t in live):
             return False
         pieces = [self.queues[t].popleft() for t in live]
-        chunk = np.concatenate(pieces)  # a copy: the log must own its rows
+        chunk = concat_rows(pieces)  # a copy: the log must own its rows
         if len(chunk):
             chunk["gtid"] = np.arange(self.end, self.end + len(chunk), dtype=np.int64)
             self.chunks.append(chunk)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from zdf.records import DDL
+from zdf.runtime.batches import split_by
 from zdf.runtime.bench.params import BenchParams
 from zdf.runtime.link import PeerLink
 from zdf.runtime.stream import StreamOperator
@@ -103,17 +104,9 @@ class Syncer(StreamOperator):
         return forwarded
 
     def _hold(self, rows: np.ndarray) -> None:
-        tid = rows["tid"]
         self.held_rows += len(rows)
-        if tid[0] == tid[-1] and (tid == tid[0]).all():
-            self.held[int(tid[0])].append(rows)
-            return
-        order = np.argsort(tid, kind="stable")
-        rows = rows[order]
-        tables, starts = np.unique(rows["tid"], return_index=True)
-        bounds = [*starts.tolist()[1:], len(rows)]
-        for t, lo, hi in zip(tables.tolist(), starts.tolist(), bounds, strict=True):
-            self.held[t].append(rows[lo:hi])
+        for t, piece in split_by(rows, rows["tid"]):
+            self.held[t].append(piece)
 
     # -- the barrier ---------------------------------------------------------------
     def _on_release(self, call: Call) -> None:

@@ -1,0 +1,114 @@
+"""Operators and a context for tests: slowed-down and gated variants of the bench tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from zdf.runtime.bench.receive import Receive
+from zdf.runtime.bench.sink import Sink
+from zdf.runtime.context import TaskContext
+from zdf.runtime.stream import StreamOperator
+from zdf.wire import Reactor
+
+
+class GatedReceive(Receive):
+    """A receive that takes no input while ``gated`` (a stalled stream)."""
+
+    def open(self) -> None:
+        self.gated = bool(self.params.get("gated", True))
+        super().open()
+
+    def can_accept(self) -> bool:
+        return not self.gated and super().can_accept()
+
+    def open_gate(self) -> None:
+        self.gated = False
+        self.pump()
+
+
+class SlowReceive(Receive):
+    """Processes one input batch per ``delay`` seconds (a lagging stream)."""
+
+    def open(self) -> None:
+        self.delay = float(self.params.get("delay", 0.002))
+        self._ready = True
+        super().open()
+
+    def can_accept(self) -> bool:
+        return self._ready and super().can_accept()
+
+    def process(self, rows: np.ndarray) -> np.ndarray | None:
+        self._ready = False
+        self.call_later(self.delay, self._tick)
+        return rows
+
+    def _tick(self) -> None:
+        self._ready = True
+        self.pump()
+
+
+class SlowSink(Sink):
+    """Gives credit back ``delay`` seconds after writing each batch (a slow disk)."""
+
+    def consumed(self) -> None:
+        self.call_later(float(self.params.get("delay", 0.003)), self.inp.ack)
+
+
+class Doubler(StreamOperator):
+    """A user-written operator: doubles every pk (shows the StreamOperator API)."""
+
+    def process(self, rows: np.ndarray) -> np.ndarray | None:
+        out = rows.copy()
+        out["pk"] *= 2
+        return out
+
+
+class Collector(StreamOperator):
+    """Keeps every row it gets; finishes at the end of its input."""
+
+    def open(self) -> None:
+        self.rows: list[np.ndarray] = []
+        super().open()
+
+    def process(self, rows: np.ndarray) -> np.ndarray | None:
+        self.rows.append(rows.copy())
+        return None
+
+    def on_end_of_stream(self) -> None:
+        self.inp.ack_eos()
+        self.finish({"records": self.rows_in})
+
+
+class FakeContext(TaskContext):
+    """A context for driving one operator by hand; endpoints go to a dict."""
+
+    def __init__(self, task_id: str, params: dict[str, Any], reactor: Reactor | None = None):
+        self.job_id = "job"
+        self.task_id = task_id
+        self.attempt = 0
+        self.params = params
+        self.reactor = reactor or Reactor()
+        self.host = "127.0.0.1"
+        self.ipc_dir = None
+        self.published: dict[str, str] = {}
+        self.resolving: dict[tuple[str, str], Callable[[str], None]] = {}
+        self.finished: dict[str, Any] | None = None
+        self.failed: str | None = None
+
+    def publish_endpoint(self, name: str, addr: str) -> None:
+        self.published[name] = addr
+
+    def resolve_endpoint(self, task_id: str, name: str, callback: Callable[[str], None]) -> None:
+        self.resolving[(task_id, name)] = callback
+
+    def report_progress(self, counters: dict[str, float]) -> None:
+        pass
+
+    def report_finished(self, summary: dict[str, Any]) -> None:
+        self.finished = summary
+
+    def report_failed(self, error: str) -> None:
+        self.failed = error

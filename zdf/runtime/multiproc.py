@@ -1,0 +1,286 @@
+"""Run every task of a job in its own process (spawn), for real parallelism.
+
+The parent is a tiny host: a ROUTER ``Channel`` that is the job's endpoint
+directory and collects the reports. Each child connects a DEALER, says
+``hello``, and waits for ``start``; the parent sends ``start`` to all children
+at once when every one has said hello, so process start-up (imports take a
+while) is not measured as job time. A child then launches its task, serves it
+until it reports, hands the report to the parent (a request, so it is known to
+have arrived) and exits.
+
+Protocol (``zdf.wire`` envelopes):
+
+    child -> parent   hello {task} | publish {task, name, addr} | resolve {task, name}
+                      progress {task, counters} | finished {task, summary} (req)
+                      failed {task, error} (req)
+    parent -> child   start {} | endpoint {task, name, addr}
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import zmq
+
+from zdf.errors import JobError, Timeout, ZdfError
+from zdf.jobs.spec import JobSpec, TaskSpec
+from zdf.runtime.context import TaskContext
+from zdf.runtime.launch import TaskHandle, launch
+from zdf.wire.reactor import Reactor
+from zdf.wire.rpc import Call, Channel
+from zdf.wire.sockets import make_socket
+
+log = logging.getLogger(__name__)
+
+REPORT_TIMEOUT = 5.0
+JOIN_TIMEOUT = 5.0
+
+
+class ChildContext(TaskContext):
+    """The ``TaskContext`` of a task in a child process (talks to the parent)."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        parent: Channel,
+        job_id: str,
+        spec: TaskSpec,
+        host: str,
+        ipc: str | None,
+    ) -> None:
+        self.job_id = job_id
+        self.task_id = spec.task_id
+        self.attempt = 0
+        self.params = dict(spec.params)
+        self.reactor = reactor
+        self.host = host
+        self.ipc_dir = ipc
+        self.parent = parent
+        self.watchers: dict[tuple[str, str], list[Callable[[str], None]]] = defaultdict(list)
+        self.known: dict[tuple[str, str], str] = {}
+        self.reported = False
+        self.cpu_at_start = time.process_time()
+
+    def publish_endpoint(self, name: str, addr: str) -> None:
+        self.parent.notify("publish", {"task": self.task_id, "name": name, "addr": addr})
+
+    def resolve_endpoint(self, task_id: str, name: str, callback: Callable[[str], None]) -> None:
+        self.watchers[(task_id, name)].append(callback)
+        if (task_id, name) in self.known:
+            callback(self.known[(task_id, name)])
+        self.parent.notify("resolve", {"task": task_id, "name": name})
+
+    def on_endpoint(self, call: Call) -> None:
+        body = call.body
+        key = (str(body["task"]), str(body["name"]))
+        addr = str(body["addr"])
+        if self.known.get(key) == addr:
+            return
+        self.known[key] = addr
+        for callback in self.watchers.get(key, []):
+            callback(addr)
+
+    def report_progress(self, counters: dict[str, float]) -> None:
+        pass  # the bench runner has no use for it; a real host rate-limits and forwards
+
+    def report_finished(self, summary: dict[str, Any]) -> None:
+        body = {"task": self.task_id, "summary": summary, "cpu_s": self.cpu_s()}
+        self._report("finished", body)
+
+    def cpu_s(self) -> float:
+        """CPU time spent since ``start`` (imports and start-up excluded)."""
+        return round(time.process_time() - self.cpu_at_start, 4)
+
+    def report_failed(self, error: str) -> None:
+        self._report("failed", {"task": self.task_id, "error": error})
+
+    def _report(self, op: str, body: dict[str, Any]) -> None:
+        if self.reported:
+            return
+        self.reported = True
+
+        def done(result: Any, error: ZdfError | None) -> None:
+            self.reactor.stop()
+
+        self.parent.request(op, body, timeout=REPORT_TIMEOUT, callback=done)
+
+
+def _child_main(
+    spec_dict: dict[str, Any], job_id: str, parent_addr: str, host: str, ipc: str | None
+) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    spec = TaskSpec.from_dict(spec_dict)
+    reactor = Reactor()
+    handle: list[TaskHandle] = []
+    ctx_box: list[ChildContext] = []
+
+    def start(call: Call) -> None:
+        ctx_box[0].cpu_at_start = time.process_time()
+        try:
+            handle.append(launch(ctx_box[0], spec))
+        except ZdfError as exc:
+            ctx_box[0].report_failed(str(exc))
+
+    def endpoint(call: Call) -> None:
+        ctx_box[0].on_endpoint(call)
+
+    sock = make_socket(zmq.DEALER, connect=parent_addr)
+    channel = Channel(reactor, sock, {"start": start, "endpoint": endpoint}, name=spec.task_id)
+    ctx_box.append(ChildContext(reactor, channel, job_id, spec, host, ipc))
+    channel.notify("hello", {"task": spec.task_id})
+    profile_dir = os.environ.get("ZDF_PROFILE_DIR")  # debugging: one cProfile dump per task
+    try:
+        if profile_dir:
+            import cProfile
+
+            cProfile.runctx(
+                "reactor.run()",
+                globals(),
+                {"reactor": reactor},
+                os.path.join(profile_dir, f"{spec.task_id}.prof"),
+            )
+        else:
+            reactor.run()
+    finally:
+        for h in handle:
+            h.cancel()
+        channel.close()
+        zmq.Context.instance().term()
+
+
+class MultiProcessRunner:
+    """Spawn one process per task of ``job`` and run them to completion."""
+
+    def __init__(self, job: JobSpec, *, job_id: str | None = None, use_ipc: bool = True) -> None:
+        self.job = job
+        self.job_id = job_id or job.name
+        self.reactor = Reactor()
+        self.tmp = tempfile.mkdtemp(prefix="zdf-mp-")
+        self.ipc_dir = self.tmp if use_ipc else None
+        self.addresses: dict[tuple[str, str], str] = {}
+        self.watchers: dict[tuple[str, str], set[bytes]] = defaultdict(set)
+        self.peers: dict[str, bytes] = {}
+        self.finished: dict[str, dict[str, Any]] = {}
+        self.failed: dict[str, str] = {}
+        self.cpu: dict[str, float] = {}  # CPU seconds per task, start-up excluded
+        self.started_at = 0.0
+        self.processes: list[BaseProcess] = []
+        addr = f"ipc://{self.tmp}/parent.sock" if use_ipc else "tcp://127.0.0.1:*"
+        sock = make_socket(zmq.ROUTER, bind=addr)
+        self.addr = sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # type: ignore[union-attr]
+        handlers = {
+            "hello": self._on_hello,
+            "publish": self._on_publish,
+            "resolve": self._on_resolve,
+            "progress": lambda call: None,
+            "finished": self._on_finished,
+            "failed": self._on_failed,
+        }
+        self.channel = Channel(self.reactor, sock, handlers, name="multiproc")
+
+    def _on_hello(self, call: Call) -> None:
+        assert call.peer is not None
+        self.peers[str(call.body["task"])] = call.peer
+        if len(self.peers) == len(self.job.tasks):
+            self.started_at = time.monotonic()
+            for peer in self.peers.values():
+                self.channel.notify("start", {}, peer=peer)
+
+    def _on_publish(self, call: Call) -> None:
+        key = (str(call.body["task"]), str(call.body["name"]))
+        self.addresses[key] = addr = str(call.body["addr"])
+        for peer in self.watchers[key]:
+            self.channel.notify(
+                "endpoint", {"task": key[0], "name": key[1], "addr": addr}, peer=peer
+            )
+
+    def _on_resolve(self, call: Call) -> None:
+        assert call.peer is not None
+        key = (str(call.body["task"]), str(call.body["name"]))
+        self.watchers[key].add(call.peer)
+        if key in self.addresses:
+            body = {"task": key[0], "name": key[1], "addr": self.addresses[key]}
+            self.channel.notify("endpoint", body, peer=call.peer)
+
+    def _on_finished(self, call: Call) -> dict[str, bool]:
+        task = str(call.body["task"])
+        self.finished[task] = dict(call.body.get("summary") or {})
+        self.cpu[task] = float(call.body.get("cpu_s") or 0.0)
+        return {"ok": True}
+
+    def _on_failed(self, call: Call) -> dict[str, bool]:
+        self.failed[str(call.body["task"])] = str(call.body.get("error"))
+        return {"ok": True}
+
+    def run(self, timeout: float = 120.0) -> dict[str, dict[str, Any]]:
+        ctx = multiprocessing.get_context("spawn")
+        for spec in self.job.tasks:
+            proc = ctx.Process(
+                target=_child_main,
+                args=(spec.to_dict(), self.job_id, self.addr, "127.0.0.1", self.ipc_dir),
+                name=f"zdf-{spec.task_id}",
+                daemon=True,
+            )
+            proc.start()
+            self.processes.append(proc)
+        deadline = time.monotonic() + timeout
+        self.reactor.run(
+            until=lambda: len(self.finished) == len(self.job.tasks) or bool(self.failed),
+            deadline=deadline,
+        )
+        if self.failed:
+            task, error = next(iter(self.failed.items()))
+            raise JobError(f"task {task} failed: {error}")
+        if len(self.finished) != len(self.job.tasks):
+            waiting = sorted(t.task_id for t in self.job.tasks if t.task_id not in self.finished)
+            raise Timeout(f"job {self.job_id} not finished in {timeout}s; waiting on {waiting}")
+        return dict(self.finished)
+
+    def close(self) -> None:
+        for proc in self.processes:
+            proc.join(JOIN_TIMEOUT if not self.failed else 0.1)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(JOIN_TIMEOUT)
+        self.processes.clear()
+        self.channel.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> MultiProcessRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_multiprocess(
+    job: JobSpec, *, timeout: float = 120.0, use_ipc: bool = True
+) -> dict[str, Any]:
+    """Run ``job`` with one process per task; return each task's summary by task id."""
+    with MultiProcessRunner(job, use_ipc=use_ipc) as runner:
+        return runner.run(timeout)
+
+
+if __name__ == "__main__":  # pragma: no cover - a manual entry for quick measurements
+    import sys
+    import tomllib
+
+    from zdf.jobs import build_job
+
+    path = sys.argv[1]
+    with open(path, "rb") as fh:
+        data = tomllib.load(fh)
+    if len(sys.argv) > 2:
+        data["sink-dir"] = sys.argv[2]
+    with MultiProcessRunner(build_job(data, path)) as runner:
+        print(runner.run()["coordinator"])
+        print({k: v for k, v in sorted(runner.cpu.items(), key=lambda kv: -kv[1])})
