@@ -10,21 +10,16 @@ import zmq
 
 from zdf.cli.common import config_options, fail, handle_errors, load_from_flags, setup_logging
 from zdf.config import MetastoreConfig
-from zdf.errors import ConfigError
 
 
 @click.command("metastore")
 @config_options(MetastoreConfig)
 @handle_errors
 def metastore_cmd(config_path: str | None, **flags: Any) -> None:
-    """Run the metastore (KV, txn, watch, leases over LevelDB)."""
-    from zdf.metastore.server import check_single_replica, run_server
+    """Run one metastore replica (KV, txn, watch, leases over a Raft-lite log)."""
+    from zdf.metastore.server import run_server
 
     config = load_from_flags(MetastoreConfig, config_path, flags)
-    try:
-        check_single_replica(config)
-    except ValueError as exc:
-        raise ConfigError(f"{config_path or '<config>'}: {exc}") from None
     setup_logging(config.log_level, config.log_file, f"metastore[{config.name}]")
     try:
         run_server(config)

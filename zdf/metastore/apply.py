@@ -30,6 +30,7 @@ from zdf.metastore.commands import (
     LeaseGrant,
     LeaseKeepalive,
     LeaseRevoke,
+    Noop,
     Put,
     Txn,
     TxnOp,
@@ -84,6 +85,7 @@ class Applier:
             LeaseKeepalive: self._lease_keepalive,
             LeaseExpire: self._lease_expire,
             Compact: self._compact,
+            Noop: lambda _: {"op": "noop"},
         }
 
     def apply(self, command: Command) -> dict[str, Any]:

@@ -386,11 +386,44 @@ class Compact:
         return {"op": self.op, "revision": self.revision}
 
 
-Command = Put | Delete | Txn | LeaseGrant | LeaseRevoke | LeaseKeepalive | LeaseExpire | Compact
+@dataclass(frozen=True, slots=True)
+class Noop:
+    """Changes nothing; a new Raft leader commits one to learn its commit index."""
+
+    op: ClassVar[str] = "noop"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Noop:
+        return cls()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op}
+
+
+Command = (
+    Put | Delete | Txn | LeaseGrant | LeaseRevoke | LeaseKeepalive | LeaseExpire | Compact | Noop
+)
 COMMANDS: dict[str, Any] = {
     c.op: c
-    for c in (Put, Delete, Txn, LeaseGrant, LeaseRevoke, LeaseKeepalive, LeaseExpire, Compact)
+    for c in (
+        Put,
+        Delete,
+        Txn,
+        LeaseGrant,
+        LeaseRevoke,
+        LeaseKeepalive,
+        LeaseExpire,
+        Compact,
+        Noop,
+    )
 }
+
+MAX_REQUEST_ID_BYTES = 32
+
+
+def request_id(value: Any, name: str) -> bytes:
+    """A client's idempotency token for a write (retries carry the same one)."""
+    return as_bytes(value, name, MAX_REQUEST_ID_BYTES, allow_empty=False)
 
 
 def parse_command(data: Any) -> Command:

@@ -8,6 +8,13 @@ collide with an internal one, whatever bytes it holds::
     l<lease id: u64>                 -> lease record (ttl, deadline)
     a<lease id: u64><user key>       -> b"" (the keys attached to a lease)
     h<revision: u64><seq: u32>       -> one watch event of that revision
+    d<request id>                    -> [stamp ms, result] of a deduplicated client write
+    q<stamp ms: u64><request id>     -> b"" (the dedupe records in age order, for cleanup)
+    e<index: u64>                    -> Raft log entry [term, payload]
+    r<name>                          -> Raft hard state (term, vote, log start)
+
+The Raft keys (``e``, ``r``) describe the log; everything else is the state
+machine, and a snapshot is exactly the state-machine keys at one applied index.
 
 Integers are big-endian so that LevelDB's byte order is numeric order: history
 scans run in revision order and compaction is one range delete.
@@ -25,6 +32,32 @@ META_APPLIED = META + b"applied"
 META_REVISION = META + b"revision"
 META_COMPACT = META + b"compact"
 META_LEASE_NEXT = META + b"lease_next"
+DEDUPE = b"d"
+DEDUPE_AGE = b"q"
+LOG = b"e"
+RAFT = b"r"
+RAFT_TERM = RAFT + b"term"
+RAFT_VOTE = RAFT + b"vote"
+RAFT_SNAP_INDEX = RAFT + b"snap_index"
+RAFT_SNAP_TERM = RAFT + b"snap_term"
+RAFT_PREFIXES = (LOG, RAFT)
+
+
+def is_state_key(db_key: bytes) -> bool:
+    """True for a state-machine key (what a snapshot holds), False for the Raft log."""
+    return not db_key.startswith(RAFT_PREFIXES)
+
+
+def log_key(index: int) -> bytes:
+    return LOG + u64(index)
+
+
+def dedupe_key(request_id: bytes) -> bytes:
+    return DEDUPE + request_id
+
+
+def dedupe_age_key(stamp_ms: int, request_id: bytes) -> bytes:
+    return DEDUPE_AGE + u64(stamp_ms) + request_id
 
 
 def u64(number: int) -> bytes:

@@ -1,18 +1,21 @@
-"""The single-replica metastore server: ``zdf metastore --config FILE``.
+"""The metastore server, one replica of 1, 3 or 5: ``zdf metastore --config FILE``.
 
-Theory of operation: one reactor, one ROUTER ``Channel`` at ``addr``. Reads
-(get, range, status, lease_ttl) are answered at once from committed state.
-Writes are turned into commands and *proposed*: every write that arrives in
-one reactor wake-up joins one batch, applied and fsynced as one LevelDB
-``WriteBatch`` (group commit) before any of them is acknowledged. Later a
-Raft-lite log slots in at ``_propose``/``_flush`` -- the commands already
-carry everything (clock, lease ids) that replicas must agree on -- without any
-change to the client protocol.
+Theory of operation: one reactor, one ROUTER ``Channel`` at ``addr`` for
+clients, and a ``Replica`` (the Raft-lite log, its peers and the state
+machine) under it. Writes become commands -- carrying everything replicas must
+agree on: the leader's clock, the client's request id -- and are *proposed*;
+every write of one reactor wake-up shares one log append and one fsync (group
+commit), and each is answered once its entry is committed by a majority and
+applied. A replica that is not the leader answers writes and linearizable
+reads with ``NotLeader`` and the leader's client address as a hint. A
+linearizable read waits for ``Replica.read`` (the leader's lease or a
+ReadIndex round); a read that asks for ``serializable`` is answered from the
+local state at once, on any replica. Watches are served by every replica.
 
-Lease expiry is decided here, by this server's wall clock, and then applied as
-a ``lease_expire`` command, so that every replica would delete the same keys.
-After a (re)start every lease gets at least its full TTL, as etcd does after
-a leader change, so downtime never expires healthy sessions.
+Lease expiry is decided by the leader, by its wall clock, and committed as a
+``lease_expire`` command, so that every replica deletes the same keys. A new
+leader gives every lease at least its full TTL from the moment it took over,
+as etcd does, so a leader change or downtime never expires healthy sessions.
 """
 
 from __future__ import annotations
@@ -46,10 +49,12 @@ from zdf.metastore.commands import (
     as_int,
     as_map,
     field,
+    request_id,
 )
-from zdf.metastore.state import MetaState
+from zdf.metastore.replica import Replica
+from zdf.metastore.state import MetaState, Result
 from zdf.metastore.watch_hub import WatchHub
-from zdf.wire.reactor import Reactor, Timer
+from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import DEFER, Call, Channel
 from zdf.wire.sockets import make_socket
 
@@ -68,8 +73,6 @@ class ServerOptions:
     history_retention: int = 100_000
     """Revisions of watch history kept; older ones are compacted automatically."""
     compact_check_interval: float = 10.0
-    max_batch: int = 1024
-    """At most this many commands in one synced write."""
 
 
 class MetaServer:
@@ -83,7 +86,6 @@ class MetaServer:
         self.options = options or ServerOptions()
         self.reactor = reactor or Reactor()
         self.state = MetaState(config.data_dir)
-        self.started_wall = time.time()
         try:
             sock = make_socket(
                 zmq.ROUTER, bind=config.addr, max_message_bytes=self.options.max_request_bytes
@@ -91,13 +93,26 @@ class MetaServer:
         except zmq.ZMQError:
             self.state.close()
             raise
+        self.watches = WatchHub(sock, self.state, max_watches=self.options.max_watches)
+        try:
+            self.replica = Replica(
+                config,
+                self.state,
+                self.reactor,
+                on_events=self.watches.publish,
+                on_reset=self.watches.resync_all,
+            )
+        except Exception:
+            sock.close(0)
+            self.state.close()
+            raise
         # Report unroutable peers (gone watchers) instead of dropping silently.
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         handlers: dict[str, Callable[[Call], Any]] = {
-            "get": self._get,
-            "range": self._range,
+            "get": self._read(self._get),
+            "range": self._read(self._range),
             "status": self._status,
-            "lease_ttl": self._lease_ttl,
+            "lease_ttl": self._read(self._lease_ttl),
             "put": self._write(Put.from_dict),
             "delete": self._write(Delete.from_dict),
             "txn": self._write(Txn.from_dict),
@@ -110,9 +125,6 @@ class MetaServer:
         }
         handlers = {op: _requests_only(handler) for op, handler in handlers.items()}
         self.channel = Channel(self.reactor, sock, handlers, name=f"metastore {config.name}")
-        self.watches = WatchHub(sock, self.state, max_watches=self.options.max_watches)
-        self._pending: list[tuple[Call | None, dict[str, Any]]] = []
-        self._flush_timer: Timer | None = None
         self._expiring: set[int] = set()
         self.stats: Counter[str] = Counter()
         self._timers = [
@@ -144,58 +156,40 @@ class MetaServer:
         self.closed = True
         for timer in self._timers:
             timer.cancel()
-        if self._pending:
-            self._flush()
+        self.replica.close()
         self.channel.close()
         self.state.close()
         log.info("metastore %s stopped", self.config.name)
 
-    # -- writes: propose, then group commit ------------------------------------------
+    # -- writes: propose, reply once committed and applied -----------------------------
     def _write(self, build: Callable[[dict[str, Any]], Command]) -> Callable[[Call], Any]:
         def handle(call: Call) -> Any:
-            command = build(as_map(call.body, "request body"))
-            self._propose(call, command)
+            body = as_map(call.body, "request body")
+            command = build(body).to_dict()
+            req = field(body, "req", request_id, None)
+            if req is not None:
+                command["req"] = req
+                command["ts"] = int(time.time() * 1000)
+
+            def done(result: Result) -> None:
+                if isinstance(result, ZdfError):
+                    call.fail(result)
+                else:
+                    call.reply(result)
+
+            self.replica.propose(command, done)
             return DEFER
 
         return handle
 
-    def _propose(self, call: Call | None, command: Command) -> None:
-        self._pending.append((call, command.to_dict()))
-        if len(self._pending) >= self.options.max_batch:
-            self._flush()
-        elif self._flush_timer is None:
-            # Runs after this wake-up's messages are read: one fsync for all of them.
-            self._flush_timer = self.reactor.call_later(0.0, self._flush)
+    def _propose_internal(self, command: Command) -> None:
+        if self.replica.is_leader:
+            self.replica.propose(command.to_dict(), self._internal_done)
 
-    def _flush(self) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
-        base = self.state.applied_index
-        entries = [(base + i + 1, command) for i, (_, command) in enumerate(pending)]
-        try:
-            outcome = self.state.apply_batch(entries, sync=True)
-        except Exception as exc:
-            log.exception("metastore: writing a batch of %d commands failed", len(pending))
-            for call, _ in pending:
-                if call is not None:
-                    call.fail(ZdfError(f"write failed: {exc}"))
-            return
-        finally:
-            self._expiring.clear()
-        self.stats["write_batches"] += 1
-        self.stats["write_commands"] += len(pending)
-        for (call, _), result in zip(pending, outcome.results, strict=True):
-            if call is None:
-                continue
-            if isinstance(result, ZdfError):
-                call.fail(result)
-            else:
-                call.reply(result)
-        self.watches.publish(outcome.events)
+    def _internal_done(self, result: Result) -> None:
+        self._expiring.clear()
+        if isinstance(result, ZdfError):
+            log.info("metastore: internal command failed: %s", result)
 
     def _lease_grant(self, body: dict[str, Any]) -> Command:
         return LeaseGrant.from_dict({**body, "now": time.time()})
@@ -206,9 +200,12 @@ class MetaServer:
     # -- timers ----------------------------------------------------------------------
     def _lease_deadline(self, lease_id: int) -> float:
         info = self.state.leases[lease_id]
-        return max(info.deadline, self.started_wall + info.ttl)
+        return max(info.deadline, self.replica.leader_since_wall + info.ttl)
 
     def _check_leases(self) -> None:
+        if not self.replica.is_leader:
+            self._expiring.clear()
+            return
         now = time.time()
         expired = [
             lease_id
@@ -218,41 +215,57 @@ class MetaServer:
         if expired:
             log.info("metastore: leases expired: %s", expired)
             self._expiring.update(expired)
-            self._propose(None, LeaseExpire(tuple(expired), now))
+            self._propose_internal(LeaseExpire(tuple(expired), now))
 
     def _auto_compact(self) -> None:
         keep = self.options.history_retention
         target = self.state.revision - keep
         if target > self.state.compact_revision + keep // 10:
-            self._propose(None, Compact(target))
+            self._propose_internal(Compact(target))
 
     # -- reads -----------------------------------------------------------------------
-    def _read_body(self, call: Call) -> dict[str, Any]:
-        body = as_map(call.body if call.body is not None else {}, "request body")
-        field(body, "serializable", as_bool, False)  # one replica: every read is both
-        return body
+    def _read(self, answer: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[Call], Any]:
+        """A read: parsed at once, answered from local state when it may be."""
 
-    def _get(self, call: Call) -> dict[str, Any]:
-        body = self._read_body(call)
+        def handle(call: Call) -> Any:
+            body = as_map(call.body if call.body is not None else {}, "request body")
+            serializable = field(body, "serializable", as_bool, False)
+            if serializable or (self.replica.single and self.replica.is_leader):
+                return answer(body)
+            answer(body)  # refuse bad input before waiting
+
+            def ready(error: ZdfError | None) -> None:
+                if error is not None:
+                    call.fail(error)
+                    return
+                try:
+                    call.reply(answer(body))
+                except ZdfError as exc:
+                    call.fail(exc)
+
+            self.replica.read(ready)
+            return DEFER
+
+        return handle
+
+    def _get(self, body: dict[str, Any]) -> dict[str, Any]:
         key = field(body, "key", _key, ...)
         kv = self.state.get(key)
         return {"kv": None if kv is None else kv.to_wire(), "revision": self.state.revision}
 
-    def _range(self, call: Call) -> dict[str, Any]:
-        body = self._read_body(call)
+    def _range(self, body: dict[str, Any]) -> dict[str, Any]:
         prefix = field(body, "prefix", _key, b"")
         limit = field(body, "limit", _limit, 0)
         kvs, more = self.state.range(prefix, limit)
         return {"kvs": [kv.to_wire() for kv in kvs], "more": more, "revision": self.state.revision}
 
-    def _lease_ttl(self, call: Call) -> dict[str, Any]:
-        body = self._read_body(call)
+    def _lease_ttl(self, body: dict[str, Any]) -> dict[str, Any]:
         lease_id = field(body, "id", as_int, ...)
+        with_keys = field(body, "keys", as_bool, False)
         info = self.state.leases.get(lease_id)
         if info is None:
             raise LeaseNotFound(f"lease {lease_id} not found", lease=lease_id)
         remaining = max(0.0, self._lease_deadline(lease_id) - time.time())
-        with_keys = field(body, "keys", as_bool, False)
         return {
             "id": lease_id,
             "ttl": info.ttl,
@@ -262,29 +275,20 @@ class MetaServer:
         }
 
     def _status(self, call: Call) -> dict[str, Any]:
-        self._read_body(call)
+        as_map(call.body if call.body is not None else {}, "request body")
         cfg = self.config
-        members = [
-            {"name": name, "peer_addr": peer, "addr": cfg.addr if name == cfg.name else None}
-            for name, peer in cfg.cluster.items()
-        ]
         return {
             "name": cfg.name,
-            "leader": cfg.name,
-            "leader_addr": cfg.addr,
-            "role": "leader",
-            "term": 1,
-            "commit_index": self.state.applied_index,
-            "applied_index": self.state.applied_index,
+            "addr": cfg.addr,
+            **self.replica.status(),
             "revision": self.state.revision,
             "compact_revision": self.state.compact_revision,
-            "members": members,
             "leases": len(self.state.leases),
             "watches": len(self.watches),
             "watch_lagged": self.watches.lagged,
             "data_dir": cfg.data_dir,
-            "write_batches": self.stats["write_batches"],
-            "write_commands": self.stats["write_commands"],
+            "write_batches": self.replica.log.stats_flushes,
+            "write_commands": self.replica.stats["proposed"],
             "error_replies": sum(
                 self.channel.stats[k] for k in ("malformed", "unknown_op", "handler_errors")
             ),
@@ -336,18 +340,8 @@ def _limit(value: Any, name: str) -> int:
     return as_int(value, name, 0, MAX_RANGE_LIMIT)
 
 
-def check_single_replica(config: MetastoreConfig) -> None:
-    """This build runs one replica; refuse a cluster it would silently not replicate to."""
-    if len(config.cluster) != 1:
-        raise ValueError(
-            "key 'initial-cluster': this metastore runs a single replica; "
-            f"list only {config.name!r}"
-        )
-
-
 def run_server(config: MetastoreConfig, options: ServerOptions | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then shut down cleanly (pending writes committed)."""
-    check_single_replica(config)
     server = MetaServer(config, options)
     server.reactor.stop_on_signals(signal.SIGTERM, signal.SIGINT)
     server.serve_forever()

@@ -8,7 +8,15 @@ changes they describe, so a crash can never leave them disagreeing. With
 ``sync=True`` the batch is fsynced before ``apply_batch`` returns; the
 single-replica server acknowledges a write only after that.
 
-Reads (``get``, ``range``, ``history``) see committed state only. LevelDB is not
+A command may carry a client's request id (``req``) and the leader's clock
+(``ts``, ms): the result of the first entry with that id is stored with the
+state, and a later entry with the same id (a client's retry) returns the
+stored result instead of applying again, for ``DEDUPE_WINDOW_MS``. Both the
+lookup and the cleanup depend only on the entries, so replicas agree.
+
+The Raft log lives in the same LevelDB (``zdf.metastore.raft.storage``), so a
+synced log append also makes every earlier unsynced state write durable.
+Reads (``get``, ``range``, ``history``) see applied state only. LevelDB is not
 fork-safe: never fork while a ``MetaState`` is open.
 """
 
@@ -21,13 +29,16 @@ from typing import Any
 
 import plyvel
 
-from zdf.errors import CompactedError, ZdfError
+from zdf.errors import CompactedError, ZdfError, from_wire
 from zdf.metastore import keys
 from zdf.metastore.apply import Applier, Counters, LeaseInfo
-from zdf.metastore.commands import parse_command
+from zdf.metastore.commands import MAX_REQUEST_ID_BYTES, parse_command
 from zdf.metastore.kv import Event, KeyValue
 from zdf.metastore.staging import Staging
-from zdf.wire.codec import unpackb
+from zdf.wire.codec import packb, unpackb
+
+DEDUPE_WINDOW_MS = 120_000
+"""How long a client may retry a write and still get the first attempt's result."""
 
 Result = dict[str, Any] | ZdfError | None
 """A command's reply body, the error it deterministically failed with, or None if skipped."""
@@ -52,6 +63,15 @@ class MetaState:
         os.makedirs(path, exist_ok=True)
         self.path = path
         self._db: Any = plyvel.DB(path, create_if_missing=True)
+        self.reload()
+
+    @property
+    def db(self) -> Any:
+        """The LevelDB handle (the Raft log is kept in the same database)."""
+        return self._db
+
+    def reload(self) -> None:
+        """Re-read the counters and leases (after a snapshot replaced the state)."""
         self.applied_index = self._meta(keys.META_APPLIED, 0)
         self._counters = Counters(
             revision=self._meta(keys.META_REVISION, 0),
@@ -105,6 +125,7 @@ class MetaState:
         applier = Applier(staging, counters, self._leases)
         out = BatchResult()
         applied = self.applied_index
+        newest_stamp = -1
         for index, command in entries:
             if index <= applied:
                 out.results.append(None)
@@ -112,12 +133,27 @@ class MetaState:
             if index != applied + 1:
                 raise ValueError(f"log gap: index {index} after applied index {applied}")
             applied = index
+            req, stamp = _request_of(command)
+            if req is not None:
+                newest_stamp = max(newest_stamp, stamp)
+                earlier = _earlier_result(staging, req, stamp)
+                if earlier is not None:
+                    out.results.append(earlier)
+                    continue
+            result: Result
             try:
-                out.results.append(applier.apply(parse_command(command)))
+                result = applier.apply(parse_command(command))
             except ZdfError as exc:
-                out.results.append(exc)
+                result = exc
+            except Exception as exc:  # a hostile entry must not stop the replica
+                result = ZdfError(f"bad command: {type(exc).__name__}")
+            out.results.append(result)
+            if req is not None:
+                _remember(staging, req, stamp, result)
         if applied == self.applied_index:
             return out
+        if newest_stamp >= 0:
+            _forget_old(staging, newest_stamp - 2 * DEDUPE_WINDOW_MS)
         staging.commit(
             {
                 keys.META_APPLIED: keys.u64(applied),
@@ -187,3 +223,47 @@ class MetaState:
                 if event.key.startswith(prefix):
                     events.append(event)
         return HistoryChunk(events, self.revision + 1)
+
+
+# -- request dedupe ---------------------------------------------------------------------
+def _request_of(command: Any) -> tuple[bytes | None, int]:
+    if not isinstance(command, dict):
+        return None, 0
+    req, stamp = command.get("req"), command.get("ts")
+    if (
+        isinstance(req, bytes)
+        and 0 < len(req) <= MAX_REQUEST_ID_BYTES
+        and isinstance(stamp, int)
+        and not isinstance(stamp, bool)
+        and 0 <= stamp < 2**63
+    ):
+        return req, stamp
+    return None, 0
+
+
+def _earlier_result(staging: Staging, req: bytes, stamp: int) -> Result:
+    raw = staging.get(keys.dedupe_key(req))
+    if raw is None:
+        return None
+    first_stamp, stored = unpackb(raw)
+    if stamp - first_stamp > DEDUPE_WINDOW_MS:
+        return None
+    if "err" in stored:
+        return from_wire(stored["err"])
+    result: dict[str, Any] = stored["ok"]
+    return result
+
+
+def _remember(staging: Staging, req: bytes, stamp: int, result: Result) -> None:
+    stored = {"err": result.to_wire()} if isinstance(result, ZdfError) else {"ok": result}
+    staging.put(keys.dedupe_key(req), packb([stamp, stored]))
+    staging.put(keys.dedupe_age_key(stamp, req), b"")
+
+
+def _forget_old(staging: Staging, before_stamp: int) -> None:
+    if before_stamp <= 0:
+        return
+    stop = keys.DEDUPE_AGE + keys.u64(before_stamp)
+    for key, _ in list(staging.scan(keys.DEDUPE_AGE, stop)):
+        staging.delete(key)
+        staging.delete(keys.dedupe_key(key[len(keys.DEDUPE_AGE) + 8 :]))

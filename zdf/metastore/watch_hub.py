@@ -75,6 +75,11 @@ class WatchHub:
         self.watches[(peer, watch_id)] = watch
         return watch
 
+    def resync_all(self) -> None:
+        """The state was replaced (a snapshot): every watch catches up from history."""
+        for watch in self.watches.values():
+            watch.lagging = True
+
     def cancel(self, peer: bytes, watch_id: int) -> bool:
         return self.watches.pop((peer, watch_id), None) is not None
 

@@ -1,0 +1,383 @@
+"""One metastore replica: the Raft core driven by the reactor, applied to ``MetaState``.
+
+Theory of operation: the server hands writes to ``propose`` and linearizable
+reads to ``read``; peers' messages arrive through the ``PeerTransport``.
+Anything that feeds the core schedules one ``_process`` for the end of the
+reactor wake-up, so every write and read of that wake-up shares one append
+per peer and one fsync (group commit). ``_process`` keeps the order the
+core's contract asks for:
+
+1. send the leader's appends (they may overtake the leader's own fsync);
+2. flush the log -- term, vote, truncation and entries in one synced batch;
+3. tell the core (the leader may now count itself), send the other messages,
+   which promise what step 2 made durable (votes, append acknowledgements);
+4. apply committed entries in order (``MetaState.apply_batch``, not synced:
+   the log in the same LevelDB is, and LevelDB writes reach the disk in
+   order), answer their proposers, release reads waiting for that index;
+5. compact the log once it holds more than ``snapshot-entries`` applied entries.
+
+A proposer hears the result of its own entry only if that entry is still the
+one at its index when applied (same term); otherwise, and when leadership is
+lost, it gets ``UnknownOutcome`` -- the entry may yet commit under the next
+leader, so the client retries with the same request id and the state
+machine's dedupe answers the first result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from zdf.config import MetastoreConfig
+from zdf.errors import NotLeader, ProtocolError, UnknownOutcome, ZdfError
+from zdf.metastore.kv import Event
+from zdf.metastore.raft.core import RaftCore, Role, Timing
+from zdf.metastore.raft.log import LevelLog
+from zdf.metastore.raft.messages import Snapshot, SnapshotReply, parse_message
+from zdf.metastore.raft.snapshot import SENDER_TIMEOUT, SnapshotReceiver, SnapshotSender, install
+from zdf.metastore.raft.transport import PeerTransport
+from zdf.metastore.state import MetaState, Result
+from zdf.wire.codec import packb, unpackb
+from zdf.wire.reactor import Reactor, Timer
+
+log = logging.getLogger(__name__)
+
+MAX_APPLY_BATCH = 1000
+TICKS_PER_HEARTBEAT = 2
+
+WriteDone = Callable[[Result], None]
+ReadDone = Callable[["ZdfError | None"], None]
+
+
+class Replica:
+    def __init__(
+        self,
+        config: MetastoreConfig,
+        state: MetaState,
+        reactor: Reactor,
+        *,
+        on_events: Callable[[list[Event]], None],
+        on_reset: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.reactor = reactor
+        self._on_events = on_events
+        self._on_reset = on_reset
+        self.log = LevelLog(state.db, applied_index=state.applied_index)
+        cluster = config.cluster
+        now = time.monotonic()
+        self.core = RaftCore(
+            config.name,
+            cluster,
+            self.log,
+            addr=config.addr,
+            timing=Timing(config.election_timeout, config.heartbeat_interval),
+            commit_index=state.applied_index,
+            now=now,
+        )
+        self.single = len(cluster) == 1
+        self.transport: PeerTransport | None = None
+        if not self.single:
+            peers = {n: a for n, a in cluster.items() if n != config.name}
+            bind = cluster.get(config.name, config.peer_addr)
+            self.transport = PeerTransport(reactor, config.name, bind, peers, self._on_peer)
+        self._proposals: dict[int, tuple[int, WriteDone]] = {}
+        self._reads_waiting: list[tuple[int, ReadDone]] = []
+        self._senders: dict[str, SnapshotSender] = {}
+        self._receiver: SnapshotReceiver | None = None
+        self._scheduled: Timer | None = None
+        self.leader_since_wall = 0.0
+        self.stats: dict[str, int] = {
+            "elections_won": 0,
+            "snapshots_sent": 0,
+            "installed": 0,
+            "proposed": 0,
+        }
+        tick = min(config.heartbeat_interval / TICKS_PER_HEARTBEAT, config.election_timeout / 10)
+        self._ticker = reactor.call_every(tick, self._tick)
+        self._tick()
+
+    # -- what the server asks ------------------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        return self.core.role is Role.LEADER
+
+    def not_leader(self) -> NotLeader:
+        hint = self.core.leader_addr or None
+        who = self.core.leader or "unknown"
+        return NotLeader(f"{self.config.name} is not the leader (leader: {who})", leader=hint)
+
+    def propose(self, command: dict[str, Any], done: WriteDone) -> None:
+        """Append ``command``; ``done`` gets its result once committed and applied."""
+        index = self.core.propose([packb(command)], time.monotonic())
+        if index is None:
+            raise self.not_leader()
+        self._proposals[index] = (self.log.term, done)
+        self.stats["proposed"] += 1
+        self._schedule()
+
+    def read(self, done: ReadDone) -> None:
+        """Call ``done(None)`` once local state is at least as new as the cluster's."""
+        if not self.core.read_index(done, time.monotonic()):
+            raise self.not_leader()
+        self._schedule()
+
+    def close(self) -> None:
+        self._ticker.cancel()
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+        if self.log.dirty:
+            self.log.flush(sync=True)
+        for sender in self._senders.values():
+            sender.close()
+        self._senders.clear()
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _tick(self) -> None:
+        self.core.tick(time.monotonic())
+        self._expire_senders()
+        self._process()
+
+    def _on_peer(self, sender: str, op: str, body: Any) -> None:
+        if sender not in self.core.peers:
+            return
+        msg = parse_message(op, body)  # ProtocolError: counted by the channel
+        now = time.monotonic()
+        if isinstance(msg, Snapshot):
+            self._on_snapshot_chunk(sender, msg, now)
+        else:
+            self.core.step(sender, msg, now)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._scheduled is None:
+            self._scheduled = self.reactor.call_later(0.0, self._process)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _process(self) -> None:
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        for _ in range(4):
+            now = time.monotonic()
+            was_leader = self.is_leader
+            self.core.pump(now)
+            out = self.core.take_outputs()
+            self._send(out.early)
+            if self.log.dirty:
+                self.log.flush(sync=True)
+            self.core.on_persisted(now)
+            later = self.core.take_outputs()
+            self._send(later.early)
+            self._send(out.outbox)
+            self._send(later.outbox)
+            for o in (out, later):
+                self._handle_reads(o.ready_reads, o.failed_reads)
+                for name in o.need_snapshot:
+                    self._start_snapshot(name)
+                for name, reply in o.snapshot_acks:
+                    self._continue_snapshot(name, reply)
+            if out.role_changed or later.role_changed or was_leader != self.is_leader:
+                self._role_changed()
+            self._apply()
+            if not self.log.dirty and not self.core.out.outbox and not self.core.out.early:
+                break
+
+    def _send(self, messages: list[tuple[str, Any]]) -> None:
+        if self.transport is not None:
+            for to, msg in messages:
+                self.transport.send(to, msg)
+
+    def _role_changed(self) -> None:
+        if self.is_leader:
+            self.stats["elections_won"] += 1
+            if not self.leader_since_wall:
+                self.leader_since_wall = time.time()
+            log.info("metastore %s: leader of term %d", self.config.name, self.log.term)
+            return
+        if self.leader_since_wall:
+            log.info("metastore %s: no longer leader (term %d)", self.config.name, self.log.term)
+        self.leader_since_wall = 0.0
+        lost = UnknownOutcome("leadership changed before the write committed; retry it")
+        proposals, self._proposals = self._proposals, {}
+        for _, done in proposals.values():
+            done(lost)
+        waiting, self._reads_waiting = self._reads_waiting, []
+        for _, read_done in waiting:
+            read_done(self.not_leader())
+
+    def _handle_reads(self, ready: list[tuple[Any, int]], failed: list[Any]) -> None:
+        for ctx in failed:
+            ctx(self.not_leader())
+        for ctx, index in ready:
+            if index <= self.state.applied_index:
+                ctx(None)
+            else:
+                self._reads_waiting.append((index, ctx))
+
+    def _apply(self) -> None:
+        top = min(self.core.commit_index, self.log.persisted_index)
+        while self.state.applied_index < top:
+            start = self.state.applied_index + 1
+            stop = min(top, start + MAX_APPLY_BATCH - 1)
+            entries = []
+            terms = []
+            for index in range(start, stop + 1):
+                term, payload = self.log.entry(index)
+                terms.append(term)
+                entries.append((index, _command(payload)))
+            outcome = self.state.apply_batch(entries, sync=False)
+            for (index, _), term, result in zip(entries, terms, outcome.results, strict=True):
+                waiting = self._proposals.pop(index, None)
+                if waiting is not None:
+                    if waiting[0] == term:
+                        waiting[1](result)
+                    else:
+                        waiting[1](UnknownOutcome("the write was overwritten by a new leader"))
+            self._on_events(outcome.events)
+        if self._reads_waiting:
+            applied = self.state.applied_index
+            ready = [(i, d) for i, d in self._reads_waiting if i <= applied]
+            if ready:
+                self._reads_waiting = [(i, d) for i, d in self._reads_waiting if i > applied]
+                for _, read_done in ready:
+                    read_done(None)
+        self._maybe_compact()
+
+    def _maybe_compact(self) -> None:
+        keep = self.config.snapshot_entries
+        applied = self.state.applied_index
+        if applied - self.log.snap_index > keep:
+            self.log.compact(applied - keep // 4)
+
+    # -- snapshots -----------------------------------------------------------------------------
+    def _start_snapshot(self, name: str) -> None:
+        old = self._senders.pop(name, None)
+        if old is not None:
+            old.close()
+        sender = SnapshotSender(self.state.db, self.log.term_at)
+        if not sender.valid:
+            sender.close()
+            self.core.snapshot_failed(name)
+            return
+        self._senders[name] = sender
+        self.stats["snapshots_sent"] += 1
+        log.info("metastore: sending a snapshot at index %d to %s", sender.index, name)
+        self._send_chunk(name, sender)
+
+    def _send_chunk(self, name: str, sender: SnapshotSender) -> None:
+        offset, items, done = sender.next_chunk()
+        msg = Snapshot(
+            self.log.term,
+            sender.index,
+            sender.index_term,
+            offset,
+            tuple(items),
+            done,
+            self.core.snapshot_round(),
+            self.config.addr,
+        )
+        self._send([(name, msg)])
+
+    def _continue_snapshot(self, name: str, reply: SnapshotReply) -> None:
+        sender = self._senders.get(name)
+        if sender is None or reply.index != sender.index:
+            return
+        if reply.offset == sender.offset + len(sender.chunk) and not sender.done:
+            self._send_chunk(name, sender)
+        else:
+            self._senders.pop(name).close()
+            self.core.snapshot_failed(name)
+
+    def _expire_senders(self) -> None:
+        now = time.monotonic()
+        for name, sender in list(self._senders.items()):
+            if sender.done or now - sender.last_activity > SENDER_TIMEOUT:
+                if sender.done and now - sender.last_activity <= SENDER_TIMEOUT:
+                    continue
+                self._senders.pop(name).close()
+                self.core.snapshot_failed(name)
+
+    def _on_snapshot_chunk(self, sender: str, msg: Snapshot, now: float) -> None:
+        if not self.core.accept_leader(sender, msg.term, msg.leader_addr, now):
+            self._reply_snapshot(sender, msg, 0, False)
+            return
+        if msg.index <= self.core.commit_index or msg.index <= self.state.applied_index:
+            self._reply_snapshot(sender, msg, msg.offset + len(msg.items), True)
+            return
+        if msg.offset == 0:
+            self._receiver = SnapshotReceiver(sender, msg.index, msg.index_term)
+        receiver = self._receiver
+        if (
+            receiver is None
+            or receiver.index != msg.index
+            or not receiver.add(msg.offset, msg.items)
+        ):
+            self._reply_snapshot(sender, msg, 0, False)
+            return
+        if not msg.done:
+            self._reply_snapshot(sender, msg, len(receiver.items), False)
+            return
+        self._receiver = None
+        if self.log.dirty:
+            self.log.flush(sync=True)
+        install(self.state.db, receiver)
+        self.state.reload()
+        self.core.snapshot_installed(receiver.index, receiver.index_term)
+        self.stats["installed"] += 1
+        log.info("metastore: installed a snapshot at index %d", receiver.index)
+        proposals, self._proposals = self._proposals, {}
+        for _, done in proposals.values():
+            done(UnknownOutcome("replaced by a snapshot"))
+        self._on_reset()
+        self._reply_snapshot(sender, msg, len(receiver.items), True)
+
+    def _reply_snapshot(self, to: str, msg: Snapshot, offset: int, done: bool) -> None:
+        reply = SnapshotReply(self.log.term, msg.index, offset, done, msg.seq)
+        self.core.out.outbox.append((to, reply))
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        core = self.core
+        members = []
+        for name, peer_addr in self.config.cluster.items():
+            member: dict[str, Any] = {
+                "name": name,
+                "peer_addr": peer_addr,
+                "addr": core.peer_addr(name) or None,
+            }
+            peer = core.peers.get(name)
+            if self.is_leader and peer is not None:
+                member["match_index"] = peer.match_index
+            members.append(member)
+        return {
+            "role": core.role.value,
+            "term": self.log.term,
+            "leader": core.leader,
+            "leader_addr": core.leader_addr or None,
+            "commit_index": core.commit_index,
+            "applied_index": self.state.applied_index,
+            "last_index": self.log.last_index,
+            "log_start": self.log.first_index,
+            "members": members,
+            "snapshots_sent": self.stats["snapshots_sent"],
+            "snapshots_installed": self.stats["installed"],
+            "peer_dropped": 0 if self.transport is None else self.transport.stats["dropped"],
+            "peer_malformed": 0
+            if self.transport is None
+            else self.transport.channel.stats["malformed"]
+            + self.transport.channel.stats["handler_errors"],
+        }
+
+
+def _command(payload: bytes) -> dict[str, Any]:
+    try:
+        command = unpackb(payload)
+    except ProtocolError:
+        return {"op": None}
+    return command if isinstance(command, dict) else {"op": None}
