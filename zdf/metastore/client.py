@@ -1,11 +1,13 @@
 """``MetaClient``: the Python API of the metastore (DESIGN.md, "Metastore").
 
-Built on ``zdf.wire.RpcClient``, which gives every call a deadline, retries on
-a fresh socket and follows ``NotLeader`` hints. A write is sent again only
-when it certainly was not applied (a ``NotLeader`` answer or a send that
-never left); a write whose deadline passes raises ``UnknownOutcome``, because
-it may or may not have been applied. Keys and values may be str (utf-8) or
-bytes; they come back as bytes.
+Built on ``LeaderRpc``: give it the client addresses of some or all replicas;
+every call finds the leader (following ``NotLeader`` hints), retries within
+its deadline, and carries a request id on writes so that a retry is never
+applied twice. A write whose deadline passes raises ``UnknownOutcome``,
+because it may or may not have been applied. Reads are linearizable unless
+``serializable=True`` is asked for (then any replica answers from its own,
+possibly stale, state). Keys and values may be str (utf-8) or bytes; they come
+back as bytes.
 
 A ``MetaClient`` is thread-safe (calls are serialised by a lock); a ``Watch``
 it returns is for one thread.
@@ -17,19 +19,25 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from zdf.errors import Timeout, UnknownOutcome
+from zdf.errors import Timeout
 from zdf.metastore.commands import Comparison, TxnOp
 from zdf.metastore.kv import KeyValue
+from zdf.metastore.leader_rpc import DEFAULT_ATTEMPT_TIMEOUT, LeaderRpc
 from zdf.metastore.txn import Data, PutResponse, TxnResult, to_bytes, txn_result
 from zdf.metastore.watch import Watch
-from zdf.wire.rpc import RpcClient
 
 DEFAULT_ENDPOINT = "127.0.0.1:10340"
 
 
 class MetaClient:
-    def __init__(self, endpoints: Sequence[str] | str = DEFAULT_ENDPOINT, timeout: float = 5.0):
-        self._rpc = RpcClient(endpoints, timeout=timeout)
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str = DEFAULT_ENDPOINT,
+        timeout: float = 5.0,
+        *,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+    ):
+        self._rpc = LeaderRpc(endpoints, timeout=timeout, attempt_timeout=attempt_timeout)
         self._lock = threading.Lock()
         self.timeout = timeout
         self.revision = 0
@@ -52,15 +60,7 @@ class MetaClient:
     # -- plumbing ------------------------------------------------------------------
     def _call(self, op: str, body: dict[str, Any], *, write: bool) -> dict[str, Any]:
         with self._lock:
-            try:
-                result = self._rpc.call(op, body)
-            except Timeout as exc:
-                if write:
-                    raise UnknownOutcome(
-                        f"{op}: no answer within {self.timeout}s; it may or may not have been "
-                        "applied"
-                    ) from exc
-                raise
+            result = self._rpc.call(op, body, write=write)
         if not isinstance(result, dict):
             raise Timeout(f"{op}: malformed reply")
         revision = result.get("revision")

@@ -3,7 +3,9 @@
 The server runs in a fresh interpreter (``python -m zdf.metastore``, the same
 command as ``zdf metastore``), never in a fork of the caller, because LevelDB
 is not fork-safe. ``start`` returns once the server answers ``status``;
-``stop``/``kill`` act on the pid and always reap the child.
+``stop``/``kill`` act on the pid and always reap the child; ``pause`` and
+``resume`` send SIGSTOP and SIGCONT. ``MetastoreCluster`` runs 1, 3 or 5 of them
+on loopback; ``route`` lets a test put a proxy on each directed peer link.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from typing import IO
+from collections.abc import Callable, Sequence
+from typing import IO, Any
 
 from zdf.errors import ZdfError
 from zdf.metastore.client import MetaClient
@@ -32,9 +34,13 @@ class MetastoreProcess:
         name: str = "meta-1",
         log_path: str | None = None,
         extra_args: Sequence[str] = (),
+        peer_addr: str | None = None,
+        initial_cluster: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.addr = addr or f"{HOST}:{free_port()}"
+        self.peer_addr = peer_addr or f"{HOST}:{free_port()}"
+        self.initial_cluster = initial_cluster or {name: self.peer_addr}
         self.name = name
         self.log_path = log_path or os.path.join(data_dir + ".log")
         self.extra_args = list(extra_args)
@@ -54,7 +60,9 @@ class MetastoreProcess:
             "--addr",
             self.addr,
             "--peer-addr",
-            f"{HOST}:{free_port()}",
+            self.peer_addr,
+            "--initial-cluster",
+            ",".join(f"{n}={a}" for n, a in self.initial_cluster.items()),
             "--data-dir",
             self.data_dir,
             *self.extra_args,
@@ -62,6 +70,11 @@ class MetastoreProcess:
 
     def start(self, timeout: float = 15.0) -> MetastoreProcess:
         """Start the server and wait until it answers (``ZdfError`` if it does not)."""
+        self.start_process()
+        self.wait_ready(timeout)
+        return self
+
+    def start_process(self) -> None:
         log: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(
@@ -69,8 +82,6 @@ class MetastoreProcess:
             )
         finally:
             log.close()
-        self.wait_ready(timeout)
-        return self
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -113,8 +124,111 @@ class MetastoreProcess:
             self.proc.kill()
             self.proc.wait(timeout)
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def pause(self) -> None:
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGCONT)
+
+    def status(self, timeout: float = 0.5) -> dict[str, Any] | None:
+        """This replica's own view (role, term, leader...), or None if it does not answer."""
+        if not self.running:
+            return None
+        try:
+            with MetaClient(self.addr, timeout=timeout, attempt_timeout=timeout) as client:
+                return client.status()
+        except ZdfError:
+            return None
+
     def __enter__(self) -> MetastoreProcess:
         return self.start() if self.proc is None else self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+Route = Callable[[str, str, str], str]
+"""(from name, to name, to's peer-addr) -> the address ``from`` dials for ``to``."""
+
+
+class MetastoreCluster:
+    """1, 3 or 5 replicas on loopback, each with its own data-dir and log file."""
+
+    def __init__(
+        self,
+        base_dir: str,
+        size: int = 3,
+        *,
+        route: Route | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        names = [f"meta-{i + 1}" for i in range(size)]
+        peer_addrs = {n: f"{HOST}:{free_port()}" for n in names}
+        self.members: list[MetastoreProcess] = []
+        for name in names:
+            cluster = {
+                other: addr if other == name or route is None else route(name, other, addr)
+                for other, addr in peer_addrs.items()
+            }
+            self.members.append(
+                MetastoreProcess(
+                    os.path.join(base_dir, name),
+                    name=name,
+                    log_path=os.path.join(base_dir, f"{name}.log"),
+                    peer_addr=peer_addrs[name],
+                    initial_cluster=cluster,
+                    extra_args=extra_args,
+                )
+            )
+        self.peer_addrs = peer_addrs
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.addr for m in self.members]
+
+    def by_name(self, name: str) -> MetastoreProcess:
+        return next(m for m in self.members if m.name == name)
+
+    def start(self, timeout: float = 20.0) -> MetastoreCluster:
+        for member in self.members:
+            member.start_process()
+        for member in self.members:
+            member.wait_ready(timeout)
+        return self
+
+    def leader(
+        self, timeout: float = 10.0, among: Sequence[MetastoreProcess] = ()
+    ) -> MetastoreProcess:
+        """The replica that a majority follows, waiting up to ``timeout`` for one."""
+        deadline = time.monotonic() + timeout
+        candidates = list(among) or self.members
+        while True:
+            for member in candidates:
+                status = member.status()
+                if status is not None and status.get("role") == "leader":
+                    return member
+            if time.monotonic() > deadline:
+                raise ZdfError("no metastore leader elected in time")
+            time.sleep(0.02)
+
+    def kill_all(self) -> None:
+        for member in self.members:
+            member.resume()
+            member.kill()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {m.name}\n{m.log_tail(40)}" for m in self.members)
+
+    def __enter__(self) -> MetastoreCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill_all()
