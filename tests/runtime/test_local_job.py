@@ -64,11 +64,11 @@ def test_job_shapes(small_job: JobFactory, keys: dict[str, int]) -> None:
 
 
 def test_rate_limited_producers(small_job: JobFactory) -> None:
-    job, config = small_job(**{"rcd-cnt": 600, "rate": 20000})
+    job, config = small_job(**{"rcd-cnt": 2000, "rate": 20000})
     with LocalRunner(job) as runner:
         summary = runner.run(timeout=30)["coordinator"]
     assert verify(config).ok
-    assert summary["elapsed_s"] >= 600 / 20000 * 0.8
+    assert summary["elapsed_s"] >= 0.05  # 8 batches of 256 paced at 20000/s: 90 ms
 
 
 def test_a_user_operator_in_a_job(small_job: JobFactory) -> None:

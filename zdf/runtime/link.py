@@ -29,6 +29,7 @@ class PeerLink:
         *,
         on_connect: Callable[[PeerLink], None] | None = None,
         name: str = "link",
+        wrap: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
     ) -> None:
         self.reactor = reactor
         self.handlers = dict(handlers)
@@ -38,6 +39,7 @@ class PeerLink:
         self.closed = False
         self._on_connect = on_connect
         self._queued: list[tuple[str, Any]] = []
+        self._wrap = wrap
 
     def connect(self, addr: str) -> None:
         if self.closed or addr == self.addr:
@@ -47,6 +49,8 @@ class PeerLink:
         self.addr = addr
         sock = make_socket(zmq.DEALER, connect=addr)
         self.channel = Channel(self.reactor, sock, self.handlers, name=self.name)
+        if self._wrap is not None:  # one guarded burst per wake-up, so work can be deferred
+            self.reactor.add_reader(sock, self._wrap(self.channel._on_readable))
         if self._on_connect is not None:
             self._on_connect(self)
         queued, self._queued = self._queued, []

@@ -19,6 +19,11 @@ Resources made through ``out_port``, ``in_port``, ``link``, ``call_later`` and
 guarded: an exception in one fails the task (with the traceback) instead of
 being swallowed by the reactor, so a bug shows up as a failed task, not a hang.
 
+``defer(fn)`` runs ``fn`` once when the current burst of callbacks is over (a
+socket drained, a timer done): that is how output and acks are coalesced. It
+does not use zero-delay timers on purpose: the reactor turns a due timer into
+a poll timeout of 1 ms, which would add a millisecond to every hop.
+
 For the common one-input, one-output shape see ``zdf.runtime.stream.StreamOperator``.
 """
 
@@ -55,6 +60,8 @@ class Operator:
         self.closed = False
         self._closers: list[Callable[[], None]] = []
         self._timers: set[Timer] = set()
+        self._depth = 0  # nesting of guarded callbacks on the stack
+        self._deferred: dict[Callable[[], None], None] = {}  # an ordered set
 
     # -- the life cycle (override) -------------------------------------------
     def open(self) -> None:
@@ -108,18 +115,43 @@ class Operator:
 
     # -- helpers that track what they make -----------------------------------
     def guard(self, fn: Callable[P, None]) -> Callable[P, None]:
-        """Wrap a callback: after close it does nothing; an exception fails the task."""
+        """Wrap a callback: after close it does nothing; an exception fails the task;
+        deferred work runs when the outermost guarded callback returns."""
 
         @functools.wraps(fn)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
             if self.closed:
                 return
+            self._depth += 1
             try:
                 fn(*args, **kwargs)
             except Exception as exc:
                 self.fail(exc)
+            finally:
+                self._depth -= 1
+            if self._depth == 0 and self._deferred:
+                self._run_deferred()
 
         return guarded
+
+    def defer(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once at the end of the current burst (now, outside any callback)."""
+        if self._depth == 0:
+            fn()
+        else:
+            self._deferred[fn] = None
+
+    def _run_deferred(self) -> None:
+        self._depth += 1
+        try:
+            while self._deferred and not self.closed:
+                fn = next(iter(self._deferred))
+                del self._deferred[fn]
+                fn()
+        except Exception as exc:
+            self.fail(exc)
+        finally:
+            self._depth -= 1
 
     def on_close(self, closer: Callable[[], None]) -> None:
         self._closers.append(closer)
@@ -150,6 +182,7 @@ class Operator:
             on_subscribe=None if on_subscribe is None else self.guard(on_subscribe),
             on_eos_acked=None if on_eos_acked is None else self.guard(on_eos_acked),
             name=f"{self.ctx.task_id}.{name}",
+            wrap=self.guard,
         )
         self.on_close(port.close)
         self.ctx.publish_endpoint(name, port.addr)
@@ -177,6 +210,8 @@ class Operator:
             window=window,
             dtype=dtype,
             name=f"{self.ctx.task_id}<-{task_id}.{name}[{channel}]",
+            wrap=self.guard,
+            defer=self.defer,
         )
         self.on_close(port.close)
         self.ctx.resolve_endpoint(task_id, name, self.guard(port.connect))
@@ -197,6 +232,7 @@ class Operator:
             guarded,
             on_connect=None if on_connect is None else self.guard(on_connect),
             name=f"{self.ctx.task_id}->{task_id}.{name}",
+            wrap=self.guard,
         )
         self.on_close(link.close)
         self.ctx.resolve_endpoint(task_id, name, self.guard(link.connect))
@@ -219,13 +255,20 @@ class Operator:
         return timer
 
     def guard_handler(self, handler: Handler) -> Handler:
+        """``guard`` for an RPC handler (which returns its reply)."""
+
         def guarded(call: Any) -> Any:
             if self.closed:
                 return None
+            self._depth += 1
             try:
                 return handler(call)
             except Exception as exc:
                 self.fail(exc)
                 return None
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and self._deferred:
+                    self._run_deferred()
 
         return guarded

@@ -64,6 +64,14 @@ MAX_MESSAGES_PER_WAKEUP = 128
 BatchCallback = Callable[[np.ndarray, int, int], None]
 
 
+def _same(fn: Callable[[], None]) -> Callable[[], None]:
+    return fn
+
+
+def _now(fn: Callable[[], None]) -> None:
+    fn()
+
+
 def _int(body: dict[str, Any], name: str, low: int = 0, high: int = 2**62) -> int:
     value = body.get(name)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -111,6 +119,7 @@ class OutPort:
         on_subscribe: Callable[[int, int], None] | None = None,
         on_eos_acked: Callable[[int], None] | None = None,
         name: str = "out",
+        wrap: Callable[[Callable[[], None]], Callable[[], None]] = _same,
     ) -> None:
         self.reactor = reactor
         self.name = name
@@ -125,7 +134,7 @@ class OutPort:
         )
         self.addr = self.sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # type: ignore[union-attr]
         self._handlers = {"sub": self._on_sub, "ack": self._on_ack, "eos-ack": self._on_eos_ack}
-        reactor.add_reader(self.sock, self._on_readable)
+        reactor.add_reader(self.sock, wrap(self._on_readable))
 
     @property
     def channels(self) -> int:
@@ -261,6 +270,8 @@ class InPort:
         window: int = DEFAULT_WINDOW,
         dtype: np.dtype[Any] = RECORD_DTYPE,
         name: str = "in",
+        wrap: Callable[[Callable[[], None]], Callable[[], None]] = _same,
+        defer: Callable[[Callable[[], None]], None] = _now,
     ) -> None:
         if not 1 <= window <= MAX_WINDOW:
             raise ValueError(f"window must be from 1 to {MAX_WINDOW}")
@@ -282,6 +293,8 @@ class InPort:
         self._acked = 0
         self._stale_unacked = 0  # delivered under an earlier subscription, not yet acked
         self._ack_scheduled = False
+        self._reader = wrap(self._on_readable)
+        self._defer = defer
 
     @property
     def unacked(self) -> int:
@@ -294,7 +307,7 @@ class InPort:
         self._drop_socket()
         self.addr = addr
         self.sock = make_socket(zmq.DEALER, connect=addr, rcvhwm=MAX_WINDOW + 16)
-        self.reactor.add_reader(self.sock, self._on_readable)
+        self.reactor.add_reader(self.sock, self._reader)
         self._subscribe()
 
     def close(self) -> None:
@@ -304,7 +317,7 @@ class InPort:
     def ack(self, n: int = 1) -> None:
         """The owner consumed ``n`` more batches (in delivery order).
 
-        Acks of one reactor turn go out as one message at the end of the turn.
+        Acks of one burst go out as one message at its end (see ``defer``).
         """
         stale = min(n, self._stale_unacked)
         self._stale_unacked -= stale
@@ -314,7 +327,7 @@ class InPort:
         self._acked = min(self._acked + n, self._delivered)
         if not self._ack_scheduled:
             self._ack_scheduled = True
-            self.reactor.call_later(0.0, self._send_ack)
+            self._defer(self._send_ack)
 
     def _send_ack(self) -> None:
         self._ack_scheduled = False

@@ -11,10 +11,10 @@ messages are pending". Output waits for credit from the downstream task. So a
 slow consumer stops this task, which stops its producer: memory is bounded by
 windows and batch sizes, never by the length of the stream.
 
-Output is coalesced: everything emitted in one reactor turn is flushed on the
-next as few messages of at most ``max_rows`` rows, so a stage that emits many
-small pieces (a syncer releasing one table after a DDL) does not multiply
-messages downstream.
+Output is coalesced: everything emitted in one burst of callbacks is flushed
+at its end (``Operator.defer``) as few messages of at most ``max_rows`` rows,
+so a stage that emits many small pieces (a syncer releasing one table after a
+DDL) does not multiply messages downstream.
 
 Output positions count rows (from ``output_start()``), so a downstream task that
 resubscribes from any position still unacknowledged gets exactly the rows after
@@ -100,14 +100,14 @@ class StreamOperator(Operator):
 
     # -- for subclasses ------------------------------------------------------
     def emit(self, rows: np.ndarray) -> None:
-        """Queue rows for the output; flushed on the next reactor turn."""
+        """Queue rows for the output; flushed at the end of the current burst."""
         if len(rows) == 0:
             return
         self._pending.append(rows)
         self._pending_rows += len(rows)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.call_later(0.0, self._flush)
+            self.defer(self._flush)
 
     def end_output(self) -> None:
         """No more output: send end of stream once everything pending is sent."""

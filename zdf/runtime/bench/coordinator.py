@@ -6,8 +6,9 @@ Sinks report ``arrive (t, v)`` once they have written everything before DDL
 (t, v) in their stream. When all streams have arrived, the coordinator sends
 ``write (t, v)`` to the sink ``BenchParams.writer(t, v)``; when that sink
 answers ``written (t, v)``, it sends ``release (t, v)`` to every syncer. Messages
-to one peer are gathered over a reactor turn and sent as one ``{"pairs": [...]}``
-event, so a thousand barriers do not cost a thousand messages per peer.
+to one peer are gathered and sent as one ``{"pairs": [...]}``
+event (flushed at the end of each burst of incoming messages), so a thousand
+barriers do not cost a thousand messages per peer.
 
 Peers introduce themselves with ``hello {role, stream}`` on connecting (and again
 after a reconnect); anything for a peer not yet known waits for its hello.
@@ -76,6 +77,8 @@ class Coordinator(Operator):
         }
         guarded = {op: self.guard_handler(h) for op, h in handlers.items()}
         self.channel = Channel(self.ctx.reactor, sock, guarded, name="coordinator")
+        # One guarded burst per wake-up, so the replies of a burst go out together.
+        self.ctx.reactor.add_reader(sock, self.guard(self.channel._on_readable))
         self.on_close(self.channel.close)
         self.ctx.publish_endpoint("coord", sock.getsockopt(zmq.LAST_ENDPOINT).decode())  # type: ignore[union-attr]
 
@@ -135,7 +138,7 @@ class Coordinator(Operator):
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.call_later(0.0, self._flush)
+            self.defer(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
