@@ -1,16 +1,18 @@
-"""Run every task of a job in its own process (spawn), for real parallelism.
+"""Run the tasks of a job in spawned child processes, for real parallelism.
 
-The parent is a tiny host: a ROUTER ``Channel`` that is the job's endpoint
-directory and collects the reports. Each child connects a DEALER, says
-``hello``, and waits for ``start``; the parent sends ``start`` to all children
-at once when every one has said hello, so process start-up (imports take a
-while) is not measured as job time. A child then launches its task, serves it
-until it reports, hands the report to the parent (a request, so it is known to
-have arrived) and exits.
+By default each task gets its own process; ``processes=N`` deals the tasks over
+N processes, each hosting several tasks on one reactor as an executor's worker
+does. The parent is a tiny host: a ROUTER ``Channel`` that is the job's
+endpoint directory and collects the reports. Each child imports its operators,
+connects a DEALER, says ``hello`` and waits for ``start``; the parent sends
+``start`` to all children at once when every task has said hello, so process
+start-up is not measured as job time. A child launches its tasks, serves them
+until each has reported, hands each report to the parent (a request, so it is
+known to have arrived) and exits.
 
 Protocol (``zdf.wire`` envelopes):
 
-    child -> parent   hello {task} | publish {task, name, addr} | resolve {task, name}
+    child -> parent   hello {tasks} | publish {task, name, addr} | resolve {task, name}
                       progress {task, counters} | finished {task, summary} (req)
                       failed {task, error} (req)
     parent -> child   start {} | endpoint {task, name, addr}
@@ -34,7 +36,7 @@ import zmq
 from zdf.errors import JobError, Timeout, ZdfError
 from zdf.jobs.spec import JobSpec, TaskSpec
 from zdf.runtime.context import TaskContext
-from zdf.runtime.launch import TaskHandle, launch
+from zdf.runtime.launch import TaskHandle, launch, load_operator
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import Call, Channel
 from zdf.wire.sockets import make_socket
@@ -45,39 +47,15 @@ REPORT_TIMEOUT = 5.0
 JOIN_TIMEOUT = 5.0
 
 
-class ChildContext(TaskContext):
-    """The ``TaskContext`` of a task in a child process (talks to the parent)."""
+class _ChildHost:
+    """What the tasks of one child process share: the reactor and the parent link."""
 
-    def __init__(
-        self,
-        reactor: Reactor,
-        parent: Channel,
-        job_id: str,
-        spec: TaskSpec,
-        host: str,
-        ipc: str | None,
-    ) -> None:
-        self.job_id = job_id
-        self.task_id = spec.task_id
-        self.attempt = 0
-        self.params = dict(spec.params)
+    def __init__(self, reactor: Reactor, parent: Channel) -> None:
         self.reactor = reactor
-        self.host = host
-        self.ipc_dir = ipc
         self.parent = parent
         self.watchers: dict[tuple[str, str], list[Callable[[str], None]]] = defaultdict(list)
         self.known: dict[tuple[str, str], str] = {}
-        self.reported = False
-        self.cpu_at_start = time.process_time()
-
-    def publish_endpoint(self, name: str, addr: str) -> None:
-        self.parent.notify("publish", {"task": self.task_id, "name": name, "addr": addr})
-
-    def resolve_endpoint(self, task_id: str, name: str, callback: Callable[[str], None]) -> None:
-        self.watchers[(task_id, name)].append(callback)
-        if (task_id, name) in self.known:
-            callback(self.known[(task_id, name)])
-        self.parent.notify("resolve", {"task": task_id, "name": name})
+        self.unreported: set[str] = set()
 
     def on_endpoint(self, call: Call) -> None:
         body = call.body
@@ -86,19 +64,40 @@ class ChildContext(TaskContext):
         if self.known.get(key) == addr:
             return
         self.known[key] = addr
-        for callback in self.watchers.get(key, []):
+        for callback in list(self.watchers.get(key, [])):
             callback(addr)
+
+
+class ChildContext(TaskContext):
+    """The ``TaskContext`` of a task in a child process (talks to the parent)."""
+
+    def __init__(self, host: _ChildHost, job_id: str, spec: TaskSpec, ipc: str | None) -> None:
+        self.job_id = job_id
+        self.task_id = spec.task_id
+        self.attempt = 0
+        self.params = dict(spec.params)
+        self.reactor = host.reactor
+        self.host = "127.0.0.1"
+        self.ipc_dir = ipc
+        self.child = host
+        self.reported = False
+        self.cpu_at_start = time.process_time()
+
+    def publish_endpoint(self, name: str, addr: str) -> None:
+        self.child.parent.notify("publish", {"task": self.task_id, "name": name, "addr": addr})
+
+    def resolve_endpoint(self, task_id: str, name: str, callback: Callable[[str], None]) -> None:
+        key = (task_id, name)
+        self.child.watchers[key].append(callback)
+        if key in self.child.known:
+            callback(self.child.known[key])
+        self.child.parent.notify("resolve", {"task": task_id, "name": name})
 
     def report_progress(self, counters: dict[str, float]) -> None:
         pass  # the bench runner has no use for it; a real host rate-limits and forwards
 
     def report_finished(self, summary: dict[str, Any]) -> None:
-        body = {"task": self.task_id, "summary": summary, "cpu_s": self.cpu_s()}
-        self._report("finished", body)
-
-    def cpu_s(self) -> float:
-        """CPU time spent since ``start`` (imports and start-up excluded)."""
-        return round(time.process_time() - self.cpu_at_start, 4)
+        self._report("finished", {"task": self.task_id, "summary": summary})
 
     def report_failed(self, error: str) -> None:
         self._report("failed", {"task": self.task_id, "error": error})
@@ -107,52 +106,60 @@ class ChildContext(TaskContext):
         if self.reported:
             return
         self.reported = True
+        # CPU of the whole process since "start": per task when a process hosts one.
+        body["cpu_s"] = round(time.process_time() - self.cpu_at_start, 4)
 
         def done(result: Any, error: ZdfError | None) -> None:
-            self.reactor.stop()
+            self.child.unreported.discard(self.task_id)
+            if not self.child.unreported:
+                self.reactor.stop()
 
-        self.parent.request(op, body, timeout=REPORT_TIMEOUT, callback=done)
+        self.child.parent.request(op, body, timeout=REPORT_TIMEOUT, callback=done)
 
 
 def _child_main(
-    spec_dict: dict[str, Any], job_id: str, parent_addr: str, host: str, ipc: str | None
+    spec_dicts: list[dict[str, Any]], job_id: str, parent_addr: str, ipc: str | None
 ) -> None:
     logging.basicConfig(level=logging.WARNING)
-    spec = TaskSpec.from_dict(spec_dict)
+    specs = [TaskSpec.from_dict(d) for d in spec_dicts]
+    for spec in specs:
+        load_operator(spec.operator)  # import before "hello": start-up is not job time
     reactor = Reactor()
-    handle: list[TaskHandle] = []
-    ctx_box: list[ChildContext] = []
+    handles: list[TaskHandle] = []
+    contexts: list[ChildContext] = []
 
     def start(call: Call) -> None:
-        ctx_box[0].cpu_at_start = time.process_time()
-        try:
-            handle.append(launch(ctx_box[0], spec))
-        except ZdfError as exc:
-            ctx_box[0].report_failed(str(exc))
-
-    def endpoint(call: Call) -> None:
-        ctx_box[0].on_endpoint(call)
+        for ctx, spec in zip(contexts, specs, strict=True):
+            ctx.cpu_at_start = time.process_time()
+            try:
+                handles.append(launch(ctx, spec))
+            except ZdfError as exc:
+                ctx.report_failed(str(exc))
 
     sock = make_socket(zmq.DEALER, connect=parent_addr)
-    channel = Channel(reactor, sock, {"start": start, "endpoint": endpoint}, name=spec.task_id)
-    ctx_box.append(ChildContext(reactor, channel, job_id, spec, host, ipc))
-    channel.notify("hello", {"task": spec.task_id})
-    profile_dir = os.environ.get("ZDF_PROFILE_DIR")  # debugging: one cProfile dump per task
+    channel = Channel(reactor, sock, {"start": start}, name="child")
+    host = _ChildHost(reactor, channel)
+    channel.handlers["endpoint"] = host.on_endpoint
+    host.unreported = {spec.task_id for spec in specs}
+    contexts.extend(ChildContext(host, job_id, spec, ipc) for spec in specs)
+    channel.notify("hello", {"tasks": [spec.task_id for spec in specs]})
+    profile_dir = os.environ.get("ZDF_PROFILE_DIR")  # debugging: one cProfile dump per process
     try:
         if profile_dir:
             import cProfile
 
+            name = "+".join(spec.task_id for spec in specs)[:100]
             cProfile.runctx(
                 "reactor.run()",
                 globals(),
                 {"reactor": reactor},
-                os.path.join(profile_dir, f"{spec.task_id}.prof"),
+                os.path.join(profile_dir, f"{name}.prof"),
             )
         else:
             reactor.run()
     finally:
-        for h in handle:
-            h.cancel()
+        for handle in handles:
+            handle.cancel()
         channel.close()
         zmq.Context.instance().term()
 
@@ -160,8 +167,19 @@ def _child_main(
 class MultiProcessRunner:
     """Spawn one process per task of ``job`` and run them to completion."""
 
-    def __init__(self, job: JobSpec, *, job_id: str | None = None, use_ipc: bool = True) -> None:
+    def __init__(
+        self,
+        job: JobSpec,
+        *,
+        job_id: str | None = None,
+        use_ipc: bool = True,
+        processes: int | None = None,
+    ) -> None:
+        """``processes``: how many child processes host the tasks (default: one per task),
+        tasks dealt round-robin as an executor's worker pool would."""
         self.job = job
+        count = len(job.tasks) if processes is None else max(1, min(processes, len(job.tasks)))
+        self.groups = [job.tasks[i::count] for i in range(count)]
         self.job_id = job_id or job.name
         self.reactor = Reactor()
         self.tmp = tempfile.mkdtemp(prefix="zdf-mp-")
@@ -189,10 +207,11 @@ class MultiProcessRunner:
 
     def _on_hello(self, call: Call) -> None:
         assert call.peer is not None
-        self.peers[str(call.body["task"])] = call.peer
+        for task in call.body["tasks"]:
+            self.peers[str(task)] = call.peer
         if len(self.peers) == len(self.job.tasks):
             self.started_at = time.monotonic()
-            for peer in self.peers.values():
+            for peer in set(self.peers.values()):
                 self.channel.notify("start", {}, peer=peer)
 
     def _on_publish(self, call: Call) -> None:
@@ -223,11 +242,11 @@ class MultiProcessRunner:
 
     def run(self, timeout: float = 120.0) -> dict[str, dict[str, Any]]:
         ctx = multiprocessing.get_context("spawn")
-        for spec in self.job.tasks:
+        for group in self.groups:
             proc = ctx.Process(
                 target=_child_main,
-                args=(spec.to_dict(), self.job_id, self.addr, "127.0.0.1", self.ipc_dir),
-                name=f"zdf-{spec.task_id}",
+                args=([s.to_dict() for s in group], self.job_id, self.addr, self.ipc_dir),
+                name=f"zdf-{group[0].task_id}",
                 daemon=True,
             )
             proc.start()
@@ -263,10 +282,10 @@ class MultiProcessRunner:
 
 
 def run_multiprocess(
-    job: JobSpec, *, timeout: float = 120.0, use_ipc: bool = True
+    job: JobSpec, *, timeout: float = 120.0, use_ipc: bool = True, processes: int | None = None
 ) -> dict[str, Any]:
-    """Run ``job`` with one process per task; return each task's summary by task id."""
-    with MultiProcessRunner(job, use_ipc=use_ipc) as runner:
+    """Run ``job`` in child processes; return each task's summary by task id."""
+    with MultiProcessRunner(job, use_ipc=use_ipc, processes=processes) as runner:
         return runner.run(timeout)
 
 
@@ -281,6 +300,7 @@ if __name__ == "__main__":  # pragma: no cover - a manual entry for quick measur
         data = tomllib.load(fh)
     if len(sys.argv) > 2:
         data["sink-dir"] = sys.argv[2]
-    with MultiProcessRunner(build_job(data, path)) as runner:
+    procs = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    with MultiProcessRunner(build_job(data, path), processes=procs) as runner:
         print(runner.run()["coordinator"])
         print({k: v for k, v in sorted(runner.cpu.items(), key=lambda kv: -kv[1])})
