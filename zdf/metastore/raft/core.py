@@ -450,6 +450,7 @@ class RaftCore:
         if term > self.log.term or self.role is not Role.FOLLOWER or self.leader != sender:
             self._become_follower(term, sender, now)
         self.leader_addr = leader_addr or self.leader_addr
+        self.peers[sender].addr = self.leader_addr
         self._vote_fence = now + self.timing.election_timeout
         self._reset_election_timer(now)
         return True
