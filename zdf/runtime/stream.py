@@ -20,7 +20,7 @@ Output positions count rows (from ``output_start()``), so a downstream task that
 resubscribes from any position still unacknowledged gets exactly the rows after
 it: sent batches are kept until acknowledged.
 
-params: ``input`` = ``{"task": ..., "port": "out", "channel": 0}``, optional
+params: ``input`` = ``{"task": ..., "port": "out", "channel": 0, "from": 0}``, optional
 ``window`` (input credit) and ``batch-size`` (output coalescing unit / 1).
 """
 
@@ -90,7 +90,8 @@ class StreamOperator(Operator):
         self.end_output()
 
     def input_start(self) -> int:
-        return 0
+        """Where to subscribe from: ``input.from`` (default 0), or a restored position."""
+        return int(self.params["input"].get("from", 0))
 
     def output_start(self) -> int:
         return 0
