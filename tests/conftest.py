@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,9 +10,19 @@ import pytest
 from zdf.localcluster import LocalCluster
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    """A started cluster of one metastore, one master and two executors; always stopped."""
+    """A started cluster of one metastore, one master and two executors; always stopped.
+
+    Options come from ``@pytest.mark.cluster(...)``; a failing test prints every log.
+    """
     marker = request.node.get_closest_marker("cluster")
     options = dict(marker.kwargs) if marker else {}
     local = LocalCluster(str(tmp_path / "cluster"), **options)
@@ -24,6 +34,9 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalClu
         raise
     finally:
         local.stop()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(local.logs())
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -268,6 +268,9 @@ class MasterConfig(LogConfig):
     keepalive_interval: float = key("keepalive-interval", parse_duration, 0.2, "heartbeat interval")
     rpc_timeout: float = key("rpc-timeout", parse_duration, 5.0, "deadline for one request")
     data_dir: str = key("data-dir", parse_str, "/tmp/zdf/master", "scratch directory")
+    election_ttl: float = key(
+        "election-ttl", parse_duration, 1.0, "lease of the leading master (failover time)"
+    )
     allow_pickle: bool = key(
         "allow-pickle", parse_bool, False, "accept pickled functions from clients"
     )

@@ -51,9 +51,9 @@ class MessageTooLarge(ProtocolError):
 class RemoteError(ZdfError):
     """An error reported by a peer, with the peer's type name."""
 
-    def __init__(self, message: str = "", remote_type: str = "ZdfError", **data: Any) -> None:
+    def __init__(self, message: str = "", remote_type: str | None = None, **data: Any) -> None:
         super().__init__(message, **data)
-        self.remote_type = remote_type
+        self.remote_type = remote_type or type(self).__name__
 
     def __str__(self) -> str:
         return f"{self.remote_type}: {self.message}"

@@ -70,6 +70,7 @@ class LocalCluster:
         keepalive_ttl: str = "1s",
         log_level: str = "info",
         extra_env: dict[str, str] | None = None,
+        masters: int = 1,
     ) -> None:
         self.base_dir = os.path.abspath(base_dir)
         self.n_executors = executors
@@ -81,9 +82,12 @@ class LocalCluster:
         self.env = {**os.environ, **(extra_env or {})}
         self.children: list[Child] = []
         self.meta_addr = f"{HOST}:{free_port()}"
-        self.master_addr = f"{HOST}:{free_port()}"
-        self.heartbeat_addr = f"{HOST}:{free_port()}"
+        self.n_masters = masters
+        self.master_addrs = [f"{HOST}:{free_port()}" for _ in range(masters)]
+        self.heartbeat_addrs = [f"{HOST}:{free_port()}" for _ in range(masters)]
+        self.master_addr = ",".join(self.master_addrs)  # what --master-addr takes
         self.executors: list[Child] = []
+        self.masters: list[Child] = []
         self._client: RpcClient | None = None
         os.makedirs(self.base_dir, exist_ok=True)
         atexit.register(self.stop)
@@ -119,15 +123,17 @@ class LocalCluster:
             self.meta_addr,
         )
 
-    def start_master(self) -> Child:
-        return self._spawn(
-            "master",
+    def start_master(self, index: int = 0) -> Child:
+        child = self._spawn(
+            f"master-{index + 1}",
             [
                 "master",
+                "--name",
+                f"master-{index + 1}",
                 "--master-addr",
-                self.master_addr,
+                self.master_addrs[index],
                 "--heartbeat-addr",
-                self.heartbeat_addr,
+                self.heartbeat_addrs[index],
                 "--meta-endpoints",
                 self.meta_addr,
                 "--keepalive-interval",
@@ -135,12 +141,15 @@ class LocalCluster:
                 "--keepalive-ttl",
                 self.keepalive_ttl,
                 "--data-dir",
-                os.path.join(self.base_dir, "master"),
+                os.path.join(self.base_dir, f"master-{index + 1}"),
                 "--log-level",
                 self.log_level,
             ],
-            self.master_addr,
+            self.master_addrs[index],
         )
+        child.extra["id"] = f"master-{index + 1}"
+        self.masters.append(child)
+        return child
 
     def start_executor(self, index: int | None = None) -> Child:
         index = len(self.executors) + 1 if index is None else index
@@ -179,7 +188,8 @@ class LocalCluster:
     def start(self, timeout: float = 30.0) -> LocalCluster:
         """Start everything and wait until every executor is registered and alive."""
         self.start_metastore()
-        self.start_master()
+        for index in range(self.n_masters):
+            self.start_master(index)
         for _ in range(self.n_executors):
             self.start_executor()
         self.wait_ready(timeout)
@@ -201,14 +211,14 @@ class LocalCluster:
 
     def _check_children(self) -> None:
         for child in self.children:
-            if child.proc.poll() is not None and child.name in ("metastore", "master"):
+            if child.proc.poll() is not None and child.name in ("metastore", "master-1"):
                 raise ZdfError(
                     f"{child.name} exited with {child.proc.returncode}; see {child.log_path}"
                 )
 
     def client(self) -> RpcClient:
         if self._client is None:
-            self._client = RpcClient(self.master_addr, timeout=5.0)
+            self._client = RpcClient(self.master_addrs, timeout=5.0)
         return self._client
 
     # -- faults -------------------------------------------------------------
@@ -217,6 +227,19 @@ class LocalCluster:
             os.kill(child.pid, sig)
         if sig == signal.SIGKILL:
             child.proc.wait(STOP_GRACE)
+
+    def leader(self) -> Child | None:
+        """The master process that currently leads, if any answers so."""
+        for child in self.masters:
+            if not child.alive():
+                continue
+            try:
+                with RpcClient(child.addr, timeout=0.5) as client:
+                    if client.call(P.PING, retry=False).get("leading"):
+                        return child
+            except ZdfError:
+                continue
+        return None
 
     def executor_state(self, executor_id: str) -> str | None:
         for row in self.client().call(P.EXECUTOR_LIST, timeout=2.0):

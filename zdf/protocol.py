@@ -50,6 +50,7 @@ FN_DONE = "fn_done"  # worker -> master: a batch of results
 FN_RESULT = "fn_result"  # master -> client: results of its tasks
 FN_CANCEL = "fn_cancel"  # client -> master
 WORKER_LOST = "worker_lost"  # executor -> master: a worker process died
+LEADER = "leader"  # executor -> worker: the leading master's address (for function tasks)
 
 
 class RegisterBody(TypedDict):

@@ -33,8 +33,12 @@ MASTER_OPTION = click.option(
     envvar="ZDF_MASTER_ADDR",
     default="127.0.0.1:10240",
     show_default=True,
-    help="The master's host:port.",
+    help="The master's host:port (a comma-separated list with standbys).",
 )
+
+
+def master_endpoints(master_addr: str) -> list[str]:
+    return [a.strip() for a in master_addr.split(",") if a.strip()]
 
 
 def config_options(cls: type) -> Callable[[F], F]:

@@ -15,6 +15,7 @@ from zdf.cli.common import (
     FORMAT_OPTION,
     MASTER_OPTION,
     handle_errors,
+    master_endpoints,
     print_json,
     print_table,
 )
@@ -117,7 +118,7 @@ def print_job(job: dict[str, Any]) -> None:
 def submit_job(master_addr: str, config_path: str, wait: bool, timeout: float, fmt: str) -> None:
     """Submit a job described by a TOML file."""
     spec = load_job_file(config_path)
-    with RpcClient(master_addr, timeout=10.0) as client:
+    with RpcClient(master_endpoints(master_addr), timeout=10.0) as client:
         job_id = submit(client, spec)
         if not wait:
             if fmt == "json":
@@ -146,7 +147,7 @@ def job_group() -> None:
 @handle_errors
 def job_list(master_addr: str, fmt: str) -> None:
     """List the jobs the master knows."""
-    with RpcClient(master_addr, timeout=5.0) as client:
+    with RpcClient(master_endpoints(master_addr), timeout=5.0) as client:
         jobs = client.call(P.JOB_LIST)
     if fmt == "json":
         print_json(jobs)
@@ -168,7 +169,7 @@ def job_list(master_addr: str, fmt: str) -> None:
 @handle_errors
 def job_status(job_id: str, master_addr: str, fmt: str) -> None:
     """Show one job and its tasks."""
-    with RpcClient(master_addr, timeout=5.0) as client:
+    with RpcClient(master_endpoints(master_addr), timeout=5.0) as client:
         job = client.call(P.JOB_STATUS, {"job_id": job_id})
     if fmt == "json":
         print_json(job)
@@ -183,7 +184,7 @@ def job_status(job_id: str, master_addr: str, fmt: str) -> None:
 @handle_errors
 def job_cancel(job_id: str, master_addr: str, fmt: str) -> None:
     """Cancel a job: its running tasks are stopped."""
-    with RpcClient(master_addr, timeout=5.0) as client:
+    with RpcClient(master_endpoints(master_addr), timeout=5.0) as client:
         job = client.call(P.JOB_CANCEL, {"job_id": job_id})
     if fmt == "json":
         print_json(job)
@@ -197,7 +198,7 @@ def job_cancel(job_id: str, master_addr: str, fmt: str) -> None:
 @handle_errors
 def cluster_status(master_addr: str, fmt: str) -> None:
     """A cluster overview: master, executors, slots and jobs."""
-    with RpcClient(master_addr, timeout=5.0) as client:
+    with RpcClient(master_endpoints(master_addr), timeout=5.0) as client:
         status = client.call(P.CLUSTER_STATUS)
         executors = client.call(P.EXECUTOR_LIST)
     status["executor_list"] = executors

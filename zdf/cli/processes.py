@@ -19,6 +19,7 @@ from zdf.cli.common import (
     config_options,
     handle_errors,
     load_from_flags,
+    master_endpoints,
     print_json,
     print_table,
     setup_logging,
@@ -53,6 +54,8 @@ def master_cmd(config_path: str | None, **flags: Any) -> None:
         master.close()
         meta.close()
         log.info("master stopped")
+    if master.lost_leadership:
+        raise SystemExit(3)
 
 
 def _wait_for_metastore(meta: Any, endpoints: list[str]) -> None:
@@ -94,7 +97,7 @@ def executor_group(ctx: click.Context, /, config_path: str | None, **flags: Any)
 @handle_errors
 def executor_list(master_addr: str, fmt: str) -> None:
     """List the executors the master knows, with their state."""
-    with RpcClient(master_addr, timeout=5.0) as client:
+    with RpcClient(master_endpoints(master_addr), timeout=5.0) as client:
         rows = client.call(EXECUTOR_LIST)
     if fmt == "json":
         print_json(rows)

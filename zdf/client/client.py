@@ -33,6 +33,7 @@ from zdf.client.futures import Future, remote_exception
 from zdf.errors import ProtocolError, ZdfError
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.payload import pack, unpack
+from zdf.wire.rpc import RpcClient
 from zdf.wire.sockets import close_socket, make_socket
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,13 @@ def function_path(fn: Callable[..., Any] | str) -> str:
 class Client:
     def __init__(
         self,
-        master_addr: str,
+        master_addr: str | list[str],
         *,
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         max_retries: int = 3,
         timeout: float = 10.0,
     ) -> None:
-        self.master_addr = master_addr
+        self.master_addr = find_leader(master_addr, timeout)
         self.max_retries = max_retries
         self.timeout = timeout
         self._tids = itertools.count(1)
@@ -82,7 +83,7 @@ class Client:
         self._closed = False
         self.identity = b"c-" + uuid.uuid4().bytes
         self._sock = make_socket(
-            zmq.DEALER, connect=master_addr, identity=self.identity, sndhwm=0, rcvhwm=0
+            zmq.DEALER, connect=self.master_addr, identity=self.identity, sndhwm=0, rcvhwm=0
         )
         self._thread = threading.Thread(target=self._io_loop, name="zdf-client-io", daemon=True)
         self._thread.start()
@@ -257,8 +258,26 @@ class Client:
                 pass  # canceled by the caller while the result was on its way
 
 
-def connect(master_addr: str = "127.0.0.1:10240", **options: Any) -> Client:
-    """A client of the master at ``host:port``; use it as a context manager."""
+def find_leader(master_addr: str | list[str], timeout: float) -> str:
+    """The leading master among ``host:port[,host:port...]`` (the only one when just one)."""
+    endpoints = master_addr.split(",") if isinstance(master_addr, str) else list(master_addr)
+    endpoints = [e.strip() for e in endpoints if e.strip()]
+    if len(endpoints) == 1:
+        return endpoints[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for addr in endpoints:
+            try:
+                with RpcClient(addr, timeout=0.5) as probe:
+                    if probe.call(P.PING, retry=False).get("leading"):
+                        return addr
+            except ZdfError:
+                continue
+    raise ZdfError(f"no leading master among {', '.join(endpoints)}")
+
+
+def connect(master_addr: str | list[str] = "127.0.0.1:10240", **options: Any) -> Client:
+    """A client of the master at ``host:port`` (or the leader of a comma-separated list)."""
     return Client(master_addr, **options)
 
 

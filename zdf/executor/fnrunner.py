@@ -56,6 +56,8 @@ def describe_exception(exc: BaseException) -> dict[str, str]:
 class FunctionRunner:
     def __init__(self, reactor: Reactor, master_addr: str, executor_id: str, name: str) -> None:
         self.reactor = reactor
+        self.master_addr = master_addr
+        self.closed = False
         self.executor_id = executor_id
         self.name = name
         identity = f"{executor_id}/{name}/{os.getpid()}".encode()
@@ -72,14 +74,17 @@ class FunctionRunner:
         self.hello()
 
     def hello(self) -> None:
+        if self.closed:
+            return
         body = {"executor_id": self.executor_id, "worker": self.name}
         self.channel.request(P.FN_HELLO, body, timeout=HELLO_TIMEOUT, callback=self._on_hello)
 
     def _on_hello(self, result: Any, error: ZdfError | None) -> None:
-        if error is not None:
+        if error is not None and not self.closed:
             self.reactor.call_later(HELLO_RETRY, self.hello)
 
     def close(self) -> None:
+        self.closed = True
         self.channel.close()
 
     def on_run(self, call: Call) -> Any:

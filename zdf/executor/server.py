@@ -26,7 +26,7 @@ import zmq
 
 from zdf import protocol as P
 from zdf.config import ExecutorConfig
-from zdf.errors import ZdfError
+from zdf.errors import NotLeader, Timeout, ZdfError
 from zdf.executor.pool import WorkerPool, WorkerSlot
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.wire.reactor import Reactor, Timer
@@ -66,7 +66,8 @@ class Executor:
         self._backoff = REGISTER_BACKOFF_MIN
         self._last_master_beat = time.monotonic()
         self._register_timer: Timer | None = None
-        self._backlog: list[Any] = []  # start_task bodies waiting for a ready worker
+        self._backlog: list[Any] = []
+        self._master_hb = ""  # start_task bodies waiting for a ready worker
 
         self.ctl = Channel(
             self.reactor,
@@ -86,6 +87,8 @@ class Executor:
             P.ENDPOINTS: self.on_endpoints,
             P.PING: lambda call: {"executor": self.executor_id},
         }
+        self.masters = list(config.join)
+        self.master_addr = self.masters[0]
         self.master = self._connect_master(handlers)
         self.publisher = HeartbeatPublisher(config.worker_addr, self.executor_id, 0)
         self.master_sub = HeartbeatSubscriber(self.reactor, self._on_master_beat)
@@ -97,7 +100,6 @@ class Executor:
             run_dir,
             config.log_level,
             self._on_worker_exit,
-            master_addr=config.join[0],
             executor_id=self.executor_id,
         )
         self._handlers = handlers
@@ -106,8 +108,23 @@ class Executor:
         self.reactor.call_every(config.keepalive_interval, self._check_master)
 
     def _connect_master(self, handlers: dict[str, Callable[[Call], Any]]) -> Channel:
-        sock = make_socket(zmq.DEALER, connect=self.config.join[0])
+        sock = make_socket(zmq.DEALER, connect=self.master_addr)
         return Channel(self.reactor, sock, handlers, name="executor")
+
+    def _switch_master(self, hint: str | None) -> None:
+        """Talk to another master: the leader's address when a standby named it, else the next."""
+        if hint and hint not in self.masters:
+            self.masters.append(hint)
+        if hint:
+            target = hint
+        else:
+            target = self.masters[(self.masters.index(self.master_addr) + 1) % len(self.masters)]
+        if target == self.master_addr and hint is None and len(self.masters) == 1:
+            return
+        log.info("switching master connection %s -> %s", self.master_addr, target)
+        self.master.close()
+        self.master_addr = target
+        self.master = self._connect_master(self._handlers)
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
@@ -144,6 +161,11 @@ class Executor:
     def _on_registered(self, result: Any, error: ZdfError | None) -> None:
         if error is not None or not isinstance(result, dict):
             log.info("registration not answered (%s); retrying", error)
+            if isinstance(error, NotLeader):
+                hint = error.data.get("leader")
+                self._switch_master(hint if isinstance(hint, str) else None)
+            elif isinstance(error, Timeout) and len(self.masters) > 1:
+                self._switch_master(None)
             self._backoff = min(REGISTER_BACKOFF_MAX, self._backoff * 2)
             if self._register_timer is None:
                 self._register_timer = self.reactor.call_later(self._backoff, self._register)
@@ -153,9 +175,14 @@ class Executor:
         self.master_epoch = int(result.get("epoch", 0))
         self._last_master_beat = time.monotonic()
         heartbeat_addr = result.get("heartbeat_addr")
-        if isinstance(heartbeat_addr, str):
+        if isinstance(heartbeat_addr, str) and heartbeat_addr != self._master_hb:
+            if self._master_hb:
+                self.master_sub.disconnect(self._master_hb)
+            self._master_hb = heartbeat_addr
             self.master_sub.connect(heartbeat_addr)
         log.info("registered with master %s (epoch %s)", result.get("master"), self.master_epoch)
+        for slot in self.pool.slots.values():
+            self.ctl.notify(P.LEADER, {"addr": self.master_addr}, peer=slot.identity)
 
     def _on_master_beat(self, body: dict[str, Any]) -> None:
         self._last_master_beat = time.monotonic()
@@ -250,6 +277,8 @@ class Executor:
         if slot is None:
             return None
         log.debug("worker %s ready", name)
+        if self.registered:
+            self.ctl.notify(P.LEADER, {"addr": self.master_addr}, peer=slot.identity)
         if not self.registered and self._register_timer is None and self.pool.all_ready():
             self._register()
         self._drain_backlog()

@@ -99,8 +99,8 @@ class WorkerTaskContext(TaskContext):
             if error is None:
                 if on_saved is not None:
                     on_saved()
-            elif isinstance(error, Timeout):
-                log.warning("checkpoint of %s not confirmed in time", self.task_id)
+            elif isinstance(error, Timeout) or error.data.get("retry"):
+                log.warning("checkpoint of %s not taken now (%s)", self.task_id, error)
             else:
                 self.report_failed(f"checkpoint refused: {error}")
 

@@ -79,9 +79,11 @@ class Worker:
                 P.CANCEL_TASK: self.on_cancel_task,
                 P.ENDPOINTS: self.on_endpoints,
                 "stop": lambda call: self.reactor.stop(),
+                P.LEADER: self.on_leader,
             },
             name=f"worker-{name}",
         )
+        self.executor_id = executor_id
         self.functions = FunctionRunner(self.reactor, master, executor_id, name) if master else None
         self.reactor.call_every(PARENT_CHECK_INTERVAL, self._check_parent)
         self.channel.notify("ready", {"pid": os.getpid()})
@@ -180,6 +182,16 @@ class Worker:
         self.report(
             job_id, spec.task_id, attempt, "finished", {"result": result, "elapsed_s": elapsed}
         )
+
+    def on_leader(self, call: Call) -> Any:
+        """Take function tasks from this master from now on."""
+        body = P.fields(call.body, addr=str)
+        if self.functions is not None and self.functions.master_addr == body["addr"]:
+            return None
+        if self.functions is not None:
+            self.functions.close()
+        self.functions = FunctionRunner(self.reactor, body["addr"], self.executor_id, self.name)
+        return None
 
     def on_cancel_task(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, task_id=str)

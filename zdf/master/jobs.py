@@ -73,6 +73,7 @@ class JobRecord:
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
+    token: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +85,7 @@ class JobRecord:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "error": self.error,
+            "token": self.token,
             "tasks": [t.to_dict() for t in self.tasks.values()],
         }
 
@@ -115,12 +117,75 @@ class JobManager:
             return self.jobs[self._tokens[token]]
         job_id = f"job-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         tasks = {t.task_id: TaskRecord(job_id, t) for t in spec.tasks}
-        job = JobRecord(job_id, spec, tasks)
+        job = JobRecord(job_id, spec, tasks, token=token)
         self.jobs[job_id] = job
         if token:
             self._tokens[token] = job_id
         self.dirty.add(job_id)
         return job
+
+    def restore(self, doc: dict[str, Any]) -> JobRecord:
+        """Rebuild a job from its metastore record (a new leader taking over)."""
+        spec = JobSpec.from_dict(doc["spec"])
+        tasks = {t.task_id: TaskRecord(doc["id"], t) for t in spec.tasks}
+        for saved in doc.get("tasks", []):
+            task = tasks.get(saved.get("id"))
+            if task is None:
+                continue
+            task.state = TaskState(saved.get("state", "pending"))
+            task.executor = saved.get("executor")
+            task.attempt = int(saved.get("attempt", 0))
+            task.failures = int(saved.get("failures", 0))
+            task.info = dict(saved.get("info") or {})
+            task.progress = dict(saved.get("progress") or {})
+            if task.state is TaskState.SCHEDULED:
+                task.state = TaskState.RUNNING  # confirmed or requeued once its executor speaks
+        job = JobRecord(
+            doc["id"],
+            spec,
+            tasks,
+            JobState(doc.get("state", "pending")),
+            float(doc.get("submitted_at") or time.time()),
+            doc.get("started_at"),
+            doc.get("finished_at"),
+            doc.get("error"),
+            doc.get("token"),
+        )
+        self.jobs[job.job_id] = job
+        if job.token:
+            self._tokens[job.token] = job.job_id
+        return job
+
+    def reconcile(
+        self, executor_id: str, running: list[tuple[str, str, int]]
+    ) -> tuple[list[tuple[str, str]], list[TaskRecord]]:
+        """An executor (re)registered, reporting the attempts it runs.
+
+        Returns the reported tasks it must stop (stale attempts, unknown or finished
+        jobs) and the tasks the master had placed there that it no longer runs
+        (they go back to Pending).
+        """
+        reported = {(job_id, task_id): attempt for job_id, task_id, attempt in running}
+        stop: list[tuple[str, str]] = []
+        for (job_id, task_id), attempt in reported.items():
+            job = self.jobs.get(job_id)
+            task = job.tasks.get(task_id) if job else None
+            live = task is not None and task.state in (TaskState.SCHEDULED, TaskState.RUNNING)
+            if not live or task is None or task.attempt != attempt or task.executor != executor_id:
+                stop.append((job_id, task_id))
+        lost = []
+        for job in self.jobs.values():
+            if job.state in TERMINAL_JOB_STATES:
+                continue
+            for task in job.tasks.values():
+                if (
+                    task.executor == executor_id
+                    and task.state in (TaskState.SCHEDULED, TaskState.RUNNING)
+                    and reported.get((job.job_id, task.task_id)) != task.attempt
+                ):
+                    self._requeue(job, task)
+                    lost.append(task)
+        return stop, lost
 
     def get(self, job_id: str) -> JobRecord:
         job = self.jobs.get(job_id)
@@ -162,6 +227,16 @@ class JobManager:
                 free[executor_id] -= 1
                 dispatches.append(Dispatch(executor_id, job.job_id, task.spec, task.attempt))
         return dispatches
+
+    def unplace(self, dispatches: list[Dispatch]) -> None:
+        """Take back placements that could not be recorded; the tasks wait as Pending.
+
+        Their attempt numbers stay used: an attempt number is never given twice."""
+        for d in dispatches:
+            job = self.jobs.get(d.job_id)
+            task = job.tasks.get(d.spec.task_id) if job else None
+            if task is not None and task.attempt == d.attempt:
+                self._requeue(job, task)  # type: ignore[arg-type]
 
     # -- reports ------------------------------------------------------------
     def task_state(

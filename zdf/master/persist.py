@@ -6,6 +6,8 @@ Keys (framework and discovery prefixes, DESIGN.md "Metastore")::
     /zdf/discovery/executors/<id>    {id, addr, slots, host}, under a lease per executor
     /zdf/framework/jobs/<job_id>     the job record with its spec and tasks
     /zdf/framework/checkpoints/<job_id>/<task_id>   a task's last checkpoint (msgpack)
+    /zdf/framework/endpoints/<job_id>/<task_id>/<name>   where a task listens
+    /zdf/election/master             the leading master, under its lease (election.py)
 
 Records are JSON so that ``zdf meta get`` shows them readably. A job is written
 once, synchronously, before its submission is acknowledged; later changes are
@@ -21,7 +23,9 @@ import logging
 from typing import Any, Protocol
 
 from zdf.errors import ZdfError
+from zdf.master.election import ELECTION_KEY, LostLeadership
 from zdf.master.jobs import JobManager, JobRecord
+from zdf.metastore.txn import Compare, put_op
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +33,13 @@ DISCOVERY_MASTERS = "/zdf/discovery/masters/"
 DISCOVERY_EXECUTORS = "/zdf/discovery/executors/"
 FRAMEWORK_JOBS = "/zdf/framework/jobs/"
 FRAMEWORK_CHECKPOINTS = "/zdf/framework/checkpoints/"
+FRAMEWORK_ENDPOINTS = "/zdf/framework/endpoints/"
 
 
 class MetaLike(Protocol):
     def put(self, key: str | bytes, value: str | bytes, lease: int = 0) -> Any: ...
     def range(self, prefix: str | bytes, limit: int = 0) -> Any: ...
+    def txn(self, compare: Any, success: Any = (), failure: Any = ()) -> Any: ...
     def delete(self, key: str | bytes, prefix: bool = False) -> Any: ...
     def lease_grant(self, ttl: float) -> int: ...
     def lease_keepalive(self, lease_id: int) -> Any: ...
@@ -48,15 +54,31 @@ class FrameworkStore:
     def __init__(self, meta: MetaLike) -> None:
         self.meta = meta
         self.failures = 0
+        self.epoch: int | None = None  # set when leading: job writes are fenced by it
         self._executor_leases: dict[str, int] = {}
 
     def save_job(self, job: JobRecord) -> None:
-        self.meta.put(FRAMEWORK_JOBS + job.job_id, _dumps(job_document(job)))
+        """Write a job record, but only while this master still holds the leadership.
+
+        The write is a transaction on the election key's revision (the epoch), so
+        a master that lost its lease without noticing cannot overwrite what the
+        new leader decided: it gets ``LostLeadership`` and stops."""
+        key, doc = FRAMEWORK_JOBS + job.job_id, _dumps(job_document(job))
+        if self.epoch is None:
+            self.meta.put(key, doc)
+            return
+        result = self.meta.txn(
+            [Compare.create_revision(ELECTION_KEY) == self.epoch], [put_op(key, doc)]
+        )
+        if not result.succeeded:
+            raise LostLeadership(f"the election key is no longer at epoch {self.epoch}")
 
     def flush(self, jobs: JobManager) -> None:
         for job_id in sorted(jobs.dirty):
             try:
                 self.save_job(jobs.jobs[job_id])
+            except LostLeadership:
+                raise
             except ZdfError as exc:
                 self.failures += 1
                 log.warning("could not persist job %s: %s", job_id, exc)
@@ -67,11 +89,31 @@ class FrameworkStore:
         """A task's checkpoint (msgpack), durable before the task is told it is saved."""
         self.meta.put(f"{FRAMEWORK_CHECKPOINTS}{job_id}/{task_id}", state)
 
+    def save_endpoint(self, job_id: str, task_id: str, name: str, addr: str) -> None:
+        self.meta.put(f"{FRAMEWORK_ENDPOINTS}{job_id}/{task_id}/{name}", addr)
+
     def drop_checkpoints(self, job_id: str) -> None:
-        try:
-            self.meta.delete(f"{FRAMEWORK_CHECKPOINTS}{job_id}/", prefix=True)
-        except ZdfError as exc:
-            log.warning("could not drop the checkpoints of %s: %s", job_id, exc)
+        """A job ended: its checkpoints and endpoints are of no more use."""
+        for prefix in (FRAMEWORK_CHECKPOINTS, FRAMEWORK_ENDPOINTS):
+            try:
+                self.meta.delete(f"{prefix}{job_id}/", prefix=True)
+            except ZdfError as exc:
+                log.warning("could not drop %s%s: %s", prefix, job_id, exc)
+
+    def load_checkpoints(self) -> dict[tuple[str, str], bytes]:
+        out = {}
+        for kv in self.meta.range(FRAMEWORK_CHECKPOINTS):
+            job_id, _, task_id = kv.key.decode()[len(FRAMEWORK_CHECKPOINTS) :].partition("/")
+            out[(job_id, task_id)] = bytes(kv.value)
+        return out
+
+    def load_endpoints(self) -> dict[tuple[str, str, str], str]:
+        out = {}
+        for kv in self.meta.range(FRAMEWORK_ENDPOINTS):
+            parts = kv.key.decode()[len(FRAMEWORK_ENDPOINTS) :].split("/")
+            if len(parts) == 3:
+                out[(parts[0], parts[1], parts[2])] = kv.value.decode()
+        return out
 
     def load_jobs(self) -> list[dict[str, Any]]:
         docs = []

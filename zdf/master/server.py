@@ -20,14 +20,16 @@ import zmq
 
 from zdf import protocol as P
 from zdf.config import MasterConfig
-from zdf.errors import JobError, ProtocolError, Timeout, ZdfError
+from zdf.errors import JobError, NotLeader, ProtocolError, Timeout, ZdfError
 from zdf.jobs.spec import JobSpec
+from zdf.master.election import LeaderInfo, LostLeadership, MasterElection
 from zdf.master.fnqueue import FunctionQueue
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.master.jobs import Dispatch, JobManager, JobRecord
 from zdf.master.liveness import ExecutorLiveness, Transition
-from zdf.master.persist import FrameworkStore, MetaLike
+from zdf.master.persist import FrameworkStore
 from zdf.master.states import TERMINAL_JOB_STATES, ExecutorState, TaskState
+from zdf.metastore.client import MetaClient
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import DEFER, Call, Channel
 from zdf.wire.sockets import make_socket
@@ -35,6 +37,10 @@ from zdf.wire.sockets import make_socket
 log = logging.getLogger(__name__)
 
 PERSIST_INTERVAL = 0.05
+ELECTION_POLL = 0.1
+TAKEOVER_GRACE_TTLS = 2
+RETRY_SCHEDULE = 0.2
+STANDBY_OPS = frozenset({P.PING, P.CLUSTER_STATUS})  # what a standby still answers
 EXECUTOR_SESSION_TTL = 10.0
 
 
@@ -63,10 +69,29 @@ class ExecutorInfo:
 
 
 class Master:
-    def __init__(self, config: MasterConfig, meta: MetaLike | None, reactor: Reactor | None = None):
+    def __init__(
+        self,
+        config: MasterConfig,
+        meta: MetaClient | None,
+        reactor: Reactor | None = None,
+    ):
         self.config = config
         self.reactor = reactor or Reactor()
-        self.epoch = int(time.time() * 1000)
+        self.epoch = 0  # the election's epoch once leading
+        self.leader: LeaderInfo | None = None
+        self.election = (
+            MasterElection(
+                meta,
+                {
+                    "name": config.name,
+                    "addr": config.master_addr,
+                    "heartbeat_addr": config.heartbeat_addr,
+                },
+                config.election_ttl,
+            )
+            if meta is not None
+            else None
+        )
         self.jobs = JobManager()
         self.store = FrameworkStore(meta) if meta is not None else None
         self.liveness = ExecutorLiveness(config.keepalive_interval, config.keepalive_ttl)
@@ -78,7 +103,11 @@ class Master:
         self.checkpoints: dict[tuple[str, str], bytes] = {}
         self.started = time.time()
         handlers: dict[str, Callable[[Call], Any]] = {
-            P.PING: lambda call: {"master": config.name, "epoch": self.epoch},
+            P.PING: lambda call: {
+                "master": config.name,
+                "epoch": self.epoch,
+                "leading": self.leading,
+            },
             P.REGISTER: self.on_register,
             P.TASK_STATE: self.on_task_state,
             P.PROGRESS: self.on_progress,
@@ -96,6 +125,7 @@ class Master:
             self.reactor, make_socket(zmq.ROUTER, bind=config.master_addr), handlers, name="master"
         )
         self.channel.on_traffic = self._on_traffic
+        self.channel.gate = self._gate
         self.functions = FunctionQueue(
             self.channel,
             executor_alive=lambda e: self.liveness.state(e) is ExecutorState.ALIVE,
@@ -114,10 +144,104 @@ class Master:
         self.reactor.call_every(config.keepalive_interval / 2, self._check_liveness)
         self.reactor.call_every(PERSIST_INTERVAL, self._persist)
         self.reactor.call_every(EXECUTOR_SESSION_TTL / 3, self._keep_leases)
+        self.lost_leadership = False
+        self._master_lease: int | None = None
+        if self.election is None:
+            self._take_over(epoch=int(time.time() * 1000))
+        else:
+            self.reactor.call_every(ELECTION_POLL, self._campaign, now=True)
+            self.reactor.call_every(config.election_ttl / 4, self._keep_leadership)
+
+    # -- leadership ---------------------------------------------------------
+    @property
+    def leading(self) -> bool:
+        return self.epoch != 0
+
+    def _gate(self, call: Call) -> None:
+        if not self.leading and call.op not in STANDBY_OPS:
+            hint = self.leader.addr if self.leader is not None else None
+            raise NotLeader(f"master {self.config.name} is a standby", leader=hint)
+
+    def _campaign(self) -> None:
+        if self.leading or self.election is None:
+            return
+        try:
+            leader = self.election.campaign()
+        except ZdfError as exc:
+            log.warning("campaign failed: %s", exc)
+            return
+        if self.election.leading and self.election.epoch is not None:
+            self._take_over(self.election.epoch)
+        elif leader is not None and leader != self.leader:
+            log.info("standby; the leader is %s at %s", leader.name, leader.addr)
+            self.leader = leader
+
+    def _keep_leadership(self) -> None:
+        if not self.leading or self.election is None:
+            return
+        try:
+            still = self.election.keepalive()
+        except ZdfError as exc:
+            log.warning("leadership keepalive failed: %s", exc)
+            return
+        if not still:
+            self._step_down("its lease is gone")
+
+    def _step_down(self, why: str) -> None:
+        # Someone else may lead now: stop acting at once (fail-stop), never split-brain.
+        log.error("master %s lost its leadership (%s); stopping", self.config.name, why)
+        self.lost_leadership = True
+        self.epoch = 0
+        self.reactor.stop()
+
+    def _take_over(self, epoch: int) -> None:
+        """Lead from ``epoch``: rebuild jobs, checkpoints and endpoints from the metastore."""
+        started = time.monotonic()
+        self.epoch = epoch
+        self.publisher.epoch = epoch
+        if self.store is not None and self.election is not None:
+            self.store.epoch = epoch
+        self.leader = LeaderInfo(
+            self.config.name, self.config.master_addr, self.config.heartbeat_addr, epoch
+        )
         if self.store is not None:
-            info = {"name": config.name, "addr": config.master_addr, "epoch": self.epoch}
-            info["heartbeat_addr"] = config.heartbeat_addr
-            self._master_lease = self.store.register_master(config.name, info, EXECUTOR_SESSION_TTL)
+            self._restore()
+            info = {"name": self.config.name, "addr": self.config.master_addr, "epoch": epoch}
+            info["heartbeat_addr"] = self.config.heartbeat_addr
+            try:
+                self._master_lease = self.store.register_master(
+                    self.config.name, info, EXECUTOR_SESSION_TTL
+                )
+            except ZdfError as exc:
+                log.warning("could not record the master in discovery: %s", exc)
+        self._beat()
+        log.info(
+            "master %s leads (epoch %d), state rebuilt in %.1f ms",
+            self.config.name,
+            epoch,
+            1000 * (time.monotonic() - started),
+        )
+
+    def _restore(self) -> None:
+        assert self.store is not None
+        # Executors still running tasks get a grace to find this master and register
+        # again (they notice the old one is gone after a keepalive TTL, then retry).
+        now = time.monotonic() + TAKEOVER_GRACE_TTLS * self.config.keepalive_ttl
+        for doc in self.store.load_jobs():
+            try:
+                job = self.jobs.restore(doc)
+            except (KeyError, ValueError, ZdfError) as exc:
+                log.warning("skipping job record %s: %s", doc.get("id"), exc)
+                continue
+            for task in job.tasks.values():
+                placed = task.state in (TaskState.SCHEDULED, TaskState.RUNNING)
+                if task.executor and placed and self.liveness.state(task.executor) is None:
+                    self.liveness.add(task.executor, now)
+        self.checkpoints.update(self.store.load_checkpoints())
+        for (job_id, task_id, name), addr in self.store.load_endpoints().items():
+            self._endpoints.setdefault(job_id, {})[(task_id, name)] = addr
+        if self.jobs.jobs:
+            log.info("restored %d jobs from the metastore", len(self.jobs.jobs))
 
     # -- lifecycle ----------------------------------------------------------
     def run(self) -> None:
@@ -132,7 +256,8 @@ class Master:
 
     # -- liveness -----------------------------------------------------------
     def _beat(self) -> None:
-        self.publisher.beat()
+        if self.leading:
+            self.publisher.beat()
 
     def _on_traffic(self, peer: bytes | None) -> None:
         executor_id = self._by_peer.get(peer) if peer is not None else None
@@ -157,6 +282,8 @@ class Master:
             self._apply_liveness(self.liveness.refused(executor_id))
 
     def _check_liveness(self) -> None:
+        if not self.leading:
+            return
         for move in self.liveness.tick(time.monotonic()):
             self._apply_liveness(move)
 
@@ -183,10 +310,12 @@ class Master:
         self._schedule()
 
     def _keep_leases(self) -> None:
-        if self.store is None:
+        if self.store is None or not self.leading:
             return
         alive = [e for e in self.executors if self.liveness.state(e) is not ExecutorState.DEAD]
         try:
+            if self._master_lease is not None:
+                self.store.meta.lease_keepalive(self._master_lease)
             self.store.keep_executors_alive(alive)
         except ZdfError as exc:
             log.warning("lease keepalive failed: %s", exc)
@@ -198,11 +327,17 @@ class Master:
         assert call.peer is not None
         old = self.executors.get(executor_id)
         if old is not None:
-            # A restarted executor: its previous incarnation's tasks are lost.
             self.subscriber.disconnect(old.addr)
             self._by_peer.pop(old.peer, None)
             self._by_addr.pop(old.addr, None)
-            self.jobs.executor_lost(executor_id)
+        running = [
+            (str(t.get("job_id")), str(t.get("task_id")), int(t.get("attempt", 0)))
+            for t in body.get("tasks") or []
+            if isinstance(t, dict)
+        ]
+        stop, lost = self.jobs.reconcile(executor_id, running)
+        if lost:
+            log.info("%d tasks of %s did not survive; rescheduling", len(lost), executor_id)
         info = ExecutorInfo(
             executor_id,
             body["addr"],
@@ -223,6 +358,10 @@ class Master:
             except ZdfError as exc:
                 log.warning("could not record executor %s in discovery: %s", executor_id, exc)
         log.info("executor %s registered (%s, %d slots)", executor_id, info.addr, info.slots)
+        for job_id, task_id in stop:
+            self.channel.notify(
+                P.CANCEL_TASK, {"job_id": job_id, "task_id": task_id}, peer=call.peer
+            )
         self.reactor.call_later(0, self._schedule)
         return {
             "master": self.config.name,
@@ -252,7 +391,29 @@ class Master:
 
     # -- scheduling ---------------------------------------------------------
     def _schedule(self) -> None:
-        for dispatch in self.jobs.place_pending(self._alive_slots()):
+        """Place what can be placed; record the placements, then send them (write-ahead).
+
+        A placement is durable before its task starts, so a new leader never
+        hands out the same attempt number again."""
+        if not self.leading:
+            return
+        dispatches = self.jobs.place_pending(self._alive_slots())
+        if not dispatches:
+            return
+        if self.store is not None:
+            try:
+                for job_id in sorted({d.job_id for d in dispatches}):
+                    self.store.save_job(self.jobs.jobs[job_id])
+                    self.jobs.dirty.discard(job_id)
+            except LostLeadership as exc:
+                self._step_down(str(exc))
+                return
+            except ZdfError as exc:
+                log.warning("could not record placements (%s); retrying soon", exc)
+                self.jobs.unplace(dispatches)
+                self.reactor.call_later(RETRY_SCHEDULE, self._schedule)
+                return
+        for dispatch in dispatches:
             self._dispatch(dispatch)
 
     def _dispatch(self, d: Dispatch) -> None:
@@ -323,6 +484,9 @@ class Master:
         job = self.jobs.jobs.get(body["job_id"])
         task = job.tasks.get(body["task_id"]) if job else None
         executor_id = self._by_peer.get(call.peer or b"")
+        if executor_id is None:
+            # Not registered (yet) with this master, e.g. just after a failover: try later.
+            raise ZdfError("executor not registered with this master", retry=True)
         if task is None or task.attempt != body["attempt"] or task.executor != executor_id:
             raise JobError(f"stale checkpoint from attempt {body['attempt']} refused")
         if self.store is not None:
@@ -342,6 +506,8 @@ class Master:
             raise JobError(f"no job {job_id!r}")
         table = self._endpoints.setdefault(job_id, {})
         table[(body["task_id"], body["name"])] = body["addr"]
+        if self.store is not None:
+            self.store.save_endpoint(job_id, body["task_id"], body["name"], body["addr"])
         update = {"job_id": job_id, "endpoints": [[body["task_id"], body["name"], body["addr"]]]}
         job = self.jobs.jobs[job_id]
         for executor_id in {t.executor for t in job.tasks.values() if t.executor}:
@@ -357,7 +523,11 @@ class Master:
         token = body.get("token") if isinstance(body.get("token"), str) else None
         job = self.jobs.submit(spec, token)
         if self.store is not None:
-            self.store.save_job(job)  # durable before it is acknowledged
+            try:
+                self.store.save_job(job)  # durable before it is acknowledged
+            except LostLeadership as exc:
+                self._step_down(str(exc))
+                raise NotLeader("this master just lost its leadership", leader=None) from None
             self.jobs.dirty.discard(job.job_id)
         log.info("job %s (%s) submitted with %d tasks", job.job_id, spec.name, len(job.tasks))
         self._schedule()
@@ -420,6 +590,8 @@ class Master:
             "master": self.config.name,
             "addr": self.config.master_addr,
             "epoch": self.epoch,
+            "role": "leader" if self.leading else "standby",
+            "leader": None if self.leader is None else self.leader.addr,
             "uptime_s": round(time.time() - self.started, 1),
             "executors": {s.value: states.count(s) for s in ExecutorState},
             "slots": sum(
@@ -433,5 +605,8 @@ class Master:
         }
 
     def _persist(self) -> None:
-        if self.store is not None and self.jobs.dirty:
-            self.store.flush(self.jobs)
+        if self.leading and self.store is not None and self.jobs.dirty:
+            try:
+                self.store.flush(self.jobs)
+            except LostLeadership as exc:
+                self._step_down(str(exc))

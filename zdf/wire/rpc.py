@@ -37,6 +37,7 @@ DEFER: Any = object()
 """Returned by a handler that will answer later through ``Call.reply``/``Call.fail``."""
 
 MAX_MESSAGES_PER_WAKEUP = 256
+MULTI_ENDPOINT_ATTEMPT = 1.0
 
 
 @dataclass(slots=True)
@@ -101,6 +102,8 @@ class Channel:
         self.zero_copy = zero_copy
         self.stats: Counter[str] = Counter()
         self.on_traffic: Callable[[bytes | None], None] | None = None
+        # Called before every handler; raising refuses the call (a standby's NotLeader).
+        self.gate: Callable[[Call], None] | None = None
         self._pending: dict[int, _Pending] = {}
         self._rids = itertools.count(1)
         reactor.add_reader(sock, self._on_readable)
@@ -223,6 +226,8 @@ class Channel:
             call.fail(ProtocolError(f"unknown operation {call.op!r}"))
             return
         try:
+            if self.gate is not None:
+                self.gate(call)
             result = handler(call)
         except ZdfError as exc:
             self.stats["handler_errors"] += 1
@@ -252,6 +257,9 @@ class RpcClient:
         if not self.endpoints:
             raise ValueError("RpcClient needs at least one endpoint")
         self.timeout = timeout
+        if attempt_timeout is None and len(self.endpoints) > 1:
+            # With several endpoints a dead one must not eat the whole deadline.
+            attempt_timeout = min(MULTI_ENDPOINT_ATTEMPT, timeout / 2)
         self.attempt_timeout = attempt_timeout
         self._identity = identity
         self._index = 0
@@ -338,7 +346,8 @@ class RpcClient:
                 last_error = exc
                 self._rotate()
             if not retry:
-                break
+                assert last_error is not None
+                raise last_error
         if isinstance(last_error, NotLeader):
             raise Timeout(f"{op!r}: no leader answered within the deadline ({last_error.message})")
         raise Timeout(f"{op!r} to {self.endpoint} got no reply within the deadline")

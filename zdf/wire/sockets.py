@@ -8,6 +8,7 @@ where CURVE authentication can be switched on for all of them.
 
 from __future__ import annotations
 
+import random
 import socket as _socket
 from dataclasses import dataclass
 
@@ -48,11 +49,23 @@ def endpoint(addr: str) -> str:
     return f"tcp://{host}:{port}"
 
 
+FREE_PORT_RANGE = (20000, 32767)  # below Linux's ephemeral range (32768-60999)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (for tests and the local demo)."""
-    with _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port that was free a moment ago (for tests and the local demo).
+
+    Drawn below the ephemeral range, so that an outgoing connection made
+    meanwhile cannot take it before the caller binds it."""
+    for _ in range(200):
+        port = random.randint(*FREE_PORT_RANGE)
+        with _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free port found")
 
 
 def make_socket(
