@@ -234,8 +234,8 @@ def test_flaky_everywhere_ten_seconds(cluster: MetastoreCluster, net: ProxyNet) 
 # -- 5. a paused leader ------------------------------------------------------------------------
 def pause_leader(cluster: MetastoreCluster, seed: int) -> None:
     old = cluster.leader()
-    writers = Workload(cluster.endpoints, seed=seed, read_ratio=0.3)
-    pinned = Workload([old.addr], clients=2, seed=seed + 1, read_ratio=1.0)
+    writers = Workload(cluster.endpoints, seed=seed, read_ratio=0.3, tag=f"pause{seed}")
+    pinned = Workload([old.addr], clients=2, seed=seed + 1, read_ratio=1.0, tag=f"pause{seed}")
     with writers, pinned:
         assert writers.wait_acks(5, 10)
         old.pause()

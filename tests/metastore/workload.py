@@ -32,9 +32,12 @@ class Workload:
         timeout: float = 3.0,
         read_ratio: float = 0.5,
         seed: int = 0,
+        tag: str = "",
     ) -> None:
+        """``tag`` names a fresh key space: histories start from missing keys."""
         self.endpoints = list(endpoints)
-        self.keys = [f"lin/{i}" for i in range(keys)]
+        self.keys = [f"lin/{tag or seed}/{i}" for i in range(keys)]
+        self._tag = tag or str(seed)
         self.ops: list[Op] = []
         self.acked: dict[str, list[bytes]] = {k: [] for k in self.keys}
         self.revision_violations: list[str] = []
@@ -107,7 +110,7 @@ class Workload:
                         )
                     else:
                         n += 1
-                        value = f"c{client_id}-{n}".encode()
+                        value = f"{self._tag}-c{client_id}-{n}".encode()
                         try:
                             client.put(key, value)
                         except Timeout:
