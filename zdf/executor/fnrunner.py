@@ -95,8 +95,7 @@ class FunctionRunner:
             self.queue.append((key, fn, frames[offset : offset + nframes]))
             offset += nframes
         if not self._scheduled:
-            self._scheduled = True
-            self.reactor.call_later(0, self.run_slice)
+            self.run_slice()  # at once: a lone task should not wait a loop turn
         return None
 
     def run_slice(self) -> None:
