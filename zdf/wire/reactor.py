@@ -11,6 +11,7 @@ messages zdf lives on, and simpler to reason about: no locks, no awaits.
 from __future__ import annotations
 
 import heapq
+import math
 import itertools
 import logging
 import signal
@@ -141,7 +142,10 @@ class Reactor:
             wake = deadline if wake is None else min(wake, deadline)
         if wake is None:
             return 1000
-        return max(0, min(1000, int((wake - time.monotonic()) * 1000) + 1))
+        delta = wake - time.monotonic()
+        # A timer already due (one scheduled by a callback of this turn) must not
+        # cost a millisecond of sleep; a future one is rounded up, never down.
+        return 0 if delta <= 0 else min(1000, math.ceil(delta * 1000))
 
     def _run_due_timers(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
