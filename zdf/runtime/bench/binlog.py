@@ -39,7 +39,7 @@ class Binlog(Operator):
     def open(self) -> None:
         self.bench = p = BenchParams.from_params(self.params)
         self.stream = int(self.params["stream"])
-        self.max_backlog = int(self.params.get("max-backlog", 2 * p.batch_size * p.tables))
+        self.max_backlog = int(self.params.get("max-backlog", 4 * p.batch_size * p.tables))
         self.max_rows = int(self.params.get("max-message-rows", 4 * p.batch_size * p.tables))
         self.round = 0
         self.chunks: list[np.ndarray] = []

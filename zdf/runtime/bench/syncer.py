@@ -46,7 +46,7 @@ class Syncer(StreamOperator):
     def open(self) -> None:
         self.bench = p = BenchParams.from_params(self.params)
         self.stream = int(self.params["stream"])
-        self.max_held = int(self.params.get("max-held", 8 * p.batch_size))
+        self.max_held = int(self.params.get("max-held", 16 * p.batch_size))
         self.blocked = np.zeros(p.tables, dtype=bool)
         self.blocked_at = [0] * p.tables  # the version a blocked table waits for
         self.held: list[deque[np.ndarray]] = [deque() for _ in range(p.tables)]
