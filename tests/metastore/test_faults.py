@@ -64,12 +64,19 @@ def cluster(tmp_path: Path, net: ProxyNet) -> Iterator[MetastoreCluster]:
 
 
 def converged(cluster: MetastoreCluster) -> bool:
-    states = [m.status() for m in cluster.members]
-    if any(s is None for s in states):
+    """Every replica follows one leader and has applied all the leader had committed."""
+    states = {m.name: m.status() for m in cluster.members}
+    leaders = [s for s in states.values() if s is not None and s["role"] == "leader"]
+    if len(leaders) != 1:
         return False
-    applied = {(s["applied_index"], s["revision"]) for s in states if s}
-    leaders = {s["leader"] for s in states if s}
-    return len(applied) == 1 and len(leaders) == 1 and None not in leaders
+    leader = leaders[0]
+    for name in states:
+        fresh = cluster.by_name(name).status() if name != leader["name"] else leader
+        if fresh is None or fresh["leader"] != leader["name"]:
+            return False
+        if fresh["applied_index"] < leader["commit_index"]:
+            return False
+    return True
 
 
 def terms(cluster: MetastoreCluster) -> dict[str, int]:
