@@ -232,7 +232,7 @@ class MetastoreConfig(LogConfig):
     initial_cluster: dict[str, str] = key(
         "initial-cluster", parse_cluster, {}, "name=peer-addr for every replica"
     )
-    data_dir: str = key("data-dir", parse_str, "/tmp/zdf/metastore", "LevelDB directory")
+    data_dir: str = key("data-dir", parse_str, "/tmp/zdf-data/metastore", "LevelDB directory")
     election_timeout: float = key("election-timeout", parse_duration, 0.3, "Raft election timeout")
     heartbeat_interval: float = key(
         "heartbeat-interval", parse_duration, 0.05, "leader heartbeat interval"
@@ -267,7 +267,7 @@ class MasterConfig(LogConfig):
     )
     keepalive_interval: float = key("keepalive-interval", parse_duration, 0.2, "heartbeat interval")
     rpc_timeout: float = key("rpc-timeout", parse_duration, 5.0, "deadline for one request")
-    data_dir: str = key("data-dir", parse_str, "/tmp/zdf/master", "scratch directory")
+    data_dir: str = key("data-dir", parse_str, "/tmp/zdf-data/master", "scratch directory")
     election_ttl: float = key(
         "election-ttl", parse_duration, 1.0, "lease of the leading master (failover time)"
     )
@@ -301,7 +301,7 @@ class ExecutorConfig(LogConfig):
     workers: int = key(
         "workers", int_range(0, 256), 0, "worker processes hosting the tasks (0: one per CPU)"
     )
-    data_dir: str = key("data-dir", parse_str, "/tmp/zdf/executor", "scratch directory (ipc)")
+    data_dir: str = key("data-dir", parse_str, "/tmp/zdf-data/executor", "scratch directory (ipc)")
 
     def validate(self) -> None:
         if self.keepalive_interval >= self.keepalive_ttl:
