@@ -252,8 +252,22 @@ class Replica:
     def _maybe_compact(self) -> None:
         keep = self.config.snapshot_entries
         applied = self.state.applied_index
-        if applied - self.log.snap_index > keep:
-            self.log.compact(applied - keep // 4)
+        if applied - self.log.snap_index <= keep:
+            return
+        target = applied - keep // 4
+        if self.is_leader and applied - self.log.snap_index <= 4 * keep:
+            # Keep what a live follower still needs, so that it is not chased from one
+            # snapshot to the next; a follower gone for long gets a snapshot anyway.
+            now = time.monotonic()
+            live = [
+                p.match_index
+                for p in self.core.peers.values()
+                if now - p.last_ack < self.config.election_timeout
+            ]
+            if live:
+                target = min(target, min(live))
+        if target > self.log.snap_index:
+            self.log.compact(target)
 
     # -- snapshots -----------------------------------------------------------------------------
     def _start_snapshot(self, name: str) -> None:
