@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -51,9 +52,17 @@ def default_job(base_dir: str) -> tuple[JobSpec, dict[str, Any] | None]:
 @click.option("--executors", default=2, show_default=True, help="How many executors to start.")
 @click.option("--workers", default=2, show_default=True, help="Worker processes per executor.")
 @click.option(
+    "--masters", default=None, type=int, help="Masters to start (default 1; 2 with a master kill)."
+)
+@click.option(
     "--kill-executor-after",
     default=None,
     help="Kill -9 the busiest executor this long after submission (e.g. 2s).",
+)
+@click.option(
+    "--kill-master-after",
+    default=None,
+    help="Kill -9 the leading master this long after submission; a standby takes over.",
 )
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for the job.")
 @click.option("--keep", is_flag=True, help="Keep the demo's directory (logs, sink files).")
@@ -62,28 +71,30 @@ def demo(
     config_path: str | None,
     executors: int,
     workers: int,
+    masters: int | None,
     kill_executor_after: str | None,
+    kill_master_after: str | None,
     timeout: float,
     keep: bool,
 ) -> None:
     """Start a local cluster, run a job on it, print a report, stop everything."""
     console = Console()
-    kill_after = None
-    if kill_executor_after is not None:
-        try:
-            kill_after = parse_duration(kill_executor_after)
-        except ValueError as exc:
-            raise ConfigError(f"flag --kill-executor-after: expected {exc}") from None
+    faults = Faults(
+        _duration("--kill-executor-after", kill_executor_after),
+        _duration("--kill-master-after", kill_master_after),
+    )
+    n_masters = masters or (2 if faults.master_after is not None else 1)
     base_dir = tempfile.mkdtemp(prefix="zdf-demo-")
     job_data: dict[str, Any] | None = None
     if config_path:
         spec = load_job_file(config_path)
     else:
         spec, job_data = default_job(base_dir)
-    cluster = LocalCluster(base_dir, executors=executors, workers=workers)
+    cluster = LocalCluster(base_dir, executors=executors, workers=workers, masters=n_masters)
     ok = False
     try:
-        with console.status(f"starting a metastore, a master and {executors} executors"):
+        what = f"a metastore, {n_masters} master(s) and {executors} executors"
+        with console.status(f"starting {what}"):
             started = time.monotonic()
             cluster.start()
         console.print(
@@ -96,7 +107,7 @@ def demo(
             ["id", "addr", "slots", "state"],
             [[r["id"], r["addr"], r["slots"], r["state"]] for r in rows],
         )
-        job = run_job(console, cluster, spec, timeout, kill_after)
+        job = run_job(console, cluster, spec, timeout, faults)
         print_job(job)
         ok = job["state"] == "finished"
         if job_data is not None and ok:
@@ -113,20 +124,76 @@ def demo(
         raise SystemExit(1)
 
 
+def _duration(flag: str, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"flag {flag}: expected {exc}, got {value!r}") from None
+
+
+@dataclass
+class Faults:
+    """What to break during the run, and when each breakage was healed."""
+
+    executor_after: float | None = None
+    master_after: float | None = None
+    killed_executor: tuple[str, float] | None = None
+    killed_master: float | None = None
+    executor_recovered: bool = False
+    master_recovered: bool = False
+
+    def inject(
+        self, console: Console, cluster: LocalCluster, since: float, tasks: list[Any]
+    ) -> None:
+        now = time.monotonic()
+        due = self.executor_after is not None and now - since >= self.executor_after
+        if due and self.killed_executor is None:
+            self.killed_executor = (kill_busiest(cluster, tasks), now)
+            console.print(f"[yellow]killed executor {self.killed_executor[0]} (kill -9)[/]")
+        due = self.master_after is not None and now - since >= self.master_after
+        if due and self.killed_master is None:
+            leader = cluster.leader()
+            if leader is not None:
+                cluster.kill(leader)
+                self.killed_master = now
+                console.print(f"[yellow]killed the leading master {leader.name} (kill -9)[/]")
+
+    def observe(self, console: Console, cluster: LocalCluster, tasks: list[Any]) -> None:
+        now = time.monotonic()
+        killed = self.killed_master
+        if killed is not None and not self.master_recovered and cluster.leader() is not None:
+            self.master_recovered = True
+            ms = 1000 * (now - killed)
+            console.print(f"[green]a standby master serves {ms:.0f} ms after the kill[/]")
+        if self.killed_executor is not None and not self.executor_recovered:
+            victim, at = self.killed_executor
+            states = [t["state"] for t in tasks]
+            moved = all(t["executor"] != victim or t["state"] == "finished" for t in tasks)
+            if moved and all(s in ("running", "finished") for s in states):
+                self.executor_recovered = True
+                ms = 1000 * (now - at)
+                console.print(f"[green]its tasks run elsewhere {ms:.0f} ms after the kill[/]")
+
+
 def run_job(
-    console: Console, cluster: LocalCluster, spec: JobSpec, timeout: float, kill_after: float | None
+    console: Console, cluster: LocalCluster, spec: JobSpec, timeout: float, faults: Faults
 ) -> dict[str, Any]:
     client = cluster.client()
     submitted = time.monotonic()
     job_id = submit(client, spec)
     console.print(f"submitted {job_id}: {len(spec.tasks)} tasks")
     all_running_at: float | None = None
-    killed: tuple[str, float] | None = None
-    recovered_at: float | None = None
     deadline = submitted + timeout
     with console.status("running") as status:
         while True:
-            job = client.call(P.JOB_STATUS, {"job_id": job_id})
+            try:
+                job = client.call(P.JOB_STATUS, {"job_id": job_id})
+            except Timeout:
+                if time.monotonic() > deadline:
+                    raise
+                continue  # a master failover is under way
             now = time.monotonic()
             tasks = job["tasks"]
             states = [t["state"] for t in tasks]
@@ -134,15 +201,8 @@ def run_job(
                 all_running_at = now
                 ms = 1000 * (now - submitted)
                 console.print(f"all {len(tasks)} tasks running {ms:.0f} ms after submission")
-            if kill_after is not None and killed is None and now - submitted >= kill_after:
-                killed = (kill_busiest(cluster, tasks), now)
-                console.print(f"[yellow]killed executor {killed[0]} (kill -9)[/]")
-            if killed is not None and recovered_at is None:
-                moved = [t for t in tasks if t["executor"] != killed[0] or t["state"] == "finished"]
-                if len(moved) == len(tasks) and all(s in ("running", "finished") for s in states):
-                    recovered_at = now
-                    ms = 1000 * (now - killed[1])
-                    console.print(f"[green]its tasks run elsewhere {ms:.0f} ms after the kill[/]")
+            faults.inject(console, cluster, submitted, tasks)
+            faults.observe(console, cluster, tasks)
             done = sum(1 for s in states if s == "finished")
             records = sum(
                 float(t.get("progress", {}).get("records", 0)) for t in tasks if t["kind"] == "sink"

@@ -39,6 +39,7 @@ REGISTER_BACKOFF_MIN = 0.05
 REGISTER_BACKOFF_MAX = 2.0
 REAP_INTERVAL = 0.05
 RELAY_TIMEOUT = 5.0
+REPORT_TIMEOUT = 2.0
 
 
 @dataclass
@@ -67,7 +68,10 @@ class Executor:
         self._last_master_beat = time.monotonic()
         self._register_timer: Timer | None = None
         self._backlog: list[Any] = []
-        self._master_hb = ""  # start_task bodies waiting for a ready worker
+        self._master_hb = ""
+        self._unacked: dict[
+            tuple[str, str, int], dict[str, Any]
+        ] = {}  # start_task bodies waiting for a ready worker
 
         self.ctl = Channel(
             self.reactor,
@@ -153,6 +157,7 @@ class Executor:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "tasks": [vars(t) for t in self.tasks.values()],
+            "reports": list(self._unacked.values()),
         }
         self.master.request(
             P.REGISTER, body, timeout=max(0.5, self._backoff * 4), callback=self._on_registered
@@ -297,11 +302,24 @@ class Executor:
                 slot.tasks.discard(key)
                 if running.kind == "function":
                     slot.functions = max(0, slot.functions - 1)
-            self.master.notify(P.TASK_STATE, body)
+            self._report_final(body)
             self._drain_backlog()
             return None
         self.master.notify(P.TASK_STATE, body)
         return None
+
+    def _report_final(self, body: dict[str, Any]) -> None:
+        """A task's last word must reach a master: kept until acknowledged, and sent
+        again with the next registration (a master failover can swallow it)."""
+        key = (body["job_id"], body["task_id"], body["attempt"])
+        self._unacked[key] = body
+
+        def acked(result: Any, error: ZdfError | None) -> None:
+            # Kept on a timeout or a "not registered" refusal: re-sent on registration.
+            if error is None or not (isinstance(error, Timeout) or error.data.get("retry")):
+                self._unacked.pop(key, None)
+
+        self.master.request(P.TASK_STATE, body, timeout=REPORT_TIMEOUT, callback=acked)
 
     def _relay(self, call: Call) -> Any:
         """Forward a worker's request to the master and its answer back."""
@@ -325,15 +343,14 @@ class Executor:
             running = self.tasks.pop(key, None)
             if running is None:
                 continue
-            self.master.notify(
-                P.TASK_STATE,
+            self._report_final(
                 {
                     "job_id": running.job_id,
                     "task_id": running.task_id,
                     "attempt": running.attempt,
                     "state": "failed",
                     "info": {"error": f"worker process exited with code {code}"},
-                },
+                }
             )
 
 

@@ -330,6 +330,10 @@ class Master:
             self.subscriber.disconnect(old.addr)
             self._by_peer.pop(old.peer, None)
             self._by_addr.pop(old.addr, None)
+        # Final reports the previous master may never have seen come first.
+        for report in body.get("reports") or []:
+            if isinstance(report, dict):
+                self._apply_report(report, executor_id)
         running = [
             (str(t.get("job_id")), str(t.get("task_id")), int(t.get("attempt", 0)))
             for t in body.get("tasks") or []
@@ -465,18 +469,25 @@ class Master:
             )
 
     def on_task_state(self, call: Call) -> Any:
-        body = P.fields(call.body, job_id=str, task_id=str, attempt=int, state=str)
+        executor_id = self._by_peer.get(call.peer or b"")
+        if executor_id is None:
+            # Not registered with this master (a failover): the executor sends it again
+            # with its registration, so refuse rather than lose it.
+            raise ZdfError("executor not registered with this master", retry=True)
+        self._apply_report(call.body, executor_id)
+        return None
+
+    def _apply_report(self, body: Any, executor_id: str) -> None:
+        body = P.fields(body, job_id=str, task_id=str, attempt=int, state=str)
         try:
             state = TaskState(body["state"])
         except ValueError:
             raise ProtocolError(f"unknown task state {body['state']!r}") from None
-        executor_id = self._by_peer.get(call.peer or b"")
         info = body.get("info") if isinstance(body.get("info"), dict) else {}
         assert isinstance(info, dict)
         self._task_report(
             body["job_id"], body["task_id"], body["attempt"], state, info, executor_id
         )
-        return None
 
     def on_checkpoint(self, call: Call) -> Any:
         """Store a task's state; only the current attempt on its own executor may write."""

@@ -11,9 +11,9 @@ messages zdf lives on, and simpler to reason about: no locks, no awaits.
 from __future__ import annotations
 
 import heapq
-import math
 import itertools
 import logging
+import math
 import signal
 import socket
 import time
