@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -234,3 +236,17 @@ def test_a_restarted_task_resumes_from_its_checkpoint(cluster: LocalCluster) -> 
     assert task["attempt"] == 2 and task["executor"] != victim.extra["id"]
     assert task["info"]["count"] == 300
     assert task["info"]["resumed_from"] >= 40, "resumed from the checkpoint, not from 0"
+
+
+def test_a_hung_executor_is_dead_within_the_ttl_and_comes_back(cluster: LocalCluster) -> None:
+    victim = cluster.executors[0]
+    stopped_at = time.monotonic()
+    os.kill(victim.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: cluster.executor_state("exec-1") == "dead", 3.0, "exec-1 to be dead")
+        took = time.monotonic() - stopped_at
+        assert took < 1.5, f"a silent executor is dead after keepalive-ttl (1 s), took {took:.2f}s"
+    finally:
+        os.kill(victim.pid, signal.SIGCONT)
+    # Once it runs again it notices the master saw it die, and registers anew.
+    wait_until(lambda: cluster.executor_state("exec-1") == "alive", 10.0, "exec-1 to be back")

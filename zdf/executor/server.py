@@ -66,6 +66,7 @@ class Executor:
         self.registered = False
         self._backoff = REGISTER_BACKOFF_MIN
         self._last_master_beat = time.monotonic()
+        self._last_check = time.monotonic()
         self._register_timer: Timer | None = None
         self._backlog: list[Any] = []
         self._master_hb = ""
@@ -198,12 +199,23 @@ class Executor:
             self._register()
 
     def _check_master(self) -> None:
-        silent = time.monotonic() - self._last_master_beat
-        if self.registered and silent > self.config.keepalive_ttl:
+        now = time.monotonic()
+        silent = now - self._last_master_beat
+        frozen = now - self._last_check
+        self._last_check = now
+        if not self.registered:
+            return
+        if frozen > self.config.keepalive_ttl:
+            # This process did not run for a whole TTL (SIGSTOP, a VM pause): the master
+            # has declared it dead meanwhile, even if its old heartbeats sit in our queue.
+            log.warning("executor was frozen for %.1fs: registering again", frozen)
+        elif silent > self.config.keepalive_ttl:
             log.warning("master silent for %.1fs: registering again", silent)
-            self.registered = False
-            self._last_master_beat = time.monotonic()
-            self._register()
+        else:
+            return
+        self.registered = False
+        self._last_master_beat = now
+        self._register()
 
     def _beat(self) -> None:
         self.publisher.beat({"tasks": len(self.tasks)})
