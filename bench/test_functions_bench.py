@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,18 +21,9 @@ import zdf
 from zdf.jobs import examples
 from zdf.localcluster import LocalCluster, wait_until
 from zdf.wire import make_socket
-from zdf.wire.sockets import free_port
 
 N_TASKS = int(os.environ.get("ZDF_BENCH_TASKS", "50000"))
 N_RTT = 2000
-
-RAW_ECHO = """
-import sys, zmq
-s = zmq.Context().socket(zmq.ROUTER)
-s.bind(sys.argv[1])
-while True:
-    s.send_multipart(s.recv_multipart())
-"""
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +35,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield local.start()
     finally:
         local.stop()
-
-
-@pytest.fixture(scope="module")
-def raw_echo() -> Iterator[str]:
-    addr = f"tcp://127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([sys.executable, "-c", RAW_ECHO, addr])
-    try:
-        yield addr
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:

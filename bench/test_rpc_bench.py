@@ -6,8 +6,6 @@ ratio (goal <= 2x raw) is what to compare across machines.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,18 +17,8 @@ import zmq
 from zdf import protocol as P
 from zdf.localcluster import LocalCluster
 from zdf.wire import RpcClient, make_socket
-from zdf.wire.sockets import free_port
 
 ROUNDS = 5000
-
-RAW_ECHO = """
-import sys, zmq
-ctx = zmq.Context()
-s = ctx.socket(zmq.ROUTER)
-s.bind(sys.argv[1])
-while True:
-    s.send_multipart(s.recv_multipart())
-"""
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +28,6 @@ def master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield cluster.start()
     finally:
         cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def raw_echo() -> Iterator[str]:
-    addr = f"tcp://127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([sys.executable, "-c", RAW_ECHO, addr])
-    try:
-        yield addr
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def _latencies(call: object, rounds: int = ROUNDS) -> np.ndarray:
