@@ -7,7 +7,8 @@ dict (msgpack) and every task to its executor as a ``TaskSpec`` dict.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import functools
+from dataclasses import dataclass, field
 from typing import Any
 
 from zdf.errors import JobError
@@ -23,7 +24,13 @@ class TaskSpec:
     params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand: dataclasses.asdict deep-copies every param, which costs on the hot path.
+        return {
+            "task_id": self.task_id,
+            "kind": self.kind,
+            "operator": self.operator,
+            "params": self.params,
+        }
 
     @classmethod
     def from_dict(cls, data: Any) -> TaskSpec:
@@ -49,6 +56,11 @@ class JobSpec:
     job_type: str
     tasks: list[TaskSpec]
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def as_dict(self) -> dict[str, Any]:
+        """``to_dict()`` computed once (a spec never changes)."""
+        return self.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -60,6 +60,7 @@ class TaskRecord:
             "failures": self.failures,
             "info": self.info,
             "progress": self.progress,
+            "started_at": self.started_at,
         }
 
 

@@ -47,7 +47,7 @@ class MetaLike(Protocol):
 
 
 def job_document(job: JobRecord) -> dict[str, Any]:
-    return {**job.to_dict(), "spec": job.spec.to_dict()}
+    return {**job.to_dict(), "spec": job.spec.as_dict}
 
 
 class FrameworkStore:
