@@ -119,8 +119,16 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
     cfg = load_bench_config(data, source)
     common = cfg.params()
     tasks = [TaskSpec("coordinator", "coordinator", f"{OPS}.coordinator:Coordinator", dict(common))]
+    # Each pipeline stage ends when the stage after it is done for good (its done flag),
+    # so that a task restarted late can still replay its input (zdf.runtime.operator).
+    binlogs = [f"binlog-{s}" for s in range(cfg.streams)]
     tasks += [
-        TaskSpec(f"producer-{t}", "producer", f"{OPS}.producer:Producer", {**common, "table": t})
+        TaskSpec(
+            f"producer-{t}",
+            "producer",
+            f"{OPS}.producer:Producer",
+            {**common, "table": t, "done-after": binlogs},
+        )
         for t in range(cfg.table_num)
     ]
     # One message per binlog round is about tables * batch-size / streams rows.
@@ -128,18 +136,31 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
     for s, server in enumerate(cfg.servers):
         chain = {**common, "stream": s, "max-message-rows": round_rows}
         tasks += [
-            TaskSpec(f"binlog-{s}", "binlog", f"{OPS}.binlog:Binlog", {**chain, "server": server}),
+            TaskSpec(
+                f"binlog-{s}",
+                "binlog",
+                f"{OPS}.binlog:Binlog",
+                {**chain, "server": server, "done-after": [f"receive-{s}"]},
+            ),
             TaskSpec(
                 f"receive-{s}",
                 "receive",
                 f"{OPS}.receive:Receive",
-                {**chain, "input": {"task": f"binlog-{s}", "port": "stream", "channel": 0}},
+                {
+                    **chain,
+                    "input": {"task": f"binlog-{s}", "port": "stream", "channel": 0},
+                    "done-after": [f"syncer-{s}"],
+                },
             ),
             TaskSpec(
                 f"syncer-{s}",
                 "syncer",
                 f"{OPS}.syncer:Syncer",
-                {**chain, "input": {"task": f"receive-{s}", "port": "out", "channel": 0}},
+                {
+                    **chain,
+                    "input": {"task": f"receive-{s}", "port": "out", "channel": 0},
+                    "done-after": [f"sink-{s}"],
+                },
             ),
             TaskSpec(f"sink-{s}", "sink", f"{OPS}.sink:Sink", {**chain}),
         ]
@@ -148,5 +169,6 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
         "sink-dir": cfg.sink_dir,
         "checkpoint-interval": cfg.checkpoint_interval,
         "source": source,
+        "expected_records": cfg.table_num * cfg.rcd_cnt,
     }
     return JobSpec(cfg.flow_id, "bench", tasks, settings)

@@ -5,6 +5,11 @@ reports land in dicts, and ``run()`` drives the reactor until every task has
 finished, one has failed, or the deadline passed. Endpoint callbacks are
 delivered on the next reactor turn, never from inside ``publish_endpoint``, so
 operators see the same ordering as under a real executor.
+
+``restart(task_ids)`` plays an executor's death in-process: the tasks stop (or,
+with ``zombies=True``, keep running while their reports and checkpoints are
+refused, as a hung executor's workers do) and start again with attempt + 1 from
+their last checkpoint, so failover can be tested in milliseconds.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -64,14 +70,21 @@ class LocalContext(TaskContext):
     def resolve_endpoint(self, task_id: str, name: str, callback: Callable[[str], None]) -> None:
         self.runner.directory.watch((task_id, name), callback)
 
+    @property
+    def current(self) -> bool:
+        """False for a zombie: its task was started again with a later attempt."""
+        return self.runner.attempts.get(self.task_id, self.attempt) == self.attempt
+
     def report_progress(self, counters: dict[str, float]) -> None:
         self.progress.update(counters)
 
     def report_finished(self, summary: dict[str, Any]) -> None:
-        self.runner.finished[self.task_id] = summary
+        if self.current:
+            self.runner.finished[self.task_id] = summary
 
     def report_failed(self, error: str) -> None:
-        self.runner.failed[self.task_id] = error
+        if self.current:
+            self.runner.failed[self.task_id] = error
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         return self.runner.checkpoints.get(self.task_id)
@@ -79,6 +92,9 @@ class LocalContext(TaskContext):
     def save_checkpoint(
         self, state: dict[str, Any], on_saved: Callable[[], None] | None = None
     ) -> None:
+        if not self.current:
+            self.runner.refused[self.task_id] += 1  # as the master refuses a stale attempt
+            return
         self.runner.checkpoints[self.task_id] = state
         if on_saved is not None:
             self.reactor.call_later(0.0, on_saved)
@@ -108,12 +124,38 @@ class LocalRunner:
         self.finished: dict[str, dict[str, Any]] = {}
         self.failed: dict[str, str] = {}
         self.checkpoints: dict[str, dict[str, Any]] = {}
+        self.attempts: dict[str, int] = {}
+        self.refused: Counter[str] = Counter()
+        self.zombies: list[TaskHandle] = []
 
     def start(self, tasks: Iterable[TaskSpec] | None = None) -> None:
         for spec in self.job.tasks if tasks is None else tasks:
-            ctx = LocalContext(self, spec)
-            self.contexts[spec.task_id] = ctx
-            self.handles[spec.task_id] = launch(ctx, spec)
+            self._launch(spec, self.attempts.get(spec.task_id, 0))
+
+    def _launch(self, spec: TaskSpec, attempt: int) -> None:
+        ctx = LocalContext(self, spec, attempt)
+        self.attempts[spec.task_id] = attempt
+        self.contexts[spec.task_id] = ctx
+        self.handles[spec.task_id] = launch(ctx, spec)
+
+    def restart(self, task_ids: Iterable[str], *, zombies: bool = False) -> list[str]:
+        """Start these unfinished tasks again (attempt + 1, last checkpoint); see above."""
+        specs = {t.task_id: t for t in self.job.tasks}
+        moved = [t for t in task_ids if t not in self.finished and t in self.handles]
+        for task_id in moved:
+            old = self.handles.pop(task_id)
+            if zombies:
+                self.zombies.append(old)
+            else:
+                old.cancel()
+        for task_id in moved:
+            self._launch(specs[task_id], self.attempts[task_id] + 1)
+        return moved
+
+    def stop_zombies(self) -> None:
+        for handle in self.zombies:
+            handle.cancel()
+        self.zombies.clear()
 
     @property
     def all_finished(self) -> bool:
@@ -134,6 +176,7 @@ class LocalRunner:
         return dict(self.finished)
 
     def close(self) -> None:
+        self.stop_zombies()
         for handle in self.handles.values():
             handle.cancel()
         self.handles.clear()

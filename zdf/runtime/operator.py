@@ -14,6 +14,13 @@ and built by ``zdf.runtime.launch`` with the task's ``TaskContext``. Its life:
 (producers: the next batch; receivers: the next gtid; sinks: the committed file
 length); ``checkpoint()`` hands it to the host.
 
+Done flags: ``mark_done()`` publishes the endpoint ``done`` and ``when_done(ids,
+fn)`` calls ``fn`` once every named task has published it. The endpoint
+directory is durable (the master keeps it in the metastore and hands it to every
+task it starts), so "my downstream will never need me again" survives any
+restart: a stage finishes when its downstream is done, never earlier, and a
+restarted stage whose downstream is already done finishes at once.
+
 Resources made through ``out_port``, ``in_port``, ``link``, ``call_later`` and
 ``call_every`` are tracked and closed by ``close()``, and their callbacks are
 guarded: an exception in one fails the task (with the traceback) instead of
@@ -47,6 +54,13 @@ from zdf.wire.reactor import Timer
 from zdf.wire.rpc import Handler
 
 P = ParamSpec("P")
+
+DONE = "done"
+"""The endpoint name of a task's done flag (``Operator.mark_done``)."""
+
+
+def _ignore_addr(fn: Callable[[str], None], task_id: str, addr: str) -> None:
+    fn(task_id)
 
 
 class Operator:
@@ -199,8 +213,13 @@ class Operator:
         start: int = 0,
         window: int = DEFAULT_WINDOW,
         dtype: np.dtype[Any] = RECORD_DTYPE,
+        resume: Callable[[], int] | None = None,
+        active: bool = True,
     ) -> InPort:
-        """Subscribe to channel ``channel`` of ``task_id``'s port ``name``, from ``start``."""
+        """Subscribe to channel ``channel`` of ``task_id``'s port ``name``, from ``start``.
+
+        Subscriptions carry this task's attempt, so a zombie of an earlier attempt
+        cannot take the channel back (see ``zdf.runtime.pipe``)."""
         port = InPort(
             self.ctx.reactor,
             channel,
@@ -212,6 +231,9 @@ class Operator:
             name=f"{self.ctx.task_id}<-{task_id}.{name}[{channel}]",
             wrap=self.guard,
             defer=self.defer,
+            attempt=self.ctx.attempt,
+            resume=resume,
+            active=active,
         )
         self.on_close(port.close)
         self.ctx.resolve_endpoint(task_id, name, self.guard(port.connect))
@@ -237,6 +259,35 @@ class Operator:
         self.on_close(link.close)
         self.ctx.resolve_endpoint(task_id, name, self.guard(link.connect))
         return link
+
+    # -- done flags ------------------------------------------------------------
+    def mark_done(self) -> None:
+        """Tell the job (durably, through the endpoint directory) this task is done."""
+        self.ctx.publish_endpoint(DONE, str(self.ctx.attempt))
+
+    def when_done(self, task_ids: list[str], callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when every task of ``task_ids`` has called ``mark_done``."""
+        waiting = set(task_ids)
+        fired = False
+
+        def seen(task_id: str) -> None:
+            nonlocal fired
+            waiting.discard(task_id)
+            if not waiting and not fired:
+                fired = True
+                callback()
+
+        if not waiting:
+            self.call_later(0.0, callback)
+        for task_id in task_ids:
+            self.ctx.resolve_endpoint(
+                task_id, DONE, self.guard(functools.partial(_ignore_addr, seen, task_id))
+            )
+
+    def done_after(self) -> list[str] | None:
+        """The tasks (param ``done-after``) whose done flags end this one, if it has any."""
+        ids = self.params.get("done-after")
+        return [str(t) for t in ids] if isinstance(ids, list) else None
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         guarded = self.guard(callback)

@@ -18,7 +18,14 @@ for a binlog, a row count for a stream operator). Every batch carries ``pos`` an
 ``next`` and the receiver checks continuity, so a gap or a stale batch (after a
 reconnect) is noticed and answered by subscribing again from the last position
 it consumed. That is also how a task restarted elsewhere resumes: it subscribes
-from the position in its checkpoint.
+from the position in its checkpoint. A receiver whose resume point is not the
+sender's batch position (a sink resuming from a gtid behind a syncer that
+reorders) passes ``resume``: it is asked for the position at every (re)subscribe.
+
+Fencing: a subscription names the subscriber's *attempt* (its task's placement
+number). A channel keeps its highest attempt and ignores subscriptions from
+lower ones, so a zombie (a task whose executor was declared dead but still
+runs) cannot steal the stream from its replacement.
 
 End of stream is acknowledged by the application: the sender sends ``eos`` after
 its last batch and knows the stream was consumed only when ``eos-ack`` comes
@@ -27,7 +34,7 @@ means "received".
 
 Frames (``env`` is a ``zdf.wire.codec`` event envelope, the only msgpack here)::
 
-    receiver -> sender  [env "sub" {ch, sid, from, window}]
+    receiver -> sender  [env "sub" {ch, sid, from, window, attempt}]
                         [env "ack" {ch, sid, n}]       n = batches consumed under sid
                         [env "eos-ack" {ch, sid}]
     sender -> receiver  [env "batch" {sid, pos, next}, rows]   rows: raw numpy buffer
@@ -128,6 +135,7 @@ class OutPort:
         self._on_subscribe = on_subscribe
         self._on_eos_acked = on_eos_acked
         self._subs: list[_Subscriber | None] = [None] * channels
+        self._attempts = [-1] * channels  # the highest subscriber attempt per channel
         # Credits bound what is queued per peer; the HWM only has to stay above them.
         self.sock = make_socket(
             zmq.ROUTER, bind=addr, sndhwm=MAX_WINDOW + 16, rcvhwm=4 * MAX_WINDOW
@@ -216,6 +224,12 @@ class OutPort:
         sid = _int(body, "sid")
         start = _int(body, "from")
         window = _int(body, "window", 1, MAX_WINDOW)
+        attempt = _int(body, "attempt") if "attempt" in body else 0
+        if attempt < self._attempts[ch]:
+            self.stats["fenced"] += 1
+            log.info("%s[%d]: ignored a subscription from stale attempt %d", self.name, ch, attempt)
+            return
+        self._attempts[ch] = attempt
         self._subs[ch] = _Subscriber(peer, sid, window)
         self.stats["subscribes"] += 1
         if self._on_subscribe is not None:
@@ -256,7 +270,10 @@ class InPort:
     the received frame); the owner calls ``ack()`` once per batch when it has
     consumed it, in order. ``on_eos(pos)`` comes after the last batch; the owner
     calls ``ack_eos()`` when it has consumed everything. ``connect(addr)`` may be
-    called again when the sender moves; the port then resubscribes from ``pos``.
+    called again when the sender moves; the port then resubscribes from ``pos``
+    (or from ``resume()`` when given). An ``active=False`` port connects but does
+    not subscribe until ``restart(pos)``: a stage that replays from whatever
+    position its own downstream asks for.
     """
 
     def __init__(
@@ -272,6 +289,9 @@ class InPort:
         name: str = "in",
         wrap: Callable[[Callable[[], None]], Callable[[], None]] = _same,
         defer: Callable[[Callable[[], None]], None] = _now,
+        attempt: int = 0,
+        resume: Callable[[], int] | None = None,
+        active: bool = True,
     ) -> None:
         if not 1 <= window <= MAX_WINDOW:
             raise ValueError(f"window must be from 1 to {MAX_WINDOW}")
@@ -295,6 +315,9 @@ class InPort:
         self._ack_scheduled = False
         self._reader = wrap(self._on_readable)
         self._defer = defer
+        self.attempt = attempt
+        self.active = active
+        self._resume = resume
 
     @property
     def unacked(self) -> int:
@@ -308,7 +331,18 @@ class InPort:
         self.addr = addr
         self.sock = make_socket(zmq.DEALER, connect=addr, rcvhwm=MAX_WINDOW + 16)
         self.reactor.add_reader(self.sock, self._reader)
-        self._subscribe()
+        if self.active:
+            self._subscribe()
+
+    def restart(self, pos: int) -> None:
+        """Forget everything delivered (the owner dropped it) and subscribe from ``pos``."""
+        self.active = True
+        self.pos = pos
+        self._stale_unacked = 0
+        self._delivered = self._acked = 0
+        self._ack_scheduled = False
+        if self.sock is not None:
+            self._subscribe()
 
     def close(self) -> None:
         self.closed = True
@@ -351,7 +385,15 @@ class InPort:
         self._sid += 1
         self._delivered = self._acked = 0
         self.ended = False
-        body = {"ch": self.channel, "sid": self._sid, "from": self.pos, "window": self.window}
+        if self._resume is not None:
+            self.pos = self._resume()
+        body = {
+            "ch": self.channel,
+            "sid": self._sid,
+            "from": self.pos,
+            "window": self.window,
+            "attempt": self.attempt,
+        }
         self._send("sub", body)
         self.stats["subscribes"] += 1
 

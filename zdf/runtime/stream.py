@@ -20,6 +20,12 @@ Output positions count rows (from ``output_start()``), so a downstream task that
 resubscribes from any position still unacknowledged gets exactly the rows after
 it: sent batches are kept until acknowledged.
 
+Replaying stages (``replays = True``): the input is not subscribed at open but
+from whatever position the downstream subscribes from, and every (re)subscription
+of the output drops what the stage holds and replays its input from there. Such
+a stage keeps no state of its own across a restart: its position is its
+downstream's, and it needs no checkpoint (the benchmark's receive and syncer).
+
 params: ``input`` = ``{"task": ..., "port": "out", "channel": 0, "from": 0}``, optional
 ``window`` (input credit) and ``batch-size`` (output coalescing unit / 1).
 """
@@ -43,6 +49,8 @@ class StreamOperator(Operator):
 
     out: OutPort
     inp: InPort
+    replays = False
+    """Subscribe the input from the downstream's position on every output subscription."""
 
     def open(self) -> None:
         batch = int(self.params.get("batch-size", DEFAULT_BATCH_ROWS))
@@ -74,6 +82,7 @@ class StreamOperator(Operator):
             on_eos=self._on_input_eos,
             start=self.input_start(),
             window=int(self.params.get("window", DEFAULT_WINDOW)),
+            active=not self.replays,
         )
 
     # -- to override ---------------------------------------------------------
@@ -95,6 +104,9 @@ class StreamOperator(Operator):
 
     def output_start(self) -> int:
         return 0
+
+    def reset(self) -> None:
+        """A replaying stage drops what it holds (override and call super())."""
 
     def summary(self) -> dict[str, Any]:
         return {"records": self.rows_in}
@@ -170,6 +182,9 @@ class StreamOperator(Operator):
         return pieces[0] if len(pieces) == 1 else concat_rows(pieces)
 
     def _on_subscribe(self, ch: int, start: int) -> None:
+        if self.replays:
+            self._replay_from(start)
+            return
         # Rows sent but not acknowledged go out again from ``start``; older ones are gone.
         oldest = self._unacked[0][0] if self._unacked else self._emitted
         if not oldest <= start <= self._emitted:
@@ -183,6 +198,16 @@ class StreamOperator(Operator):
             self._pending.appendleft(rows)
             self._pending_rows += len(rows)
         self._emitted = start
+
+    def _replay_from(self, start: int) -> None:
+        self._inbox.clear()
+        self._pending.clear()
+        self._pending_rows = 0
+        self._unacked.clear()
+        self._emitted = start
+        self._input_ended = self._eos_handled = self._output_ended = False
+        self.reset()
+        self.inp.restart(start)
 
     def _on_eos_acked(self, ch: int) -> None:
         self.inp.ack_eos()

@@ -13,7 +13,12 @@ asks for: positions are gtids. Merging pauses while more than ``max-backlog``
 rows are unsent, and producer batches are acknowledged only once merged, so a
 slow consumer stops the producers. The log itself is kept (it is the replay
 source, as a MySQL binlog is); a binlog restarted elsewhere rebuilds it by
-replaying the producers from batch 0.
+replaying the producers from batch 0 (they are deterministic), so it needs no
+checkpoint: the same rounds give the same gtids, and a receive that asks for a
+gtid beyond what is rebuilt yet is served once the log gets there.
+
+In the benchmark job it finishes when its receive is done (param ``done-after``), since until then a
+restarted receive, syncer or sink may replay from any gtid.
 """
 
 from __future__ import annotations
@@ -67,6 +72,9 @@ class Binlog(Operator):
             )
             for t in range(p.tables)
         ]
+        after = self.done_after()
+        if after is not None:
+            self.when_done(after, self._downstream_done)
 
     def snapshot(self) -> dict[str, Any]:
         return {"rounds": self.round, "end": self.end}
@@ -142,4 +150,9 @@ class Binlog(Operator):
         self.send_pos = start
 
     def _on_eos_acked(self, ch: int) -> None:
+        if self.done_after() is None:
+            self._downstream_done()
+
+    def _downstream_done(self) -> None:
+        self.mark_done()
         self.finish({"records": self.end, "rounds": self.round})

@@ -5,8 +5,18 @@ the port ``out`` gets the pks that ``BenchParams.streams_of`` assigns to stream
 ``s`` plus *every* DDL of that range, each DDL just before the data pk it
 precedes. A batch is a pure function of (table, k, stream), so a restarted
 producer, or a binlog that resubscribes from batch ``k``, gets exactly the same
-records again: the producer's only position is the next batch per channel.
-Batches are built with numpy ranges, never record by record.
+records again: the producer's only position is the next batch per channel, and
+the subscriber names it. Batches are built with numpy ranges, never record by
+record.
+
+With a ``rate``, batch ``k`` is due ``k * batch-size / rate`` seconds after the
+producer first started; that start (wall clock) is its checkpoint, saved once,
+so a restarted producer catches up instead of pacing from zero again.
+
+In the benchmark job a producer finishes when every binlog is done (param
+``done-after``: their done flags), not when they acknowledge its end of
+stream: a binlog restarted after that would rebuild its log from batch 0 and
+need the producer again.
 """
 
 from __future__ import annotations
@@ -50,19 +60,20 @@ class Producer(Operator):
 
     out: OutPort
 
+    _t0: float | None = None
+
     def restore(self, state: dict[str, Any]) -> None:
-        self._restored = [int(k) for k in state.get("next", [])]
+        t0 = state.get("t0")
+        self._t0 = float(t0) if isinstance(t0, int | float) else None
 
     def snapshot(self) -> dict[str, Any]:
-        return {"next": list(self.next)}
+        return {"t0": self.t0, "next": list(self.next)}
 
     def open(self) -> None:
         self.bench = p = BenchParams.from_params(self.params)
         self.table = int(self.params["table"])
         self.batches = p.producer_batches
-        restored = getattr(self, "_restored", [])
-        self.next = restored if len(restored) == p.streams else [0] * p.streams
-        self.started = time.monotonic()
+        self.next = [0] * p.streams
         self._paced = [False] * p.streams
         self.out = self.out_port(
             "out",
@@ -71,13 +82,22 @@ class Producer(Operator):
             on_subscribe=self._on_subscribe,
             on_eos_acked=self._on_eos_acked,
         )
+        after = self.done_after()
+        if after is not None:
+            self.when_done(after, self._downstream_done)
+        if self._t0 is None:
+            self.t0 = time.time()
+            if p.rate > 0:
+                self.checkpoint()
+        else:
+            self.t0 = self._t0
 
     def _send(self, ch: int) -> None:
         p, out = self.bench, self.out
         while out.credit(ch) > 0 and self.next[ch] < self.batches:
             k = self.next[ch]
             if p.rate > 0:
-                delay = self.started + k * p.batch_size / p.rate - time.monotonic()
+                delay = self.t0 + k * p.batch_size / p.rate - time.time()
                 if delay > 0:
                     if not self._paced[ch]:
                         self._paced[ch] = True
@@ -99,6 +119,11 @@ class Producer(Operator):
         self.next[ch] = start
 
     def _on_eos_acked(self, ch: int) -> None:
-        if all(self.out.eos_acked(s) for s in range(self.bench.streams)):
-            p = self.bench
-            self.finish({"records": p.rcd_cnt, "ddls": p.versions, "batches": self.batches})
+        streams = range(self.bench.streams)
+        if self.done_after() is None and all(self.out.eos_acked(s) for s in streams):
+            self._downstream_done()
+
+    def _downstream_done(self) -> None:
+        p = self.bench
+        self.mark_done()
+        self.finish({"records": p.rcd_cnt, "ddls": p.versions, "batches": self.batches})

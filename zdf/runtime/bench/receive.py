@@ -1,14 +1,20 @@
 """``receive-<s>``: reads stream ``s`` from its binlog and hands it to the syncer.
 
 A pass-through ``StreamOperator`` whose input and output positions are both
-gtids: the batches it forwards are the very frames it received (zero copy), and
-a receive restarted from a checkpoint subscribes to the binlog from the gtid in
-it, so the downstream sees the stream continue where it left off.
+gtids: the batches it forwards are the very frames it received (zero copy).
+
+It keeps no position of its own (``replays``): whenever the syncer subscribes
+from a gtid, the receive subscribes to the binlog from that gtid. The position
+that survives failures is the sink's committed one, pushed up the chain by the
+subscriptions, so a restarted receive needs no checkpoint and a live one follows
+a restarted syncer or sink back to where they resume.
+
+In the benchmark job it finishes when its syncer is done (param ``done-after``,
+``Operator.when_done``), not when its output's end of stream is acknowledged: a
+syncer restarted after that acknowledgement could need the stream again.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 
@@ -16,23 +22,15 @@ from zdf.runtime.stream import StreamOperator
 
 
 class Receive(StreamOperator):
-    """params: ``input`` (the binlog's ``stream`` port), ``batch-size``, ``window``."""
+    """params: ``input`` (the binlog's ``stream`` port), ``stream``, ``batch-size``, ``window``."""
 
-    _start = 0
+    replays = True
 
-    def restore(self, state: dict[str, Any]) -> None:
-        self._start = int(state.get("gtid", 0))
-
-    def snapshot(self) -> dict[str, Any]:
-        # The next gtid the syncer has not yet acknowledged would be exact; the
-        # failover issue will checkpoint it through the downstream's acks.
-        return {"gtid": self.inp.pos}
-
-    def input_start(self) -> int:
-        return self._start
-
-    def output_start(self) -> int:
-        return self._start
+    def open(self) -> None:
+        super().open()
+        after = self.done_after()
+        if after is not None:
+            self.when_done(after, self._downstream_done)
 
     def process(self, rows: np.ndarray) -> np.ndarray | None:
         return rows
@@ -40,3 +38,13 @@ class Receive(StreamOperator):
     def on_end_of_stream(self) -> None:
         self.progress(records=float(self.rows_in))
         self.end_output()
+
+    def _on_eos_acked(self, ch: int) -> None:
+        if self.done_after() is None:
+            super()._on_eos_acked(ch)
+        else:
+            self.inp.ack_eos()  # the end is consumed; finishing waits for the done flag
+
+    def _downstream_done(self) -> None:
+        self.mark_done()
+        self.finish(self.summary())

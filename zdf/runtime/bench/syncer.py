@@ -17,6 +17,15 @@ to every syncer, which forwards the held rows of t up to and including the next
 DDL of t (and blocks again there). Hence no data of version >= v is written
 anywhere before the DDL, and all data of version < v is written before it.
 
+Failover: the syncer keeps no state that must survive (``replays``). When its
+sink subscribes from a gtid (a restarted sink, or a restarted syncer's first
+subscriber) it drops everything it holds, opens every table and replays the
+stream from that gtid through the receive. A table then blocks again at its
+first DDL, which may be one whose barrier completed long ago; the sink reports
+its arrival again and the coordinator, which knows it is written, releases it
+at once. Releases are facts ("DDL (t, v) is written"), so one that arrives late
+or twice is harmless: a release for a DDL the syncer does not wait at is ignored.
+
 Other tables keep flowing while one waits (order is only per table). Held rows
 are bounded: above ``max-held`` rows the syncer stops taking input (and so,
 through the pipe credits, stops its upstream). This cannot deadlock because
@@ -43,30 +52,42 @@ from zdf.wire.rpc import Call
 class Syncer(StreamOperator):
     """params: bench params, ``stream``, ``input`` (the receive's ``out``), ``max-held``."""
 
+    replays = True
+
     def open(self) -> None:
         self.bench = p = BenchParams.from_params(self.params)
         self.stream = int(self.params["stream"])
         self.max_held = int(self.params.get("max-held", 16 * p.batch_size))
-        self.blocked = np.zeros(p.tables, dtype=bool)
-        self.blocked_at = [0] * p.tables  # the version a blocked table waits for
-        self.held: list[deque[np.ndarray]] = [deque() for _ in range(p.tables)]
-        self.held_rows = 0
         self.releases = 0
-        self._input_done = False
+        self.reset()
         super().open()
         self.coord = self.link(
             "coordinator", "coord", {"release": self._on_release}, on_connect=self._hello
         )
+        after = self.done_after()
+        if after is not None:
+            self.when_done(after, self._downstream_done)
+
+    def reset(self) -> None:
+        p = self.bench
+        self.blocked = np.zeros(p.tables, dtype=bool)
+        self.blocked_at = [0] * p.tables  # the version a blocked table waits for
+        self.held: list[deque[np.ndarray]] = [deque() for _ in range(p.tables)]
+        self.held_rows = 0
+        self._input_done = False
 
     def _hello(self, link: PeerLink) -> None:
-        link.notify("hello", {"role": "syncer", "stream": self.stream})
+        link.notify("hello", {"role": "syncer", "stream": self.stream, "attempt": self.ctx.attempt})
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "blocked_at": [
-                v if b else 0 for v, b in zip(self.blocked_at, self.blocked, strict=True)
-            ]
-        }
+    def _on_eos_acked(self, ch: int) -> None:
+        if self.done_after() is None:
+            super()._on_eos_acked(ch)
+        else:
+            self.inp.ack_eos()  # finishing waits for the sink's done flag
+
+    def _downstream_done(self) -> None:
+        self.mark_done()
+        self.finish(self.summary())
 
     def summary(self) -> dict[str, Any]:
         return {"records": self.rows_in, "releases": self.releases}
