@@ -109,6 +109,7 @@ def test_ray_side_by_side(benchmark) -> None:
         ray.get([noop.remote() for _ in range(5000)])
         rate = 5000 / (time.perf_counter() - t0)
         benchmark.extra_info["ray_tasks_per_s"] = round(rate)
+        print(f"\nray: {rate:,.0f} no-op tasks/s")
         benchmark.pedantic(lambda: ray.get(noop.remote()), rounds=200)
     finally:
         ray.shutdown()
@@ -122,4 +123,5 @@ def test_dask_side_by_side(benchmark) -> None:
         client.gather([client.submit(examples.noop, pure=False) for _ in range(2000)])
         rate = 2000 / (time.perf_counter() - t0)
         benchmark.extra_info["dask_tasks_per_s"] = round(rate)
+        print(f"\ndask: {rate:,.0f} no-op tasks/s")
         benchmark.pedantic(lambda: client.submit(examples.noop, pure=False).result(), rounds=100)
