@@ -138,12 +138,26 @@ class Put:
     prev_kv: bool = False
 
     def __post_init__(self) -> None:
+        if (
+            type(self.key) is bytes
+            and len(self.key) <= MAX_KEY_BYTES
+            and type(self.value) is bytes
+            and len(self.value) <= MAX_VALUE_BYTES
+            and type(self.lease) is int
+            and 0 <= self.lease <= MAX_ID
+        ):
+            return  # the common case, checked without a call per field
         _key(self.key, "key")
         _value(self.value, "value")
         _id(self.lease, "lease")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Put:
+        key, value = data.get("key"), data.get("value")
+        lease, prev_kv = data.get("lease", 0), data.get("prev_kv", False)
+        exact = type(key) is bytes and type(value) is bytes and type(lease) is int
+        if exact and type(prev_kv) is bool:  # __post_init__ checks the limits
+            return cls(key, value, lease, prev_kv)  # type: ignore[arg-type]
         return cls(
             field(data, "key", _key, ...),
             field(data, "value", _value, ...),

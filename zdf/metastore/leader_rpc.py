@@ -23,6 +23,7 @@ replica refused (``NotLeader``) raises a plain ``Timeout``.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import secrets
 import time
@@ -154,12 +155,16 @@ class LeaderRpc:
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not sock.poll(max(1, int(remaining * 1000)), zmq.POLLIN):
-                if deadline - time.monotonic() <= 0:
-                    raise _Attempt()
-                continue
+            if remaining <= 0:
+                raise _Attempt()
+            # A blocking recv with a timeout: one call, no Poller built per wait.
+            sock.rcvtimeo = max(1, math.ceil(remaining * 1000))
             try:
-                msg = decode(sock.recv())
+                frame = sock.recv()
+            except zmq.Again:
+                continue  # the loop's deadline check decides
+            try:
+                msg = decode(frame)
             except ProtocolError:
                 continue
             if msg.rid != rid:

@@ -28,10 +28,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from zdf.config import MetastoreConfig
 from zdf.errors import NotLeader, ProtocolError, UnknownOutcome, ZdfError
+from zdf.metastore.commands import Command
 from zdf.metastore.kv import Event
 from zdf.metastore.raft.core import RaftCore, Role, Timing
 from zdf.metastore.raft.log import LevelLog
@@ -49,6 +51,21 @@ TICKS_PER_HEARTBEAT = 2
 
 WriteDone = Callable[[Result], None]
 ReadDone = Callable[["ZdfError | None"], None]
+
+
+@dataclass(slots=True)
+class Proposal:
+    """A write this leader appended at some index, in ``term``, waiting for its result.
+
+    ``command`` and ``parsed`` are what the entry's payload decodes to: while the
+    entry at that index is still of ``term`` (so it is this very entry), the
+    leader applies them instead of decoding and validating its own payload.
+    """
+
+    term: int
+    done: WriteDone
+    command: dict[str, Any]
+    parsed: Command | None
 
 
 class Replica:
@@ -84,7 +101,7 @@ class Replica:
             peers = {n: a for n, a in cluster.items() if n != config.name}
             bind = cluster.get(config.name, config.peer_addr)
             self.transport = PeerTransport(reactor, config.name, bind, peers, self._on_peer)
-        self._proposals: dict[int, tuple[int, WriteDone]] = {}
+        self._proposals: dict[int, Proposal] = {}
         self._reads_waiting: list[tuple[int, ReadDone]] = []
         self._senders: dict[str, SnapshotSender] = {}
         self._receiver: SnapshotReceiver | None = None
@@ -110,12 +127,17 @@ class Replica:
         who = self.core.leader or "unknown"
         return NotLeader(f"{self.config.name} is not the leader (leader: {who})", leader=hint)
 
-    def propose(self, command: dict[str, Any], done: WriteDone) -> None:
-        """Append ``command``; ``done`` gets its result once committed and applied."""
+    def propose(
+        self, command: dict[str, Any], done: WriteDone, parsed: Command | None = None
+    ) -> None:
+        """Append ``command``; ``done`` gets its result once committed and applied.
+
+        ``parsed``, if given, must be what ``command`` parses to (see ``Proposal``).
+        """
         index = self.core.propose([packb(command)], time.monotonic())
         if index is None:
             raise self.not_leader()
-        self._proposals[index] = (self.log.term, done)
+        self._proposals[index] = Proposal(self.log.term, done, command, parsed)
         self.stats["proposed"] += 1
         self._schedule()
 
@@ -152,6 +174,8 @@ class Replica:
             self._on_snapshot_chunk(sender, msg, now)
         else:
             self.core.step(sender, msg, now)
+            if not self.core.has_work() and self.core.commit_index <= self.state.applied_index:
+                return  # e.g. the second acknowledgement of an entry already committed
         self._schedule()
 
     def _schedule(self) -> None:
@@ -205,8 +229,8 @@ class Replica:
         self.leader_since_wall = 0.0
         lost = UnknownOutcome("leadership changed before the write committed; retry it")
         proposals, self._proposals = self._proposals, {}
-        for _, done in proposals.values():
-            done(lost)
+        for proposal in proposals.values():
+            proposal.done(lost)
         waiting, self._reads_waiting = self._reads_waiting, []
         for _, read_done in waiting:
             read_done(self.not_leader())
@@ -227,18 +251,26 @@ class Replica:
             stop = min(top, start + MAX_APPLY_BATCH - 1)
             entries = []
             terms = []
+            parsed: dict[int, Command] = {}
+            proposals = self._proposals
             for index in range(start, stop + 1):
                 term, payload = self.log.entry(index)
                 terms.append(term)
-                entries.append((index, _command(payload)))
-            outcome = self.state.apply_batch(entries, sync=False)
+                mine = proposals.get(index)
+                if mine is not None and mine.term == term:
+                    entries.append((index, mine.command))  # this very entry: see Proposal
+                    if mine.parsed is not None:
+                        parsed[index] = mine.parsed
+                else:
+                    entries.append((index, _command(payload)))
+            outcome = self.state.apply_batch(entries, sync=False, parsed=parsed)
             for (index, _), term, result in zip(entries, terms, outcome.results, strict=True):
-                waiting = self._proposals.pop(index, None)
+                waiting = proposals.pop(index, None)
                 if waiting is not None:
-                    if waiting[0] == term:
-                        waiting[1](result)
+                    if waiting.term == term:
+                        waiting.done(result)
                     else:
-                        waiting[1](UnknownOutcome("the write was overwritten by a new leader"))
+                        waiting.done(UnknownOutcome("the write was overwritten by a new leader"))
             self._on_events(outcome.events)
         if self._reads_waiting:
             applied = self.state.applied_index
@@ -346,8 +378,8 @@ class Replica:
         self.stats["installed"] += 1
         log.info("metastore: installed a snapshot at index %d", receiver.index)
         proposals, self._proposals = self._proposals, {}
-        for _, done in proposals.values():
-            done(UnknownOutcome("replaced by a snapshot"))
+        for proposal in proposals.values():
+            proposal.done(UnknownOutcome("replaced by a snapshot"))
         self._on_reset()
         self._reply_snapshot(sender, msg, len(receiver.items), True)
 

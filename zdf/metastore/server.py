@@ -165,7 +165,8 @@ class MetaServer:
     def _write(self, build: Callable[[dict[str, Any]], Command]) -> Callable[[Call], Any]:
         def handle(call: Call) -> Any:
             body = as_map(call.body, "request body")
-            command = build(body).to_dict()
+            parsed = build(body)
+            command = parsed.to_dict()
             req = field(body, "req", request_id, None)
             if req is not None:
                 command["req"] = req
@@ -177,14 +178,14 @@ class MetaServer:
                 else:
                     call.reply(result)
 
-            self.replica.propose(command, done)
+            self.replica.propose(command, done, parsed)
             return DEFER
 
         return handle
 
     def _propose_internal(self, command: Command) -> None:
         if self.replica.is_leader:
-            self.replica.propose(command.to_dict(), self._internal_done)
+            self.replica.propose(command.to_dict(), self._internal_done, command)
 
     def _internal_done(self, result: Result) -> None:
         self._expiring.clear()

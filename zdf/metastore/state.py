@@ -12,7 +12,14 @@ A command may carry a client's request id (``req``) and the leader's clock
 (``ts``, ms): the result of the first entry with that id is stored with the
 state, and a later entry with the same id (a client's retry) returns the
 stored result instead of applying again, for ``DEDUPE_WINDOW_MS``. Both the
-lookup and the cleanup depend only on the entries, so replicas agree.
+lookup and the cleanup depend only on the entries, so replicas agree. The
+cleanup scan is skipped while nothing can be old enough to go: ``MetaState``
+keeps a lower bound of the stamps in the age index (``_dedupe_floor``), so a
+group commit costs no LevelDB iterator when there is nothing to forget.
+
+The leader already holds each of its commands parsed (it built them from the
+request); ``apply_batch`` takes them in ``parsed`` so that the leader does not
+decode and validate its own entries a second time. Followers parse the log.
 
 The Raft log lives in the same LevelDB (``zdf.metastore.raft.storage``), so a
 synced log append also makes every earlier unsynced state write durable.
@@ -32,7 +39,7 @@ import plyvel
 from zdf.errors import CompactedError, ZdfError, from_wire
 from zdf.metastore import keys
 from zdf.metastore.apply import Applier, Counters, LeaseInfo
-from zdf.metastore.commands import MAX_REQUEST_ID_BYTES, parse_command
+from zdf.metastore.commands import MAX_REQUEST_ID_BYTES, Command, parse_command
 from zdf.metastore.kv import Event, KeyValue
 from zdf.metastore.staging import Staging
 from zdf.wire.codec import packb, unpackb
@@ -83,6 +90,7 @@ class MetaState:
             ttl, deadline = unpackb(raw)
             lease_id = keys.lease_id_of(key)
             self._leases[lease_id] = LeaseInfo(lease_id, float(ttl), float(deadline))
+        self._dedupe_floor = _oldest_stamp(self._db)
 
     def _meta(self, key: bytes, default: int) -> int:
         raw = self._db.get(key)
@@ -115,9 +123,17 @@ class MetaState:
         return self.apply_batch([(index, command)], sync=sync).results[0]
 
     def apply_batch(
-        self, entries: Sequence[tuple[int, dict[str, Any]]], *, sync: bool
+        self,
+        entries: Sequence[tuple[int, dict[str, Any]]],
+        *,
+        sync: bool,
+        parsed: Mapping[int, Command] | None = None,
     ) -> BatchResult:
-        """Apply entries in order in one atomic (and with ``sync`` durable) write."""
+        """Apply entries in order in one atomic (and with ``sync`` durable) write.
+
+        ``parsed`` may hold, by index, the command each dict parses to (the
+        leader's own proposals), sparing the parse; it must be exactly that.
+        """
         staging = Staging(self._db)
         counters = Counters(
             self._counters.revision, self._counters.compact_revision, self._counters.lease_next
@@ -126,6 +142,8 @@ class MetaState:
         out = BatchResult()
         applied = self.applied_index
         newest_stamp = -1
+        floor = self._dedupe_floor
+        known = parsed or {}
         for index, command in entries:
             if index <= applied:
                 out.results.append(None)
@@ -136,13 +154,15 @@ class MetaState:
             req, stamp = _request_of(command)
             if req is not None:
                 newest_stamp = max(newest_stamp, stamp)
+                floor = min(floor, stamp)
                 earlier = _earlier_result(staging, req, stamp)
                 if earlier is not None:
                     out.results.append(earlier)
                     continue
             result: Result
             try:
-                result = applier.apply(parse_command(command))
+                cmd = known.get(index)
+                result = applier.apply(parse_command(command) if cmd is None else cmd)
             except ZdfError as exc:
                 result = exc
             except Exception as exc:  # a hostile entry must not stop the replica
@@ -153,7 +173,10 @@ class MetaState:
         if applied == self.applied_index:
             return out
         if newest_stamp >= 0:
-            _forget_old(staging, newest_stamp - 2 * DEDUPE_WINDOW_MS)
+            before = newest_stamp - 2 * DEDUPE_WINDOW_MS
+            if before > floor:  # else nothing is old enough: no scan
+                _forget_old(staging, before)
+                floor = before
         staging.commit(
             {
                 keys.META_APPLIED: keys.u64(applied),
@@ -166,6 +189,7 @@ class MetaState:
         # Only now, with the batch on disk, does the in-memory view move on.
         self.applied_index = applied
         self._counters = counters
+        self._dedupe_floor = floor
         for lease_id, info in applier.lease_changes.items():
             if info is None:
                 self._leases.pop(lease_id, None)
@@ -258,6 +282,14 @@ def _remember(staging: Staging, req: bytes, stamp: int, result: Result) -> None:
     stored = {"err": result.to_wire()} if isinstance(result, ZdfError) else {"ok": result}
     staging.put(keys.dedupe_key(req), packb([stamp, stored]))
     staging.put(keys.dedupe_age_key(stamp, req), b"")
+
+
+def _oldest_stamp(db: Any) -> int:
+    """The stamp of the oldest dedupe record (a huge number when there is none)."""
+    with db.iterator(prefix=keys.DEDUPE_AGE, include_value=False) as it:
+        for key in it:
+            return keys.from_u64(key[len(keys.DEDUPE_AGE) : len(keys.DEDUPE_AGE) + 8])
+    return 2**63
 
 
 def _forget_old(staging: Staging, before_stamp: int) -> None:

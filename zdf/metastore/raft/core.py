@@ -142,7 +142,8 @@ class RaftCore:
         self._leader_since = 0.0
         self._reads: list[PendingRead] = []
         self._reads_before_commit: list[Any] = []
-        self._broadcast_wanted = False
+        self._round_wanted = False  # a pending ReadIndex needs a fresh round to all
+        self._append_wanted = False  # new entries (or acks) since the last pump
         self._reset_election_timer(now)
         if not self.peers:
             self._election_due = now  # a single replica elects itself at once
@@ -232,7 +233,7 @@ class RaftCore:
             return None
         first = self.log.last_index + 1
         self.log.append([(self.log.term, p) for p in payloads])
-        self._broadcast_wanted = True
+        self._append_wanted = True
         return first
 
     def read_index(self, ctx: Any, now: float) -> bool:
@@ -245,17 +246,48 @@ class RaftCore:
             self.out.ready_reads.append((ctx, self.commit_index))
         else:
             self._reads.append(PendingRead(ctx, self.commit_index, self._seq + 1))
-            self._broadcast_wanted = True
+            self._round_wanted = True
         return True
 
     def lease_until(self) -> float:
         return self._quorum_sent_at() + LEASE_RATIO * self.timing.election_timeout
 
     def pump(self, now: float) -> None:
-        """End of a batch of inputs: one append per peer for everything proposed."""
-        if self._broadcast_wanted and self.role is Role.LEADER:
-            self._broadcast(now)
-        self._broadcast_wanted = False
+        """End of a batch of inputs: at most one append per peer for all that is new.
+
+        Proposals and acknowledgements of one wake-up share it, so a follower gets
+        one message (and does one fsync) for them. Only a pending ReadIndex needs
+        a new round to every peer; plain appends reuse the current round number
+        (a round's send time is then earlier than the real one: the lease and
+        CheckQuorum only get more cautious), and peers that have everything get
+        nothing -- the heartbeat keeps them and the lease fresh.
+        """
+        if self.role is Role.LEADER:
+            if self._round_wanted:
+                self._broadcast(now)
+            elif self._append_wanted:
+                last = self.log.last_index
+                for peer in self.peers.values():
+                    inflight = peer.next_index - 1 - peer.match_index
+                    if peer.next_index <= last and inflight < MAX_INFLIGHT_ENTRIES:
+                        self._send_append(peer)
+        self._round_wanted = self._append_wanted = False
+
+    def has_work(self) -> bool:
+        """Whether the driver has anything to do for what was fed in since it last ran."""
+        out = self.out
+        return bool(
+            self._append_wanted
+            or self._round_wanted
+            or self.log.dirty
+            or out.early
+            or out.outbox
+            or out.ready_reads
+            or out.failed_reads
+            or out.need_snapshot
+            or out.snapshot_acks
+            or out.role_changed
+        )
 
     def on_persisted(self, now: float) -> None:
         if self.role is Role.LEADER:
@@ -317,7 +349,7 @@ class RaftCore:
                 self._advance_commit(now)
             peer.next_index = max(peer.next_index, peer.match_index + 1)
             if peer.next_index <= self.log.last_index:
-                self._send_append(peer)
+                self._append_wanted = True  # sent by ``pump``, with this wake-up's proposals
         else:
             peer.next_index = max(peer.match_index + 1, min(peer.next_index - 1, msg.match + 1))
             self._send_append(peer)
@@ -492,7 +524,28 @@ class RaftCore:
             break
         match = prev + len(entries)
         self.commit_index = max(self.commit_index, min(msg.commit, match))
-        self.out.outbox.append((sender, AppendReply(log.term, True, match, msg.seq, self.addr)))
+        self._reply_success(sender, match, msg.seq)
+
+    def _reply_success(self, sender: str, match: int, seq: int) -> None:
+        """Acknowledge an append; several of one wake-up become one reply.
+
+        Within one term the leader's entries never change, so a success at a
+        higher ``match`` implies the lower ones; the leader keeps the highest
+        ``match`` and ``seq`` it hears anyway, so one reply with both maxima
+        tells it exactly what the separate replies would have.
+        """
+        outbox = self.out.outbox
+        if outbox:
+            to, last = outbox[-1]
+            if (
+                to == sender
+                and isinstance(last, AppendReply)
+                and last.success
+                and last.term == self.log.term
+            ):
+                match, seq = max(match, last.match), max(seq, last.seq)
+                outbox.pop()
+        outbox.append((sender, AppendReply(self.log.term, True, match, seq, self.addr)))
 
     # -- snapshots (follower side) ---------------------------------------------------------
     def snapshot_installed(self, index: int, term: int) -> None:
