@@ -30,7 +30,12 @@ from zdf.localcluster import LocalCluster
 TERMINAL = {"finished", "failed", "canceled"}
 
 
-def default_job(base_dir: str) -> tuple[JobSpec, dict[str, Any] | None]:
+FAULT_RATE = 20000
+"""Records/s per producer when a fault is asked for: the job then lasts about 5 s, so a
+kill after 2 s lands mid-job (unpaced, it is over in about a second)."""
+
+
+def default_job(base_dir: str, paced: bool = False) -> tuple[JobSpec, dict[str, Any] | None]:
     """The benchmark job (10 tables, 3 streams) writing under the demo's directory."""
     from zdf.jobs import build_job
 
@@ -41,6 +46,7 @@ def default_job(base_dir: str) -> tuple[JobSpec, dict[str, Any] | None]:
         "rcd-cnt": 100000,
         "ddl-freq": 1000,
         "sink-dir": os.path.join(base_dir, "sink"),
+        "rate": FAULT_RATE if paced else 0,
     }
     return build_job(data, "<demo>"), data
 
@@ -89,7 +95,8 @@ def demo(
     if config_path:
         spec = load_job_file(config_path)
     else:
-        spec, job_data = default_job(base_dir)
+        paced = faults.executor_after is not None or faults.master_after is not None
+        spec, job_data = default_job(base_dir, paced)
     cluster = LocalCluster(base_dir, executors=executors, workers=workers, masters=n_masters)
     ok = False
     try:
@@ -111,7 +118,7 @@ def demo(
         print_job(job)
         ok = job["state"] == "finished"
         if job_data is not None and ok:
-            ok = report_bench(console, job_data)
+            ok = report_bench(console, job_data, faults.executor_killed_ns)
     except KeyboardInterrupt:
         console.print("interrupted: stopping the cluster")
     finally:
@@ -141,6 +148,7 @@ class Faults:
     master_after: float | None = None
     killed_executor: tuple[str, float] | None = None
     killed_master: float | None = None
+    executor_killed_ns: int | None = None  # wall clock, to compare with the sinks' sink_ts
     executor_recovered: bool = False
     master_recovered: bool = False
 
@@ -150,6 +158,7 @@ class Faults:
         now = time.monotonic()
         due = self.executor_after is not None and now - since >= self.executor_after
         if due and self.killed_executor is None:
+            self.executor_killed_ns = time.time_ns()
             self.killed_executor = (kill_busiest(cluster, tasks), now)
             console.print(f"[yellow]killed executor {self.killed_executor[0]} (kill -9)[/]")
         due = self.master_after is not None and now - since >= self.master_after
@@ -229,9 +238,10 @@ def kill_busiest(cluster: LocalCluster, tasks: list[dict[str, Any]]) -> str:
     raise Timeout("no executor left to kill")
 
 
-def report_bench(console: Console, job_data: dict[str, Any]) -> bool:
+def report_bench(console: Console, job_data: dict[str, Any], killed_ns: int | None = None) -> bool:
     from zdf.cli.verify_sink import verify
     from zdf.jobs.bench import load_bench_config
+    from zdf.jobs.recovery import measure_recovery, sink_times
 
     sink_dir = os.path.join(str(job_data["sink-dir"]), str(job_data["flow-id"]))
     summary_path = os.path.join(sink_dir, "summary.json")
@@ -239,7 +249,16 @@ def report_bench(console: Console, job_data: dict[str, Any]) -> bool:
         with open(summary_path) as fh:
             summary = json.load(fh)
         print_table("benchmark", ["figure", "value"], [[k, _fmt(v)] for k, v in summary.items()])
-    report = verify(load_bench_config(job_data, "<demo>"))
+    config = load_bench_config(job_data, "<demo>")
+    if killed_ns is not None:
+        rec = measure_recovery(sink_times(sink_dir, config.streams), killed_ns)
+        back = "never" if rec.recovered_s is None else f"{1000 * rec.recovered_s:.0f} ms"
+        console.print(
+            f"recovery: the sinks wrote {rec.normal_rate:,.0f} records/s before the kill, "
+            f"were back at 90 % of that {back} after it (longest stall "
+            f"{1000 * rec.stalled_s:.0f} ms)"
+        )
+    report = verify(config)
     state = "[green]exact[/]" if report.ok else "[red]NOT exact[/]"
     console.print(
         f"verify-sink: {state}: {report.records:,} records and {report.ddls:,} DDLs "

@@ -102,7 +102,12 @@ class WorkerTaskContext(TaskContext):
             elif isinstance(error, Timeout) or error.data.get("retry"):
                 log.warning("checkpoint of %s not taken now (%s)", self.task_id, error)
             else:
+                # Stop the operator too: a zombie must not go on writing after its
+                # replacement started (reporting alone leaves it running).
+                handle = self.worker.tasks.get((self.job_id, self.task_id))
                 self.report_failed(f"checkpoint refused: {error}")
+                if handle is not None and getattr(handle, "ctx", None) is self:
+                    handle.cancel()
 
         self.worker.channel.request(P.CHECKPOINT, body, timeout=CHECKPOINT_TIMEOUT, callback=saved)
 

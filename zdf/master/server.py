@@ -36,6 +36,9 @@ from zdf.wire.sockets import make_socket
 
 log = logging.getLogger(__name__)
 
+DONE_FLAG = "done"
+"""The endpoint name of a task's done flag (``zdf.runtime.operator.DONE``)."""
+
 PERSIST_INTERVAL = 0.05
 ELECTION_POLL = 0.1
 TAKEOVER_GRACE_TTLS = 2
@@ -422,7 +425,11 @@ class Master:
 
     def _dispatch(self, d: Dispatch) -> None:
         info = self.executors[d.executor_id]
-        known = self._endpoints.get(d.job_id, {})
+        known = dict(self._endpoints.get(d.job_id, {}))
+        job = self.jobs.jobs.get(d.job_id)
+        for task in job.tasks.values() if job is not None else ():
+            if task.state is TaskState.FINISHED:
+                known[(task.task_id, DONE_FLAG)] = str(task.attempt)
         body = {
             "job_id": d.job_id,
             "task": d.spec.to_dict(),
@@ -453,7 +460,12 @@ class Master:
         info: dict[str, Any],
         executor_id: str | None = None,
     ) -> None:
+        job_rec = self.jobs.jobs.get(job_id)
+        task_rec = job_rec.tasks.get(task_id) if job_rec is not None else None
+        was_finished = task_rec is not None and task_rec.state is TaskState.FINISHED
         cancels = self.jobs.task_state(job_id, task_id, attempt, state, info, executor_id)
+        if task_rec is not None and not was_finished and task_rec.state is TaskState.FINISHED:
+            self._announce_done(job_id, task_id, task_rec.attempt)
         for executor, job, task in cancels:
             self._send_cancel(executor, job, task)
         job_rec = self.jobs.jobs.get(job_id)
@@ -510,6 +522,26 @@ class Master:
         self.jobs.progress(body["job_id"], body["task_id"], body["attempt"], body["counters"])
         return None
 
+    def _announce_done(self, job_id: str, task_id: str, attempt: int) -> None:
+        """A finished task's done flag, from its (reliably delivered) final report.
+
+        Tasks publish it themselves just before finishing, but that notice can be
+        lost in a master failover; a flag derived from the task's state cannot,
+        and a task waiting for its downstream to be done must not wait forever."""
+        table = self._endpoints.setdefault(job_id, {})
+        if table.get((task_id, DONE_FLAG)) == str(attempt):
+            return
+        table[(task_id, DONE_FLAG)] = str(attempt)
+        self._broadcast_endpoint(job_id, task_id, DONE_FLAG, str(attempt))
+
+    def _broadcast_endpoint(self, job_id: str, task_id: str, name: str, addr: str) -> None:
+        update = {"job_id": job_id, "endpoints": [[task_id, name, addr]]}
+        job = self.jobs.jobs[job_id]
+        for executor_id in {t.executor for t in job.tasks.values() if t.executor}:
+            info = self.executors.get(executor_id)
+            if info is not None:
+                self.channel.notify(P.ENDPOINTS, update, peer=info.peer)
+
     def on_publish_endpoint(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, task_id=str, name=str, addr=str)
         job_id = body["job_id"]
@@ -519,12 +551,7 @@ class Master:
         table[(body["task_id"], body["name"])] = body["addr"]
         if self.store is not None:
             self.store.save_endpoint(job_id, body["task_id"], body["name"], body["addr"])
-        update = {"job_id": job_id, "endpoints": [[body["task_id"], body["name"], body["addr"]]]}
-        job = self.jobs.jobs[job_id]
-        for executor_id in {t.executor for t in job.tasks.values() if t.executor}:
-            info = self.executors.get(executor_id)
-            if info is not None:
-                self.channel.notify(P.ENDPOINTS, update, peer=info.peer)
+        self._broadcast_endpoint(job_id, body["task_id"], body["name"], body["addr"])
         return None
 
     # -- jobs ---------------------------------------------------------------

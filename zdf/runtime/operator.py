@@ -45,6 +45,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec
 
 import numpy as np
+import zmq
 
 from zdf.records import RECORD_DTYPE
 from zdf.runtime.context import TaskContext
@@ -54,6 +55,12 @@ from zdf.wire.reactor import Timer
 from zdf.wire.rpc import Handler
 
 P = ParamSpec("P")
+
+IPC_PATH_MAX = getattr(zmq, "IPC_PATH_MAX_LEN", 0) or 107
+"""The longest Unix socket path (sockaddr_un.sun_path, less its terminating NUL)."""
+
+CHECKPOINT_RETRY = 1.0
+"""Seconds to wait for a checkpoint to be confirmed before saving it again."""
 
 DONE = "done"
 """The endpoint name of a task's done flag (``Operator.mark_done``)."""
@@ -124,8 +131,40 @@ class Operator:
     def progress(self, **counters: float) -> None:
         self.ctx.report_progress(counters)
 
-    def checkpoint(self, on_saved: Callable[[], None] | None = None) -> None:
-        self.ctx.save_checkpoint(self.snapshot(), on_saved)
+    def checkpoint(
+        self,
+        on_saved: Callable[[], None] | None = None,
+        *,
+        state: dict[str, Any] | None = None,
+        retry: float = CHECKPOINT_RETRY,
+    ) -> None:
+        """Save ``state`` (default: ``snapshot()``); ``on_saved`` runs once, when durable.
+
+        A save can vanish without an answer (a master failover, a timeout): until one
+        is confirmed, the state is saved again every ``retry`` seconds, so that an
+        operator waiting on ``on_saved`` is never stuck. A refusal (a zombie) stops
+        the task through its host instead."""
+        saved = False
+        timer: Timer | None = None
+
+        def confirmed() -> None:
+            nonlocal saved
+            if saved:
+                return
+            saved = True
+            if timer is not None:
+                timer.cancel()
+            if on_saved is not None:
+                on_saved()
+
+        def attempt() -> None:
+            nonlocal timer
+            if saved:
+                return
+            timer = self.call_later(retry, attempt)
+            self.ctx.save_checkpoint(self.snapshot() if state is None else state, confirmed)
+
+        attempt()
 
     # -- helpers that track what they make -----------------------------------
     def guard(self, fn: Callable[P, None]) -> Callable[P, None]:
@@ -175,7 +214,9 @@ class Operator:
         if self.ctx.ipc_dir:
             key = f"{self.ctx.job_id}/{self.ctx.task_id}/{self.ctx.attempt}/{name}/{os.getpid()}"
             digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
-            return f"ipc://{os.path.join(self.ctx.ipc_dir, digest)}.sock"
+            path = f"{os.path.join(self.ctx.ipc_dir, digest)}.sock"
+            if len(path.encode()) <= IPC_PATH_MAX:  # else a deep directory: tcp instead
+                return f"ipc://{path}"
         return f"tcp://{self.ctx.host}:*"
 
     def out_port(
