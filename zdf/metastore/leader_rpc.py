@@ -23,7 +23,6 @@ replica refused (``NotLeader``) raises a plain ``Timeout``.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import secrets
 import time
@@ -39,6 +38,7 @@ from zdf.wire.sockets import close_socket, make_socket
 DEFAULT_ATTEMPT_TIMEOUT = 0.5
 ELECTION_PAUSE = 0.05
 SUSPECT_FOR = 1.0
+RECV_SLICE_MS = 10
 
 
 class _Attempt(Exception):
@@ -86,6 +86,9 @@ class LeaderRpc:
         sock = self._sockets.get(addr)
         if sock is None:
             sock = make_socket(zmq.DEALER, connect=addr)
+            # Replies are awaited by blocking recv calls of this length, checking the
+            # deadline between them: one call per reply, no Poller built per wait.
+            sock.setsockopt(zmq.RCVTIMEO, RECV_SLICE_MS)
             self._sockets[addr] = sock
         return sock
 
@@ -154,13 +157,10 @@ class LeaderRpc:
             raise _Attempt() from None
         deadline = time.monotonic() + timeout
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if time.monotonic() >= deadline:
                 raise _Attempt()
-            # A blocking recv with a timeout: one call, no Poller built per wait.
-            sock.rcvtimeo = max(1, math.ceil(remaining * 1000))
             try:
-                frame = sock.recv()
+                frame = sock.recv()  # waits at most RECV_SLICE_MS (see _socket)
             except zmq.Again:
                 continue  # the loop's deadline check decides
             try:

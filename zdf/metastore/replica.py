@@ -7,7 +7,9 @@ reactor wake-up, so every write and read of that wake-up shares one append
 per peer and one fsync (group commit). ``_process`` keeps the order the
 core's contract asks for:
 
-1. send the leader's appends (they may overtake the leader's own fsync);
+1. send the leader's appends (they may overtake the leader's own fsync); a
+   leader then applies (and answers) what was committed before this wake-up,
+   while its followers sync the new entries, instead of after its own fsync;
 2. flush the log -- term, vote, truncation and entries in one synced batch;
 3. tell the core (the leader may now count itself), send the other messages,
    which promise what step 2 made durable (votes, append acknowledgements);
@@ -193,6 +195,10 @@ class Replica:
             self.core.pump(now)
             out = self.core.take_outputs()
             self._send(out.early)
+            if self.log.dirty and was_leader and self.is_leader:
+                # What is committed already need not wait for this fsync of newer
+                # entries: its writers are answered while the followers sync.
+                self._apply()
             if self.log.dirty:
                 self.log.flush(sync=True)
             self.core.on_persisted(now)
