@@ -71,6 +71,7 @@ class LocalCluster:
         log_level: str = "info",
         extra_env: dict[str, str] | None = None,
         masters: int = 1,
+        metastores: int = 1,
     ) -> None:
         self.base_dir = os.path.abspath(base_dir)
         self.n_executors = executors
@@ -81,7 +82,11 @@ class LocalCluster:
         self.log_level = log_level
         self.env = {**os.environ, **(extra_env or {})}
         self.children: list[Child] = []
-        self.meta_addr = f"{HOST}:{free_port()}"
+        self.n_metastores = metastores
+        self.meta_addrs = [f"{HOST}:{free_port()}" for _ in range(metastores)]
+        self.meta_peers = [f"{HOST}:{free_port()}" for _ in range(metastores)]
+        self.meta_addr = ",".join(self.meta_addrs)  # what --meta-endpoints takes
+        self.metastores: list[Child] = []
         self.n_masters = masters
         self.master_addrs = [f"{HOST}:{free_port()}" for _ in range(masters)]
         self.heartbeat_addrs = [f"{HOST}:{free_port()}" for _ in range(masters)]
@@ -104,24 +109,41 @@ class LocalCluster:
         self.children.append(child)
         return child
 
-    def start_metastore(self) -> Child:
-        return self._spawn(
-            "metastore",
+    def start_metastore(self, index: int = 0) -> Child:
+        """Replica ``index`` (of ``metastores``; one replica is named plain "metastore")."""
+        name = "metastore" if self.n_metastores == 1 else f"metastore-{index + 1}"
+        initial = ",".join(f"meta-{i + 1}={peer}" for i, peer in enumerate(self.meta_peers))
+        child = self._spawn(
+            name,
             [
                 "metastore",
                 "--name",
-                "meta-1",
+                f"meta-{index + 1}",
                 "--addr",
-                self.meta_addr,
+                self.meta_addrs[index],
                 "--peer-addr",
-                f"{HOST}:{free_port()}",
+                self.meta_peers[index],
+                *(["--initial-cluster", initial] if self.n_metastores > 1 else []),
                 "--data-dir",
-                os.path.join(self.base_dir, "metastore"),
+                os.path.join(self.base_dir, name),
                 "--log-level",
                 self.log_level,
             ],
-            self.meta_addr,
+            self.meta_addrs[index],
         )
+        self.metastores.append(child)
+        return child
+
+    def metastore_leader(self) -> Child | None:
+        """The metastore replica that leads now, if one answers so."""
+        from zdf.metastore.client import MetaClient
+
+        try:
+            with MetaClient(self.meta_addrs, timeout=2.0) as meta:
+                leader = meta.status().get("leader_addr")
+        except ZdfError:
+            return None
+        return next((c for c in self.metastores if c.addr == leader and c.alive()), None)
 
     def start_master(self, index: int = 0) -> Child:
         child = self._spawn(
@@ -187,7 +209,8 @@ class LocalCluster:
 
     def start(self, timeout: float = 30.0) -> LocalCluster:
         """Start everything and wait until every executor is registered and alive."""
-        self.start_metastore()
+        for index in range(self.n_metastores):
+            self.start_metastore(index)
         for index in range(self.n_masters):
             self.start_master(index)
         for _ in range(self.n_executors):

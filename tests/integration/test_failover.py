@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from zdf.jobs.benchrun import assert_exact, start_bench
 from zdf.localcluster import LocalCluster, wait_until
-
-from .bench_job import assert_exact, start_bench
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,6 +86,21 @@ def test_master_sigkill_with_a_standby(cluster: LocalCluster, tmp_path: Path) ->
     killed_at = run.kill(leader)
     wait_until(lambda: (m := cluster.leader()) is not None and m is not leader, 5, "a new leader")
     assert time.monotonic() - killed_at < 2.0, "the standby serves within 2 s"
+    assert_exact(run, run.wait_end())
+
+
+@pytest.mark.cluster(metastores=3)
+def test_metastore_leader_sigkill_mid_job(cluster: LocalCluster, tmp_path: Path) -> None:
+    """Checkpoints and placements go through the metastore; a new leader takes over."""
+    run = start_bench(cluster, str(tmp_path / "sink"))
+    run.wait_sunk(0.3)
+    leader = wait_until(cluster.metastore_leader, 10, "a metastore leader")
+    run.kill(leader)
+    wait_until(
+        lambda: (m := cluster.metastore_leader()) is not None and m is not leader,
+        10,
+        "a new metastore leader",
+    )
     assert_exact(run, run.wait_end())
 
 

@@ -1,4 +1,7 @@
-"""Running the benchmark job on a real local cluster for the fault tests and benchmarks."""
+"""The benchmark job on a ``LocalCluster``, driven from outside: the fault tests and
+the failover benchmarks submit it, wait for a share of the records to be written,
+break something, wait for the tasks to move and the job to end, and check the
+output with ``verify`` and the recovery with ``zdf.jobs.recovery``."""
 
 from __future__ import annotations
 

@@ -174,13 +174,17 @@ class Sink(Operator):
         if tid.min() < 0 or tid.max() >= self.bench.tables:
             raise ValueError(f"sink {self.stream}: table id out of range in a batch")
         is_ddl = rows["tp"] == DDL
+        any_ddl = bool(is_ddl.any())
         fresh = rows["gtid"] > state.last_gtid[tid]  # the rest was taken before a replay
-        data = rows[fresh & ~is_ddl]
+        take = fresh & ~is_ddl if any_ddl else fresh
+        data = rows if take.all() else rows[take]
         if len(data):
             self._write(data)
-            for t in np.unique(data["tid"]).tolist():
-                self.open_arrivals.pop(t, None)
-        if is_ddl.any():
+            if self.open_arrivals:  # data of a table after its DDL: that barrier is passed
+                present = np.bincount(tid[take], minlength=self.bench.tables)
+                for t in [t for t in self.open_arrivals if present[t]]:
+                    del self.open_arrivals[t]
+        if any_ddl:
             self._arrived(rows[is_ddl], fresh[is_ddl])
         self.consumed()
         self.progress(records=float(state.records))
