@@ -178,3 +178,45 @@ def test_a_gap_makes_the_receiver_subscribe_again(reactor: Reactor, no_leaks: No
     finally:
         dst.port.close()
         server.close(0)
+
+
+def test_a_zombie_subscriber_cannot_take_the_channel_back(reactor: Reactor, no_leaks: None) -> None:
+    """Subscriptions carry the attempt: an older attempt's (re)subscription is ignored."""
+    src = Source(reactor, total=1000)
+    new = Sink(reactor, window=2, auto_ack=False)
+    new.port.attempt = 2
+    zombie = Sink(reactor, window=2, auto_ack=False)
+    zombie.port.attempt = 1
+    try:
+        new.port.connect(src.port.addr)
+        run_until(reactor, lambda: len(new.batches) == 2)
+        zombie.port.connect(src.port.addr)  # e.g. a hung executor's worker resubscribing
+        run_until(reactor, lambda: src.port.stats["fenced"] == 1)
+        new.port.ack(2)
+        run_until(reactor, lambda: len(new.batches) == 4)
+        assert zombie.batches == [] and src.subscribed_from == [0]
+    finally:
+        for port in (new.port, zombie.port, src.port):
+            port.close()
+
+
+def test_restart_forgets_unacked_batches_and_replays(reactor: Reactor, no_leaks: None) -> None:
+    """A replaying stage drops what it holds: its credit must not leak with it."""
+    src = Source(reactor, total=100)
+    dst = Sink(reactor, window=3, auto_ack=False)
+    dst.port.active = False
+    try:
+        dst.port.connect(src.port.addr)
+        settle(reactor)
+        assert src.subscribed_from == []  # inactive: connected, not subscribed
+        dst.port.restart(5)
+        run_until(reactor, lambda: len(dst.batches) == 3)
+        dst.batches.clear()  # dropped without acks, as a replaying stage does
+        dst.port.restart(2)
+        dst.auto_ack = True
+        run_until(reactor, lambda: dst.ended_at == 100)
+        assert [pos for pos, _ in dst.batches] == list(range(2, 100))
+        assert src.subscribed_from == [5, 2]
+    finally:
+        dst.port.close()
+        src.port.close()
