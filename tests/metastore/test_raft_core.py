@@ -121,3 +121,44 @@ def test_leader_commits_only_entries_of_its_term_by_counting() -> None:
     sim.cut.clear()
     sim.run(0.2)
     assert leader.commit_index >= index
+
+
+def test_acks_and_proposals_of_one_wake_up_share_one_append_per_peer() -> None:
+    sim = Sim(3)
+    sim.run(1.5)
+    [leader] = sim.leaders()
+    follower = next(n for n in NAMES if n != leader.name)
+    leader.propose([b"\x80"], sim.now)
+    leader.pump(sim.now)
+    first = leader.take_outputs().early
+    assert sorted(to for to, _ in first) == sorted(leader.peers)
+    leader.log.flush()
+    # The follower's ack arrives, then a new proposal, in the same wake-up.
+    msg = next(m for to, m in first if to == follower)
+    sim.nodes[follower].step(leader.name, msg, sim.now)
+    sim.nodes[follower].log.flush()
+    [(_, ack)] = sim.nodes[follower].take_outputs().outbox
+    leader.step(follower, ack, sim.now)
+    assert leader.take_outputs().early == []  # nothing sent from within the ack
+    leader.propose([b"\x81"], sim.now)
+    leader.pump(sim.now)
+    sent = leader.take_outputs().early
+    assert sorted(to for to, _ in sent) == sorted(leader.peers)  # one each, no empty one
+    assert all(isinstance(m, Append) and len(m.entries) == 1 for _, m in sent)
+    # Caught-up peers get nothing more from a pump with nothing new.
+    leader.pump(sim.now)
+    assert leader.take_outputs().early == []
+
+
+def test_acks_of_one_wake_up_become_one_reply() -> None:
+    node = RaftCore("b", NAMES, RaftLog(), timing=Timing(0.3, 0.05))
+    node.step("a", Append(1, 0, 0, ((1, b"x"),), 0, 3, ""), 0.0)
+    node.step("a", Append(1, 1, 1, ((1, b"y"),), 0, 4, ""), 0.0)
+    node.step("a", Append(1, 0, 0, ((1, b"x"),), 0, 2, ""), 0.0)  # a late duplicate
+    [(to, reply)] = node.take_outputs().outbox
+    assert to == "a" and isinstance(reply, AppendReply)
+    assert reply.success and reply.match == 2 and reply.seq == 4
+    node.step("a", Append(1, 5, 1, (), 0, 5, ""), 0.1)  # a mismatch is not merged
+    node.step("a", Append(1, 2, 1, (), 0, 6, ""), 0.1)
+    replies = [m for _, m in node.take_outputs().outbox]
+    assert [(r.success, r.seq) for r in replies] == [(False, 5), (True, 6)]  # type: ignore[union-attr]
