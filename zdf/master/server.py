@@ -369,6 +369,7 @@ class Master:
             self.channel.notify(
                 P.CANCEL_TASK, {"job_id": job_id, "task_id": task_id}, peer=call.peer
             )
+        self._push_endpoints(executor_id)
         self.reactor.call_later(0, self._schedule)
         return {
             "master": self.config.name,
@@ -425,11 +426,8 @@ class Master:
 
     def _dispatch(self, d: Dispatch) -> None:
         info = self.executors[d.executor_id]
-        known = dict(self._endpoints.get(d.job_id, {}))
         job = self.jobs.jobs.get(d.job_id)
-        for task in job.tasks.values() if job is not None else ():
-            if task.state is TaskState.FINISHED:
-                known[(task.task_id, DONE_FLAG)] = str(task.attempt)
+        known = self._job_endpoints(job) if job is not None else {}
         body = {
             "job_id": d.job_id,
             "task": d.spec.to_dict(),
@@ -521,6 +519,34 @@ class Master:
         body = P.fields(call.body, job_id=str, task_id=str, attempt=int, counters=dict)
         self.jobs.progress(body["job_id"], body["task_id"], body["attempt"], body["counters"])
         return None
+
+    def _job_endpoints(self, job: JobRecord) -> dict[tuple[str, str], str]:
+        """Published endpoints plus the done flags of finished tasks."""
+        known = dict(self._endpoints.get(job.job_id, {}))
+        for task in job.tasks.values():
+            if task.state is TaskState.FINISHED:
+                known[(task.task_id, DONE_FLAG)] = str(task.attempt)
+        return known
+
+    def _push_endpoints(self, executor_id: str) -> None:
+        """Send a (re)registered executor every endpoint of the jobs it runs tasks of.
+
+        Updates broadcast while it was away (or before it registered with a new
+        leader, e.g. the done flags of the reports it just delivered) would be lost
+        otherwise; workers ignore the addresses they already have."""
+        info = self.executors.get(executor_id)
+        if info is None:
+            return
+        for job in self.jobs.jobs.values():
+            if job.state in TERMINAL_JOB_STATES:
+                continue
+            if any(t.executor == executor_id for t in job.tasks.values()):
+                known = self._job_endpoints(job)
+                update = {
+                    "job_id": job.job_id,
+                    "endpoints": [[t, n, a] for (t, n), a in known.items()],
+                }
+                self.channel.notify(P.ENDPOINTS, update, peer=info.peer)
 
     def _announce_done(self, job_id: str, task_id: str, attempt: int) -> None:
         """A finished task's done flag, from its (reliably delivered) final report.
