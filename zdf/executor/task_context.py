@@ -50,7 +50,7 @@ class WorkerTaskContext(TaskContext):
         self._checkpoint = checkpoint
 
     def publish_endpoint(self, name: str, addr: str) -> None:
-        self.worker.publish_endpoint(self.job_id, self.task_id, name, addr)
+        self.worker.publish_endpoint(self.job_id, self.task_id, name, addr, self.attempt)
 
     def resolve_endpoint(self, task_id: str, name: str, callback: Callable[[str], None]) -> None:
         self._callbacks.append(callback)

@@ -219,10 +219,13 @@ class Worker:
         return None
 
     # -- the endpoint directory, for task contexts --------------------------
-    def publish_endpoint(self, job_id: str, task_id: str, name: str, addr: str) -> None:
-        self.channel.notify(
-            P.PUBLISH_ENDPOINT, {"job_id": job_id, "task_id": task_id, "name": name, "addr": addr}
-        )
+    def publish_endpoint(
+        self, job_id: str, task_id: str, name: str, addr: str, attempt: int | None = None
+    ) -> None:
+        body: dict[str, Any] = {"job_id": job_id, "task_id": task_id, "name": name, "addr": addr}
+        if attempt is not None:
+            body["attempt"] = attempt
+        self.channel.notify(P.PUBLISH_ENDPOINT, body)
 
     def resolve_endpoint(
         self, job_id: str, task_id: str, name: str, callback: Callable[[str], None]

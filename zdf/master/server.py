@@ -573,6 +573,11 @@ class Master:
         job_id = body["job_id"]
         if job_id not in self.jobs.jobs:
             raise JobError(f"no job {job_id!r}")
+        task = self.jobs.jobs[job_id].tasks.get(body["task_id"])
+        attempt = body.get("attempt")
+        if task is None or (isinstance(attempt, int) and attempt != task.attempt):
+            # A zombie's late publish must not redirect the task's peers to it.
+            raise JobError(f"stale endpoint of {body['task_id']} (attempt {attempt}) refused")
         table = self._endpoints.setdefault(job_id, {})
         table[(body["task_id"], body["name"])] = body["addr"]
         if self.store is not None:
