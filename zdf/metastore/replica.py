@@ -15,7 +15,8 @@ core's contract asks for:
    which promise what step 2 made durable (votes, append acknowledgements);
 4. apply committed entries in order (``MetaState.apply_batch``, not synced:
    the log in the same LevelDB is, and LevelDB writes reach the disk in
-   order), answer their proposers, release reads waiting for that index;
+   order), answer their proposers, release reads waiting for that index (a
+   leader does this at once when an acknowledgement commits entries);
 5. compact the log once it holds more than ``snapshot-entries`` applied entries.
 
 A proposer hears the result of its own entry only if that entry is still the
@@ -176,6 +177,10 @@ class Replica:
             self._on_snapshot_chunk(sender, msg, now)
         else:
             self.core.step(sender, msg, now)
+            if self.core.commit_index > self.state.applied_index and self.is_leader:
+                # An acknowledgement committed entries: answer their writers now, not
+                # after the rest of this wake-up (new proposals still share its append).
+                self._apply()
             if not self.core.has_work() and self.core.commit_index <= self.state.applied_index:
                 return  # e.g. the second acknowledgement of an entry already committed
         self._schedule()

@@ -8,6 +8,12 @@ replica's DEALER, so the ROUTER only ever receives, and the ROUTER's view of
 the sender's identity says who sent what. DEALERs use ``IMMEDIATE``: a
 message to a peer that is not connected is dropped at once (Raft resends),
 instead of piling up for a peer that may be gone for minutes.
+
+The ROUTER uses ``ROUTER_HANDOVER`` so that a restarted replica takes its name
+back at once. The price: anyone connecting with a replica's name takes that
+name from the replica's live connection, which the ROUTER then no longer reads.
+The DEALERs' ZMTP heartbeats notice such a dead-ended connection (no PONG) and
+reconnect, so a hostile or confused peer cuts a link for a moment, not forever.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ log = logging.getLogger(__name__)
 
 PEER_SNDHWM = 2000
 RECONNECT_MS = 50
+PEER_HEARTBEAT_MS = 100
+"""ZMTP heartbeats on each DEALER: a connection whose far end stopped reading (its
+ROUTER handed our name to another connection, see the module docstring) is
+dropped after 3 of them and dialled again, which takes the name back."""
 MAX_PEER_MESSAGE_BYTES = 64 << 20
 
 OnMessage = Callable[[str, str, Any], None]
@@ -55,7 +65,12 @@ class PeerTransport:
         self._dealers: dict[str, zmq.Socket[bytes]] = {}
         try:
             for peer, addr in peers.items():
-                sock = make_socket(zmq.DEALER, identity=name.encode(), sndhwm=PEER_SNDHWM)
+                sock = make_socket(
+                    zmq.DEALER,
+                    identity=name.encode(),
+                    sndhwm=PEER_SNDHWM,
+                    heartbeat_ms=PEER_HEARTBEAT_MS,
+                )
                 sock.setsockopt(zmq.IMMEDIATE, 1)
                 sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
                 sock.connect(endpoint(addr))
