@@ -67,6 +67,21 @@ def test_executor_sigstop_zombie_is_fenced(cluster: LocalCluster, tmp_path: Path
     wait_until(lambda: cluster.executor_state(victim.extra["id"]) == "alive", 10, "it to rejoin")
 
 
+def test_executor_hung_for_good_does_not_block_the_job(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """An executor that stays stopped: its workers stop themselves after the keepalive
+    TTL (no zombie sink keeps its file), and the job finishes exactly without it."""
+    run = start_bench(cluster, str(tmp_path / "sink"))
+    run.wait_sunk(0.3)
+    victim = run.busiest_executor()
+    run.kill(victim, signal.SIGSTOP)
+    try:
+        assert_exact(run, run.wait_end())
+    finally:
+        run.cluster.kill(victim, signal.SIGCONT)
+
+
 @pytest.mark.cluster(executors=3)
 def test_two_executors_lost_one_after_the_other(cluster: LocalCluster, tmp_path: Path) -> None:
     run = start_bench(cluster, str(tmp_path / "sink"))

@@ -49,7 +49,9 @@ class WorkerPool:
         on_exit: Callable[[WorkerSlot, int], None],
         master_addr: str = "",
         executor_id: str = "",
+        frozen_limit: float = 1.0,
     ) -> None:
+        self.frozen_limit = frozen_limit
         self.master_addr = master_addr
         self.executor_id = executor_id
         self.ctl_addr = ctl_addr
@@ -81,6 +83,8 @@ class WorkerPool:
             self.ipc_dir,
             "--parent",
             str(os.getpid()),
+            "--frozen-limit",
+            str(self.frozen_limit),
             "--log-level",
             self.log_level,
             "--master",

@@ -106,6 +106,7 @@ class Executor:
             config.log_level,
             self._on_worker_exit,
             executor_id=self.executor_id,
+            frozen_limit=config.keepalive_ttl,
         )
         self._handlers = handlers
         self.reactor.call_every(config.keepalive_interval, self._beat, now=True)

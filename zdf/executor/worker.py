@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import psutil
 import zmq
 
 from zdf import protocol as P
@@ -61,6 +62,7 @@ class Worker:
         parent: int,
         master: str = "",
         executor_id: str = "",
+        frozen_limit: float = 1.0,
     ) -> None:
         self.name = name
         self.host = host
@@ -85,12 +87,30 @@ class Worker:
         )
         self.executor_id = executor_id
         self.functions = FunctionRunner(self.reactor, master, executor_id, name) if master else None
+        self.frozen_limit = frozen_limit
+        self._parent_proc = psutil.Process(parent)
+        self._parent_stopped_since: float | None = None
         self.reactor.call_every(PARENT_CHECK_INTERVAL, self._check_parent)
         self.channel.notify("ready", {"pid": os.getpid()})
 
     def _check_parent(self) -> None:
         if os.getppid() != self.parent:
             log.warning("executor %d is gone; worker %s exits", self.parent, self.name)
+            self.reactor.stop()
+            return
+        # A frozen executor (SIGSTOP, a paused VM) is declared dead by the master after
+        # the keepalive TTL and its tasks start elsewhere: stop being a zombie then.
+        try:
+            stopped = self._parent_proc.status() == psutil.STATUS_STOPPED
+        except psutil.Error:
+            stopped = False
+        now = time.monotonic()
+        if not stopped:
+            self._parent_stopped_since = None
+        elif self._parent_stopped_since is None:
+            self._parent_stopped_since = now
+        elif now - self._parent_stopped_since > self.frozen_limit:
+            log.warning("executor %d frozen; worker %s exits", self.parent, self.name)
             self.reactor.stop()
 
     def run(self) -> None:
@@ -269,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--master", default="", help="master address for function tasks")
     parser.add_argument("--executor-id", default="")
+    parser.add_argument(
+        "--frozen-limit",
+        type=float,
+        default=1.0,
+        help="exit when the executor is stopped this long",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -276,7 +302,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     _warm_imports()
     worker = Worker(
-        args.ctl, args.name, args.host, args.ipc_dir, args.parent, args.master, args.executor_id
+        args.ctl,
+        args.name,
+        args.host,
+        args.ipc_dir,
+        args.parent,
+        args.master,
+        args.executor_id,
+        args.frozen_limit,
     )
 
     def on_term(*_: object) -> None:
