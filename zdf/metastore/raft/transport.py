@@ -36,10 +36,13 @@ log = logging.getLogger(__name__)
 
 PEER_SNDHWM = 2000
 RECONNECT_MS = 50
-PEER_HEARTBEAT_MS = 100
+PEER_HEARTBEAT_MS = 500
+PEER_HEARTBEAT_TIMEOUT_MS = 2500
 """ZMTP heartbeats on each DEALER: a connection whose far end stopped reading (its
 ROUTER handed our name to another connection, see the module docstring) is
-dropped after 3 of them and dialled again, which takes the name back."""
+dropped when no PONG came for this long, and dialled again, which takes the name
+back. Generous on purpose: a slow or lossy link must not be cut by it (Raft's own
+timeouts deal with those; a short timeout here made elections on a flaky link)."""
 MAX_PEER_MESSAGE_BYTES = 64 << 20
 
 OnMessage = Callable[[str, str, Any], None]
@@ -65,12 +68,10 @@ class PeerTransport:
         self._dealers: dict[str, zmq.Socket[bytes]] = {}
         try:
             for peer, addr in peers.items():
-                sock = make_socket(
-                    zmq.DEALER,
-                    identity=name.encode(),
-                    sndhwm=PEER_SNDHWM,
-                    heartbeat_ms=PEER_HEARTBEAT_MS,
-                )
+                sock = make_socket(zmq.DEALER, identity=name.encode(), sndhwm=PEER_SNDHWM)
+                sock.setsockopt(zmq.HEARTBEAT_IVL, PEER_HEARTBEAT_MS)
+                sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, PEER_HEARTBEAT_TIMEOUT_MS)
+                sock.setsockopt(zmq.HEARTBEAT_TTL, PEER_HEARTBEAT_TIMEOUT_MS)
                 sock.setsockopt(zmq.IMMEDIATE, 1)
                 sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
                 sock.connect(endpoint(addr))
