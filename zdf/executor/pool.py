@@ -47,12 +47,10 @@ class WorkerPool:
         ipc_dir: str,
         log_level: str,
         on_exit: Callable[[WorkerSlot, int], None],
-        master_addr: str = "",
         executor_id: str = "",
         frozen_limit: float = 1.0,
     ) -> None:
         self.frozen_limit = frozen_limit
-        self.master_addr = master_addr
         self.executor_id = executor_id
         self.ctl_addr = ctl_addr
         self.host = host
@@ -87,8 +85,6 @@ class WorkerPool:
             str(self.frozen_limit),
             "--log-level",
             self.log_level,
-            "--master",
-            self.master_addr,
             "--executor-id",
             self.executor_id,
         ]
