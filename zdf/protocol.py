@@ -1,7 +1,7 @@
 """Operation names and message bodies of the control plane (master, executors, clients).
 
-Bodies are msgpack maps; each is described here as a ``TypedDict`` and checked on
-arrival with ``fields``, which raises ``ProtocolError`` (an error reply, never a
+Bodies are msgpack maps; each handler checks the fields it reads on arrival with
+``fields``, which raises ``ProtocolError`` (an error reply, never a
 crash) when a field is missing or of the wrong type.
 
 Who sends what (ROUTER = the master, DEALER = executors and clients)::
@@ -16,7 +16,7 @@ Who sends what (ROUTER = the master, DEALER = executors and clients)::
 
 from __future__ import annotations
 
-from typing import Any, TypedDict, TypeVar
+from typing import Any, TypeVar
 
 from zdf.errors import ProtocolError
 
@@ -51,38 +51,6 @@ FN_RESULT = "fn_result"  # master -> client: results of its tasks
 FN_CANCEL = "fn_cancel"  # client -> master
 WORKER_LOST = "worker_lost"  # executor -> master: a worker process died
 LEADER = "leader"  # executor -> worker: the leading master's address (for function tasks)
-
-
-class RegisterBody(TypedDict):
-    executor_id: str
-    addr: str
-    slots: int
-    host: str
-    pid: int
-    tasks: list[dict[str, Any]]
-
-
-class RegisterReply(TypedDict):
-    master: str
-    epoch: int
-    heartbeat_addr: str
-    keepalive_interval: float
-    keepalive_ttl: float
-
-
-class StartTaskBody(TypedDict):
-    job_id: str
-    task: dict[str, Any]
-    attempt: int
-    endpoints: list[list[str]]
-
-
-class TaskStateBody(TypedDict):
-    job_id: str
-    task_id: str
-    attempt: int
-    state: str
-    info: dict[str, Any]
 
 
 T = TypeVar("T")

@@ -279,12 +279,3 @@ def find_leader(master_addr: str | list[str], timeout: float) -> str:
 def connect(master_addr: str | list[str] = "127.0.0.1:10240", **options: Any) -> Client:
     """A client of the master at ``host:port`` (or the leader of a comma-separated list)."""
     return Client(master_addr, **options)
-
-
-def wait_all(futures: Iterable[Future], timeout: float | None = None) -> list[Any]:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    out = []
-    for future in futures:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        out.append(future.result(remaining))
-    return out

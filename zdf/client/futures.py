@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from zdf.errors import RemoteError
@@ -74,6 +74,3 @@ def as_completed(
 ) -> Iterator[concurrent.futures.Future[Any]]:
     """Yield futures as they complete (``concurrent.futures.as_completed``)."""
     return concurrent.futures.as_completed(futures, timeout=timeout)
-
-
-Callback = Callable[[Future], None]

@@ -125,14 +125,10 @@ class FunctionQueue:
 
     # -- clients ------------------------------------------------------------
     def on_submit(self, call: Call) -> Any:
-        """Header ``{"tasks": [[tid, fn, retries, nframes], ...], "reply_to"?}``, then frames.
-
-        Results go to ``reply_to`` (a client's receiving socket) when given, else
-        to the sender."""
+        """Header ``{"tasks": [[tid, fn, retries, nframes], ...]}``, then every task's frames."""
         body = P.fields(call.body, tasks=list)
         assert call.peer is not None
-        reply_to = body.get("reply_to")
-        client = reply_to if isinstance(reply_to, bytes) and reply_to else call.peer
+        client = call.peer
         frames = call.frames
         offset = 0
         for entry in body["tasks"]:

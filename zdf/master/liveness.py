@@ -37,9 +37,6 @@ class ExecutorLiveness:
     def add(self, executor_id: str, now: float) -> None:
         self._peers[executor_id] = _Peer(ExecutorState.ALIVE, now)
 
-    def remove(self, executor_id: str) -> None:
-        self._peers.pop(executor_id, None)
-
     def state(self, executor_id: str) -> ExecutorState | None:
         peer = self._peers.get(executor_id)
         return None if peer is None else peer.state
@@ -69,10 +66,6 @@ class ExecutorLiveness:
         if peer is None or not peer.disconnected:
             return None
         return self._move(executor_id, peer, ExecutorState.DEAD)
-
-    def declare_dead(self, executor_id: str) -> Transition | None:
-        peer = self._peers.get(executor_id)
-        return None if peer is None else self._move(executor_id, peer, ExecutorState.DEAD)
 
     def tick(self, now: float) -> list[Transition]:
         moves: list[Transition] = []
