@@ -6,6 +6,12 @@ on that SUB socket turns connection events into liveness input: a dropped
 connection makes the executor suspect at once, a refused reconnect (the process
 is gone) makes it dead at once — tens of milliseconds after a kill -9, instead
 of a whole keepalive TTL.
+
+A heartbeat is one frame: the topic prefix followed by a msgpack body. It is
+never multipart on purpose: libzmq 4.3 can abort a SUB socket that reads the
+second part of a message whose connection was just reset (a ZMTP heartbeat
+timeout or a reconnect "hiccups" the pipe under the reader), so a frozen-then-
+resumed master must never find half a heartbeat in its queue.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ class HeartbeatPublisher:
         self.seq += 1
         body = {"id": self.sender_id, "epoch": self.epoch, "seq": self.seq, **(extra or {})}
         try:
-            self.sock.send_multipart([HEARTBEAT_TOPIC, packb(body)], zmq.NOBLOCK)
+            self.sock.send(HEARTBEAT_TOPIC + packb(body), zmq.NOBLOCK)
         except zmq.ZMQError:
             pass  # no subscriber yet, or shutting down: a heartbeat is never worth blocking for
 
@@ -107,19 +113,24 @@ class HeartbeatSubscriber:
     def _on_readable(self) -> None:
         for _ in range(256):
             try:
-                parts = self.sock.recv_multipart(zmq.NOBLOCK)
+                frame = self.sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             try:
-                if len(parts) != 2:
-                    raise ProtocolError("heartbeat must be two frames")
-                body = unpackb(parts[1])
+                if self.sock.rcvmore:
+                    self._skip_rest()
+                    raise ProtocolError("a heartbeat is one frame")
+                body = unpackb(frame[len(HEARTBEAT_TOPIC) :])
                 if not isinstance(body, dict) or not isinstance(body.get("id"), str):
                     raise ProtocolError("heartbeat without an id")
             except ProtocolError:
                 self.dropped += 1
                 continue
             self.on_beat(body)
+
+    def _skip_rest(self) -> None:
+        while self.sock.rcvmore:
+            self.sock.recv(zmq.NOBLOCK)
 
     def _on_monitor(self) -> None:
         while True:
