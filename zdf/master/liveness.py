@@ -8,6 +8,14 @@ are faster than silence: when the master's SUB connection to an executor drops,
 the executor is suspect at once, and when the reconnect is refused (nobody
 listens at that address any more: the process is gone) it is dead at once.
 A dead executor stays dead; it must register again.
+
+Silence is only evidence while the master was listening. When the master's own
+loop stalls (a slow metastore call during a metastore election, a GC pause, a
+SIGSTOP), the heartbeats that arrived meanwhile still sit unread in its sockets;
+judging by the clock alone would declare every executor dead and move every
+task. So ``tick`` measures its own cadence and forgives the deaf time: a gap
+between two ticks longer than ``max_tick_gap`` shifts every peer's last-seen
+time forward by the excess.
 """
 
 from __future__ import annotations
@@ -32,7 +40,12 @@ class ExecutorLiveness:
         self.interval = interval
         self.ttl = ttl
         self.suspect_after = min(interval * 3, ttl * 0.75)
+        self.max_tick_gap = interval
+        """A longer gap between ticks means the master itself was not listening."""
+        self.forgiven = 0.0
+        """Total deaf time forgiven so far (seconds), for the logs and the tests."""
         self._peers: dict[str, _Peer] = {}
+        self._last_tick: float | None = None
 
     def add(self, executor_id: str, now: float) -> None:
         self._peers[executor_id] = _Peer(ExecutorState.ALIVE, now)
@@ -68,6 +81,13 @@ class ExecutorLiveness:
         return self._move(executor_id, peer, ExecutorState.DEAD)
 
     def tick(self, now: float) -> list[Transition]:
+        """Judge every peer's silence; call it about every ``interval / 2``."""
+        if self._last_tick is not None and now - self._last_tick > self.max_tick_gap:
+            deaf = now - self._last_tick - self.max_tick_gap
+            self.forgiven += deaf
+            for peer in self._peers.values():
+                peer.last_seen = min(now, peer.last_seen + deaf)
+        self._last_tick = now
         moves: list[Transition] = []
         for executor_id, peer in self._peers.items():
             silent = now - peer.last_seen

@@ -287,7 +287,14 @@ class Master:
     def _check_liveness(self) -> None:
         if not self.leading:
             return
-        for move in self.liveness.tick(time.monotonic()):
+        before = self.liveness.forgiven
+        moves = self.liveness.tick(time.monotonic())
+        if self.liveness.forgiven - before > self.config.keepalive_ttl / 2:
+            log.warning(
+                "master loop stalled %.2fs: that silence is not held against executors",
+                self.liveness.forgiven - before,
+            )
+        for move in moves:
             self._apply_liveness(move)
 
     def _apply_liveness(self, move: Transition | None) -> None:
