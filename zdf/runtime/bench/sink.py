@@ -36,7 +36,8 @@ Exactly once across failures (see ``zdf.runtime.bench.sinkfile``):
   who knows, answers "written" at once.
 
 At the end of its input (and once it wrote every DDL it is the writer of) the
-sink reads its file back for its figures, writes ``summary_<s>.json``, commits
+sink takes its figures (kept as it writes; read back from the file after a
+restart), writes ``summary_<s>.json``, commits
 ``done`` and raises its done flag. It finishes only when every sink has raised
 its flag, so that it is still there to answer a peer that needs a barrier
 message from it; the coordinator merges the summaries.
@@ -113,6 +114,15 @@ class Sink(Operator):
         self._floor = np.full(p.tables, -1, np.int64)  # per table: written before we started
         self._floor_max = -1
         self._admitted = -1  # the last gtid through the gate (the input is in gtid order)
+        # The figures of what this attempt wrote, kept as it writes (see ``_figures``).
+        self.figures: dict[str, Any] = {
+            "records": 0,
+            "ddls": 0,
+            "first_ts": 0,
+            "last_ts": 0,
+            "bytes": 0,
+            "hist": LatencyHistogram(),
+        }
         self._input_ended = False
         self._finishing = False
         self._saving = False
@@ -173,10 +183,18 @@ class Sink(Operator):
         now = max(time.time_ns(), self.last_ts + 1)
         out = self.file.append(pieces, self.state.length, now)
         self.last_ts = now
+        figures = self.figures
+        first = int(out["ts"].min())
+        figures["first_ts"] = min(figures["first_ts"] or first, first)
+        figures["last_ts"] = now
+        figures["bytes"] += out.nbytes
         if ddl:
             self.state.fold(out)
+            figures["ddls"] += len(out)
         else:
             self.state.advance(pieces)
+            figures["records"] += len(out)
+            figures["hist"].add(now - out["ts"])
 
     def _on_batch(self, rows: np.ndarray, pos: int, next_pos: int) -> None:
         tid = rows["tid"]
@@ -277,7 +295,9 @@ class Sink(Operator):
         ):
             return
         self._finishing = True
-        figures = file_summary(self.path)
+        # A first attempt wrote the whole file, so its running figures are exact; a
+        # restarted one reads the file back (its predecessors' rows are in it too).
+        figures = self.figures if self._checkpoint is None else file_summary(self.path)
         summary = sink_summary(
             figures["records"],
             figures["ddls"],
