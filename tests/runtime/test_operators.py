@@ -163,4 +163,4 @@ def test_held_rows_are_views_of_the_batch() -> None:
     batch = make_rows([(DDL, 0, 4, 1)] + [(DATA, 0, 5, 1)] * 100)
     gate.admit(batch)
     assert gate.held_rows == 100
-    assert np.shares_memory(gate.held[0][0], batch)  # no copy while a barrier is open
+    assert np.shares_memory(gate.held[0][0].rows, batch)  # no copy while a barrier is open

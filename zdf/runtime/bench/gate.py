@@ -41,21 +41,33 @@ class Stop:
     row: np.ndarray
 
 
+class _Held:
+    """Held rows of one table (a view of a batch) and where their DDLs are in them."""
+
+    __slots__ = ("ddls", "rows", "versions")
+
+    def __init__(self, rows: np.ndarray, ddls: list[int], versions: list[int]) -> None:
+        self.rows = rows
+        self.ddls = ddls  # positions in ``rows``
+        self.versions = versions
+
+
 class TableGate:
     """The gates of ``tables`` tables (see the module docstring).
 
     Batches are cut into *runs* of one table (a binlog round is the producers'
     batches one after the other, so a batch is a few long runs): the work per
     batch is a few vectorised passes plus a Python step per run, and what passes
-    or is held are views of the batch, never copies. Passed pieces are each of
-    one table, in order, data only.
+    or is held are views of the batch, never copies. Held runs keep the positions
+    of their DDLs, so a release is slicing only. Passed pieces are each of one
+    table, in order, data only.
     """
 
     def __init__(self, tables: int) -> None:
         self.stopped = [False] * tables
         self.stopped_at = [0] * tables  # the DDL version a stopped table waits at
         self.written = [0] * tables  # highest DDL version known written
-        self.held: list[deque[np.ndarray]] = [deque() for _ in range(tables)]
+        self.held: list[deque[_Held]] = [deque() for _ in range(tables)]
         self.held_rows = 0
 
     @property
@@ -79,35 +91,48 @@ class TableGate:
         starts = [0, *bounds]
         out: list[np.ndarray] = []
         stops: list[Stop] = []
-        d = 0  # the next DDL (index into ddls)
+        d = 0  # the first DDL of the run (index into ddls)
         for t, lo, hi in zip(tid[starts].tolist(), starts, [*bounds, n], strict=True):
             first = d
             while d < len(ddls) and ddls[d] < hi:
                 d += 1
-            if self.stopped[t]:
-                self._hold(t, rows[lo:hi])
-                continue
-            pos = lo
-            for k in range(first, d):
-                i, v = ddls[k], versions[k]
-                if i > pos:
-                    out.append(rows[pos:i])
-                pos = i + 1  # a DDL row is never written here
-                if v > self.written[t]:
-                    self.stopped[t] = True
-                    self.stopped_at[t] = v
-                    stops.append(Stop(t, v, rows[i : i + 1].copy()))
-                    if pos < hi:
-                        self._hold(t, rows[pos:hi])
-                    pos = hi
-                    break
-            if pos < hi:
-                out.append(rows[pos:hi])
+            self._run(t, rows, lo, hi, ddls[first:d], versions[first:d], out, stops)
         return out, stops
 
-    def _hold(self, t: int, rows: np.ndarray) -> None:
+    def _run(
+        self,
+        t: int,
+        rows: np.ndarray,
+        lo: int,
+        hi: int,
+        ddls: list[int],
+        versions: list[int],
+        out: list[np.ndarray],
+        stops: list[Stop],
+    ) -> None:
+        """Rows ``lo:hi`` of ``rows``, all of table t, with DDLs at ``ddls`` (absolute)."""
+        if self.stopped[t]:
+            self._hold(t, rows[lo:hi], [i - lo for i in ddls], versions)
+            return
+        pos = lo
+        for k, (i, v) in enumerate(zip(ddls, versions, strict=True)):
+            if i > pos:
+                out.append(rows[pos:i])
+            pos = i + 1  # a DDL row is never written here
+            if v > self.written[t]:
+                self.stopped[t] = True
+                self.stopped_at[t] = v
+                stops.append(Stop(t, v, rows[i : i + 1].copy()))
+                if pos < hi:
+                    rest = [j - pos for j in ddls[k + 1 :]]
+                    self._hold(t, rows[pos:hi], rest, versions[k + 1 :])
+                return
+        if pos < hi:
+            out.append(rows[pos:hi])
+
+    def _hold(self, t: int, rows: np.ndarray, ddls: list[int], versions: list[int]) -> None:
         self.held_rows += len(rows)
-        self.held[t].append(rows)
+        self.held[t].append(_Held(rows, ddls, versions))
 
     def release(self, t: int, v: int) -> tuple[list[np.ndarray], list[Stop]]:
         """DDL (t, v) and every earlier one of t are written: what may be written now."""
@@ -119,14 +144,12 @@ class TableGate:
         queue = self.held[t]
         pending = list(queue)
         queue.clear()
-        self.held_rows -= sum(len(piece) for piece in pending)
         out: list[np.ndarray] = []
         stops: list[Stop] = []
-        for piece in pending:
-            if self.stopped[t]:  # stopped again by an earlier piece: keep the order
-                self._hold(t, piece)
-                continue
-            passed, new = self.admit(piece)
-            out.extend(passed)
-            stops.extend(new)
+        for k, held in enumerate(pending):
+            if self.stopped[t]:  # stopped again: the rest stays held as it is, in order
+                queue.extend(pending[k:])
+                break
+            self.held_rows -= len(held.rows)
+            self._run(t, held.rows, 0, len(held.rows), held.ddls, held.versions, out, stops)
         return out, stops
