@@ -127,7 +127,13 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
             f"producer-{t}",
             "producer",
             f"{OPS}.producer:Producer",
-            {**common, "table": t, "done-after": binlogs},
+            {
+                **common,
+                "table": t,
+                "done-after": binlogs,
+                # Paced producers share one schedule: the binlogs merge them in rounds.
+                **({"pace-with": "producer-0"} if t and cfg.rate > 0 else {}),
+            },
         )
         for t in range(cfg.table_num)
     ]
