@@ -21,7 +21,7 @@ from .helpers import FakeContext
 
 pytestmark = pytest.mark.timeout(20)
 
-# 2 tables x 3 versions over 3 streams: the writer of (t, v) is sink (t + v) % 3.
+# 2 tables x 3 versions over 3 streams: the writer of (t, v) is sink v % 3.
 P = BenchParams(
     flow_id="f",
     tables=2,
@@ -112,10 +112,10 @@ def test_an_arrival_at_a_written_ddl_is_answered_at_once() -> None:
 
 
 def test_messages_of_one_burst_go_out_as_one_per_peer(sink0: Harness) -> None:
-    # Writers: (0, 1) -> 1, (1, 3) -> 1, (1, 1) -> 2.
-    sink0.op.guard(lambda: sink0.barrier.arrive([(0, 1), (1, 1), (1, 3)]))()
-    assert sink0.sent(1) == [("arrive", {"stream": 0, "pairs": [[0, 1], [1, 3]]})]
-    assert sink0.sent(2) == [("arrive", {"stream": 0, "pairs": [[1, 1]]})]
+    # Writers: (0, 1) -> 1, (1, 1) -> 1, (0, 2) -> 2.
+    sink0.op.guard(lambda: sink0.barrier.arrive([(0, 1), (1, 1), (0, 2)]))()
+    assert sink0.sent(1) == [("arrive", {"stream": 0, "pairs": [[0, 1], [1, 1]]})]
+    assert sink0.sent(2) == [("arrive", {"stream": 0, "pairs": [[0, 2]]})]
 
 
 def test_a_connecting_peer_gets_the_facts_and_the_open_arrivals_it_writes(
@@ -129,22 +129,22 @@ def test_a_connecting_peer_gets_the_facts_and_the_open_arrivals_it_writes(
             self.sent.append((op, body))
 
     sink0.barrier.known[:] = [1, 0]
-    sink0.waiting = [(0, 2), (1, 1), (1, 3)]  # writers 2, 2 and 1
+    sink0.waiting = [(0, 2), (1, 2), (1, 1)]  # writers 2, 2 and 1
     link = Link()
     sink0.barrier._hello(2, link)  # type: ignore[arg-type]
     assert link.sent == [
         ("hello", {"stream": 0, "attempt": 0, "written": [1, 0]}),
-        ("arrive", {"stream": 0, "pairs": [[0, 2], [1, 1]]}),
+        ("arrive", {"stream": 0, "pairs": [[0, 2], [1, 2]]}),
     ]
 
 
 def test_hellos_and_done_flags_are_facts(sink0: Harness) -> None:
     sink0.deliver("hello", {"stream": 1, "attempt": 3, "written": [2, 0]})
     assert sink0.barrier.take() == ([], [(0, 2)])
-    # A done sink wrote every DDL it is the writer of: sink 2 writes (0, 2) and (1, 1).
+    # A done sink wrote every DDL it is the writer of: sink 2 writes (0, 2) and (1, 2).
     sink0.ctx.resolving[("sink-2", DONE)]("0")
-    assert sink0.barrier.known.tolist() == [2, 1]
-    assert sink0.barrier.take() == ([], [(1, 1)])
+    assert sink0.barrier.known.tolist() == [2, 2]
+    assert sink0.barrier.take() == ([], [(1, 2)])
 
 
 def test_learning_a_ddl_written_drops_its_arrivals(sink0: Harness) -> None:

@@ -196,7 +196,7 @@ class SinkBarrier:
     def _peer_done(self, stream: int, _flag: str = "") -> None:
         p = self.p
         for t in range(p.tables):  # a done sink wrote every DDL it is the writer of
-            top = p.versions - (p.versions - stream + t) % p.streams
+            top = p.last_written_by(stream, t)
             if top >= 1:
                 self._learn(t, top)
 
