@@ -139,3 +139,31 @@ def test_every_ddl_is_written_once_in_order_after_all_streams_arrived(
         mine = np.sort(ddl[ddl["tid"] == t], order="sink_ts")
         assert (np.diff(mine["schema_ver"]) == 1).all()  # a table's DDLs in version order
     assert verify(config).ok
+
+
+def test_a_sink_takes_no_input_above_max_held(small_job: JobFactory) -> None:
+    """While a barrier cannot complete, a sink holds at most ``max-held`` rows (plus the
+    batch that crossed it) and leaves the rest unacknowledged upstream."""
+    job, config = small_job(servers=3, **{"rcd-cnt": 3000, "ddl-freq": 300})
+    job = replace_operator(job, "receive-1", f"{GatedReceive.__module__}:GatedReceive")
+    job = replace_operator(job, "sink-0", "zdf.runtime.bench.sink:Sink", **{"max-held": 64})
+    with LocalRunner(job) as runner:
+        runner.start()
+        sink = sinks(runner, 3)[0]
+
+        def stopped_taking() -> bool:
+            return hasattr(sink, "gate") and len(sink._inbox) > 0
+
+        runner.reactor.run(until=stopped_taking, deadline=time.monotonic() + 20)
+        assert stopped_taking()
+        for _ in range(20):
+            runner.reactor.run_once(0.002)
+        message_rows = config.batch_size * config.table_num
+        assert 64 <= sink.gate.held_rows <= 64 + message_rows
+        assert len(sink._inbox) <= config.window and sink.inp.unacked == len(sink._inbox)
+        gate = runner.handles["receive-1"].operator
+        assert isinstance(gate, GatedReceive)
+        gate.open_gate()
+        runner.run(timeout=30)
+    report = verify(config)
+    assert report.ok, report.violations
