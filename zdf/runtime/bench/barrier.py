@@ -106,7 +106,6 @@ class SinkBarrier:
         self._ready: list[Pair] = []
         self._learned: dict[int, int] = {}  # table -> version learned written, not yet taken
         self._outbox: dict[tuple[str, int], list[list[int]]] = defaultdict(list)
-        self._flush_scheduled = False
         self._change_scheduled = False
         sock = make_socket(zmq.ROUTER, bind=op.data_address("barrier"))
         handlers = {"hello": self._on_hello, "arrive": self._on_arrive, "written": self._on_written}
@@ -147,11 +146,21 @@ class SinkBarrier:
         return ready, learned
 
     def announce(self, pairs: list[Pair]) -> None:
-        """This sink wrote these DDLs: tell every other sink."""
+        """This sink wrote these DDLs: tell every other sink (now: see ``flush``)."""
         for t, v in pairs:
             self._learn(t, v)
             for s in self.links:
                 self._send("written", s, t, v)
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what is queued now rather than at the end of the burst.
+
+        The sink calls it once a step's messages are all queued: they are on the
+        barrier's critical path, and the rest of the burst (its own release,
+        taking more input) must not delay them."""
+        if self._outbox:
+            self._flush()
 
     # -- handlers --------------------------------------------------------------------
     def _dropping_malformed(self, handler: Callable[[Call], None]) -> Callable[[Call], None]:
@@ -246,12 +255,9 @@ class SinkBarrier:
 
     def _send(self, op: str, stream: int, t: int, v: int) -> None:
         self._outbox[(op, stream)].append([t, v])
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.op.defer(self._flush)
+        self.op.defer(self._flush)  # at the latest at the end of the burst
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
         outbox, self._outbox = self._outbox, defaultdict(list)
         for (op, stream), pairs in outbox.items():
             self.links[stream].notify(op, {"stream": self.stream, "pairs": pairs})

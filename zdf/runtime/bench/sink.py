@@ -240,6 +240,7 @@ class Sink(Operator):
             if self.bench.writer(t, v) == self.stream and v > written[t]:
                 self.owed[(t, v)] = stop.row
         self.barrier.arrive([(stop.table, stop.version) for stop in stops])
+        self.barrier.flush()
 
     def consumed(self) -> None:
         """A batch went through the gate: give the syncer its credit back (tests slow this)."""
