@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from zdf.runtime.bench.gate import Stop
 from zdf.runtime.bench.receive import Receive
 from zdf.runtime.bench.sink import Sink
 from zdf.runtime.context import TaskContext
@@ -48,6 +49,28 @@ class SlowReceive(Receive):
     def _tick(self) -> None:
         self._ready = True
         self.pump()
+
+
+class StallTableSink(Sink):
+    """Withholds its arrivals at every DDL of table ``stall-table`` until ``open_gate()``
+    (one table's barrier stalled by one stream; the other tables' go on)."""
+
+    def open(self) -> None:
+        self.stall_table = int(self.params.get("stall-table", 0))
+        self.withheld: list[Stop] = []
+        self.gated = True
+        super().open()
+
+    def _stopped(self, stops: list[Stop]) -> None:
+        if self.gated:
+            self.withheld += [s for s in stops if s.table == self.stall_table]
+            stops = [s for s in stops if s.table != self.stall_table]
+        super()._stopped(stops)
+
+    def open_gate(self) -> None:
+        self.gated = False
+        withheld, self.withheld = self.withheld, []
+        self.guard(lambda: super(StallTableSink, self)._stopped(withheld))()
 
 
 class SlowSink(Sink):

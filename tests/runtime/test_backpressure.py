@@ -10,6 +10,7 @@ from zdf.cli.verify_sink import verify
 from zdf.runtime.bench.binlog import Binlog
 from zdf.runtime.bench.producer import Producer
 from zdf.runtime.bench.receive import Receive
+from zdf.runtime.bench.sink import Sink
 from zdf.runtime.bench.syncer import Syncer
 from zdf.runtime.local import LocalRunner
 
@@ -36,7 +37,11 @@ def test_slow_sink_bounds_every_queue(small_job: JobFactory) -> None:
             assert isinstance(syncer, Syncer) and isinstance(receive, Receive)
             assert isinstance(binlog, Binlog)
             peak("syncer.inbox", len(syncer._inbox))
-            peak("syncer.held", syncer.held_rows)
+            sink = ops["sink-0"]
+            assert isinstance(sink, Sink)
+            if hasattr(sink, "gate"):
+                peak("sink.held", sink.gate.held_rows)
+                peak("sink.inbox", len(sink._inbox))
             peak("syncer.pending", syncer._pending_rows)
             peak("receive.inbox", len(receive._inbox))
             peak("receive.pending", receive._pending_rows)
@@ -55,7 +60,8 @@ def test_slow_sink_bounds_every_queue(small_job: JobFactory) -> None:
     assert peaks["syncer.inbox"] <= config.window
     assert peaks["receive.inbox"] <= config.window
     assert peaks["syncer.pending"] <= 2 * syncer_max_rows + round_rows
-    assert peaks["syncer.held"] <= 16 * config.batch_size + round_rows
+    assert peaks["sink.held"] <= 16 * config.batch_size + round_rows
+    assert peaks["sink.inbox"] <= config.window
     assert peaks["binlog.unsent"] <= 4 * config.batch_size * config.table_num + round_rows
     # A producer is never more than its window (plus the batch being merged) ahead.
     assert peaks["producer.ahead"] <= config.window + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -11,6 +12,7 @@ from zdf.cli.verify_sink import verify
 from zdf.errors import JobError
 from zdf.jobs.spec import JobSpec, TaskSpec
 from zdf.runtime import launch
+from zdf.runtime.bench.producer import Producer
 from zdf.runtime.local import LocalRunner
 
 from .conftest import JobFactory, replace_operator
@@ -136,3 +138,24 @@ def test_a_failing_operator_fails_the_job(small_job: JobFactory) -> None:
         pytest.raises(JobError, match=r"syncer-0.*table id out of range"),
     ):
         runner.run(timeout=30)
+
+
+def test_paced_producers_share_one_schedule(small_job: JobFactory) -> None:
+    """The binlogs merge in rounds: producers paced apart would only wait for each other."""
+    job, config = small_job(rate=20000)
+    with LocalRunner(job) as runner:
+        runner.start()
+        producers = [runner.handles[f"producer-{t}"].operator for t in range(config.table_num)]
+        assert all(isinstance(p, Producer) for p in producers)
+
+        def paced() -> bool:
+            return all(getattr(p, "t0", None) is not None for p in producers)
+
+        runner.reactor.run(until=paced, deadline=time.monotonic() + 10)
+        assert paced()
+        assert len({getattr(p, "t0", None) for p in producers}) == 1
+        runner.restart(["producer-1"])  # a restarted producer keeps the schedule it had
+        restarted = runner.handles["producer-1"].operator
+        assert isinstance(restarted, Producer) and restarted.t0 == producers[0].t0
+        runner.run(timeout=30)
+    assert verify(config).ok

@@ -1,4 +1,4 @@
-"""The bench operators in isolation: producer batches and the syncer's hold/release."""
+"""The bench operators in isolation: producer batches and the DDL gate's hold/release."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ import pytest
 
 from zdf.records import DATA, DDL, RECORD_DTYPE
 from zdf.runtime.batches import concat_rows, split_by
+from zdf.runtime.bench.gate import TableGate
 from zdf.runtime.bench.params import BenchParams
 from zdf.runtime.bench.producer import producer_batch
-from zdf.runtime.bench.syncer import Syncer
-from zdf.wire.rpc import Call
-
-from .helpers import FakeContext
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -86,31 +83,14 @@ def make_rows(spec: list[tuple[int, int, int, int]]) -> np.ndarray:
     return rows
 
 
-@pytest.fixture
-def syncer() -> Any:
-    p = params(tables=2, streams=2, ddl_freq=4, rcd_cnt=12, batch_size=4)
-    ctx = FakeContext(
-        "syncer-0",
-        {**p.to_params(), "stream": 0, "input": {"task": "receive-0"}, "max-held": 100},
-    )
-    op = Syncer(ctx)
-    op.open()
-    yield op
-    op.close()
-
-
-def release(op: Syncer, *pairs: tuple[int, int]) -> None:
-    op._on_release(Call(None, None, "release", 0, {"pairs": [list(p) for p in pairs]}))  # type: ignore[arg-type]
-
-
-def pending_pks(op: Syncer) -> list[tuple[int, int, int]]:
-    rows = concat_rows(list(op._pending)) if op._pending else make_rows([])
-    op._pending.clear()
-    op._pending_rows = 0
+def pks(pieces: list[np.ndarray]) -> list[tuple[int, int, int]]:
+    """(table, tp, pk) of every row of ``pieces``, in order."""
+    rows = concat_rows(pieces) if pieces else make_rows([])
     return list(zip(rows["tid"].tolist(), rows["tp"].tolist(), rows["pk"].tolist(), strict=True))
 
 
-def test_syncer_holds_a_table_after_its_ddl_until_released(syncer: Syncer) -> None:
+def test_gate_holds_a_table_after_its_ddl_until_released() -> None:
+    gate = TableGate(2)
     batch = make_rows(
         [
             (DATA, 0, 1, 0),
@@ -124,39 +104,63 @@ def test_syncer_holds_a_table_after_its_ddl_until_released(syncer: Syncer) -> No
             (DATA, 0, 5, 1),
         ]
     )
-    out = syncer.process(batch)
-    assert out is not None
-    got = list(zip(out["tid"].tolist(), out["tp"].tolist(), out["pk"].tolist(), strict=True))
-    # Each table's rows up to and including its first DDL, in stream order.
-    assert got == [(0, 0, 1), (1, 0, 1), (0, 0, 3), (0, 1, 4), (1, 0, 2), (1, 1, 4)]
-    assert syncer.held_rows == 3 and syncer.blocked.all()
-    release(syncer, (1, 1))
-    assert pending_pks(syncer) == [(1, 0, 4)]
-    release(syncer, (0, 1))
-    assert pending_pks(syncer) == [(0, 0, 4), (0, 0, 5)]
-    assert syncer.held_rows == 0 and not syncer.blocked.any()
+    passed, stops = gate.admit(batch)
+    # Each table's data up to its first DDL, in stream order; the DDLs are stops.
+    assert pks(passed) == [(0, 0, 1), (1, 0, 1), (0, 0, 3), (1, 0, 2)]
+    assert [(s.table, s.version, int(s.row["pk"][0])) for s in stops] == [(0, 1, 4), (1, 1, 4)]
+    assert all(s.row["tp"][0] == DDL for s in stops)
+    assert gate.held_rows == 3 and all(gate.stopped)
+    assert gate.waiting() == [(0, 1), (1, 1)]
+    passed, stops = gate.release(1, 1)
+    assert pks(passed) == [(1, 0, 4)] and not stops
+    passed, stops = gate.release(0, 1)
+    assert pks(passed) == [(0, 0, 4), (0, 0, 5)] and not stops
+    assert gate.held_rows == 0 and not any(gate.stopped)
 
 
-def test_a_blocked_table_does_not_hold_back_the_others(syncer: Syncer) -> None:
-    syncer.process(make_rows([(DATA, 0, 3, 0), (DDL, 0, 4, 1), (DATA, 0, 4, 1)]))
-    out = syncer.process(make_rows([(DATA, 1, 1, 0), (DATA, 0, 5, 1), (DATA, 1, 2, 0)]))
-    assert out is not None and out["tid"].tolist() == [1, 1]
-    assert syncer.held_rows == 2
+def test_a_stopped_table_does_not_hold_back_the_others() -> None:
+    gate = TableGate(2)
+    gate.admit(make_rows([(DATA, 0, 3, 0), (DDL, 0, 4, 1), (DATA, 0, 4, 1)]))
+    passed, stops = gate.admit(make_rows([(DATA, 1, 1, 0), (DATA, 0, 5, 1), (DATA, 1, 2, 0)]))
+    assert pks(passed) == [(1, 0, 1), (1, 0, 2)] and not stops
+    assert gate.held_rows == 2
 
 
-def test_release_stops_again_at_the_next_ddl(syncer: Syncer) -> None:
-    syncer.process(make_rows([(DDL, 0, 4, 1), (DATA, 0, 4, 1), (DDL, 0, 8, 2), (DATA, 0, 8, 2)]))
-    release(syncer, (0, 1))
-    assert pending_pks(syncer) == [(0, 0, 4), (0, 1, 8)]
-    assert syncer.blocked_at[0] == 2 and syncer.held_rows == 1
-    release(syncer, (0, 1))  # a repeated release changes nothing
-    assert pending_pks(syncer) == [] and syncer.held_rows == 1
+def test_release_stops_again_at_the_next_ddl() -> None:
+    gate = TableGate(1)
+    gate.admit(make_rows([(DDL, 0, 4, 1), (DATA, 0, 4, 1), (DDL, 0, 8, 2), (DATA, 0, 8, 2)]))
+    passed, stops = gate.release(0, 1)
+    assert pks(passed) == [(0, 0, 4)]
+    assert [(s.table, s.version) for s in stops] == [(0, 2)]
+    assert gate.stopped_at[0] == 2 and gate.held_rows == 1
+    passed, stops = gate.release(0, 1)  # a repeated release changes nothing
+    assert passed == [] and stops == [] and gate.held_rows == 1
 
 
-def test_syncer_stops_taking_input_above_max_held(syncer: Syncer) -> None:
-    syncer.process(make_rows([(DDL, 0, 4, 1)]))
-    assert syncer.can_accept()
-    syncer.process(make_rows([(DATA, 0, 5, 1)] * 100))
-    assert not syncer.can_accept()
-    release(syncer, (0, 1))
-    assert syncer.can_accept() or syncer._pending_rows >= syncer.max_pending_rows
+def test_a_release_ahead_opens_every_ddl_up_to_it() -> None:
+    """Learning "written (t, 2)" while stopped at (t, 1): a replay passes both DDLs."""
+    gate = TableGate(1)
+    gate.admit(make_rows([(DATA, 0, 3, 0), (DDL, 0, 4, 1), (DATA, 0, 4, 1)]))
+    gate.admit(make_rows([(DDL, 0, 8, 2), (DATA, 0, 8, 2), (DDL, 0, 12, 3), (DATA, 0, 12, 3)]))
+    passed, stops = gate.release(0, 2)
+    assert pks(passed) == [(0, 0, 4), (0, 0, 8)]
+    assert [(s.table, s.version) for s in stops] == [(0, 3)]
+    assert gate.held_rows == 1
+
+
+def test_ddls_known_written_do_not_stop_a_table() -> None:
+    """A replay brings DDLs written long ago: they pass (unwritten) without a stop."""
+    gate = TableGate(2)
+    gate.written = [2, 0]
+    passed, stops = gate.admit(
+        make_rows([(DDL, 0, 4, 1), (DATA, 0, 4, 1), (DDL, 0, 8, 2), (DATA, 0, 8, 2)])
+    )
+    assert pks(passed) == [(0, 0, 4), (0, 0, 8)] and not stops and not gate.stopped[0]
+
+
+def test_held_rows_are_views_of_the_batch() -> None:
+    gate = TableGate(1)
+    batch = make_rows([(DDL, 0, 4, 1)] + [(DATA, 0, 5, 1)] * 100)
+    gate.admit(batch)
+    assert gate.held_rows == 100
+    assert np.shares_memory(gate.held[0][0].rows, batch)  # no copy while a barrier is open

@@ -127,43 +127,56 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
             f"producer-{t}",
             "producer",
             f"{OPS}.producer:Producer",
-            {**common, "table": t, "done-after": binlogs},
+            {
+                **common,
+                "table": t,
+                "done-after": binlogs,
+                # Paced producers share one schedule: the binlogs merge them in rounds.
+                **({"pace-with": "producer-0"} if t and cfg.rate > 0 else {}),
+            },
         )
         for t in range(cfg.table_num)
     ]
     # One message per binlog round is about tables * batch-size / streams rows.
     round_rows = max(cfg.batch_size, cfg.table_num * cfg.batch_size // cfg.streams + cfg.table_num)
+    chains = []
     for s, server in enumerate(cfg.servers):
         chain = {**common, "stream": s, "max-message-rows": round_rows}
-        tasks += [
-            TaskSpec(
-                f"binlog-{s}",
-                "binlog",
-                f"{OPS}.binlog:Binlog",
-                {**chain, "server": server, "done-after": [f"receive-{s}"]},
-            ),
-            TaskSpec(
-                f"receive-{s}",
-                "receive",
-                f"{OPS}.receive:Receive",
-                {
-                    **chain,
-                    "input": {"task": f"binlog-{s}", "port": "stream", "channel": 0},
-                    "done-after": [f"syncer-{s}"],
-                },
-            ),
-            TaskSpec(
-                f"syncer-{s}",
-                "syncer",
-                f"{OPS}.syncer:Syncer",
-                {
-                    **chain,
-                    "input": {"task": f"receive-{s}", "port": "out", "channel": 0},
-                    "done-after": [f"sink-{s}"],
-                },
-            ),
-            TaskSpec(f"sink-{s}", "sink", f"{OPS}.sink:Sink", {**chain}),
-        ]
+        chains.append(
+            [
+                TaskSpec(
+                    f"binlog-{s}",
+                    "binlog",
+                    f"{OPS}.binlog:Binlog",
+                    {**chain, "server": server, "done-after": [f"receive-{s}"]},
+                ),
+                TaskSpec(
+                    f"receive-{s}",
+                    "receive",
+                    f"{OPS}.receive:Receive",
+                    {
+                        **chain,
+                        "input": {"task": f"binlog-{s}", "port": "stream", "channel": 0},
+                        "done-after": [f"syncer-{s}"],
+                    },
+                ),
+                TaskSpec(
+                    f"syncer-{s}",
+                    "syncer",
+                    f"{OPS}.syncer:Syncer",
+                    {
+                        **chain,
+                        "input": {"task": f"receive-{s}", "port": "out", "channel": 0},
+                        "done-after": [f"sink-{s}"],
+                    },
+                ),
+                TaskSpec(f"sink-{s}", "sink", f"{OPS}.sink:Sink", {**chain}),
+            ]
+        )
+    # Stage by stage across the streams: placements that deal tasks in order (the
+    # scheduler over executors, a worker pool over its processes) then spread each
+    # kind, rather than putting every sink on the same one.
+    tasks += [task for stage in zip(*chains, strict=True) for task in stage]
     settings = {
         "flow-id": cfg.flow_id,
         "sink-dir": cfg.sink_dir,

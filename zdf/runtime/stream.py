@@ -20,9 +20,13 @@ Output positions count rows (from ``output_start()``), so a downstream task that
 resubscribes from any position still unacknowledged gets exactly the rows after
 it: sent batches are kept until acknowledged.
 
-Replaying stages (``replays = True``): the input is not subscribed at open but
-from whatever position the downstream subscribes from, and every (re)subscription
-of the output drops what the stage holds and replays its input from there. Such
+Replaying stages (``replays = True``): every (re)subscription of the output
+drops what the stage holds and replays its input from the position the
+downstream asks for. On its first run (attempt 0) such a stage subscribes its
+input at open from ``input_start()`` without waiting for its downstream, so that
+a chain of replaying stages starts at once rather than one subscription hop at a
+time; the first downstream subscription from exactly that position keeps what
+has come in so far. A restarted stage waits for its downstream's position. Such
 a stage keeps no state of its own across a restart: its position is its
 downstream's, and it needs no checkpoint (the benchmark's receive and syncer).
 
@@ -66,6 +70,9 @@ class StreamOperator(Operator):
         self._eos_handled = False
         self._output_ended = False
         self._flush_scheduled = False
+        # A replaying stage's first run starts its input at once, from ``input_start()``,
+        # rather than after its downstream's subscription has come up the whole chain.
+        self._early_start = not self.replays or self.ctx.attempt == 0
         self.out = self.out_port(
             "out",
             1,
@@ -82,7 +89,7 @@ class StreamOperator(Operator):
             on_eos=self._on_input_eos,
             start=self.input_start(),
             window=int(self.params.get("window", DEFAULT_WINDOW)),
-            active=not self.replays,
+            active=self._early_start,
         )
 
     # -- to override ---------------------------------------------------------
@@ -183,7 +190,9 @@ class StreamOperator(Operator):
 
     def _on_subscribe(self, ch: int, start: int) -> None:
         if self.replays:
-            self._replay_from(start)
+            early, self._early_start = self._early_start, False
+            if not (early and start == self._emitted and not self._unacked):
+                self._replay_from(start)  # else: the early start is what is asked for
             return
         # Rows sent but not acknowledged go out again from ``start``; older ones are gone.
         oldest = self._unacked[0][0] if self._unacked else self._emitted

@@ -1,11 +1,12 @@
 """The benchmark job's operators (DESIGN.md, "The benchmark job").
 
-    producer-<t> ──► binlog-<s> ──► receive-<s> ──► syncer-<s> ──► sink-<s>
-      (per table)     (per stream; every producer feeds every binlog)
-                                                     ▲               │
-                                          release    │               │ arrive / write / written
-                                                     │               ▼
-                                                    coordinator (one per job)
+    producer-<t> ──► binlog-<s> ──► receive-<s> ──► syncer-<s> ──► sink-<s> ──► sink_<s>.bin
+      (per table)     (per stream; every producer feeds every binlog)      ▲  │
+                                                    arrive (to the writer) │  │ written (to all)
+                                                                           │  ▼
+                                                                  the other sinks
+
+    coordinator: waits for every sink's done flag, merges their summaries
 
 Who binds and who connects (every data link is a ``zdf.runtime.pipe`` credit
 pipe: the sender binds a ROUTER, the receiver connects a DEALER and subscribes):
@@ -16,19 +17,20 @@ task           binds (published name)        connects to
 producer-t     ``out`` (channel s = stream)  -
 binlog-s       ``stream`` (one channel)      producer-t ``out`` channel s, for every t
 receive-s      ``out``                       binlog-s ``stream`` (from a gtid)
-syncer-s       ``out``                       receive-s ``out``; coordinator ``coord``
-sink-s         -                             syncer-s ``out``; coordinator ``coord``
-coordinator    ``coord`` (ROUTER Channel)    -
+syncer-s       ``out``                       receive-s ``out``
+sink-s         ``barrier`` (ROUTER Channel)  syncer-s ``out``; every other sink's ``barrier``
+coordinator    -                             - (watches the sinks' done flags)
 =============  ===========================  ===========================================
 
-Control messages on ``coord`` are ``zdf.wire`` envelopes: ``hello {role, stream}``,
-``arrive {stream, pairs}`` (sink), ``write {pairs}`` (to the writer sink),
-``written {stream, pairs}`` (sink), ``release {pairs}`` (to every syncer),
-``sink-done {stream, records, ddls, first_ts, last_ts, hist}`` (request, replied).
+Barrier messages between sinks are ``zdf.wire`` events, each sent on the
+sender's link to the receiver's ``barrier``: ``hello {stream, attempt, written}``,
+``arrive {stream, pairs}`` (to the DDLs' writer), ``written {stream, pairs}``
+(from the writer to every other sink); ``pairs`` is ``[[table, version], ...]``.
 
 Output: ``<sink-dir>/<flow-id>/sink_<s>.bin`` (``SINK_DTYPE`` rows),
 ``summary_<s>.json`` per sink, and ``summary.json`` for the whole job, written
-by the coordinator from the sinks' reports (their latency histograms merged).
+by the coordinator from the sinks' summaries (their latency histograms merged).
 
-See ``syncer`` for the DDL barrier and ``coordinator`` for its other half.
+See ``gate`` and ``barrier`` for the DDL barrier, ``sink`` for how they meet
+the file, and ``syncer`` for why the gate is at the end of the chain.
 """

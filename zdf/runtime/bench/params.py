@@ -66,8 +66,20 @@ class BenchParams:
         return os.path.join(self.out_dir, f"sink_{stream}.bin")
 
     def writer(self, table: int, version: int) -> int:
-        """The stream whose sink writes DDL (table, version): spread over the sinks."""
-        return (table + version) % self.streams
+        """The stream whose sink writes DDL (table, version): version by version in turn.
+
+        One writer for a version of every table: the tables move in step (their DDLs
+        sit at the same pks), so one round of the barrier costs one message to
+        the writer per sink and one back, whatever the number of tables."""
+        return version % self.streams
+
+    def last_written_by(self, stream: int, table: int) -> int:
+        """The highest DDL version of ``table`` that ``stream``'s sink writes (0: none)."""
+        top = self.versions
+        for v in range(top, max(0, top - self.streams), -1):
+            if self.writer(table, v) == stream:
+                return v
+        return 0
 
     def streams_of(self, table: int, pks: np.ndarray) -> np.ndarray:
         """Which stream carries each data pk of ``table`` (deterministic, even)."""

@@ -10,8 +10,13 @@ the subscriber names it. Batches are built with numpy ranges, never record by
 record.
 
 With a ``rate``, batch ``k`` is due ``k * batch-size / rate`` seconds after the
-producer first started; that start (wall clock) is its checkpoint, saved once,
-so a restarted producer catches up instead of pacing from zero again.
+pace's start ``t0`` (wall clock); ``t0`` is its checkpoint, saved once, so a
+restarted producer catches up instead of pacing from zero again. The binlogs
+merge the producers' batches round by round, so a producer paced ahead of the
+others would only have its records wait in the binlogs: producers with the
+param ``pace-with`` take ``t0`` from that producer (published as the endpoint
+``pace``), which starts its pace ``pace-grace`` seconds after it opens, so that
+all of them run on one schedule.
 
 In the benchmark job a producer finishes when every binlog is done (param
 ``done-after``: their done flags), not when they acknowledge its end of
@@ -55,6 +60,13 @@ def producer_batch(p: BenchParams, table: int, k: int, stream: int, ts: int) -> 
     return rows
 
 
+PACE = "pace"
+"""The endpoint name under which a paced producer publishes its ``t0``."""
+
+PACE_GRACE = 0.05
+"""Seconds between a pace leader's open and its ``t0``: time for the others to learn it."""
+
+
 class Producer(Operator):
     """params: the bench params plus ``table``; publishes ``out`` with one channel per stream."""
 
@@ -68,6 +80,8 @@ class Producer(Operator):
 
     def snapshot(self) -> dict[str, Any]:
         return {"t0": self.t0, "next": list(self.next)}
+
+    t0: float | None
 
     def open(self) -> None:
         self.bench = p = BenchParams.from_params(self.params)
@@ -85,15 +99,34 @@ class Producer(Operator):
         after = self.done_after()
         if after is not None:
             self.when_done(after, self._downstream_done)
-        if self._t0 is None:
+        self.t0 = self._t0
+        pace_with = self.params.get("pace-with")
+        if self.t0 is not None:
+            pass  # a restart: the schedule it had
+        elif p.rate <= 0:
             self.t0 = time.time()
-            if p.rate > 0:
-                self.checkpoint()
+        elif isinstance(pace_with, str) and pace_with:
+            self.ctx.resolve_endpoint(pace_with, PACE, self.guard(self._paced_from))
         else:
-            self.t0 = self._t0
+            self._start_pace(time.time() + float(self.params.get("pace-grace", PACE_GRACE)))
+        if self.t0 is not None and p.rate > 0:
+            self.ctx.publish_endpoint(PACE, repr(self.t0))
+
+    def _paced_from(self, t0: str) -> None:
+        if self.t0 is None:
+            self._start_pace(float(t0))
+
+    def _start_pace(self, t0: float) -> None:
+        """Batch k of every channel is due at ``t0 + k * batch-size / rate`` (saved once)."""
+        self.t0 = t0
+        self.checkpoint()
+        for ch in range(self.bench.streams):
+            self._send(ch)
 
     def _send(self, ch: int) -> None:
         p, out = self.bench, self.out
+        if self.t0 is None:
+            return  # paced, and the schedule to share is not known yet
         while out.credit(ch) > 0 and self.next[ch] < self.batches:
             k = self.next[ch]
             if p.rate > 0:

@@ -1,37 +1,46 @@
-"""``sink-<s>``: writes stream ``s`` to ``<sink-dir>/<flow-id>/sink_<s>.bin``.
+"""``sink-<s>``: writes stream ``s`` to ``<sink-dir>/<flow-id>/sink_<s>.bin``, behind the DDL gate.
 
 Each batch becomes ``SINK_DTYPE`` rows (the record's bytes plus ``sink_ts``, the
 write time in ns, strictly increasing per file) written with one ``pwrite``.
-Barrier side: the DDLs in a batch are not written with it; after the batch's
-data is written the sink tells the coordinator they *arrived* (so "arrived"
-means "everything before it in this stream is written"). The sink chosen by
-``BenchParams.writer`` keeps its copy of the DDL row and writes it when the
-coordinator says ``write``, then answers ``written``.
+
+The DDL barrier lives here, at the very end of the chain. Batches go through
+the sink's ``TableGate`` (``zdf.runtime.bench.gate``): the data of an open table
+is written at once; at a DDL (t, v) the table stops, and its later rows are
+held in the sink until the DDL is written. The sinks settle each barrier among
+themselves (``zdf.runtime.bench.barrier``): "arrived" to the DDL's writer sink,
+which writes the DDL when every stream has arrived and answers "written" to
+all, whose gates then write the held rows at once. Held rows are bounded: above
+``max-held`` rows the sink takes no more input (its batches wait unacknowledged,
+which stops the chain above it through the pipe credits). This cannot deadlock
+because DDL (t, v) sits in the same binlog round in every stream: the stream
+that is furthest behind has already been passed by all others at its stops,
+so its barriers complete and it moves on.
 
 Exactly once across failures (see ``zdf.runtime.bench.sinkfile``):
 
 * the file is the state: a (re)started sink locks it, folds what is in it past
   its checkpoint into per-table positions, and subscribes to its syncer from
-  ``resume_gtid``; rows at or below a table's position are replays and dropped.
+  ``resume_gtid``; rows at or below a table's position are replays and dropped
+  (and so are rows the gate already holds, on a resubscription).
   A table's position moves on written rows only (data, and DDLs this sink
   wrote), never on a DDL that merely arrived: so the replay always starts at or
   before a DDL whose barrier may still be open, and every DDL before the replay
-  point is written — which is what lets the replaying syncer start with every
-  table open;
+  point is written;
 * every ``checkpoint-interval`` it commits ``length`` together with those
   positions (one small write per second, never per batch);
 * a sink starts writing only once its first checkpoint is durable, so a sink
   with no checkpoint knows the file holds nothing of this job and truncates it;
-* DDLs: an arrival is reported again for a replayed DDL (its syncer, replaying,
-  waits at it again and the coordinator releases it at once); a ``write`` for a
-  DDL already in the file is answered ``written`` without writing it again;
-  on (re)connecting to the coordinator the sink says which DDLs it has written
-  and which arrivals are still open, so a restarted coordinator rebuilds the
-  barrier from the sinks.
+* DDLs: the gate starts with the DDLs of its own file as written and learns the
+  rest from the other sinks (their hello, "written", their done flags); a
+  replayed DDL not yet known written stops its table again and its writer,
+  who knows, answers "written" at once.
 
-At the end of its input the sink reads its file back for its figures, writes
-``summary_<s>.json``, commits ``done`` and raises its done flag; the coordinator
-merges the summaries once every sink is done.
+At the end of its input (and once it wrote every DDL it is the writer of) the
+sink takes its figures (kept as it writes; read back from the file after a
+restart), writes ``summary_<s>.json``, commits
+``done`` and raises its done flag. It finishes only when every sink has raised
+its flag, so that it is still there to answer a peer that needs a barrier
+message from it; the coordinator merges the summaries.
 """
 
 from __future__ import annotations
@@ -39,19 +48,18 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
 
-from zdf.records import DDL
-from zdf.runtime.batches import concat_rows
+from zdf.runtime.bench.barrier import Pair, SinkBarrier
+from zdf.runtime.bench.gate import Stop, TableGate
 from zdf.runtime.bench.latency import LatencyHistogram
 from zdf.runtime.bench.params import BenchParams
 from zdf.runtime.bench.sinkfile import SinkFile, SinkState, file_summary
-from zdf.runtime.link import PeerLink
 from zdf.runtime.operator import Operator
 from zdf.runtime.pipe import InPort
-from zdf.wire.rpc import Call
 
 LOCK_RETRY = 0.02
 """How often a sink waiting for its file (held by a zombie) tries the lock again."""
@@ -77,10 +85,11 @@ def summary_path(p: BenchParams, stream: int) -> str:
 
 
 class Sink(Operator):
-    """params: bench params, ``stream`` and ``checkpoint-interval`` (seconds)."""
+    """params: bench params, ``stream``, ``checkpoint-interval`` (seconds), ``max-held`` (rows)."""
 
     inp: InPort
-    coord: PeerLink
+    gate: TableGate
+    barrier: SinkBarrier
     _checkpoint: dict[str, Any] | None = None
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -96,12 +105,24 @@ class Sink(Operator):
         self.bench = p = BenchParams.from_params(self.params)
         self.stream = int(self.params["stream"])
         self.interval = float(self.params.get("checkpoint-interval", 1.0))
+        self.max_held = int(self.params.get("max-held", 16 * p.batch_size))
         self.path = p.sink_path(self.stream)
         self.state = SinkState(p.tables)
         self.last_ts = 0
-        self.owed: dict[tuple[int, int], np.ndarray] = {}  # DDL rows this sink must write
-        self.requested: set[tuple[int, int]] = set()  # asked to write before the row came
-        self.open_arrivals: dict[int, int] = {}  # table -> DDL version arrived, not yet passed
+        self.owed: dict[Pair, np.ndarray] = {}  # DDL rows this sink writes, barrier open
+        self._inbox: deque[np.ndarray] = deque()  # batches not yet through the gate
+        self._floor = np.full(p.tables, -1, np.int64)  # per table: written before we started
+        self._floor_max = -1
+        self._admitted = -1  # the last gtid through the gate (the input is in gtid order)
+        # The figures of what this attempt wrote, kept as it writes (see ``_figures``).
+        self.figures: dict[str, Any] = {
+            "records": 0,
+            "ddls": 0,
+            "first_ts": 0,
+            "last_ts": 0,
+            "bytes": 0,
+            "hist": LatencyHistogram(),
+        }
         self._input_ended = False
         self._finishing = False
         self._saving = False
@@ -131,8 +152,17 @@ class Sink(Operator):
 
     def _start(self) -> None:
         p = self.bench
-        self.coord = self.link(
-            "coordinator", "coord", {"write": self._on_write}, on_connect=self._hello
+        self._floor = self.state.last_gtid.copy()
+        self._floor_max = int(self._floor.max())
+        self.gate = TableGate(p.tables)
+        self.gate.written = self.state.ddl_written.tolist()
+        self.barrier = SinkBarrier(
+            self,
+            p,
+            self.stream,
+            self.state.ddl_written,
+            waiting=self.gate.waiting,
+            on_change=self._settle,
         )
         self.inp = self.in_port(
             f"syncer-{self.stream}",
@@ -146,99 +176,99 @@ class Sink(Operator):
         self.call_every(self.interval, self._commit)
         self.progress(records=float(self.state.records))
 
-    def _hello(self, link: PeerLink) -> None:
-        link.notify(
-            "hello",
-            {
-                "role": "sink",
-                "stream": self.stream,
-                "attempt": self.ctx.attempt,
-                "written": self.state.ddl_written.tolist(),
-            },
-        )
-        if self.open_arrivals:
-            pairs = [[t, v] for t, v in self.open_arrivals.items()]
-            link.notify("arrive", {"stream": self.stream, "pairs": pairs})
-
     # -- writing ------------------------------------------------------------------------
-    def _write(self, rows: np.ndarray) -> None:
+    def _write(self, pieces: list[np.ndarray], *, ddl: bool = False) -> None:
+        """Append ``pieces`` (data pieces of one table each, or DDL rows) in one write."""
         assert self.file is not None
         now = max(time.time_ns(), self.last_ts + 1)
-        out = self.file.append(rows, self.state.length, now)
+        out = self.file.append(pieces, self.state.length, now)
         self.last_ts = now
-        self.state.fold(out)
+        figures = self.figures
+        first = int(out["ts"].min())
+        figures["first_ts"] = min(figures["first_ts"] or first, first)
+        figures["last_ts"] = now
+        figures["bytes"] += out.nbytes
+        if ddl:
+            self.state.fold(out)
+            figures["ddls"] += len(out)
+        else:
+            self.state.advance(pieces)
+            figures["records"] += len(out)
+            figures["hist"].add(now - out["ts"])
 
     def _on_batch(self, rows: np.ndarray, pos: int, next_pos: int) -> None:
-        state = self.state
-        tid = rows["tid"].astype(np.intp)
-        if tid.min() < 0 or tid.max() >= self.bench.tables:
+        tid = rows["tid"]
+        if len(rows) and (tid.min() < 0 or tid.max() >= self.bench.tables):
             raise ValueError(f"sink {self.stream}: table id out of range in a batch")
-        is_ddl = rows["tp"] == DDL
-        any_ddl = bool(is_ddl.any())
-        fresh = rows["gtid"] > state.last_gtid[tid]  # the rest was taken before a replay
-        take = fresh & ~is_ddl if any_ddl else fresh
-        data = rows if take.all() else rows[take]
-        if len(data):
-            self._write(data)
-            if self.open_arrivals:  # data of a table after its DDL: that barrier is passed
-                present = np.bincount(tid[take], minlength=self.bench.tables)
-                for t in [t for t in self.open_arrivals if present[t]]:
-                    del self.open_arrivals[t]
-        if any_ddl:
-            self._arrived(rows[is_ddl], fresh[is_ddl])
-        self.consumed()
-        self.progress(records=float(state.records))
+        self._inbox.append(rows)
+        self._pump()
 
-    def _arrived(self, ddl: np.ndarray, fresh: np.ndarray) -> None:
-        """Report every DDL row (replayed ones too: their syncer waits at them again)."""
-        state, pairs, ready = self.state, [], []
-        for i, (t, v) in enumerate(
-            zip(ddl["tid"].tolist(), ddl["schema_ver"].tolist(), strict=True)
-        ):
-            pairs.append([t, v])
-            if fresh[i]:
-                # Not taken into last_gtid: until its barrier completes, a replay must
-                # bring the DDL again so that the replaying syncer waits at it again.
-                self.open_arrivals[t] = v
-            mine = self.bench.writer(t, v) == self.stream
-            if mine and v > state.ddl_written[t] and (t, v) not in self.owed:
-                self.owed[(t, v)] = ddl[i : i + 1].copy()
-                if (t, v) in self.requested:
-                    ready.append([t, v])
-        self.coord.notify("arrive", {"stream": self.stream, "pairs": pairs})
-        if ready:
-            self._write_ddls(ready)
+    def _pump(self) -> None:
+        """Take batches through the gate while it holds less than ``max-held`` rows."""
+        taken = False
+        while self._inbox and self.gate.held_rows < self.max_held:
+            self._admit(self._inbox.popleft())
+            self.consumed()
+            taken = True
+        if taken:
+            self.progress(records=float(self.state.records))
+        self._maybe_finish()
+
+    def _admit(self, rows: np.ndarray) -> None:
+        gtid = rows["gtid"]
+        if len(rows) == 0 or gtid[-1] <= self._admitted:
+            return
+        if gtid[0] <= self._admitted or gtid[0] <= self._floor_max:
+            # A replay: drop what is written, or already through the gate.
+            tid = rows["tid"].astype(np.intp)
+            rows = rows[(gtid > self._admitted) & (gtid > self._floor[tid])]
+            if len(rows) == 0:
+                return
+        self._admitted = int(rows["gtid"][-1])
+        passed, stops = self.gate.admit(rows)
+        if passed:
+            self._write(passed)
+        self._stopped(stops)
+
+    def _stopped(self, stops: list[Stop]) -> None:
+        """Tables stopped at these DDLs: everything before them is written."""
+        if not stops:
+            return
+        written = self.state.ddl_written
+        for stop in stops:
+            t, v = stop.table, stop.version
+            if self.bench.writer(t, v) == self.stream and v > written[t]:
+                self.owed[(t, v)] = stop.row
+        self.barrier.arrive([(stop.table, stop.version) for stop in stops])
+        self.barrier.flush()
 
     def consumed(self) -> None:
-        """The batch is written: give the syncer its credit back (tests slow this down)."""
+        """A batch went through the gate: give the syncer its credit back (tests slow this)."""
         self.inp.ack()
 
-    def _on_write(self, call: Call) -> None:
-        pairs = call.body.get("pairs") if isinstance(call.body, dict) else None
-        if not isinstance(pairs, list):
-            raise ValueError("write without pairs")
-        self._write_ddls(pairs)
-
-    def _write_ddls(self, pairs: list[Any]) -> None:
-        state, rows, done = self.state, [], []
-        for t, v in pairs:
-            if self.bench.writer(t, v) != self.stream or not 0 <= t < self.bench.tables:
-                raise ValueError(f"sink {self.stream} is not the writer of DDL ({t}, {v})")
-            if v <= state.ddl_written[t]:
-                done.append([t, v])  # already in the file (written before a restart)
-                continue
-            row = self.owed.pop((t, v), None)
-            if row is None:
-                self.requested.add((t, v))  # its row is still ahead in the replay
-                continue
-            self.requested.discard((t, v))
-            rows.append(row)
-            done.append([t, v])
-        if rows:
-            self._write(concat_rows(rows))
-        if done:
-            self.coord.notify("written", {"stream": self.stream, "pairs": done})
-        self._maybe_finish()
+    def _settle(self) -> None:
+        """Write the DDLs whose barrier completed here and the rows the barrier released."""
+        while True:
+            ready, learned = self.barrier.take()
+            if not ready and not learned:
+                break
+            if ready:
+                rows = [self.owed.pop(pair) for pair in ready if pair in self.owed]
+                if rows:
+                    self._write(rows, ddl=True)
+                # After the write, so that "written" is a fact; the barrier hands these
+                # back as learned on the next turn of this loop.
+                self.barrier.announce(ready)
+            pieces: list[np.ndarray] = []
+            stops: list[Stop] = []
+            for t, v in learned:
+                passed, new = self.gate.release(t, v)
+                pieces.extend(passed)
+                stops.extend(new)
+            if pieces:
+                self._write(pieces)
+            self._stopped(stops)
+        self._pump()
 
     # -- checkpoints -----------------------------------------------------------------------
     def _commit(self) -> None:
@@ -257,10 +287,18 @@ class Sink(Operator):
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
-        if not self._input_ended or self.owed or self.requested or self._finishing:
+        if (
+            not self._input_ended
+            or self._inbox
+            or self.owed
+            or self.gate.held_rows
+            or self._finishing
+        ):
             return
         self._finishing = True
-        figures = file_summary(self.path)
+        # A first attempt wrote the whole file, so its running figures are exact; a
+        # restarted one reads the file back (its predecessors' rows are in it too).
+        figures = self.figures if self._checkpoint is None else file_summary(self.path)
         summary = sink_summary(
             figures["records"],
             figures["ddls"],
@@ -285,4 +323,5 @@ class Sink(Operator):
 
     def _done(self, summary: dict[str, Any]) -> None:
         self.mark_done()
-        self.finish(summary)
+        sinks = [f"sink-{s}" for s in range(self.bench.streams)]
+        self.when_done(sinks, lambda: self.finish(summary))

@@ -83,6 +83,15 @@ class SinkState:
             state.reset()
         return state
 
+    def advance(self, pieces: list[np.ndarray]) -> None:
+        """Account for data rows just appended: each piece of one table, in gtid order."""
+        for piece in pieces:
+            t, gtid = int(piece["tid"][0]), int(piece["gtid"][-1])
+            if gtid > self.last_gtid[t]:
+                self.last_gtid[t] = gtid
+            self.records += len(piece)
+            self.length += len(piece) * SINK_DTYPE.itemsize
+
     def fold(self, rows: np.ndarray) -> None:
         """Account for rows found in (or just appended to) the file."""
         if not len(rows):
@@ -152,13 +161,20 @@ class SinkFile:
         raw = os.pread(self.fd, SINK_DTYPE.itemsize, length - SINK_DTYPE.itemsize)
         return int(np.frombuffer(raw, SINK_DTYPE)["sink_ts"][0])
 
-    def append(self, rows: np.ndarray, offset: int, sink_ts: int) -> np.ndarray:
-        """Write ``rows`` (RECORD_DTYPE) stamped ``sink_ts`` at ``offset``; the written rows."""
-        n = len(rows)
+    def append(self, pieces: list[np.ndarray], offset: int, sink_ts: int) -> np.ndarray:
+        """Write ``pieces`` (RECORD_DTYPE) stamped ``sink_ts`` at ``offset``; the written rows.
+
+        One ``pwrite`` for all of them; each piece is copied once, into the output."""
+        n = sum(len(piece) for piece in pieces)
         out = np.empty(n, SINK_DTYPE)
-        out.view(np.uint8).reshape(n, SINK_DTYPE.itemsize)[:, : RECORD_DTYPE.itemsize] = (
-            np.ascontiguousarray(rows).view(np.uint8).reshape(n, RECORD_DTYPE.itemsize)
-        )
+        raw = out.view(np.uint8).reshape(n, SINK_DTYPE.itemsize)
+        at = 0
+        for piece in pieces:
+            k = len(piece)
+            raw[at : at + k, : RECORD_DTYPE.itemsize] = (
+                np.ascontiguousarray(piece).view(np.uint8).reshape(k, RECORD_DTYPE.itemsize)
+            )
+            at += k
         out["sink_ts"] = sink_ts
         view = out.view(np.uint8).data
         done = 0
