@@ -1,16 +1,24 @@
 """``zdf.connect``: submit Python functions to the cluster and get futures back.
 
-Theory of operation. A ``Client`` owns one DEALER to the master, served by a
-background I/O thread; ``submit`` only packs the arguments, registers a future
-and appends to an outbox, waking the I/O thread when it sleeps. The I/O thread
-sends whatever has piled up as one ``fn_submit`` batch and completes futures
-from ``fn_result`` batches. At most ``max_inflight`` tasks are outstanding:
-``submit`` blocks beyond that, so a client submitting a million tasks keeps
-bounded memory.
+Theory of operation. A ``Client`` owns one DEALER to the master and one PULL
+on which workers send results straight back (one hop fewer than through the
+master; its address travels with every ``fn_submit`` batch). A background I/O
+thread reads both and completes futures from ``fn_result`` batches.
+
+Sending: a task submitted while nothing else is in flight (the synchronous
+``submit(...).result()`` pattern) is sent at once by the calling thread, with
+no hand-off. Otherwise ``submit`` appends to an outbox and wakes the I/O
+thread, which sends whatever has piled up as one ``fn_submit`` batch: a burst
+costs the master one message per few hundred tasks. One lock orders both
+paths, so tasks reach the master in submission order. At most
+``max_inflight`` tasks are outstanding: ``submit`` blocks beyond that, so a
+client submitting a million tasks keeps bounded memory.
 
 Functions are named by import path (``package.module:function``) and must be
-installed on the executors; a callable is turned into its path. Arguments and
-results travel as msgpack with numpy arrays as zero-copy frames.
+installed on the executors; a callable is turned into its path. Where the
+cluster allows it (``allow-pickle``), a function that has no import path
+(a lambda, a closure, a ``__main__`` function) is shipped with cloudpickle.
+Arguments and results travel as msgpack with numpy arrays as zero-copy frames.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -29,18 +38,21 @@ from typing import Any
 import zmq
 
 from zdf import protocol as P
+from zdf.client.chunks import PickledChunk
 from zdf.client.futures import Future, remote_exception
 from zdf.errors import ProtocolError, ZdfError
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.payload import pack, unpack
 from zdf.wire.rpc import RpcClient
-from zdf.wire.sockets import close_socket, make_socket
+from zdf.wire.sockets import close_socket, endpoint, make_socket
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_INFLIGHT = 20_000
 MAX_BATCH = 512
 MAP_CHUNK_FN = "zdf.client.chunks:run_chunk"
+
+Outgoing = tuple[int, str, int, list[Any]]  # tid, function, retries, frames
 
 
 def function_path(fn: Callable[..., Any] | str) -> str:
@@ -60,6 +72,12 @@ def function_path(fn: Callable[..., Any] | str) -> str:
 
 
 class Client:
+    """A connection to the cluster for function tasks (see the module docstring).
+
+    ``direct_results=False`` has results come back through the master, for a
+    client that the workers cannot reach (behind NAT or a firewall).
+    """
+
     def __init__(
         self,
         master_addr: str | list[str],
@@ -67,26 +85,61 @@ class Client:
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         max_retries: int = 3,
         timeout: float = 10.0,
+        direct_results: bool = True,
     ) -> None:
         self.master_addr = find_leader(master_addr, timeout)
         self.max_retries = max_retries
         self.timeout = timeout
         self._tids = itertools.count(1)
         self._futures: dict[int, Future] = {}
-        self._outbox: deque[tuple[int, str, int, list[Any]]] = deque()
+        self._outbox: deque[Outgoing] = deque()
+        self._send_lock = threading.Lock()
         self._cancels: deque[int] = deque()
+        self._pickles: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
         self._slots = threading.BoundedSemaphore(max_inflight)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._sleeping = threading.Event()
         self._closed = False
         self.identity = b"c-" + uuid.uuid4().bytes
         self._sock = make_socket(
             zmq.DEALER, connect=self.master_addr, identity=self.identity, sndhwm=0, rcvhwm=0
         )
+        self._results: zmq.Socket[bytes] | None = None
+        self.reply_addr = ""
+        try:
+            if direct_results:
+                self._results = make_socket(
+                    zmq.PULL, bind=f"tcp://{reply_host(self.master_addr)}:*", rcvhwm=0
+                )
+                self.reply_addr = self._results.getsockopt_string(zmq.LAST_ENDPOINT)
+            hello = self._hello()
+        except BaseException:
+            close_socket(self._sock)
+            close_socket(self._results)
+            raise
+        self.allow_pickle = bool(hello.get("allow_pickle"))
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sleeping = threading.Event()
         self._thread = threading.Thread(target=self._io_loop, name="zdf-client-io", daemon=True)
         self._thread.start()
+
+    def _hello(self) -> dict[str, Any]:
+        """Ask the master (before the I/O thread owns the socket) what it accepts."""
+        self._sock.send(encode(Kind.REQUEST, P.FN_CLIENT, 1, {}))
+        deadline = time.monotonic() + self.timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not self._sock.poll(max(1, int(remaining * 1000))):
+                continue
+            try:
+                msg = decode(self._sock.recv())
+            except ProtocolError:
+                continue
+            if msg.rid != 1:
+                continue
+            if msg.kind is Kind.ERROR or not isinstance(msg.body, dict):
+                raise ZdfError(f"master at {self.master_addr} refused the client: {msg.body}")
+            return msg.body
+        raise ZdfError(f"master at {self.master_addr} did not answer within {self.timeout} s")
 
     # -- public API ---------------------------------------------------------
     def submit(
@@ -100,17 +153,48 @@ class Client:
         """Run ``fn(*args, **kwargs)`` on the cluster; returns a future at once."""
         if self._closed:
             raise ZdfError("client is closed")
-        path = function_path(fn)
-        frames = pack([args, kwargs])
+        path, frames = self._encode_call(fn, args, kwargs)
         retries = self.max_retries if max_retries is None else max_retries
         if not self._slots.acquire(timeout=self.timeout * 6):
             raise ZdfError("submission backpressure: no task finished for too long")
         tid = next(self._tids)
         future = Future(self, tid)
-        self._futures[tid] = future
-        self._outbox.append((tid, path, retries, frames))
-        self._wake()
+        with self._send_lock:
+            idle = not self._futures and not self._outbox
+            self._futures[tid] = future
+            if idle:
+                self._send_tasks([(tid, path, retries, frames)])
+            else:
+                self._outbox.append((tid, path, retries, frames))
+        if not idle:
+            self._wake()
         return future
+
+    def _encode_call(
+        self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[str, list[Any]]:
+        try:
+            return function_path(fn), pack([args, kwargs])
+        except ValueError as exc:
+            if isinstance(fn, str) or not callable(fn):
+                raise
+            if not self.allow_pickle:
+                raise ValueError(
+                    f"{exc}; the cluster does not accept pickled functions "
+                    "(allow-pickle is false on its master)"
+                ) from None
+        return P.PICKLED_FN, [self._pickled(fn), *pack([args, kwargs])]
+
+    def _pickled(self, fn: Callable[..., Any]) -> bytes:
+        import cloudpickle  # only when the cluster allows pickles
+
+        try:
+            blob = self._pickles.get(fn)
+        except TypeError:  # not weakly referenceable
+            return cloudpickle.dumps(fn)  # type: ignore[no-any-return]
+        if blob is None:
+            blob = self._pickles[fn] = cloudpickle.dumps(fn)
+        return blob
 
     def map(
         self,
@@ -125,7 +209,13 @@ class Client:
         Items are grouped ``chunksize`` to a task (automatic when None): one
         round trip per chunk instead of per item.
         """
-        path = function_path(fn)
+        try:
+            chunk_fn: Callable[..., Any] | str = MAP_CHUNK_FN
+            chunk_args: tuple[Any, ...] = (function_path(fn),)
+        except ValueError:
+            if isinstance(fn, str) or not self.allow_pickle:
+                raise
+            chunk_fn, chunk_args = PickledChunk(fn), ()
         size = chunksize or 16
         if size < 1:
             raise ValueError("chunksize must be at least 1")
@@ -138,7 +228,7 @@ class Client:
                 chunk = list(itertools.islice(items, size))
                 if not chunk:
                     return
-                window.append(self.submit(MAP_CHUNK_FN, path, chunk))
+                window.append(self.submit(chunk_fn, *chunk_args, chunk))
 
         refill()
         while window:
@@ -153,6 +243,7 @@ class Client:
         self._wake()
         self._thread.join(5)
         close_socket(self._sock)
+        close_socket(self._results)
         self._wake_r.close()
         self._wake_w.close()
         for future in list(self._futures.values()):
@@ -188,6 +279,8 @@ class Client:
     def _io_loop(self) -> None:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
+        if self._results is not None:
+            poller.register(self._results, zmq.POLLIN)
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
         while not self._closed:
             self._flush()
@@ -203,29 +296,36 @@ class Client:
                         pass
                 except OSError:
                     pass
+            if self._results is not None and self._results in events:
+                self._receive(self._results)
             if self._sock in events:
-                self._receive()
+                self._receive(self._sock)
 
     def _flush(self) -> None:
         while self._outbox:
-            header: list[list[Any]] = []
-            frames: list[Any] = []
-            while self._outbox and len(header) < MAX_BATCH:
-                tid, path, retries, task_frames = self._outbox.popleft()
-                header.append([tid, path, retries, len(task_frames)])
-                frames.extend(task_frames)
-            self._sock.send_multipart(
-                [encode(Kind.EVENT, P.FN_SUBMIT, 0, {"tasks": header}), *frames], copy=False
-            )
+            with self._send_lock:
+                batch = [self._outbox.popleft() for _ in range(min(MAX_BATCH, len(self._outbox)))]
+                self._send_tasks(batch)
         if self._cancels:
             tids = list(self._cancels)
             self._cancels.clear()
-            self._sock.send(encode(Kind.EVENT, P.FN_CANCEL, 0, {"tids": tids}))
+            with self._send_lock:
+                self._sock.send(encode(Kind.EVENT, P.FN_CANCEL, 0, {"tids": tids}))
 
-    def _receive(self) -> None:
+    def _send_tasks(self, batch: list[Outgoing]) -> None:
+        """One ``fn_submit``; the caller holds ``_send_lock``."""
+        header: list[list[Any]] = []
+        frames: list[Any] = []
+        for tid, path, retries, task_frames in batch:
+            header.append([tid, path, retries, len(task_frames)])
+            frames.extend(task_frames)
+        body = {"tasks": header, "reply": self.reply_addr}
+        self._sock.send_multipart([encode(Kind.EVENT, P.FN_SUBMIT, 0, body), *frames], copy=False)
+
+    def _receive(self, sock: zmq.Socket[bytes]) -> None:
         for _ in range(1024):
             try:
-                parts = self._sock.recv_multipart(zmq.NOBLOCK)
+                parts = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             try:
@@ -256,6 +356,17 @@ class Client:
                 future.set_exception(exc)
             except concurrent.futures.InvalidStateError:
                 pass  # canceled by the caller while the result was on its way
+
+
+def reply_host(master_addr: str) -> str:
+    """The address of this host as the master's network sees it (where workers can
+    reach the client): the local end of a route to the master."""
+    host = endpoint(master_addr).split("://", 1)[1].rpartition(":")[0].strip("[]")
+    if host in ("127.0.0.1", "localhost", "::1", "*", "0.0.0.0"):
+        return "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, 9))  # no packet is sent: this only picks the route
+        return str(probe.getsockname()[0])
 
 
 def find_leader(master_addr: str | list[str], timeout: float) -> str:

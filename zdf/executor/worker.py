@@ -63,8 +63,10 @@ class Worker:
         master: str = "",
         executor_id: str = "",
         frozen_limit: float = 1.0,
+        allow_pickle: bool = False,
     ) -> None:
         self.name = name
+        self.allow_pickle = allow_pickle
         self.host = host
         self.ipc_dir = ipc_dir
         self.parent = parent
@@ -86,7 +88,11 @@ class Worker:
             name=f"worker-{name}",
         )
         self.executor_id = executor_id
-        self.functions = FunctionRunner(self.reactor, master, executor_id, name) if master else None
+        self.functions = (
+            FunctionRunner(self.reactor, master, executor_id, name, allow_pickle)
+            if master
+            else None
+        )
         self.frozen_limit = frozen_limit
         self._parent_proc = psutil.Process(parent)
         self._parent_stopped_since: float | None = None
@@ -210,7 +216,9 @@ class Worker:
             return None
         if self.functions is not None:
             self.functions.close()
-        self.functions = FunctionRunner(self.reactor, body["addr"], self.executor_id, self.name)
+        self.functions = FunctionRunner(
+            self.reactor, body["addr"], self.executor_id, self.name, self.allow_pickle
+        )
         return None
 
     def on_cancel_task(self, call: Call) -> Any:
@@ -295,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         default=1.0,
         help="exit when the executor is stopped this long",
     )
+    parser.add_argument(
+        "--allow-pickle", action="store_true", help="run pickled functions (see the README)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -310,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         args.master,
         args.executor_id,
         args.frozen_limit,
+        args.allow_pickle,
     )
 
     def on_term(*_: object) -> None:
