@@ -14,6 +14,18 @@ paths, so tasks reach the master in submission order. At most
 ``max_inflight`` tasks are outstanding: ``submit`` blocks beyond that, so a
 client submitting a million tasks keeps bounded memory.
 
+Receiving: a thread blocked in ``Future.result()`` reads the result socket
+itself when no one else does, so a lone task's answer wakes the waiting thread
+directly instead of passing through the I/O thread (a thread hand-off costs
+about as much as a network hop). Each socket has a lock, held by whichever
+thread uses it; the I/O thread waits on the sockets' file descriptors (an
+OS-level poll, which touches no socket) and reads only when it gets the lock.
+While the only task in flight is one the caller sent itself ("lone"), the I/O
+thread leaves the results to the caller, so that it does not wake up and
+compete for the GIL on every answer; a callback, ``await`` or ``as_completed``
+on that future hands it back to the I/O thread at once, and any other waiting
+style (polling ``done()``) is served by a slow fallback poll.
+
 Functions are named by import path (``package.module:function``) and must be
 installed on the executors; a callable is turned into its path. Where the
 cluster allows it (``allow-pickle``), a function that has no import path
@@ -51,6 +63,11 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_INFLIGHT = 20_000
 MAX_BATCH = 512
 MAP_CHUNK_FN = "zdf.client.chunks:run_chunk"
+
+MAX_READ = 1024
+WAIT_SLICE_MS = 5  # a thread reading its own result also checks for answers via the master
+IDLE_POLL_MS = 1000
+LONE_FALLBACK_MS = 10  # results of a lone task whose caller does not call result()
 
 Outgoing = tuple[int, str, int, list[Any]]  # tid, function, retries, frames
 
@@ -93,7 +110,8 @@ class Client:
         self._tids = itertools.count(1)
         self._futures: dict[int, Future] = {}
         self._outbox: deque[Outgoing] = deque()
-        self._send_lock = threading.Lock()
+        self._send_lock = threading.Lock()  # the DEALER to the master: sends and receives
+        self._recv_lock = threading.Lock()  # the result PULL
         self._cancels: deque[int] = deque()
         self._pickles: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
         self._slots = threading.BoundedSemaphore(max_inflight)
@@ -120,6 +138,8 @@ class Client:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._sleeping = threading.Event()
+        self._lone: int | None = None  # the one task in flight, sent by its caller
+        self._io_waits_for_results = False  # the I/O thread found the results socket taken
         self._thread = threading.Thread(target=self._io_loop, name="zdf-client-io", daemon=True)
         self._thread.start()
 
@@ -160,13 +180,15 @@ class Client:
         tid = next(self._tids)
         future = Future(self, tid)
         with self._send_lock:
-            idle = not self._futures and not self._outbox
+            lone = not self._futures and not self._outbox
             self._futures[tid] = future
-            if idle:
+            if lone:
+                self._lone = tid
                 self._send_tasks([(tid, path, retries, frames)])
             else:
+                self._lone = None
                 self._outbox.append((tid, path, retries, frames))
-        if not idle:
+        if not lone:
             self._wake()
         return future
 
@@ -242,8 +264,12 @@ class Client:
         self._closed = True
         self._wake()
         self._thread.join(5)
+        # A thread still reading its result lets go within a wait slice.
+        locked = self._recv_lock.acquire(timeout=1)
         close_socket(self._sock)
         close_socket(self._results)
+        if locked:
+            self._recv_lock.release()
         self._wake_r.close()
         self._wake_w.close()
         for future in list(self._futures.values()):
@@ -276,30 +302,107 @@ class Client:
             except OSError:
                 pass
 
+    def _wait(self, future: Future, timeout: float | None) -> None:
+        """Called by ``Future.result``: read results in this thread until ``future`` is
+        done, if no other thread is reading them (else the caller waits as usual)."""
+        sock = self._results
+        if sock is None or threading.current_thread() is self._thread:
+            return
+        if not self._recv_lock.acquire(blocking=False):
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not future.done() and not self._closed:
+                slice_ms = WAIT_SLICE_MS
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    slice_ms = min(slice_ms, max(1, int(left * 1000)))
+                # In slices: the answer may also come through the master (the I/O thread).
+                if sock.poll(slice_ms, zmq.POLLIN):
+                    self._receive(sock)
+        finally:
+            self._recv_lock.release()
+            if self._io_waits_for_results:
+                self._io_waits_for_results = False
+                self._wake()
+
+    def _attend(self, future: Future) -> None:
+        """Someone will wait for ``future`` without reading results: the I/O thread must."""
+        if self._lone == future.tid:
+            self._lone = None
+            self._wake()
+
     def _io_loop(self) -> None:
+        # Raw descriptors, so that polling never touches a socket another thread may be
+        # using. They are edge-triggered: after any wake-up, read until EAGAIN.
+        master_fd = self._sock.getsockopt(zmq.FD)
+        results_fd = self._results.getsockopt(zmq.FD) if self._results is not None else None
+        wake_fd = self._wake_r.fileno()
         poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
-        if self._results is not None:
-            poller.register(self._results, zmq.POLLIN)
-        poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        poller.register(master_fd, zmq.POLLIN)
+        poller.register(wake_fd, zmq.POLLIN)
+        watching = False  # results_fd registered
+        more = True
+        timed_out = False
         while not self._closed:
             self._flush()
+            want = False
+            if more:
+                more = self._drain(self._sock, self._send_lock)
+            if self._results is not None and (more or timed_out or self._lone is None):
+                # A lone task's caller reads its own result; the fallback poll covers a
+                # caller that never does.
+                if self._drain(self._results, self._recv_lock):
+                    more = True
+                want = self._lone is None and not self._io_waits_for_results
+            if results_fd is not None and want != watching:
+                if want:
+                    poller.register(results_fd, zmq.POLLIN)
+                else:
+                    poller.unregister(results_fd)
+                watching = want
             self._sleeping.set()
-            if self._outbox or self._cancels:
+            # Checked after announcing sleep: whoever changes these afterwards wakes us.
+            handed_back = (
+                results_fd is not None
+                and not watching
+                and self._lone is None
+                and not self._io_waits_for_results
+            )
+            if self._outbox or self._cancels or handed_back:
                 self._sleeping.clear()
+                more = True
                 continue
-            events = dict(poller.poll(1000))
+            if more:
+                timeout = 0
+            elif self._lone is not None or self._io_waits_for_results:
+                timeout = LONE_FALLBACK_MS
+            else:
+                timeout = IDLE_POLL_MS
+            events = poller.poll(timeout)
             self._sleeping.clear()
-            if self._wake_r.fileno() in events:
-                try:
-                    while self._wake_r.recv(4096):
+            timed_out = not events
+            for fd, _ in events:
+                if fd == wake_fd:
+                    try:
+                        while self._wake_r.recv(4096):
+                            pass
+                    except OSError:
                         pass
-                except OSError:
-                    pass
-            if self._results is not None and self._results in events:
-                self._receive(self._results)
-            if self._sock in events:
-                self._receive(self._sock)
+            more = True  # something may have changed: read (cheap when nothing is there)
+
+    def _drain(self, sock: zmq.Socket[bytes], lock: threading.Lock) -> bool:
+        """Read what is there if no other thread holds the socket; True when more may be."""
+        if not lock.acquire(blocking=False):
+            if sock is self._results:
+                self._io_waits_for_results = True  # the holder wakes us when it lets go
+            return False
+        try:
+            return self._receive(sock)
+        finally:
+            lock.release()
 
     def _flush(self) -> None:
         while self._outbox:
@@ -322,12 +425,13 @@ class Client:
         body = {"tasks": header, "reply": self.reply_addr}
         self._sock.send_multipart([encode(Kind.EVENT, P.FN_SUBMIT, 0, body), *frames], copy=False)
 
-    def _receive(self, sock: zmq.Socket[bytes]) -> None:
-        for _ in range(1024):
+    def _receive(self, sock: zmq.Socket[bytes]) -> bool:
+        """Read up to a bound of messages; True if the bound was hit (more may wait)."""
+        for _ in range(MAX_READ):
             try:
                 parts = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return False
             try:
                 msg = decode(parts[0])
             except ProtocolError:
@@ -336,6 +440,7 @@ class Client:
                 self._complete(msg.body.get("results") or [], parts[1:])
             elif msg.kind is Kind.ERROR:
                 log.warning("master refused a request: %s", msg.body)
+        return True
 
     def _complete(self, results: list[Any], frames: list[bytes]) -> None:
         offset = 0
@@ -343,6 +448,8 @@ class Client:
             value_frames = frames[offset : offset + nframes]
             offset += nframes
             future = self._futures.pop(tid, None)
+            if tid == self._lone:
+                self._lone = None
             if future is None:
                 continue  # canceled meanwhile
             self._slots.release()
