@@ -287,6 +287,24 @@ def _warm_imports() -> None:
     import zdf.jobs.counter
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """On Linux, have the kernel send SIGTERM when the executor dies: the parent check
+    runs between tasks only, and a function may block for minutes."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the request took effect
+        raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zdf-worker")
     parser.add_argument("--ctl", required=True)
@@ -330,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides when workers stop
+    die_with_parent(args.parent)
     worker.run()
     return 0
 
