@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import os
 import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +54,69 @@ def test_remote_exceptions_keep_type_and_traceback(cluster: LocalCluster) -> Non
 
 
 def test_unnameable_functions_are_refused_locally(cluster: LocalCluster) -> None:
-    with zdf.connect(cluster.master_addr) as client, pytest.raises(ValueError, match="import path"):
-        client.submit(lambda: 1)
+    with zdf.connect(cluster.master_addr) as client:
+        assert not client.allow_pickle
+        with pytest.raises(ValueError, match=r"import path.*allow-pickle"):
+            client.submit(lambda: 1)
+        with pytest.raises(ValueError, match="import path"):
+            list(client.map(lambda x: x, [1]))
+        # A client that sends a pickle anyway is refused by the master.
+        client.allow_pickle = True
+        with pytest.raises(PermissionError, match="allow-pickle"):
+            client.submit(lambda: 1, max_retries=0).result(10)
+
+
+@pytest.mark.cluster(extra_env={"ZDF_ALLOW_PICKLE": "true"})
+def test_pickled_functions_where_the_cluster_allows_them(cluster: LocalCluster) -> None:
+    offset = 100
+    with zdf.connect(cluster.master_addr) as client:
+        assert client.allow_pickle
+        assert client.submit(lambda x: x + offset, 1).result(10) == 101
+        assert list(client.map(lambda x: x * offset, range(50), chunksize=4)) == [
+            i * 100 for i in range(50)
+        ]
+        with pytest.raises(ZeroDivisionError):
+            client.submit(lambda: 1 / 0, max_retries=0).result(10)
+        # Named functions still travel by name.
+        assert client.submit(examples.square, 5).result(10) == 25
+
+
+def test_results_through_the_master_when_asked(cluster: LocalCluster) -> None:
+    with zdf.connect(cluster.master_addr, direct_results=False) as client:
+        assert client.reply_addr == ""
+        assert client.submit(examples.square, 9).result(10) == 81
+        assert list(client.map(examples.square, range(300), chunksize=3)) == [
+            i * i for i in range(300)
+        ]
+        with pytest.raises(RuntimeError, match="via master"):
+            client.submit(examples.fail, "via master", max_retries=0).result(10)
+
+
+def test_a_lone_task_completes_for_every_way_of_waiting(cluster: LocalCluster) -> None:
+    with zdf.connect(cluster.master_addr) as client:
+        # Callback: the I/O thread takes the result over from the (absent) caller.
+        fired = threading.Event()
+        client.submit(examples.square, 3).add_done_callback(lambda f: fired.set())
+        assert fired.wait(10)
+        # Polling done() only: the fallback poll delivers it.
+        polled = client.submit(examples.square, 4)
+        wait_until(polled.done, 10, "a polled lone task")
+        assert polled.result(0) == 16
+        # await, lone.
+        assert asyncio.run(_await(client.submit(examples.square, 6))) == 36
+
+        # Several threads waiting at once, each on its own tasks.
+        def worker(base: int) -> list[int]:
+            return [client.submit(examples.square, base + i).result(10) for i in range(200)]
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(worker, [0, 1000, 2000, 3000]))
+        assert results == [[(b + i) ** 2 for i in range(200)] for b in (0, 1000, 2000, 3000)]
+        assert client.pending == 0
+
+
+async def _await(future: zdf.Future) -> object:
+    return await future
 
 
 @pytest.mark.cluster(executors=1, workers=1)
