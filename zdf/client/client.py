@@ -291,6 +291,8 @@ class Client:
     def _cancel(self, tid: int) -> None:
         if self._futures.pop(tid, None) is not None:
             self._slots.release()
+        if self._lone == tid:
+            self._lone = None
         self._cancels.append(tid)
         self._wake()
 
