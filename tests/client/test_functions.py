@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import zdf
-from zdf.errors import RemoteError
+from zdf.errors import RemoteError, ZdfError
 from zdf.jobs import examples
 from zdf.localcluster import LocalCluster, wait_until
 
@@ -129,6 +129,20 @@ def test_cancel_and_timeout(cluster: LocalCluster, tmp_path: Path) -> None:
         assert all(f.cancel() for f in queued[2:])
         assert all(f.cancelled() for f in queued[2:])
         assert not blocker.done()
+
+
+@pytest.mark.cluster(executors=1, workers=1)
+def test_context_manager_closes_cleanly(cluster: LocalCluster, tmp_path: Path) -> None:
+    threads_before = threading.active_count()
+    with zdf.connect(cluster.master_addr) as client:
+        running = client.submit(examples.hold_once, str(tmp_path / "m"), 30)
+        queued = client.submit(examples.square, 2)
+    for future in (running, queued):
+        with pytest.raises(ZdfError, match="closed"):
+            future.result(1)
+    with pytest.raises(ZdfError, match="closed"):
+        client.submit(examples.square, 1)
+    wait_until(lambda: threading.active_count() <= threads_before, 5, "the I/O thread to end")
 
 
 def test_await_and_as_completed(cluster: LocalCluster) -> None:
