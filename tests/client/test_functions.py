@@ -12,11 +12,16 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+import zmq
 
 import zdf
+from zdf import protocol as P
 from zdf.errors import RemoteError, ZdfError
 from zdf.jobs import examples
 from zdf.localcluster import LocalCluster, wait_until
+from zdf.wire.codec import Kind, encode
+from zdf.wire.payload import pack
+from zdf.wire.sockets import make_socket
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -129,6 +134,21 @@ def test_cancel_and_timeout(cluster: LocalCluster, tmp_path: Path) -> None:
         assert all(f.cancel() for f in queued[2:])
         assert all(f.cancelled() for f in queued[2:])
         assert not blocker.done()
+
+
+def test_spoofed_and_garbage_results_are_dropped(cluster: LocalCluster) -> None:
+    with zdf.connect(cluster.master_addr) as client:
+        future = client.submit(examples.spin, 0.5)
+        intruder = make_socket(zmq.PUSH, connect=client.reply_addr)
+        try:
+            spoof = {"results": [[future.tid, True, 1]], "token": "guess"}
+            intruder.send_multipart([encode(Kind.EVENT, P.FN_RESULT, 0, spoof), *pack("spoofed")])
+            intruder.send(b"\x00\xffgarbage")
+            wait_until(lambda: client.dropped >= 2, 10, "both messages dropped")
+        finally:
+            intruder.close(0)
+        assert isinstance(future.result(10), dict)  # the real result, not the spoofed one
+        assert client.submit(examples.square, 4).result(10) == 16
 
 
 @pytest.mark.cluster(executors=1, workers=1)

@@ -56,13 +56,13 @@ def test_results_go_straight_to_the_clients_address(reactor: Reactor) -> None:
     reply = pull.getsockopt_string(zmq.LAST_ENDPOINT)
     fn = runner(reactor, allow_pickle=False)
     try:
-        fn.queue.append((1, "zdf.jobs.examples:square", pack([[6], {}]), reply, 41))
-        fn.queue.append((2, "zdf.jobs.examples:fail", pack([["no"], {}]), reply, 42))
+        fn.queue.append((1, "zdf.jobs.examples:square", pack([[6], {}]), reply + "#t0k", 41))
+        fn.queue.append((2, "zdf.jobs.examples:fail", pack([["no"], {}]), reply + "#t0k", 42))
         fn.run_slice()
         assert pull.poll(5000)
         parts = pull.recv_multipart()
         msg = decode(parts[0])
-        assert msg.op == P.FN_RESULT
+        assert msg.op == P.FN_RESULT and msg.body["token"] == "t0k"
         assert [r[:2] for r in msg.body["results"]] == [[41, True], [42, False]]
         assert unpack(parts[1:2]) == 36
         assert unpack(parts[2:])["type"] == "RuntimeError"

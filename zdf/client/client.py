@@ -38,6 +38,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import logging
+import os
 import socket
 import threading
 import time
@@ -122,6 +123,9 @@ class Client:
         )
         self._results: zmq.Socket[bytes] | None = None
         self.reply_addr = ""
+        # Workers put it in every result they send here: anything else on the port is dropped.
+        self._token = os.urandom(8).hex()
+        self.dropped = 0  # messages dropped on arrival (malformed, or not from a worker)
         try:
             if direct_results:
                 self._results = make_socket(
@@ -424,7 +428,8 @@ class Client:
         for tid, path, retries, task_frames in batch:
             header.append([tid, path, retries, len(task_frames)])
             frames.extend(task_frames)
-        body = {"tasks": header, "reply": self.reply_addr}
+        reply = f"{self.reply_addr}#{self._token}" if self.reply_addr else ""
+        body = {"tasks": header, "reply": reply}
         self._sock.send_multipart([encode(Kind.EVENT, P.FN_SUBMIT, 0, body), *frames], copy=False)
 
     def _receive(self, sock: zmq.Socket[bytes]) -> bool:
@@ -436,17 +441,27 @@ class Client:
                 return False
             try:
                 msg = decode(parts[0])
-            except ProtocolError:
-                continue
-            if msg.op == P.FN_RESULT and isinstance(msg.body, dict):
-                self._complete(msg.body.get("results") or [], parts[1:])
-            elif msg.kind is Kind.ERROR:
-                log.warning("master refused a request: %s", msg.body)
+                if msg.op == P.FN_RESULT and isinstance(msg.body, dict):
+                    if sock is self._results and msg.body.get("token") != self._token:
+                        raise ProtocolError("a result without this client's token")
+                    self._complete(msg.body.get("results"), parts[1:])
+                elif msg.kind is Kind.ERROR:
+                    log.warning("master refused a request: %s", msg.body)
+            except ProtocolError as exc:
+                self.dropped += 1
+                log.debug("dropped a message: %s", exc)
         return True
 
-    def _complete(self, results: list[Any], frames: list[bytes]) -> None:
+    def _complete(self, results: Any, frames: list[bytes]) -> None:
+        if not isinstance(results, list):
+            raise ProtocolError("results is not a list")
         offset = 0
-        for tid, ok, nframes in results:
+        for entry in results:
+            if not (isinstance(entry, list) and len(entry) == 3):
+                raise ProtocolError("a result entry is not [tid, ok, nframes]")
+            tid, ok, nframes = entry
+            if not isinstance(nframes, int) or not 0 < nframes <= len(frames) - offset:
+                raise ProtocolError("result frames missing")
             value_frames = frames[offset : offset + nframes]
             offset += nframes
             future = self._futures.pop(tid, None)

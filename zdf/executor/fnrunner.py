@@ -155,17 +155,19 @@ class FunctionRunner:
             self.reactor.call_later(0, self.run_slice)
 
     def _send_direct(self, reply: str, header: list[list[Any]], frames: list[Any]) -> None:
-        entry = self.replies.get(reply)
+        """``reply`` is ``endpoint#token``: the token proves to the client that the
+        result comes from a worker the master gave its task to."""
+        addr, _, token = reply.partition("#")
+        entry = self.replies.get(addr)
         if entry is None:
             # Unbounded queue: a client never has more results due than its own
             # max_inflight, and a result must not be dropped.
-            sock = make_socket(zmq.PUSH, connect=reply, sndhwm=0)
-            entry = self.replies[reply] = (sock, [0.0])
+            sock = make_socket(zmq.PUSH, connect=addr, sndhwm=0)
+            entry = self.replies[addr] = (sock, [0.0])
         sock, last_used = entry
         last_used[0] = time.monotonic()
-        sock.send_multipart(
-            [encode(Kind.EVENT, P.FN_RESULT, 0, {"results": header}), *frames], copy=False
-        )
+        body = {"results": header, "token": token}
+        sock.send_multipart([encode(Kind.EVENT, P.FN_RESULT, 0, body), *frames], copy=False)
 
     def _close_idle_replies(self) -> None:
         now = time.monotonic()
