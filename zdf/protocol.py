@@ -11,7 +11,8 @@ Who sends what (ROUTER = the master, DEALER = executors and clients)::
     client -> master     submit_job, job_list, job_status, job_cancel, executor_list,
                          cluster_status, wait_job; fn_client, fn_submit, fn_cancel (functions)
     worker -> master     fn_hello, fn_done;  master -> worker: fn_run
-    worker -> client     fn_result on the client's PULL (master -> client when it has no PULL)
+    worker -> client     fn_result on the client's PULL (master -> client when it has no PULL);
+                         fn_submit's "reply" is "endpoint#token", the token goes back in fn_result
     PUB/SUB              b"hb" + {"id", "seq", "epoch"} heartbeats, both directions
 """
 
