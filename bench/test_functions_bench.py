@@ -21,6 +21,7 @@ import pytest
 import zmq
 
 import zdf
+from zdf import protocol as P
 from zdf.jobs import examples
 from zdf.localcluster import LocalCluster, wait_until
 from zdf.wire import make_socket
@@ -116,8 +117,15 @@ def test_noop_throughput_and_round_trip(cluster: LocalCluster, raw_echo: str, be
 
 def test_killed_worker_task_back_within(cluster: LocalCluster, tmp_path: Path, benchmark) -> None:
     times = []
+    status = cluster.client()
+
+    def workers_ready() -> bool:
+        return bool(status.call(P.CLUSTER_STATUS)["functions"]["workers"] == 2)
+
     with zdf.connect(cluster.master_addr) as client:
-        for i in range(3):
+        for i in range(5):
+            # A healthy cluster loses one worker: the one killed last time is back.
+            wait_until(workers_ready, 30, "both workers to take function tasks")
             marker = tmp_path / f"m{i}"
             future = client.submit(examples.hold_once, str(marker), 60)
             pid = int(wait_until(lambda m=marker: m.exists() and m.read_text(), 10, "start"))
