@@ -120,6 +120,35 @@ def test_a_lone_task_completes_for_every_way_of_waiting(cluster: LocalCluster) -
         assert client.pending == 0
 
 
+@pytest.mark.parametrize("direct", [True, False])
+def test_callbacks_may_submit_and_wait(cluster: LocalCluster, direct: bool) -> None:
+    with zdf.connect(cluster.master_addr, direct_results=direct) as client:
+        chained: list[zdf.Future] = []
+        errors: list[BaseException] = []
+
+        def follow_up(future: concurrent.futures.Future[int]) -> None:
+            chained.append(client.submit(examples.square, future.result()))
+
+        client.submit(examples.square, 2).add_done_callback(follow_up)
+        wait_until(lambda: chained, 10, "the follow-up task")
+        assert chained[0].result(10) == 16
+
+        if direct:
+            return
+
+        # Through the master, results are read by the I/O thread, which runs the callbacks:
+        # waiting there for another task would never end, so it is refused at once.
+        def blocks(future: concurrent.futures.Future[int]) -> None:
+            try:
+                client.submit(examples.square, 5).result(10)
+            except ZdfError as exc:
+                errors.append(exc)
+
+        client.submit(examples.square, 3).add_done_callback(blocks)
+        wait_until(lambda: errors, 10, "the refused wait")
+        assert "I/O thread" in str(errors[0])
+
+
 async def _await(future: zdf.Future) -> object:
     return await future
 

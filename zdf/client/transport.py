@@ -77,8 +77,10 @@ class Transport:
         self._token = os.urandom(8).hex()
         self._outbox: deque[Outgoing] = deque()
         self._cancels: deque[int] = deque()
-        self._send_lock = threading.Lock()  # the DEALER to the master: sends and receives
-        self._recv_lock = threading.Lock()  # the result PULL
+        # Re-entrant: a future's callbacks run in the thread that read its result, with
+        # the socket's lock held, and may submit or wait for other tasks.
+        self._send_lock = threading.RLock()  # the DEALER to the master: sends and receives
+        self._recv_lock = threading.RLock()  # the result PULL
         self._lone: int | None = None  # the one task in flight, sent by its caller
         self._io_waits_for_results = False  # the I/O thread found the results socket taken
         self._sock = make_socket(
@@ -164,8 +166,13 @@ class Transport:
     def wait_here(self, done: Callable[[], bool], timeout: float | None) -> None:
         """Called by ``Future.result``: read results in this thread until ``done()``,
         if no other thread is reading them (else the caller waits as usual)."""
+        if threading.current_thread() is self._thread:
+            raise ZdfError(
+                "a callback waited for another task on the client's I/O thread, which would "
+                "never read its result: chain it with add_done_callback instead of blocking"
+            )
         sock = self._results
-        if sock is None or threading.current_thread() is self._thread:
+        if sock is None:
             return
         if not self._recv_lock.acquire(blocking=False):
             return
@@ -252,7 +259,7 @@ class Transport:
                         pass
             more = True  # something may have changed: read (cheap when nothing is there)
 
-    def _drain(self, sock: zmq.Socket[bytes], lock: threading.Lock) -> bool:
+    def _drain(self, sock: zmq.Socket[bytes], lock: threading.RLock) -> bool:
         """Read what is there if no other thread holds the socket; True when more may be."""
         if not lock.acquire(blocking=False):
             if sock is self._results:
