@@ -243,7 +243,7 @@ class Transport:
                 continue
             if more:
                 timeout = 0
-            elif self._lone is not None or self._io_waits_for_results:
+            elif self._lone is not None and not self._io_waits_for_results:
                 timeout = LONE_FALLBACK_MS
             else:
                 timeout = IDLE_POLL_MS
@@ -261,10 +261,15 @@ class Transport:
 
     def _drain(self, sock: zmq.Socket[bytes], lock: threading.RLock) -> bool:
         """Read what is there if no other thread holds the socket; True when more may be."""
+        results = sock is self._results
+        if results:
+            # Raised before trying, so that a holder letting go meanwhile sees it and
+            # wakes us: no wake-up is lost, and we need not poll while it reads.
+            self._io_waits_for_results = True
         if not lock.acquire(blocking=False):
-            if sock is self._results:
-                self._io_waits_for_results = True  # the holder wakes us when it lets go
             return False
+        if results:
+            self._io_waits_for_results = False
         try:
             return self._receive(sock)
         finally:
