@@ -302,6 +302,9 @@ class ExecutorConfig(LogConfig):
         "workers", int_range(0, 256), 0, "worker processes hosting the tasks (0: one per CPU)"
     )
     data_dir: str = key("data-dir", parse_str, "/tmp/zdf-data/executor", "scratch directory (ipc)")
+    allow_pickle: bool = key(
+        "allow-pickle", parse_bool, False, "run pickled functions sent by clients (see README)"
+    )
 
     def validate(self) -> None:
         if self.keepalive_interval >= self.keepalive_ttl:

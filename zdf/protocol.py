@@ -9,8 +9,10 @@ Who sends what (ROUTER = the master, DEALER = executors and clients)::
     executor -> master   register, task_state (event), publish_endpoint, checkpoint
     master -> executor   start_task, cancel_task, endpoints (event)
     client -> master     submit_job, job_list, job_status, job_cancel, executor_list,
-                         cluster_status, wait_job; fn_submit, fn_cancel (function tasks)
-    worker -> master     fn_hello, fn_done;  master -> worker: fn_run;  master -> client: fn_result
+                         cluster_status, wait_job; fn_client, fn_submit, fn_cancel (functions)
+    worker -> master     fn_hello, fn_done;  master -> worker: fn_run
+    worker -> client     fn_result on the client's PULL (master -> client when it has no PULL);
+                         fn_submit's "reply" is "endpoint#token", the token goes back in fn_result
     PUB/SUB              b"hb" + {"id", "seq", "epoch"} heartbeats, both directions
 """
 
@@ -44,11 +46,13 @@ PING = "ping"
 
 # short function tasks (zdf.master.fnqueue)
 FN_HELLO = "fn_hello"  # worker -> master: I take function tasks
+FN_CLIENT = "fn_client"  # client -> master: hello; the answer says if pickles are accepted
 FN_SUBMIT = "fn_submit"  # client -> master: a batch of tasks
 FN_RUN = "fn_run"  # master -> worker: a batch to run
 FN_DONE = "fn_done"  # worker -> master: a batch of results
-FN_RESULT = "fn_result"  # master -> client: results of its tasks
+FN_RESULT = "fn_result"  # worker (or master) -> client: results of its tasks
 FN_CANCEL = "fn_cancel"  # client -> master
+PICKLED_FN = "!cloudpickle"  # fn_submit/fn_run: the task's first frame is the function
 WORKER_LOST = "worker_lost"  # executor -> master: a worker process died
 LEADER = "leader"  # executor -> worker: the leading master's address (for function tasks)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from zdf.executor.fnrunner import resolve_function
@@ -12,3 +13,14 @@ _cache: dict[str, Any] = {}
 def run_chunk(path: str, items: list[Any]) -> list[Any]:
     fn = resolve_function(path, _cache)
     return [fn(item) for item in items]
+
+
+class PickledChunk:
+    """``Client.map`` of a function without an import path: pickled once per map
+    (where the cluster allows pickles), applied to each chunk's items."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        return [self.fn(item) for item in items]

@@ -1,16 +1,16 @@
 """``zdf.connect``: submit Python functions to the cluster and get futures back.
 
-Theory of operation. A ``Client`` owns one DEALER to the master, served by a
-background I/O thread; ``submit`` only packs the arguments, registers a future
-and appends to an outbox, waking the I/O thread when it sleeps. The I/O thread
-sends whatever has piled up as one ``fn_submit`` batch and completes futures
-from ``fn_result`` batches. At most ``max_inflight`` tasks are outstanding:
-``submit`` blocks beyond that, so a client submitting a million tasks keeps
-bounded memory.
+Theory of operation. A ``Client`` keeps a future per task in flight and
+completes it from the results its ``Transport`` (``zdf.client.transport``: the
+sockets, the I/O thread, how a lone task skips every thread hand-off) hands
+back. At most ``max_inflight`` tasks are outstanding: ``submit`` blocks beyond
+that, so a client submitting a million tasks keeps bounded memory.
 
 Functions are named by import path (``package.module:function``) and must be
-installed on the executors; a callable is turned into its path. Arguments and
-results travel as msgpack with numpy arrays as zero-copy frames.
+installed on the executors; a callable is turned into its path. Where the
+cluster allows it (``allow-pickle``), a function that has no import path
+(a lambda, a closure, a ``__main__`` function) is shipped with cloudpickle.
+Arguments and results travel as msgpack with numpy arrays as zero-copy frames.
 """
 
 from __future__ import annotations
@@ -18,28 +18,24 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import logging
-import socket
 import threading
 import time
-import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import zmq
-
 from zdf import protocol as P
+from zdf.client.chunks import PickledChunk
 from zdf.client.futures import Future, remote_exception
+from zdf.client.transport import Transport
 from zdf.errors import ProtocolError, ZdfError
-from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.payload import pack, unpack
 from zdf.wire.rpc import RpcClient
-from zdf.wire.sockets import close_socket, make_socket
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_INFLIGHT = 20_000
-MAX_BATCH = 512
 MAP_CHUNK_FN = "zdf.client.chunks:run_chunk"
 
 
@@ -60,6 +56,12 @@ def function_path(fn: Callable[..., Any] | str) -> str:
 
 
 class Client:
+    """A connection to the cluster for function tasks (see the module docstring).
+
+    ``direct_results=False`` has results come back through the master, for a
+    client that the workers cannot reach (behind NAT or a firewall).
+    """
+
     def __init__(
         self,
         master_addr: str | list[str],
@@ -67,26 +69,29 @@ class Client:
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         max_retries: int = 3,
         timeout: float = 10.0,
+        direct_results: bool = True,
     ) -> None:
         self.master_addr = find_leader(master_addr, timeout)
         self.max_retries = max_retries
         self.timeout = timeout
         self._tids = itertools.count(1)
         self._futures: dict[int, Future] = {}
-        self._outbox: deque[tuple[int, str, int, list[Any]]] = deque()
-        self._cancels: deque[int] = deque()
+        self._pickles: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
         self._slots = threading.BoundedSemaphore(max_inflight)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._sleeping = threading.Event()
-        self._closed = False
-        self.identity = b"c-" + uuid.uuid4().bytes
-        self._sock = make_socket(
-            zmq.DEALER, connect=self.master_addr, identity=self.identity, sndhwm=0, rcvhwm=0
+        self._io = Transport(
+            self.master_addr, self._complete, direct_results=direct_results, timeout=timeout
         )
-        self._thread = threading.Thread(target=self._io_loop, name="zdf-client-io", daemon=True)
-        self._thread.start()
+        self.allow_pickle = bool(self._io.hello.get("allow_pickle"))
+
+    @property
+    def reply_addr(self) -> str:
+        """Where workers send this client's results ("" when through the master)."""
+        return self._io.reply_addr
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped on arrival: malformed, or results not from a worker."""
+        return self._io.dropped
 
     # -- public API ---------------------------------------------------------
     def submit(
@@ -98,19 +103,43 @@ class Client:
         **kwargs: Any,
     ) -> Future:
         """Run ``fn(*args, **kwargs)`` on the cluster; returns a future at once."""
-        if self._closed:
+        if self._io.closed:
             raise ZdfError("client is closed")
-        path = function_path(fn)
-        frames = pack([args, kwargs])
+        path, frames = self._encode_call(fn, args, kwargs)
         retries = self.max_retries if max_retries is None else max_retries
         if not self._slots.acquire(timeout=self.timeout * 6):
             raise ZdfError("submission backpressure: no task finished for too long")
         tid = next(self._tids)
         future = Future(self, tid)
-        self._futures[tid] = future
-        self._outbox.append((tid, path, retries, frames))
-        self._wake()
+        self._futures[tid] = future  # before sending: the answer may come at once
+        self._io.send((tid, path, retries, frames), nothing_in_flight=len(self._futures) == 1)
         return future
+
+    def _encode_call(
+        self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[str, list[Any]]:
+        try:
+            return function_path(fn), pack([args, kwargs])
+        except ValueError as exc:
+            if isinstance(fn, str) or not callable(fn):
+                raise
+            if not self.allow_pickle:
+                raise ValueError(
+                    f"{exc}; the cluster does not accept pickled functions "
+                    "(allow-pickle is false on its master)"
+                ) from None
+        return P.PICKLED_FN, [self._pickled(fn), *pack([args, kwargs])]
+
+    def _pickled(self, fn: Callable[..., Any]) -> bytes:
+        import cloudpickle  # only when the cluster allows pickles
+
+        try:
+            blob = self._pickles.get(fn)
+        except TypeError:  # not weakly referenceable
+            return cloudpickle.dumps(fn)  # type: ignore[no-any-return]
+        if blob is None:
+            blob = self._pickles[fn] = cloudpickle.dumps(fn)
+        return blob
 
     def map(
         self,
@@ -125,7 +154,13 @@ class Client:
         Items are grouped ``chunksize`` to a task (automatic when None): one
         round trip per chunk instead of per item.
         """
-        path = function_path(fn)
+        try:
+            chunk_fn: Callable[..., Any] | str = MAP_CHUNK_FN
+            chunk_args: tuple[Any, ...] = (function_path(fn),)
+        except ValueError:
+            if isinstance(fn, str) or not self.allow_pickle:
+                raise
+            chunk_fn, chunk_args = PickledChunk(fn), ()
         size = chunksize or 16
         if size < 1:
             raise ValueError("chunksize must be at least 1")
@@ -138,7 +173,7 @@ class Client:
                 chunk = list(itertools.islice(items, size))
                 if not chunk:
                     return
-                window.append(self.submit(MAP_CHUNK_FN, path, chunk))
+                window.append(self.submit(chunk_fn, *chunk_args, chunk))
 
         refill()
         while window:
@@ -147,14 +182,9 @@ class Client:
             yield from results
 
     def close(self) -> None:
-        if self._closed:
+        if self._io.closed:
             return
-        self._closed = True
-        self._wake()
-        self._thread.join(5)
-        close_socket(self._sock)
-        self._wake_r.close()
-        self._wake_w.close()
+        self._io.close()
         for future in list(self._futures.values()):
             if not future.done():
                 future.set_exception(ZdfError("client closed before the task finished"))
@@ -170,79 +200,32 @@ class Client:
     def pending(self) -> int:
         return len(self._futures)
 
-    # -- internals ----------------------------------------------------------
+    # -- internals (called by Future and by the transport) ---------------------
     def _cancel(self, tid: int) -> None:
         if self._futures.pop(tid, None) is not None:
             self._slots.release()
-        self._cancels.append(tid)
-        self._wake()
+        self._io.cancel(tid)
 
-    def _wake(self) -> None:
-        if self._sleeping.is_set():
-            self._sleeping.clear()
-            try:
-                self._wake_w.send(b"x")
-            except OSError:
-                pass
+    def _wait(self, future: Future, timeout: float | None) -> None:
+        self._io.wait_here(future.done, timeout)
 
-    def _io_loop(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
-        poller.register(self._wake_r.fileno(), zmq.POLLIN)
-        while not self._closed:
-            self._flush()
-            self._sleeping.set()
-            if self._outbox or self._cancels:
-                self._sleeping.clear()
-                continue
-            events = dict(poller.poll(1000))
-            self._sleeping.clear()
-            if self._wake_r.fileno() in events:
-                try:
-                    while self._wake_r.recv(4096):
-                        pass
-                except OSError:
-                    pass
-            if self._sock in events:
-                self._receive()
+    def _attend(self, future: Future) -> None:
+        self._io.attend(future.tid)
 
-    def _flush(self) -> None:
-        while self._outbox:
-            header: list[list[Any]] = []
-            frames: list[Any] = []
-            while self._outbox and len(header) < MAX_BATCH:
-                tid, path, retries, task_frames = self._outbox.popleft()
-                header.append([tid, path, retries, len(task_frames)])
-                frames.extend(task_frames)
-            self._sock.send_multipart(
-                [encode(Kind.EVENT, P.FN_SUBMIT, 0, {"tasks": header}), *frames], copy=False
-            )
-        if self._cancels:
-            tids = list(self._cancels)
-            self._cancels.clear()
-            self._sock.send(encode(Kind.EVENT, P.FN_CANCEL, 0, {"tids": tids}))
-
-    def _receive(self) -> None:
-        for _ in range(1024):
-            try:
-                parts = self._sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                msg = decode(parts[0])
-            except ProtocolError:
-                continue
-            if msg.op == P.FN_RESULT and isinstance(msg.body, dict):
-                self._complete(msg.body.get("results") or [], parts[1:])
-            elif msg.kind is Kind.ERROR:
-                log.warning("master refused a request: %s", msg.body)
-
-    def _complete(self, results: list[Any], frames: list[bytes]) -> None:
+    def _complete(self, results: Any, frames: list[bytes]) -> None:
+        if not isinstance(results, list):
+            raise ProtocolError("results is not a list")
         offset = 0
-        for tid, ok, nframes in results:
+        for entry in results:
+            if not (isinstance(entry, list) and len(entry) == 3):
+                raise ProtocolError("a result entry is not [tid, ok, nframes]")
+            tid, ok, nframes = entry
+            if not isinstance(nframes, int) or not 0 < nframes <= len(frames) - offset:
+                raise ProtocolError("result frames missing")
             value_frames = frames[offset : offset + nframes]
             offset += nframes
             future = self._futures.pop(tid, None)
+            self._io.forget(tid)
             if future is None:
                 continue  # canceled meanwhile
             self._slots.release()

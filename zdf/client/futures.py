@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
-from collections.abc import Generator, Iterable, Iterator
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from zdf.errors import RemoteError
@@ -36,6 +37,27 @@ class Future(concurrent.futures.Future[Any]):
             super().set_running_or_notify_cancel()
             self._client._cancel(self.tid)
         return canceled
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self.done():
+            started = time.monotonic()
+            self._client._wait(self, timeout)
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - started))
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self.done():
+            started = time.monotonic()
+            self._client._wait(self, timeout)
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - started))
+        return super().exception(timeout)
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[Any]], object]) -> None:
+        if not self.done():
+            self._client._attend(self)
+        super().add_done_callback(fn)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return asyncio.wrap_future(self).__await__()
@@ -73,4 +95,8 @@ def as_completed(
     futures: Iterable[concurrent.futures.Future[Any]], timeout: float | None = None
 ) -> Iterator[concurrent.futures.Future[Any]]:
     """Yield futures as they complete (``concurrent.futures.as_completed``)."""
+    futures = list(futures)
+    for future in futures:
+        if isinstance(future, Future) and not future.done():
+            future._client._attend(future)
     return concurrent.futures.as_completed(futures, timeout=timeout)

@@ -49,8 +49,10 @@ class WorkerPool:
         on_exit: Callable[[WorkerSlot, int], None],
         executor_id: str = "",
         frozen_limit: float = 1.0,
+        allow_pickle: bool = False,
     ) -> None:
         self.frozen_limit = frozen_limit
+        self.allow_pickle = allow_pickle
         self.executor_id = executor_id
         self.ctl_addr = ctl_addr
         self.host = host
@@ -88,6 +90,8 @@ class WorkerPool:
             "--executor-id",
             self.executor_id,
         ]
+        if self.allow_pickle:
+            cmd.append("--allow-pickle")
         slot.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
 
     def mark_ready(self, name: str) -> WorkerSlot | None:

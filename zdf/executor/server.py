@@ -107,6 +107,7 @@ class Executor:
             self._on_worker_exit,
             executor_id=self.executor_id,
             frozen_limit=config.keepalive_ttl,
+            allow_pickle=config.allow_pickle,
         )
         self._handlers = handlers
         self.reactor.call_every(config.keepalive_interval, self._beat, now=True)

@@ -63,8 +63,10 @@ class Worker:
         master: str = "",
         executor_id: str = "",
         frozen_limit: float = 1.0,
+        allow_pickle: bool = False,
     ) -> None:
         self.name = name
+        self.allow_pickle = allow_pickle
         self.host = host
         self.ipc_dir = ipc_dir
         self.parent = parent
@@ -86,7 +88,11 @@ class Worker:
             name=f"worker-{name}",
         )
         self.executor_id = executor_id
-        self.functions = FunctionRunner(self.reactor, master, executor_id, name) if master else None
+        self.functions = (
+            FunctionRunner(self.reactor, master, executor_id, name, allow_pickle)
+            if master
+            else None
+        )
         self.frozen_limit = frozen_limit
         self._parent_proc = psutil.Process(parent)
         self._parent_stopped_since: float | None = None
@@ -210,7 +216,9 @@ class Worker:
             return None
         if self.functions is not None:
             self.functions.close()
-        self.functions = FunctionRunner(self.reactor, body["addr"], self.executor_id, self.name)
+        self.functions = FunctionRunner(
+            self.reactor, body["addr"], self.executor_id, self.name, self.allow_pickle
+        )
         return None
 
     def on_cancel_task(self, call: Call) -> Any:
@@ -279,6 +287,24 @@ def _warm_imports() -> None:
     import zdf.jobs.counter
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """On Linux, have the kernel send SIGTERM when the executor dies: the parent check
+    runs between tasks only, and a function may block for minutes."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the request took effect
+        raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zdf-worker")
     parser.add_argument("--ctl", required=True)
@@ -295,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         default=1.0,
         help="exit when the executor is stopped this long",
     )
+    parser.add_argument(
+        "--allow-pickle", action="store_true", help="run pickled functions (see the README)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -310,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         args.master,
         args.executor_id,
         args.frozen_limit,
+        args.allow_pickle,
     )
 
     def on_term(*_: object) -> None:
@@ -318,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides when workers stop
+    die_with_parent(args.parent)
     worker.run()
     return 0
 

@@ -1,19 +1,30 @@
 """Short function tasks: one queue in the master, a prefetch window per worker.
 
-Theory of operation. Clients send ``fn_submit`` batches; each task is a client
-task id, a function path, a retry budget and its argument frames, which the
-master forwards without unpacking. Worker processes connect a DEALER straight
+Theory of operation. A client says ``fn_client`` once (the answer tells it
+whether pickled functions are accepted), then sends ``fn_submit`` batches; each
+task is a client task id, a function path, a retry budget and its argument
+frames, which the master forwards without unpacking. A batch may name the
+client's result address (``reply``). Worker processes connect a DEALER straight
 to the master and say ``fn_hello``; from then on the master keeps up to
 ``window`` tasks in flight on each, sending them in batches (``fn_run``), so a
-worker always has the next task at hand. Workers answer with ``fn_done``
-batches, which the master regroups per client (``fn_result``). Nothing is
-written to the metastore per task.
+worker always has the next task at hand.
+
+Results take the short way: a worker sends them straight to the client's
+result address and tells the master only which tasks are done (``fn_done``
+entries without frames), which frees their window slots. A task whose client
+gave no address has its result in ``fn_done``, and the master regroups those
+per client (``fn_result``). Nothing is written to the metastore per task.
 
 A worker or executor that dies has its in-flight tasks put back at the head of
 the queue while their retry budget lasts, else answered with a ``WorkerLost``
-error; a late result from a task that was retried elsewhere is dropped, so each
-client task gets exactly one answer. Canceling a queued task removes it; a task
-already on a worker runs, and its result is dropped.
+error. A task can thus run twice (its first worker may have answered the client
+just before dying); the client keeps the first answer per task id and drops any
+other, so each client task gets exactly one answer. Canceling a queued task
+removes it; a task already on a worker runs, and its result is dropped.
+
+Pickled functions (``fn`` = ``P.PICKLED_FN``, the cloudpickle bytes as the task's
+first frame) are refused with a ``PermissionError`` result unless the master's
+``allow-pickle`` is set.
 """
 
 from __future__ import annotations
@@ -32,6 +43,14 @@ from zdf.wire.rpc import Call, Channel
 
 log = logging.getLogger(__name__)
 
+PICKLE_REFUSED = {
+    "type": "PermissionError",
+    "module": "builtins",
+    "message": "this cluster does not accept pickled functions (the master's allow-pickle is "
+    "false); name the function by import path, or see the README on allow-pickle",
+    "traceback": "",
+}
+
 DEFAULT_WINDOW = 64
 MAX_BATCH = 256
 
@@ -44,6 +63,7 @@ class FnTask:
     fn: str
     retries: int
     frames: list[Any]
+    reply: str = ""  # the client's result address ("": results come back through the master)
     worker: bytes | None = None
 
 
@@ -62,9 +82,11 @@ class FunctionQueue:
         channel: Channel,
         window: int = DEFAULT_WINDOW,
         executor_alive: Callable[[str], bool] | None = None,
+        allow_pickle: bool = False,
     ) -> None:
         self.channel = channel
         self.window = window
+        self.allow_pickle = allow_pickle
         self.executor_alive = executor_alive or (lambda _id: True)
         self.queue: deque[FnTask] = deque()
         self.inflight: dict[int, FnTask] = {}
@@ -76,6 +98,7 @@ class FunctionQueue:
     def handlers(self) -> dict[str, Callable[[Call], Any]]:
         return {
             P.FN_HELLO: self.on_hello,
+            P.FN_CLIENT: self.on_client,
             P.FN_SUBMIT: self.on_submit,
             P.FN_DONE: self.on_done,
             P.FN_CANCEL: self.on_cancel,
@@ -124,13 +147,21 @@ class FunctionQueue:
         self.queue.extendleft(reversed(retry))
 
     # -- clients ------------------------------------------------------------
+    def on_client(self, call: Call) -> Any:
+        return {"allow_pickle": self.allow_pickle, "window": self.window}
+
     def on_submit(self, call: Call) -> Any:
-        """Header ``{"tasks": [[tid, fn, retries, nframes], ...]}``, then every task's frames."""
+        """Header ``{"tasks": [[tid, fn, retries, nframes], ...], "reply": addr}``, then
+        every task's frames."""
         body = P.fields(call.body, tasks=list)
         assert call.peer is not None
         client = call.peer
+        reply = body.get("reply") or ""
+        if not isinstance(reply, str):
+            raise ProtocolError("field 'reply' is not a string")
         frames = call.frames
         offset = 0
+        refused: list[tuple[int, bool, Sequence[Any]]] = []
         for entry in body["tasks"]:
             if not (isinstance(entry, list) and len(entry) == 4):
                 raise ProtocolError("each task is [tid, fn, retries, nframes]")
@@ -139,18 +170,25 @@ class FunctionQueue:
                 raise ProtocolError("bad task entry")
             if nframes < 1 or offset + nframes > len(frames):
                 raise ProtocolError("task frames missing")
+            if fn == P.PICKLED_FN and not self.allow_pickle:
+                offset += nframes
+                refused.append((tid, False, pack(PICKLE_REFUSED)))
+                continue
             task = FnTask(
                 next(self._keys),
                 client,
                 tid,
                 fn,
                 max(0, int(retries)),
-                list(frames[offset : offset + nframes]),
+                frames[offset : offset + nframes],
+                reply,
             )
             offset += nframes
             self.queue.append(task)
             self.by_client[(client, tid)] = task
         self.stats["submitted"] += len(body["tasks"])
+        if refused:
+            self._send_results(client, refused)
         self.pump()
         return None
 
@@ -201,13 +239,14 @@ class FunctionQueue:
             task.worker = worker.peer
             self.inflight[task.key] = task
             worker.inflight.add(task.key)
-            header.append([task.key, task.fn, len(task.frames)])
+            header.append([task.key, task.fn, len(task.frames), task.reply, task.tid])
             frames.extend(task.frames)
         if header:
             self.channel.notify(P.FN_RUN, {"tasks": header}, peer=worker.peer, frames=frames)
 
     def on_done(self, call: Call) -> Any:
-        """Header ``{"results": [[key, ok, nframes], ...]}`` then every result's frames."""
+        """Header ``{"results": [[key, ok, nframes], ...]}`` then every result's frames;
+        ``nframes`` 0: the worker sent the result to the client itself."""
         body = P.fields(call.body, results=list)
         worker = self.workers.get(call.peer or b"")
         frames = call.frames
@@ -217,7 +256,7 @@ class FunctionQueue:
             if not (isinstance(entry, list) and len(entry) == 3):
                 raise ProtocolError("each result is [key, ok, nframes]")
             key, ok, nframes = entry
-            if not isinstance(nframes, int) or nframes < 1 or offset + nframes > len(frames):
+            if not isinstance(nframes, int) or nframes < 0 or offset + nframes > len(frames):
                 raise ProtocolError("result frames missing")
             result_frames = frames[offset : offset + nframes]
             offset += nframes
@@ -229,7 +268,11 @@ class FunctionQueue:
                 worker.inflight.discard(key)
                 worker.done += 1
             self.stats["completed"] += 1
-            if task.client and self.by_client.pop((task.client, task.tid), None) is not None:
+            if (
+                self.by_client.pop((task.client, task.tid), None) is not None
+                and task.client
+                and nframes
+            ):
                 per_client.setdefault(task.client, []).append((task.tid, bool(ok), result_frames))
         for client, results in per_client.items():
             self._send_results(client, results)

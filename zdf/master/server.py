@@ -132,6 +132,7 @@ class Master:
         self.functions = FunctionQueue(
             self.channel,
             executor_alive=lambda e: self.liveness.state(e) is ExecutorState.ALIVE,
+            allow_pickle=config.allow_pickle,
         )
         self.channel.handlers.update(self.functions.handlers())
         self.channel.handlers[P.WORKER_LOST] = self.on_worker_lost
@@ -304,6 +305,10 @@ class Master:
         log.info("executor %s: %s -> %s", executor_id, old.value, new.value)
         if new is ExecutorState.DEAD:
             self._executor_dead(executor_id)
+        elif new is ExecutorState.ALIVE:
+            # Its workers were skipped while it was suspect: nothing else may come to
+            # pump the function queue (a client blocked on backpressure sends nothing).
+            self.functions.pump()
 
     def _executor_dead(self, executor_id: str) -> None:
         info = self.executors.get(executor_id)

@@ -1,0 +1,117 @@
+"""The worker's function runner on its own (no cluster): pickles, errors, direct results."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import cloudpickle
+import pytest
+import zmq
+
+from zdf import protocol as P
+from zdf.executor.fnrunner import FunctionRunner
+from zdf.wire.codec import decode
+from zdf.wire.payload import pack, unpack
+from zdf.wire.reactor import Reactor
+from zdf.wire.sockets import free_port, make_socket
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def reactor() -> Iterator[Reactor]:
+    loop = Reactor()
+    try:
+        yield loop
+    finally:
+        loop.close()
+
+
+def runner(reactor: Reactor, allow_pickle: bool) -> FunctionRunner:
+    # Nobody listens at the master address: hello requests just go unanswered.
+    return FunctionRunner(reactor, f"127.0.0.1:{free_port()}", "exec-1", "w0", allow_pickle)
+
+
+def test_pickled_function_runs_only_where_allowed(reactor: Reactor) -> None:
+    offset = 10
+    blob = cloudpickle.dumps(lambda x: x + offset)
+    refusing = runner(reactor, allow_pickle=False)
+    try:
+        ok, frames = refusing._run_one(P.PICKLED_FN, [blob, *pack([[1], {}])])
+        assert not ok
+        error = unpack(frames)
+        assert error["type"] == "PermissionError" and "allow-pickle" in error["message"]
+    finally:
+        refusing.close()
+    allowing = runner(reactor, allow_pickle=True)
+    try:
+        assert allowing._run_one(P.PICKLED_FN, [blob, *pack([[1], {}])]) == (True, pack(11))
+        assert allowing._run_one(P.PICKLED_FN, [blob, *pack([[2], {}])]) == (True, pack(12))
+    finally:
+        allowing.close()
+
+
+def test_results_go_straight_to_the_clients_address(reactor: Reactor) -> None:
+    pull = make_socket(zmq.PULL, bind="tcp://127.0.0.1:*")
+    reply = pull.getsockopt_string(zmq.LAST_ENDPOINT)
+    fn = runner(reactor, allow_pickle=False)
+    try:
+        fn.queue.append((1, "zdf.jobs.examples:square", pack([[6], {}]), reply + "#t0k", 41))
+        fn.queue.append((2, "zdf.jobs.examples:fail", pack([["no"], {}]), reply + "#t0k", 42))
+        fn.run_slice()
+        results: dict[int, Any] = {}
+        deadline = time.monotonic() + 5
+        while len(results) < 2 and time.monotonic() < deadline:
+            reactor.run_once(0)  # a slow machine may split the tasks over two slices
+            if not pull.poll(10):
+                continue
+            parts = pull.recv_multipart()
+            msg = decode(parts[0])
+            assert msg.op == P.FN_RESULT and msg.body["token"] == "t0k"
+            offset = 1
+            for tid, ok, nframes in msg.body["results"]:
+                results[tid] = (ok, unpack(parts[offset : offset + nframes]))
+                offset += nframes
+        assert results[41] == (True, 36)
+        assert results[42][0] is False and results[42][1]["type"] == "RuntimeError"
+    finally:
+        fn.close()
+        pull.close(0)
+
+
+def test_completion_reports_gather_unless_the_window_fills(reactor: Reactor) -> None:
+    pull = make_socket(zmq.PULL, bind="tcp://127.0.0.1:*")
+    reply = pull.getsockopt_string(zmq.LAST_ENDPOINT) + "#t"
+    fn = runner(reactor, allow_pickle=False)
+    sent: list[tuple[str, Any, list[Any]]] = []
+    fn.channel.notify = lambda op, body=None, *, peer=None, frames=(): bool(  # type: ignore[method-assign]
+        sent.append((op, body, list(frames))) or True
+    )
+    noop = "zdf.jobs.examples:noop"
+    try:
+        for key in (1, 2):  # one after another, as a synchronous client sends them
+            fn.queue.append((key, noop, pack([[], {}]), reply, key))
+            fn.run_slice()
+        assert sent == []  # the master hears of them together, a little later
+        deadline = time.monotonic() + 5
+        while not sent and time.monotonic() < deadline:
+            reactor.run_once(0.01)
+        assert [entry[0] for entry in sent[0][1]["results"]] == [1, 2]
+        sent.clear()
+        fn.queue.append((3, noop, pack([[], {}]), "", 3))  # result goes through the master
+        fn.run_slice()
+        assert sent[0][1]["results"] == [[3, True, 1]] and len(sent[0][2]) == 1
+        sent.clear()
+        for key in range(4, 4 + fn.window // 2):  # half the window: reported at once
+            fn.queue.append((key, noop, pack([[], {}]), reply, key))
+        fn.run_slice()
+        assert sent  # at once, not after the delay
+        deadline = time.monotonic() + 5
+        while sum(len(body["results"]) for _, body, _ in sent) < fn.window // 2:
+            assert time.monotonic() < deadline
+            reactor.run_once(0.01)  # a slow machine may split them over several slices
+    finally:
+        fn.close()
+        pull.close(0)

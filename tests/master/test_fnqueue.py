@@ -1,0 +1,129 @@
+"""The master's function queue on its own: a fake channel records what it would send."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from zdf import protocol as P
+from zdf.config import MasterConfig
+from zdf.master.fnqueue import FunctionQueue
+from zdf.master.server import Master
+from zdf.master.states import ExecutorState
+from zdf.wire.payload import pack, unpack
+from zdf.wire.rpc import Call
+from zdf.wire.sockets import free_port
+
+CLIENT = b"c-1"
+WORKER = b"exec-1/w0/1"
+
+
+class FakeChannel:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any, bytes | None, list[Any]]] = []
+
+    def notify(
+        self, op: str, body: Any = None, *, peer: bytes | None = None, frames: Any = ()
+    ) -> bool:
+        self.sent.append((op, body, peer, list(frames)))
+        return True
+
+    def of(self, op: str) -> list[tuple[Any, bytes | None, list[Any]]]:
+        return [(body, peer, frames) for o, body, peer, frames in self.sent if o == op]
+
+
+def call(op: str, body: Any, peer: bytes, frames: list[Any] | None = None) -> Call:
+    return Call(FakeChannel(), peer, op, 0, body, frames or [], True)  # type: ignore[arg-type]
+
+
+def submit(queue: FunctionQueue, tids: list[int], fn: str = "m:f", reply: str = "") -> None:
+    tasks = [[tid, fn, 1, 1] for tid in tids]
+    frames = [pack([[tid], {}])[0] for tid in tids]
+    queue.on_submit(call(P.FN_SUBMIT, {"tasks": tasks, "reply": reply}, CLIENT, frames))
+
+
+def hello(queue: FunctionQueue, peer: bytes = WORKER) -> None:
+    queue.on_hello(call(P.FN_HELLO, {"executor_id": "exec-1", "worker": "w0"}, peer))
+
+
+def test_direct_results_free_the_window_without_passing_through() -> None:
+    channel = FakeChannel()
+    queue = FunctionQueue(channel, window=2)  # type: ignore[arg-type]
+    hello(queue)
+    submit(queue, [1, 2, 3], reply="tcp://127.0.0.1:5555")
+    ((run, peer, _),) = channel.of(P.FN_RUN)
+    assert peer == WORKER
+    reply = "tcp://127.0.0.1:5555"
+    assert [t[3:] for t in run["tasks"]] == [[reply, 1], [reply, 2]]
+    keys = [t[0] for t in run["tasks"]]
+    queue.on_done(call(P.FN_DONE, {"results": [[keys[0], True, 0]]}, WORKER))
+    assert channel.of(P.FN_RESULT) == []  # the worker answered the client itself
+    assert len(channel.of(P.FN_RUN)) == 2  # the freed slot took task 3
+    assert queue.status()["completed"] == 1
+
+
+def test_results_without_a_reply_address_go_through_the_master() -> None:
+    channel = FakeChannel()
+    queue = FunctionQueue(channel)  # type: ignore[arg-type]
+    hello(queue)
+    submit(queue, [7])
+    ((run, _, _),) = channel.of(P.FN_RUN)
+    key = run["tasks"][0][0]
+    queue.on_done(call(P.FN_DONE, {"results": [[key, True, 1]]}, WORKER, pack(49)))
+    ((result, peer, frames),) = channel.of(P.FN_RESULT)
+    assert peer == CLIENT and result["results"] == [[7, True, 1]] and unpack(frames) == 49
+
+
+def test_pickled_functions_are_refused_unless_allowed() -> None:
+    channel = FakeChannel()
+    queue = FunctionQueue(channel)  # type: ignore[arg-type]
+    hello(queue)
+    submit(queue, [1], fn=P.PICKLED_FN)
+    assert channel.of(P.FN_RUN) == []
+    ((result, peer, frames),) = channel.of(P.FN_RESULT)
+    assert peer == CLIENT and result["results"] == [[1, False, 1]]
+    error = unpack(frames)
+    assert error["type"] == "PermissionError" and "allow-pickle" in error["message"]
+    assert queue.on_client(call(P.FN_CLIENT, {}, CLIENT))["allow_pickle"] is False
+
+    allowed = FunctionQueue(FakeChannel(), allow_pickle=True)  # type: ignore[arg-type]
+    hello(allowed)
+    submit(allowed, [1], fn=P.PICKLED_FN)
+    assert len(allowed.channel.of(P.FN_RUN)) == 1  # type: ignore[attr-defined]
+
+
+def test_a_lost_workers_tasks_are_retried_and_a_late_answer_dropped() -> None:
+    channel = FakeChannel()
+    queue = FunctionQueue(channel)  # type: ignore[arg-type]
+    hello(queue)
+    submit(queue, [1], reply="tcp://127.0.0.1:5555")
+    key = channel.of(P.FN_RUN)[0][0]["tasks"][0][0]
+    queue.worker_lost("exec-1", "w0")
+    assert queue.status()["retried"] == 1 and queue.status()["queued"] == 1
+    other = b"exec-2/w0/2"
+    queue.on_hello(call(P.FN_HELLO, {"executor_id": "exec-2", "worker": "w0"}, other))
+    assert channel.of(P.FN_RUN)[-1][1] == other
+    queue.on_done(call(P.FN_DONE, {"results": [[key, True, 0]]}, WORKER))  # the dead one
+    assert queue.status()["completed"] == 0
+    queue.on_done(call(P.FN_DONE, {"results": [[key, True, 0]]}, other))
+    assert queue.status()["completed"] == 1 and queue.status()["inflight"] == 0
+
+
+@pytest.mark.timeout(30)
+def test_master_pumps_functions_when_a_suspect_executor_is_alive_again() -> None:
+    config = MasterConfig(
+        master_addr=f"127.0.0.1:{free_port()}", heartbeat_addr=f"127.0.0.1:{free_port()}"
+    )
+    master = Master(config, None)
+    try:
+        master.liveness.add("exec-1", 0.0)
+        hello(master.functions)
+        master._apply_liveness(master.liveness.disconnected("exec-1"))
+        assert master.liveness.state("exec-1") is ExecutorState.SUSPECT
+        submit(master.functions, [1, 2])
+        assert master.functions.status()["inflight"] == 0  # held back while suspect
+        master._apply_liveness(master.liveness.seen("exec-1", 1.0))
+        assert master.functions.status()["inflight"] == 2
+    finally:
+        master.close()

@@ -1,0 +1,337 @@
+"""The client's sockets and its I/O thread: how tasks leave and results come back.
+
+Theory of operation. A ``Transport`` owns one DEALER to the master and one PULL
+on which workers send results straight back (one hop fewer than through the
+master). Its address and a random token travel with every ``fn_submit`` batch
+(``reply`` = ``endpoint#token``); a result without the token is dropped, so
+nothing else that reaches the port can pose as a result. A background I/O
+thread reads both sockets and hands ``fn_result`` batches to ``on_results``.
+
+Sending: a task submitted while nothing else is in flight (the synchronous
+``submit(...).result()`` pattern) is sent at once by the calling thread, with
+no hand-off. Otherwise it goes to an outbox and the I/O thread, woken, sends
+whatever has piled up as one ``fn_submit`` batch: a burst costs the master one
+message per few hundred tasks. One lock orders both paths, so tasks reach the
+master in submission order.
+
+Receiving: a thread blocked in ``Future.result()`` reads the result socket
+itself (``wait_here``) when no one else does, so a lone task's answer wakes
+the waiting thread directly instead of passing through the I/O thread (a
+thread hand-off costs about as much as a network hop). Each socket has a lock,
+held by whichever thread uses it; the I/O thread waits on the sockets' file
+descriptors (an OS-level poll, which touches no socket) and reads only when it
+gets the lock. While the only task in flight is one the caller sent itself
+("lone"), the I/O thread leaves the results to the caller, so that it does not
+wake up and compete for the GIL on every answer; ``attend`` (a callback,
+``await``, ``as_completed``) hands it back to the I/O thread at once, and any
+other waiting style (polling ``done()``) is served by a slow fallback poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from zdf import protocol as P
+from zdf.errors import ProtocolError, ZdfError
+from zdf.wire.codec import Kind, decode, encode
+from zdf.wire.sockets import close_socket, endpoint, make_socket
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 512
+MAX_READ = 1024
+WAIT_SLICE_MS = 5  # a thread reading its own result also checks for answers via the master
+IDLE_POLL_MS = 1000
+LONE_FALLBACK_MS = 10  # results of a lone task whose caller does not call result()
+
+Outgoing = tuple[int, str, int, list[Any]]  # tid, function, retries, frames
+ResultsHandler = Callable[[Any, list[Any]], None]  # (results header, frames); ProtocolError
+
+
+class Transport:
+    def __init__(
+        self,
+        master_addr: str,
+        on_results: ResultsHandler,
+        *,
+        direct_results: bool = True,
+        timeout: float = 10.0,
+    ) -> None:
+        self.master_addr = master_addr
+        self.on_results = on_results
+        self.timeout = timeout
+        self.identity = b"c-" + uuid.uuid4().bytes
+        self.reply_addr = ""
+        self.dropped = 0  # messages dropped on arrival (malformed, or not from a worker)
+        self.closed = False
+        self._token = os.urandom(8).hex()
+        self._outbox: deque[Outgoing] = deque()
+        self._cancels: deque[int] = deque()
+        # Re-entrant: a future's callbacks run in the thread that read its result, with
+        # the socket's lock held, and may submit or wait for other tasks.
+        self._send_lock = threading.RLock()  # the DEALER to the master: sends and receives
+        self._recv_lock = threading.RLock()  # the result PULL
+        self._lone: int | None = None  # the one task in flight, sent by its caller
+        self._io_waits_for_results = False  # the I/O thread found the results socket taken
+        self._sock = make_socket(
+            zmq.DEALER, connect=master_addr, identity=self.identity, sndhwm=0, rcvhwm=0
+        )
+        self._results: zmq.Socket[bytes] | None = None
+        try:
+            if direct_results:
+                self._results = make_socket(
+                    zmq.PULL, bind=f"tcp://{reply_host(master_addr)}:*", rcvhwm=0
+                )
+                self.reply_addr = self._results.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.hello = self._hello()
+        except BaseException:
+            close_socket(self._sock)
+            close_socket(self._results)
+            raise
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sleeping = threading.Event()
+        self._thread = threading.Thread(target=self._io_loop, name="zdf-client-io", daemon=True)
+        self._thread.start()
+
+    def _hello(self) -> dict[str, Any]:
+        """Ask the master (before the I/O thread owns the socket) what it accepts."""
+        self._sock.send(encode(Kind.REQUEST, P.FN_CLIENT, 1, {}))
+        deadline = time.monotonic() + self.timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not self._sock.poll(max(1, int(remaining * 1000))):
+                continue
+            try:
+                msg = decode(self._sock.recv())
+            except ProtocolError:
+                continue
+            if msg.rid != 1:
+                continue
+            if msg.kind is Kind.ERROR or not isinstance(msg.body, dict):
+                raise ZdfError(f"master at {self.master_addr} refused the client: {msg.body}")
+            return msg.body
+        raise ZdfError(f"master at {self.master_addr} did not answer within {self.timeout} s")
+
+    # -- sending ------------------------------------------------------------
+    def send(self, task: Outgoing, nothing_in_flight: bool) -> None:
+        """Send at once from this thread when nothing else is in flight, else batch."""
+        with self._send_lock:
+            lone = nothing_in_flight and not self._outbox
+            if lone:
+                self._lone = task[0]
+                self._send_tasks([task])
+            else:
+                self._lone = None
+                self._outbox.append(task)
+        if not lone:
+            self._wake()
+
+    def cancel(self, tid: int) -> None:
+        self.forget(tid)
+        self._cancels.append(tid)
+        self._wake()
+
+    def forget(self, tid: int) -> None:
+        """``tid`` is answered or canceled."""
+        if self._lone == tid:
+            self._lone = None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._wake()
+        self._thread.join(5)
+        # A thread still reading its result lets go within a wait slice.
+        locked = self._recv_lock.acquire(timeout=1)
+        close_socket(self._sock)
+        close_socket(self._results)
+        if locked:
+            self._recv_lock.release()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- receiving ----------------------------------------------------------
+    def wait_here(self, done: Callable[[], bool], timeout: float | None) -> None:
+        """Called by ``Future.result``: read results in this thread until ``done()``,
+        if no other thread is reading them (else the caller waits as usual)."""
+        if threading.current_thread() is self._thread:
+            raise ZdfError(
+                "a callback waited for another task on the client's I/O thread, which would "
+                "never read its result: chain it with add_done_callback instead of blocking"
+            )
+        sock = self._results
+        if sock is None:
+            return
+        if not self._recv_lock.acquire(blocking=False):
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not done() and not self.closed:
+                slice_ms = WAIT_SLICE_MS
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    slice_ms = min(slice_ms, max(1, int(left * 1000)))
+                # In slices: the answer may also come through the master (the I/O thread).
+                if sock.poll(slice_ms, zmq.POLLIN):
+                    self._receive(sock)
+        finally:
+            self._recv_lock.release()
+            if self._io_waits_for_results:
+                self._io_waits_for_results = False
+                self._wake()
+
+    def attend(self, tid: int) -> None:
+        """Someone will wait for ``tid`` without reading results: the I/O thread must."""
+        if self._lone == tid:
+            self._lone = None
+            self._wake()
+
+    def _io_loop(self) -> None:
+        # Raw descriptors, so that polling never touches a socket another thread may be
+        # using. They are edge-triggered: after any wake-up, read until EAGAIN.
+        master_fd = self._sock.getsockopt(zmq.FD)
+        results_fd = self._results.getsockopt(zmq.FD) if self._results is not None else None
+        wake_fd = self._wake_r.fileno()
+        poller = zmq.Poller()
+        poller.register(master_fd, zmq.POLLIN)
+        poller.register(wake_fd, zmq.POLLIN)
+        watching = False  # results_fd registered
+        more = True
+        timed_out = False
+        while not self.closed:
+            self._flush()
+            want = False
+            if more:
+                more = self._drain(self._sock, self._send_lock)
+            if self._results is not None and (more or timed_out or self._lone is None):
+                # A lone task's caller reads its own result; the fallback poll covers a
+                # caller that never does.
+                if self._drain(self._results, self._recv_lock):
+                    more = True
+                want = self._lone is None and not self._io_waits_for_results
+            if results_fd is not None and want != watching:
+                if want:
+                    poller.register(results_fd, zmq.POLLIN)
+                else:
+                    poller.unregister(results_fd)
+                watching = want
+            self._sleeping.set()
+            # Checked after announcing sleep: whoever changes these afterwards wakes us.
+            handed_back = (
+                results_fd is not None
+                and not watching
+                and self._lone is None
+                and not self._io_waits_for_results
+            )
+            if self._outbox or self._cancels or handed_back:
+                self._sleeping.clear()
+                more = True
+                continue
+            if more:
+                timeout = 0
+            elif self._lone is not None and not self._io_waits_for_results:
+                timeout = LONE_FALLBACK_MS
+            else:
+                timeout = IDLE_POLL_MS
+            events = poller.poll(timeout)
+            self._sleeping.clear()
+            timed_out = not events
+            for fd, _ in events:
+                if fd == wake_fd:
+                    try:
+                        while self._wake_r.recv(4096):
+                            pass
+                    except OSError:
+                        pass
+            more = True  # something may have changed: read (cheap when nothing is there)
+
+    def _drain(self, sock: zmq.Socket[bytes], lock: threading.RLock) -> bool:
+        """Read what is there if no other thread holds the socket; True when more may be."""
+        results = sock is self._results
+        if results:
+            # Raised before trying, so that a holder letting go meanwhile sees it and
+            # wakes us: no wake-up is lost, and we need not poll while it reads.
+            self._io_waits_for_results = True
+        if not lock.acquire(blocking=False):
+            return False
+        if results:
+            self._io_waits_for_results = False
+        try:
+            return self._receive(sock)
+        finally:
+            lock.release()
+
+    def _flush(self) -> None:
+        while self._outbox:
+            with self._send_lock:
+                batch = [self._outbox.popleft() for _ in range(min(MAX_BATCH, len(self._outbox)))]
+                self._send_tasks(batch)
+        if self._cancels:
+            tids = list(self._cancels)
+            self._cancels.clear()
+            with self._send_lock:
+                self._sock.send(encode(Kind.EVENT, P.FN_CANCEL, 0, {"tids": tids}))
+
+    def _send_tasks(self, batch: list[Outgoing]) -> None:
+        """One ``fn_submit``; the caller holds ``_send_lock``."""
+        header: list[list[Any]] = []
+        frames: list[Any] = []
+        for tid, path, retries, task_frames in batch:
+            header.append([tid, path, retries, len(task_frames)])
+            frames.extend(task_frames)
+        reply = f"{self.reply_addr}#{self._token}" if self.reply_addr else ""
+        body = {"tasks": header, "reply": reply}
+        self._sock.send_multipart([encode(Kind.EVENT, P.FN_SUBMIT, 0, body), *frames], copy=False)
+
+    def _receive(self, sock: zmq.Socket[bytes]) -> bool:
+        """Read up to a bound of messages; True if the bound was hit (more may wait)."""
+        for _ in range(MAX_READ):
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return False
+            try:
+                msg = decode(parts[0])
+                if msg.op == P.FN_RESULT and isinstance(msg.body, dict):
+                    if sock is self._results and msg.body.get("token") != self._token:
+                        raise ProtocolError("a result without this client's token")
+                    self.on_results(msg.body.get("results"), parts[1:])
+                elif msg.kind is Kind.ERROR:
+                    log.warning("master refused a request: %s", msg.body)
+            except ProtocolError as exc:
+                self.dropped += 1
+                log.debug("dropped a message: %s", exc)
+        return True
+
+    def _wake(self) -> None:
+        if self._sleeping.is_set():
+            self._sleeping.clear()
+            try:
+                self._wake_w.send(b"x")
+            except OSError:
+                pass
+
+
+def reply_host(master_addr: str) -> str:
+    """The address of this host as the master's network sees it (where workers can
+    reach the client): the local end of a route to the master."""
+    host = endpoint(master_addr).split("://", 1)[1].rpartition(":")[0].strip("[]")
+    if host in ("127.0.0.1", "localhost", "::1", "*", "0.0.0.0"):
+        return "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, 9))  # no packet is sent: this only picks the route
+        return str(probe.getsockname()[0])
