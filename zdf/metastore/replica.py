@@ -40,7 +40,7 @@ from zdf.metastore.commands import Command
 from zdf.metastore.kv import Event
 from zdf.metastore.raft.core import RaftCore, Role, Timing
 from zdf.metastore.raft.log import LevelLog
-from zdf.metastore.raft.messages import Snapshot, SnapshotReply, parse_message
+from zdf.metastore.raft.messages import Message, Snapshot, SnapshotReply
 from zdf.metastore.raft.snapshot import SENDER_TIMEOUT, SnapshotReceiver, SnapshotSender, install
 from zdf.metastore.raft.transport import PeerTransport
 from zdf.metastore.state import MetaState, Result
@@ -168,10 +168,9 @@ class Replica:
         self._expire_senders()
         self._process()
 
-    def _on_peer(self, sender: str, op: str, body: Any) -> None:
+    def _on_peer(self, sender: str, msg: Message) -> None:
         if sender not in self.core.peers:
             return
-        msg = parse_message(op, body)  # ProtocolError: counted by the channel
         now = time.monotonic()
         if isinstance(msg, Snapshot):
             self._on_snapshot_chunk(sender, msg, now)
@@ -427,8 +426,7 @@ class Replica:
             "peer_dropped": 0 if self.transport is None else self.transport.stats["dropped"],
             "peer_malformed": 0
             if self.transport is None
-            else self.transport.channel.stats["malformed"]
-            + self.transport.channel.stats["handler_errors"],
+            else self.transport.stats["malformed"] + self.transport.stats["handler_errors"],
         }
 
 
