@@ -289,6 +289,7 @@ class MetaServer:
             "watch_lagged": self.watches.lagged,
             "data_dir": cfg.data_dir,
             "write_batches": self.replica.log.stats_flushes,
+            "log_syncs": self.replica.log.stats_syncs,
             "write_commands": self.replica.stats["proposed"],
             "error_replies": sum(
                 self.channel.stats[k] for k in ("malformed", "unknown_op", "handler_errors")
