@@ -110,6 +110,7 @@ def test_policy_syncs_when_followers_are_not_enough_or_too_slow() -> None:
     for peer in leader.peers.values():
         peer.last_ack = now
     assert sync.may_defer(leader, now)
+    assert not sync.may_defer(leader, now, busy=False)  # idle: sync while the acks travel
     sync.written(leader.log.last_index + 1, now)
     assert sync.may_defer(leader, now + 0.001)
     assert not sync.may_defer(leader, now + 0.003)  # waited too long for its commit

@@ -11,9 +11,10 @@ core's contract asks for:
    leader then applies (and answers) what was committed before this wake-up,
    while its followers sync the new entries, instead of after its own fsync;
 2. flush the log -- term, vote, truncation and entries in one synced batch.
-   A leader whose followers can commit without it writes its new entries
-   unsynced and syncs later (``LeaderSync``: when its vote is needed, and on
-   every tick); once it is no longer leader, every flush syncs again;
+   A busy leader whose followers can commit without it writes its new
+   entries unsynced and syncs later (``LeaderSync``: when its vote is needed,
+   when it is idle, and on every tick); once it is no longer leader, every
+   flush syncs again;
 3. tell the core (the leader may now count itself), send the other messages,
    which promise what step 2 made durable (votes, append acknowledgements);
 4. apply committed entries in order (``MetaState.apply_batch``, not synced:
@@ -84,8 +85,10 @@ class Replica:
         *,
         on_events: Callable[[list[Event]], None],
         on_reset: Callable[[], None],
+        clients_waiting: Callable[[], bool] = lambda: False,
     ) -> None:
         self.config = config
+        self._clients_waiting = clients_waiting
         self.state = state
         self.reactor = reactor
         self._on_events = on_events
@@ -231,7 +234,7 @@ class Replica:
         if not log.dirty and not log.unsynced:
             return
         sync = self._leader_sync
-        if leader and log.only_entries_dirty and sync.may_defer(self.core, now):
+        if leader and log.only_entries_dirty and sync.may_defer(self.core, now, self._busy()):
             if log.dirty:
                 log.flush(sync=False)
                 sync.written(log.written_index, now)
@@ -243,6 +246,11 @@ class Replica:
             self._apply()
         log.flush(sync=True)
         sync.synced()
+
+    def _busy(self) -> bool:
+        """Whether requests or peer messages are already waiting to be read."""
+        transport = self.transport
+        return self._clients_waiting() or (transport is not None and transport.has_input())
 
     def _arm_sync_check(self, now: float) -> None:
         due = self._leader_sync.next_check()

@@ -56,7 +56,7 @@ from zdf.metastore.state import MetaState, Result
 from zdf.metastore.watch_hub import WatchHub
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import DEFER, Call, Channel
-from zdf.wire.sockets import make_socket
+from zdf.wire.sockets import has_input, make_socket
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class MetaServer:
                 self.reactor,
                 on_events=self.watches.publish,
                 on_reset=self.watches.resync_all,
+                clients_waiting=lambda: has_input(sock),
             )
         except Exception:
             sock.close(0)

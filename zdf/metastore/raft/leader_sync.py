@@ -11,6 +11,10 @@ writes in order: no state change outlives, in a crash, the entries it came from)
 
 ``LeaderSync`` tells the replica when a leader must sync after all:
 
+- when nothing else is waiting for it (no request, no peer message to read):
+  it would only wait for its followers' acknowledgements, so it syncs while
+  they travel, and then the first acknowledgement commits. Under load there
+  is always more to read, and the leader leaves the fsyncs to its followers;
 - when its live followers cannot make a quorum by themselves (one replica; a
   follower down, cut off or being sent a snapshot);
 - when an entry it wrote has waited ``delay`` without being committed (a slow
@@ -19,9 +23,9 @@ writes in order: no state change outlives, in a crash, the entries it came from)
   never far from durable and compaction, which drops synced entries only,
   goes on.
 
-What it saves: the fsync on the leader's path of a write, whose journal
-commit the followers' fsyncs would otherwise queue behind, and all but one
-leader fsync per tick instead of one per group commit. Whatever is not yet
+What it saves under load: the leader's fsync per group commit (CPU, and a
+journal commit the followers' fsyncs would queue behind), and the time the
+leader's loop would block in it instead of reading the next requests. Whatever is not yet
 synced is synced before the replica answers anything once it is no longer
 leader (it then follows the ordinary path: every flush synced).
 """
@@ -45,9 +49,9 @@ class LeaderSync:
         """Set by the replica's tick: the next flush syncs."""
         self._waiting: deque[tuple[int, float]] = deque()  # (last index written, when)
 
-    def may_defer(self, core: RaftCore, now: float) -> bool:
-        """Whether the leader may leave what it writes now unsynced."""
-        if self.force or self.overdue(core.commit_index, now):
+    def may_defer(self, core: RaftCore, now: float, busy: bool = True) -> bool:
+        """Whether the leader may leave what it writes now unsynced (``busy``: input waits)."""
+        if not busy or self.force or self.overdue(core.commit_index, now):
             return False
         liveness = 2 * core.timing.heartbeat_interval
         live = 0

@@ -38,7 +38,7 @@ from zdf.metastore.raft.messages import MESSAGES, Message, parse_message
 from zdf.wire.codec import PROTOCOL_VERSION, Kind, encode, packb, unpackb
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import wire_error
-from zdf.wire.sockets import close_socket, endpoint, make_socket
+from zdf.wire.sockets import close_socket, endpoint, has_input, make_socket
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,10 @@ class PeerTransport:
             except Exception:  # a bug must not stop the others of this wake-up
                 self.stats["handler_errors"] += 1
                 log.exception("raft %s: handling %s from %s failed", self.name, msg.op, sender)
+
+    def has_input(self) -> bool:
+        """Whether a peer message is waiting to be read."""
+        return has_input(self._router)
 
     def _refuse(self, identity: bytes, exc: Exception) -> None:
         error = ProtocolError(str(exc)) if not isinstance(exc, ProtocolError) else exc
