@@ -10,7 +10,9 @@ import pytest
 
 from zdf.errors import CompactedError, LeaseNotFound, ProtocolError, ZdfError
 from zdf.metastore.commands import MAX_KEY_BYTES, Comparison, Delete, Put, Txn, parse_command
+from zdf.metastore.kv import Event, KeyValue
 from zdf.metastore.state import DEDUPE_WINDOW_MS, MetaState
+from zdf.wire.codec import packb
 
 
 @pytest.fixture
@@ -321,3 +323,12 @@ def test_put_parsing_refuses_bad_fields(body: dict[str, Any]) -> None:
 
 def test_put_parsing_takes_str_as_utf8() -> None:
     assert Put.from_dict({"key": "k", "value": "v"}) == Put(b"k", b"v")
+
+
+@pytest.mark.parametrize("with_prev", [False, True])
+def test_history_records_are_the_packed_wire_form(with_prev: bool) -> None:
+    kv = KeyValue(b"k", b"new", 3, 9, 4, 7)
+    prev = KeyValue(b"k", b"old", 3, 8, 3, 0) if with_prev else None
+    for event in (Event("put", kv, prev), Event("delete", KeyValue(b"k", b"", 0, 9, 0, 0), kv)):
+        assert event.pack() == packb(event.to_wire())  # the stored format is unchanged
+        assert Event.unpack(event.pack()) == event

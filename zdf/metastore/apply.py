@@ -135,12 +135,16 @@ class Applier:
 
     # -- key-value -----------------------------------------------------------------
     def _put(self, op: Put) -> dict[str, Any]:
-        self._require_leases((op,))
+        if op.lease:
+            self._require_leases((op,))
         return self._do_put(op)
 
     def _do_put(self, op: Put) -> dict[str, Any]:
+        # The hot path of every write: helpers inlined (same keys, same records).
         revision = self._write_revision()
-        prev = self._kv(op.key)
+        data_key = keys.DATA + op.key
+        raw = self.staging.get(data_key)
+        prev = None if raw is None else KeyValue.unpack(op.key, raw)
         kv = KeyValue(
             op.key,
             op.value,
@@ -149,7 +153,7 @@ class Applier:
             prev.version + 1 if prev else 1,
             op.lease,
         )
-        self.staging.put(keys.data_key(op.key), kv.pack())
+        self.staging.put(data_key, kv.pack())
         if prev is not None and prev.lease and prev.lease != op.lease:
             self.staging.delete(keys.attach_key(prev.lease, op.key))
         if op.lease:

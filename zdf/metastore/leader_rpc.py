@@ -15,7 +15,9 @@ at most ``attempt_timeout`` for it; then:
 
 Writes carry a request id that stays the same across the retries of one
 call, and the state machine answers a repeated id with the first result,
-so a retry never applies a write twice. If the deadline passes, a write
+so a retry never applies a write twice. An id is this client's random
+64-bit prefix (drawn again in a forked child) and a counter: unique without
+a system call per write. If the deadline passes, a write
 that may have reached a leader raises ``UnknownOutcome``; one that every
 replica refused (``NotLeader``) raises a plain ``Timeout``.
 """
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -32,13 +33,15 @@ from typing import Any
 import zmq
 
 from zdf.errors import NotLeader, ProtocolError, Timeout, UnknownOutcome, ZdfError, from_wire
-from zdf.wire.codec import Kind, decode, encode
+from zdf.wire.codec import PROTOCOL_VERSION, Kind, encode, unpackb
 from zdf.wire.sockets import close_socket, make_socket
 
 DEFAULT_ATTEMPT_TIMEOUT = 0.5
 ELECTION_PAUSE = 0.05
 SUSPECT_FOR = 1.0
 RECV_SLICE_MS = 10
+_REPLY = Kind.REPLY.value
+_ERROR = Kind.ERROR.value
 
 
 class _Attempt(Exception):
@@ -64,6 +67,8 @@ class LeaderRpc:
         self._suspect: dict[str, float] = {}
         self._rids = itertools.count(1)
         self._pid = os.getpid()
+        self._req_prefix = os.urandom(8)
+        self._reqs = itertools.count(1)
         self.retries = 0
 
     def close(self) -> None:
@@ -83,6 +88,7 @@ class LeaderRpc:
         if self._pid != os.getpid():  # forked: the parent's sockets are not ours
             self._sockets.clear()
             self._pid = os.getpid()
+            self._req_prefix = os.urandom(8)  # nor its request ids
         sock = self._sockets.get(addr)
         if sock is None:
             sock = make_socket(zmq.DEALER, connect=addr)
@@ -112,7 +118,7 @@ class LeaderRpc:
     def call(self, op: str, body: dict[str, Any], *, write: bool) -> Any:
         deadline = time.monotonic() + self.timeout
         if write:
-            body = {**body, "req": secrets.token_bytes(16)}
+            body = {**body, "req": self._request_id()}
         maybe_sent = False
         tried = 0
         last: ZdfError | None = None
@@ -148,6 +154,11 @@ class LeaderRpc:
         detail = f" (last: {last.message})" if last is not None else ""
         raise Timeout(f"{op!r}: no leader answered within {self.timeout}s{detail}")
 
+    def _request_id(self) -> bytes:
+        if self._pid != os.getpid():
+            self._socket(self.endpoints[0])  # forked: renew the prefix (and the sockets)
+        return self._req_prefix + next(self._reqs).to_bytes(8, "big")
+
     def _attempt(self, addr: str, op: str, body: dict[str, Any], timeout: float) -> Any:
         sock = self._socket(addr)
         rid = next(self._rids)
@@ -164,13 +175,18 @@ class LeaderRpc:
             except zmq.Again:
                 continue  # the loop's deadline check decides
             try:
-                msg = decode(frame)
+                reply = unpackb(frame)
             except ProtocolError:
                 continue
-            if msg.rid != rid:
+            if type(reply) is not dict or reply.get("v") != PROTOCOL_VERSION:
+                continue  # not an answer of ours
+            if reply.get("rid") != rid:
                 continue  # a late answer to an earlier attempt
-            if msg.kind is Kind.ERROR:
-                raise from_wire(msg.body)
+            kind = reply.get("k")
+            if kind == _ERROR:
+                raise from_wire(reply.get("b"))
+            if kind != _REPLY:
+                continue
             self.leader = addr
             self._suspect.pop(addr, None)
-            return msg.body
+            return reply.get("b")

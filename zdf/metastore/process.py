@@ -171,7 +171,9 @@ class MetastoreCluster:
         extra_args: Sequence[str] = (),
     ) -> None:
         names = [f"meta-{i + 1}" for i in range(size)]
-        peer_addrs = {n: f"{HOST}:{free_port()}" for n in names}
+        ports = _distinct_free_ports(2 * size)  # one port drawn twice: a replica cannot bind
+        peer_addrs = {n: f"{HOST}:{ports[i]}" for i, n in enumerate(names)}
+        client_addrs = {n: f"{HOST}:{ports[size + i]}" for i, n in enumerate(names)}
         self.members: list[MetastoreProcess] = []
         for name in names:
             cluster = {
@@ -181,6 +183,7 @@ class MetastoreCluster:
             self.members.append(
                 MetastoreProcess(
                     os.path.join(base_dir, name),
+                    client_addrs[name],
                     name=name,
                     log_path=os.path.join(base_dir, f"{name}.log"),
                     peer_addr=peer_addrs[name],
@@ -232,3 +235,12 @@ class MetastoreCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.kill_all()
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports

@@ -10,7 +10,11 @@ core's contract asks for:
 1. send the leader's appends (they may overtake the leader's own fsync); a
    leader then applies (and answers) what was committed before this wake-up,
    while its followers sync the new entries, instead of after its own fsync;
-2. flush the log -- term, vote, truncation and entries in one synced batch;
+2. flush the log -- term, vote, truncation and entries in one synced batch.
+   A busy leader whose followers can commit without it writes its new
+   entries unsynced and syncs later (``LeaderSync``: when its vote is needed,
+   when it is idle, and on every tick); once it is no longer leader, every
+   flush syncs again;
 3. tell the core (the leader may now count itself), send the other messages,
    which promise what step 2 made durable (votes, append acknowledgements);
 4. apply committed entries in order (``MetaState.apply_batch``, not synced:
@@ -39,8 +43,9 @@ from zdf.errors import NotLeader, ProtocolError, UnknownOutcome, ZdfError
 from zdf.metastore.commands import Command
 from zdf.metastore.kv import Event
 from zdf.metastore.raft.core import RaftCore, Role, Timing
+from zdf.metastore.raft.leader_sync import LeaderSync
 from zdf.metastore.raft.log import LevelLog
-from zdf.metastore.raft.messages import Snapshot, SnapshotReply, parse_message
+from zdf.metastore.raft.messages import Message, Snapshot, SnapshotReply
 from zdf.metastore.raft.snapshot import SENDER_TIMEOUT, SnapshotReceiver, SnapshotSender, install
 from zdf.metastore.raft.transport import PeerTransport
 from zdf.metastore.state import MetaState, Result
@@ -80,8 +85,10 @@ class Replica:
         *,
         on_events: Callable[[list[Event]], None],
         on_reset: Callable[[], None],
+        clients_waiting: Callable[[], bool] = lambda: False,
     ) -> None:
         self.config = config
+        self._clients_waiting = clients_waiting
         self.state = state
         self.reactor = reactor
         self._on_events = on_events
@@ -109,6 +116,8 @@ class Replica:
         self._senders: dict[str, SnapshotSender] = {}
         self._receiver: SnapshotReceiver | None = None
         self._scheduled: Timer | None = None
+        self._leader_sync = LeaderSync()
+        self._sync_check: Timer | None = None
         self.leader_since_wall = 0.0
         self.stats: dict[str, int] = {
             "elections_won": 0,
@@ -152,9 +161,10 @@ class Replica:
 
     def close(self) -> None:
         self._ticker.cancel()
-        if self._scheduled is not None:
-            self._scheduled.cancel()
-        if self.log.dirty:
+        for timer in (self._scheduled, self._sync_check):
+            if timer is not None:
+                timer.cancel()
+        if self.log.dirty or self.log.unsynced:
             self.log.flush(sync=True)
         for sender in self._senders.values():
             sender.close()
@@ -166,12 +176,12 @@ class Replica:
     def _tick(self) -> None:
         self.core.tick(time.monotonic())
         self._expire_senders()
+        self._leader_sync.force = self.log.unsynced
         self._process()
 
-    def _on_peer(self, sender: str, op: str, body: Any) -> None:
+    def _on_peer(self, sender: str, msg: Message) -> None:
         if sender not in self.core.peers:
             return
-        msg = parse_message(op, body)  # ProtocolError: counted by the channel
         now = time.monotonic()
         if isinstance(msg, Snapshot):
             self._on_snapshot_chunk(sender, msg, now)
@@ -200,12 +210,7 @@ class Replica:
             self.core.pump(now)
             out = self.core.take_outputs()
             self._send(out.early)
-            if self.log.dirty and was_leader and self.is_leader:
-                # What is committed already need not wait for this fsync of newer
-                # entries: its writers are answered while the followers sync.
-                self._apply()
-            if self.log.dirty:
-                self.log.flush(sync=True)
+            self._flush(was_leader and self.is_leader, now)
             self.core.on_persisted(now)
             later = self.core.take_outputs()
             self._send(later.early)
@@ -222,6 +227,44 @@ class Replica:
             self._apply()
             if not self.log.dirty and not self.core.out.outbox and not self.core.out.early:
                 break
+
+    def _flush(self, leader: bool, now: float) -> None:
+        """Step 2 of ``_process``: write the log; synced unless a leader may defer it."""
+        log = self.log
+        if not log.dirty and not log.unsynced:
+            return
+        sync = self._leader_sync
+        if leader and log.only_entries_dirty and sync.may_defer(self.core, now, self._busy()):
+            if log.dirty:
+                log.flush(sync=False)
+                sync.written(log.written_index, now)
+                self._arm_sync_check(now)
+            return
+        if leader:
+            # What is committed already need not wait for this fsync of newer
+            # entries: its writers are answered while the followers sync.
+            self._apply()
+        log.flush(sync=True)
+        sync.synced()
+
+    def _busy(self) -> bool:
+        """Whether requests or peer messages are already waiting to be read."""
+        transport = self.transport
+        return self._clients_waiting() or (transport is not None and transport.has_input())
+
+    def _arm_sync_check(self, now: float) -> None:
+        due = self._leader_sync.next_check()
+        if due is not None and self._sync_check is None:
+            self._sync_check = self.reactor.call_later(max(0.0, due - now), self._sync_checked)
+
+    def _sync_checked(self) -> None:
+        self._sync_check = None
+        if self.is_leader and self.log.unsynced:
+            now = time.monotonic()
+            if self._leader_sync.overdue(self.core.commit_index, now):
+                self._process()
+            else:
+                self._arm_sync_check(now)
 
     def _send(self, messages: list[tuple[str, Any]]) -> None:
         if self.transport is not None:
@@ -256,7 +299,8 @@ class Replica:
                 self._reads_waiting.append((index, ctx))
 
     def _apply(self) -> None:
-        top = min(self.core.commit_index, self.log.persisted_index)
+        # Written entries only (synced or not): LevelDB keeps the state after them.
+        top = min(self.core.commit_index, self.log.written_index)
         while self.state.applied_index < top:
             start = self.state.applied_index + 1
             stop = min(top, start + MAX_APPLY_BATCH - 1)
@@ -381,7 +425,7 @@ class Replica:
             self._reply_snapshot(sender, msg, len(receiver.items), False)
             return
         self._receiver = None
-        if self.log.dirty:
+        if self.log.dirty or self.log.unsynced:
             self.log.flush(sync=True)
         install(self.state.db, receiver)
         self.state.reload()
@@ -427,8 +471,7 @@ class Replica:
             "peer_dropped": 0 if self.transport is None else self.transport.stats["dropped"],
             "peer_malformed": 0
             if self.transport is None
-            else self.transport.channel.stats["malformed"]
-            + self.transport.channel.stats["handler_errors"],
+            else self.transport.stats["malformed"] + self.transport.stats["handler_errors"],
         }
 
 

@@ -56,7 +56,7 @@ from zdf.metastore.state import MetaState, Result
 from zdf.metastore.watch_hub import WatchHub
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import DEFER, Call, Channel
-from zdf.wire.sockets import make_socket
+from zdf.wire.sockets import has_input, make_socket
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class MetaServer:
                 self.reactor,
                 on_events=self.watches.publish,
                 on_reset=self.watches.resync_all,
+                clients_waiting=lambda: has_input(sock),
             )
         except Exception:
             sock.close(0)
@@ -289,6 +290,7 @@ class MetaServer:
             "watch_lagged": self.watches.lagged,
             "data_dir": cfg.data_dir,
             "write_batches": self.replica.log.stats_flushes,
+            "log_syncs": self.replica.log.stats_syncs,
             "write_commands": self.replica.stats["proposed"],
             "error_replies": sum(
                 self.channel.stats[k] for k in ("malformed", "unknown_op", "handler_errors")

@@ -131,3 +131,9 @@ def _apply_security(sock: zmq.Socket[bytes], *, is_server: bool) -> None:
 def close_socket(sock: zmq.Socket[bytes] | None) -> None:
     if sock is not None and not sock.closed:
         sock.close(0)
+
+
+def has_input(sock: zmq.Socket[bytes]) -> bool:
+    """Whether a message is waiting to be received (without receiving it)."""
+    events = sock.getsockopt(zmq.EVENTS)
+    return isinstance(events, int) and bool(events & zmq.POLLIN)

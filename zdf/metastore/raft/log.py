@@ -9,6 +9,14 @@ only then may the node send a message that depends on them. ``persisted_index``
 says how far the log is durable; a leader counts itself towards a commit only
 up to there.
 
+A leader may also write its new entries without syncing them
+(``flush(sync=False)``; Raft thesis 10.2.1: a leader may commit an entry before
+it is on its own disk once a majority of followers have it on theirs). They
+are then *written* (``written_index``: in LevelDB, so the state machine may
+apply them -- LevelDB keeps writes in order, so a state change never survives
+a crash that its log entries do not) but *unsynced* until a later synced
+flush, which any node that is no longer leader does before it answers anyone.
+
 The base class keeps everything in memory (the simulation tests use it);
 ``LevelLog`` loads and stores it under the ``e``/``r`` keys of the replica's
 LevelDB, next to the state machine (see ``zdf.metastore.keys``).
@@ -42,8 +50,12 @@ class RaftLog:
         self._truncated = False
         self._rewrite_from: int | None = None  # entries from here on differ from the disk
         self.persisted_index = 0
+        self.written_index = 0
+        """Entries up to here are stored (synced up to ``persisted_index`` only)."""
         self.stats_flushes = 0
-        """Synced writes that carried new entries (a group commit is one)."""
+        """Writes that carried new entries (a group commit is one)."""
+        self.stats_syncs = 0
+        """Synced writes (a leader that leaves its entries unsynced does fewer)."""
 
     # -- reading ------------------------------------------------------------------
     @property
@@ -92,7 +104,18 @@ class RaftLog:
 
     @property
     def dirty(self) -> bool:
+        """Edits not yet written (hard state, truncation or entries)."""
         return self._dirty_hard or self._truncated or self._rewrite_from is not None
+
+    @property
+    def only_entries_dirty(self) -> bool:
+        """The only unwritten edits are new entries (what a leader may write unsynced)."""
+        return not self._dirty_hard and not self._truncated
+
+    @property
+    def unsynced(self) -> bool:
+        """Entries are written but not yet synced (see ``flush(sync=False)``)."""
+        return self.written_index > self.persisted_index
 
     # -- editing (memory now, disk at flush) -------------------------------------
     def set_hard_state(self, term: int, vote: str) -> None:
@@ -118,16 +141,26 @@ class RaftLog:
         self._truncated = True
         self._mark(index)
         self.persisted_index = min(self.persisted_index, index - 1)
+        self.written_index = min(self.written_index, index - 1)
 
     def flush(self, *, sync: bool = True) -> None:
-        """Make every pending edit durable (one synced write), then mark it persisted."""
+        """Write every pending edit in one batch; with ``sync``, make all of the log durable.
+
+        Only a leader flushes without ``sync``, and only new entries (see the
+        module docstring): ``written_index`` moves on, ``persisted_index`` stays.
+        """
+        if not sync and not self.only_entries_dirty:
+            raise AssertionError("raft log: term, vote and truncation are always synced")
         if self._rewrite_from is not None:
             self.stats_flushes += 1
+        self.stats_syncs += sync
         self._write_pending(sync)
         self._dirty_hard = False
         self._truncated = False
         self._rewrite_from = None
-        self.persisted_index = self.last_index
+        self.written_index = self.last_index
+        if sync:
+            self.persisted_index = self.last_index
 
     def _write_pending(self, sync: bool) -> None:
         """Subclasses write the pending edits; the in-memory log has nothing to do."""
@@ -150,7 +183,7 @@ class RaftLog:
         """Replace the whole log by a snapshot at ``index`` (the caller wrote it to disk)."""
         self._entries.clear()
         self.snap_index, self.snap_term = index, term
-        self.persisted_index = index
+        self.persisted_index = self.written_index = index
         self._truncated = False
         self._rewrite_from = None
 
@@ -180,11 +213,13 @@ class LevelLog(RaftLog):
             # A state machine ahead of the log (written before the log existed).
             self._entries.clear()
             self.snap_index, self.snap_term = applied_index, self.term
-        self.persisted_index = self.last_index
+        self.persisted_index = self.written_index = self.last_index
 
     def _write_pending(self, sync: bool) -> None:
-        if not self.dirty:
+        if not self.dirty and not (sync and self.unsynced):
             return
+        # With only unsynced entries to make durable, the batch is empty: LevelDB
+        # still syncs its write-ahead log, which holds every earlier write.
         batch = self._db.write_batch(sync=sync)
         if self._dirty_hard:
             batch.put(keys.RAFT_TERM, keys.u64(self.term))

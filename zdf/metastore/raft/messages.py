@@ -1,10 +1,16 @@
 """Messages between replicas: frozen dataclasses, validated when parsed.
 
-Every message travels as a one-way ZeroMQ event whose op is the class's
-``op`` and whose body is ``to_dict()``; the sender is the DEALER identity the
-receiving ROUTER sees (the replica's name), never a field a peer could fake
-differently per message. ``parse_message`` raises ``ProtocolError`` for
-anything malformed, so a hostile or broken peer costs a counter, not a crash.
+Every message travels as a one-way event in the usual envelope (see
+``zdf.wire.codec``) whose op is the class's ``op`` and whose body is
+``to_wire()``: the fields as one positional msgpack array, in the order of the
+dataclass. That is the hot path of replication -- one Append per follower per
+group commit, one acknowledgement back -- so a body is an array rather than a
+map: no field names to pack, look up and check one call at a time. The sender
+is the DEALER identity the receiving ROUTER sees (the replica's name), never a
+field a peer could fake differently per message. ``parse_message`` raises
+``ProtocolError`` for anything malformed (a body of the wrong length, a field of
+the wrong type or out of range), so a hostile or broken peer costs a counter,
+not a crash.
 
 - ``Vote`` / ``VoteReply``: an election or, with ``pre``, a PreVote round;
 - ``Append`` / ``AppendReply``: log replication and heartbeats. ``seq`` is the
@@ -19,37 +25,74 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from zdf.errors import ProtocolError
-from zdf.metastore.commands import as_bool, as_bytes, as_int, as_list, as_map, field
 
 MAX_ENTRIES_PER_APPEND = 4096
 MAX_PAYLOAD_BYTES = 2 << 20
 MAX_CHUNK_BYTES = 8 << 20
-MAX_NAME = 64
+MAX_CHUNK_ITEMS = 1 << 20
+MAX_SNAPSHOT_KEY_BYTES = 1 << 16
 MAX_ADDR = 256
+MAX_NUMBER = 2**63 - 1
 
 Entry = tuple[int, bytes]
 
 
-def _name(value: Any, name: str) -> str:
-    return as_bytes(value, name, MAX_NAME).decode("utf-8", "replace")
-
-
-def _addr(value: Any, name: str) -> str:
-    return as_bytes(value, name, MAX_ADDR).decode("utf-8", "replace")
-
-
+# -- field checks (one call per field, no per-field dict lookups) ------------------------
 def _n(value: Any, name: str) -> int:
-    return as_int(value, name)
+    if type(value) is int and 0 <= value <= MAX_NUMBER:
+        return value
+    raise ProtocolError(f"field {name!r}: expected an integer in 0..{MAX_NUMBER}")
 
 
-def _entries(value: Any, name: str) -> list[Entry]:
+def _b(value: Any, name: str) -> bool:
+    if type(value) is bool:
+        return value
+    raise ProtocolError(f"field {name!r}: expected true or false")
+
+
+def _text(value: Any, name: str, limit: int) -> str:
+    if isinstance(value, str) and len(value) <= limit:
+        return value
+    raise ProtocolError(f"field {name!r}: expected a string of at most {limit} characters")
+
+
+def _fields(body: Any, count: int, what: str) -> list[Any]:
+    if type(body) is not list or len(body) != count:
+        raise ProtocolError(f"{what}: expected an array of {count} fields")
+    return body
+
+
+def _entries(value: Any) -> tuple[Entry, ...]:
+    if type(value) is not list or len(value) > MAX_ENTRIES_PER_APPEND:
+        raise ProtocolError(f"field 'entries': expected at most {MAX_ENTRIES_PER_APPEND} entries")
     out: list[Entry] = []
-    for item in as_list(value, name, MAX_ENTRIES_PER_APPEND):
-        pair = as_list(item, name, 2)
-        if len(pair) != 2:
-            raise ProtocolError(f"field {name!r}: an entry is [term, payload]")
-        out.append((as_int(pair[0], "term"), as_bytes(pair[1], "payload", MAX_PAYLOAD_BYTES)))
-    return out
+    for item in value:
+        if type(item) is not list or len(item) != 2:
+            raise ProtocolError("field 'entries': an entry is [term, payload]")
+        term, payload = item
+        if type(payload) is not bytes or len(payload) > MAX_PAYLOAD_BYTES:
+            raise ProtocolError("field 'entries': a payload is bytes of bounded size")
+        out.append((_n(term, "term"), payload))
+    return tuple(out)
+
+
+def _items(value: Any) -> tuple[tuple[bytes, bytes], ...]:
+    if type(value) is not list or len(value) > MAX_CHUNK_ITEMS:
+        raise ProtocolError("field 'items': expected a bounded list")
+    out: list[tuple[bytes, bytes]] = []
+    for item in value:
+        if type(item) is not list or len(item) != 2:
+            raise ProtocolError("field 'items': an item is [key, value]")
+        key, data = item
+        if (
+            type(key) is not bytes
+            or type(data) is not bytes
+            or len(key) > MAX_SNAPSHOT_KEY_BYTES
+            or len(data) > MAX_CHUNK_BYTES
+        ):
+            raise ProtocolError("field 'items': keys and values are bytes of bounded size")
+        out.append((key, data))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,21 +104,17 @@ class Vote:
     pre: bool = False
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Vote:
+    def from_wire(cls, body: Any) -> Vote:
+        term, last_index, last_term, pre = _fields(body, 4, cls.op)
         return cls(
-            field(d, "term", _n, ...),
-            field(d, "last_index", _n, ...),
-            field(d, "last_term", _n, ...),
-            field(d, "pre", as_bool, False),
+            _n(term, "term"),
+            _n(last_index, "last_index"),
+            _n(last_term, "last_term"),
+            _b(pre, "pre"),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "term": self.term,
-            "last_index": self.last_index,
-            "last_term": self.last_term,
-            "pre": self.pre,
-        }
+    def to_wire(self) -> list[Any]:
+        return [self.term, self.last_index, self.last_term, self.pre]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +125,12 @@ class VoteReply:
     pre: bool = False
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VoteReply:
-        return cls(
-            field(d, "term", _n, ...),
-            field(d, "granted", as_bool, ...),
-            field(d, "pre", as_bool, False),
-        )
+    def from_wire(cls, body: Any) -> VoteReply:
+        term, granted, pre = _fields(body, 3, cls.op)
+        return cls(_n(term, "term"), _b(granted, "granted"), _b(pre, "pre"))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"term": self.term, "granted": self.granted, "pre": self.pre}
+    def to_wire(self) -> list[Any]:
+        return [self.term, self.granted, self.pre]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,27 +145,29 @@ class Append:
     leader_addr: str = ""
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Append:
+    def from_wire(cls, body: Any) -> Append:
+        term, prev_index, prev_term, entries, commit, seq, addr = _fields(body, 7, cls.op)
         return cls(
-            field(d, "term", _n, ...),
-            field(d, "prev_index", _n, ...),
-            field(d, "prev_term", _n, ...),
-            tuple(field(d, "entries", _entries, [])),
-            field(d, "commit", _n, ...),
-            field(d, "seq", _n, 0),
-            field(d, "leader_addr", _addr, ""),
+            _n(term, "term"),
+            _n(prev_index, "prev_index"),
+            _n(prev_term, "prev_term"),
+            _entries(entries),
+            _n(commit, "commit"),
+            _n(seq, "seq"),
+            _text(addr, "leader_addr", MAX_ADDR),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "term": self.term,
-            "prev_index": self.prev_index,
-            "prev_term": self.prev_term,
-            "entries": [list(e) for e in self.entries],
-            "commit": self.commit,
-            "seq": self.seq,
-            "leader_addr": self.leader_addr,
-        }
+    def to_wire(self) -> list[Any]:
+        # Entries are (term, payload) tuples: msgpack packs them as arrays as they are.
+        return [
+            self.term,
+            self.prev_index,
+            self.prev_term,
+            self.entries,
+            self.commit,
+            self.seq,
+            self.leader_addr,
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,23 +186,18 @@ class AppendReply:
     addr: str = ""
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AppendReply:
+    def from_wire(cls, body: Any) -> AppendReply:
+        term, success, match, seq, addr = _fields(body, 5, cls.op)
         return cls(
-            field(d, "term", _n, ...),
-            field(d, "success", as_bool, ...),
-            field(d, "match", _n, ...),
-            field(d, "seq", _n, 0),
-            field(d, "addr", _addr, ""),
+            _n(term, "term"),
+            _b(success, "success"),
+            _n(match, "match"),
+            _n(seq, "seq"),
+            _text(addr, "addr", MAX_ADDR),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "term": self.term,
-            "success": self.success,
-            "match": self.match,
-            "seq": self.seq,
-            "addr": self.addr,
-        }
+    def to_wire(self) -> list[Any]:
+        return [self.term, self.success, self.match, self.seq, self.addr]
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,36 +215,30 @@ class Snapshot:
     leader_addr: str = ""
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Snapshot:
-        raw = as_list(d.get("items") or [], "items", 1 << 20)
-        items = []
-        for pair in raw:
-            p = as_list(pair, "items", 2)
-            if len(p) != 2:
-                raise ProtocolError("field 'items': an item is [key, value]")
-            items.append((as_bytes(p[0], "key", 1 << 16), as_bytes(p[1], "value", MAX_CHUNK_BYTES)))
+    def from_wire(cls, body: Any) -> Snapshot:
+        term, index, index_term, offset, items, done, seq, addr = _fields(body, 8, cls.op)
         return cls(
-            field(d, "term", _n, ...),
-            field(d, "index", _n, ...),
-            field(d, "index_term", _n, ...),
-            field(d, "offset", _n, ...),
-            tuple(items),
-            field(d, "done", as_bool, ...),
-            field(d, "seq", _n, 0),
-            field(d, "leader_addr", _addr, ""),
+            _n(term, "term"),
+            _n(index, "index"),
+            _n(index_term, "index_term"),
+            _n(offset, "offset"),
+            _items(items),
+            _b(done, "done"),
+            _n(seq, "seq"),
+            _text(addr, "leader_addr", MAX_ADDR),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "term": self.term,
-            "index": self.index,
-            "index_term": self.index_term,
-            "offset": self.offset,
-            "items": [list(i) for i in self.items],
-            "done": self.done,
-            "seq": self.seq,
-            "leader_addr": self.leader_addr,
-        }
+    def to_wire(self) -> list[Any]:
+        return [
+            self.term,
+            self.index,
+            self.index_term,
+            self.offset,
+            self.items,
+            self.done,
+            self.seq,
+            self.leader_addr,
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,23 +253,18 @@ class SnapshotReply:
     seq: int
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SnapshotReply:
+    def from_wire(cls, body: Any) -> SnapshotReply:
+        term, index, offset, done, seq = _fields(body, 5, cls.op)
         return cls(
-            field(d, "term", _n, ...),
-            field(d, "index", _n, ...),
-            field(d, "offset", _n, ...),
-            field(d, "done", as_bool, ...),
-            field(d, "seq", _n, 0),
+            _n(term, "term"),
+            _n(index, "index"),
+            _n(offset, "offset"),
+            _b(done, "done"),
+            _n(seq, "seq"),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "term": self.term,
-            "index": self.index,
-            "offset": self.offset,
-            "done": self.done,
-            "seq": self.seq,
-        }
+    def to_wire(self) -> list[Any]:
+        return [self.term, self.index, self.offset, self.done, self.seq]
 
 
 Message = Vote | VoteReply | Append | AppendReply | Snapshot | SnapshotReply
@@ -251,8 +273,8 @@ MESSAGES: dict[str, Any] = {
 }
 
 
-def parse_message(op: str, body: Any) -> Message:
-    cls = MESSAGES.get(op)
+def parse_message(op: Any, body: Any) -> Message:
+    cls = MESSAGES.get(op) if isinstance(op, str) else None
     if cls is None:
         raise ProtocolError(f"unknown peer message {op!r}")
-    return cls.from_dict(as_map(body, "a peer message"))  # type: ignore[no-any-return]
+    return cls.from_wire(body)  # type: ignore[no-any-return]

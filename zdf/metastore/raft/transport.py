@@ -9,6 +9,14 @@ the sender's identity says who sent what. DEALERs use ``IMMEDIATE``: a
 message to a peer that is not connected is dropped at once (Raft resends),
 instead of piling up for a peer that may be gone for minutes.
 
+This is the hot path of replication, so the ROUTER is read here directly
+rather than through a ``Channel`` (no request/reply machinery, no handler
+table: every message is an event for the one ``on_message``), and a message is
+encoded as a pre-packed envelope head per op followed by the packed body --
+the same bytes ``zdf.wire.codec.encode`` would give. The contract of a control
+socket holds: a malformed or unknown message is counted and answered with an
+error (which the sending replica's DEALER discards), never a crash.
+
 The ROUTER uses ``ROUTER_HANDOVER`` so that a restarted replica takes its name
 back at once. The price: anyone connecting with a replica's name takes that
 name from the replica's live connection, which the ROUTER then no longer reads.
@@ -22,15 +30,15 @@ import functools
 import logging
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import zmq
 
-from zdf.metastore.raft.messages import MESSAGES, Message
-from zdf.wire.codec import Kind, encode
+from zdf.errors import ProtocolError
+from zdf.metastore.raft.messages import MESSAGES, Message, parse_message
+from zdf.wire.codec import PROTOCOL_VERSION, Kind, encode, packb, unpackb
 from zdf.wire.reactor import Reactor
-from zdf.wire.rpc import Call, Channel
-from zdf.wire.sockets import close_socket, endpoint, make_socket
+from zdf.wire.rpc import wire_error
+from zdf.wire.sockets import close_socket, endpoint, has_input, make_socket
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +52,25 @@ dropped when no PONG came for this long, and dialled again, which takes the name
 back. Generous on purpose: a slow or lossy link must not be cut by it (Raft's own
 timeouts deal with those; a short timeout here made elections on a flaky link)."""
 MAX_PEER_MESSAGE_BYTES = 64 << 20
+MAX_MESSAGES_PER_WAKEUP = 256
 
-OnMessage = Callable[[str, str, Any], None]
+OnMessage = Callable[[str, Message], None]
+
+
+def _head(op: str) -> bytes:
+    """The packed envelope of an event ``op`` up to (and including) the body's key.
+
+    ``encode`` packs a map in insertion order, body last, so head + packb(body)
+    is byte for byte what ``encode(Kind.EVENT, op, 0, body)`` gives.
+    """
+    sentinel = b"\xc0"  # packb(None)
+    whole = encode(Kind.EVENT, op, 0, None)
+    assert whole.endswith(sentinel)
+    return whole[: -len(sentinel)]
+
+
+HEADS = {op: _head(op) for op in MESSAGES}
+_EVENT = Kind.EVENT.value
 
 
 class PeerTransport:
@@ -60,12 +85,11 @@ class PeerTransport:
         self.name = name
         self.stats: Counter[str] = Counter()
         self._on_message = on_message
-        router = make_socket(zmq.ROUTER, bind=bind, max_message_bytes=MAX_PEER_MESSAGE_BYTES)
-        router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer takes its name back
-        handlers = {op: self._receive for op in MESSAGES}
-        self.channel = Channel(reactor, router, handlers, name=f"raft {name}")
         self._reactor = reactor
         self._dealers: dict[str, zmq.Socket[bytes]] = {}
+        self._router = make_socket(zmq.ROUTER, bind=bind, max_message_bytes=MAX_PEER_MESSAGE_BYTES)
+        self._router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer takes its name back
+        reactor.add_reader(self._router, self._on_readable)
         try:
             for peer, addr in peers.items():
                 sock = make_socket(zmq.DEALER, identity=name.encode(), sndhwm=PEER_SNDHWM)
@@ -81,23 +105,53 @@ class PeerTransport:
             self.close()
             raise
 
-    def _receive(self, call: Call) -> None:
-        if not call.is_event or call.peer is None:
-            self.stats["not_event"] += 1
-            return
-        try:
-            sender = call.peer.decode()
-        except UnicodeDecodeError:
-            self.stats["bad_sender"] += 1
-            return
-        self._on_message(sender, call.op, call.body)
+    # -- receiving -------------------------------------------------------------------
+    def _on_readable(self) -> None:
+        router = self._router
+        for _ in range(MAX_MESSAGES_PER_WAKEUP):
+            try:
+                parts = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:  # Again: drained
+                return
+            if len(parts) != 2:
+                self.stats["malformed"] += 1
+                if parts:
+                    self._refuse(parts[0], ProtocolError("a peer message is one frame"))
+                continue
+            identity, frame = parts
+            try:
+                sender = identity.decode()
+                msg = _parse(frame)
+            except (ProtocolError, UnicodeDecodeError) as exc:
+                self.stats["malformed"] += 1
+                self._refuse(identity, exc)
+                continue
+            try:
+                self._on_message(sender, msg)
+            except Exception:  # a bug must not stop the others of this wake-up
+                self.stats["handler_errors"] += 1
+                log.exception("raft %s: handling %s from %s failed", self.name, msg.op, sender)
 
+    def has_input(self) -> bool:
+        """Whether a peer message is waiting to be read."""
+        return has_input(self._router)
+
+    def _refuse(self, identity: bytes, exc: Exception) -> None:
+        error = ProtocolError(str(exc)) if not isinstance(exc, ProtocolError) else exc
+        try:
+            self._router.send_multipart(
+                [identity, encode(Kind.ERROR, "error", 0, wire_error(error))], zmq.NOBLOCK
+            )
+        except zmq.ZMQError:
+            pass
+
+    # -- sending ---------------------------------------------------------------------
     def send(self, to: str, msg: Message) -> None:
         sock = self._dealers.get(to)
         if sock is None:
             return
         try:
-            sock.send(encode(Kind.EVENT, msg.op, 0, msg.to_dict()), zmq.NOBLOCK)
+            sock.send(HEADS[msg.op] + packb(msg.to_wire()), zmq.NOBLOCK)
             self.stats["sent"] += 1
         except zmq.Again:
             self.stats["dropped"] += 1
@@ -110,7 +164,20 @@ class PeerTransport:
             self._reactor.remove_reader(sock)
             close_socket(sock)
         self._dealers.clear()
-        self.channel.close()
+        self._reactor.remove_reader(self._router)
+        close_socket(self._router)
+
+
+def _parse(frame: bytes) -> Message:
+    """The message in one envelope frame (``ProtocolError`` if it is not a peer event)."""
+    envelope = unpackb(frame)
+    if type(envelope) is not dict:
+        raise ProtocolError("envelope is not a map")
+    if envelope.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {envelope.get('v')!r} not supported")
+    if envelope.get("k") != _EVENT:
+        raise ProtocolError("peer messages are one-way events")
+    return parse_message(envelope.get("op"), envelope.get("b"))
 
 
 def _discard(sock: zmq.Socket[bytes]) -> None:
