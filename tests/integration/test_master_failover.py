@@ -6,8 +6,10 @@ import time
 
 import pytest
 
+import zdf
 from zdf import protocol as P
-from zdf.errors import NotLeader
+from zdf.errors import NotLeader, ZdfError
+from zdf.jobs import examples
 from zdf.jobs.spec import JobSpec, TaskSpec
 from zdf.localcluster import LocalCluster, wait_until
 from zdf.wire import RpcClient
@@ -70,3 +72,31 @@ def test_leader_kill_standby_takes_over_and_tasks_keep_running(cluster: LocalClu
     assert task["attempt"] == before["attempt"], "the running task was not restarted"
     assert task["executor"] == before["executor"], (before, task)
     assert task["info"]["count"] == 400
+
+
+def test_function_tasks_in_flight_survive_a_master_kill(cluster: LocalCluster) -> None:
+    leader = wait_until(cluster.leader, 10, "a leader")
+    with zdf.connect(cluster.master_addr, timeout=10.0) as client:
+        assert client.submit(examples.square, 3).result(10) == 9
+        # More tasks than workers, each a while: some queued on the master, some running.
+        futures = [client.submit(examples.hold, 0.05 * (i % 4)) for i in range(40)]
+        futures += [client.submit(examples.square, i) for i in range(40)]
+        wait_until(lambda: any(f.done() for f in futures), 10, "the first answers")
+        cluster.kill(leader)
+        values = [f.result(30) for f in futures]
+        assert values == [0.05 * (i % 4) for i in range(40)] + [i * i for i in range(40)]
+        assert client.failovers >= 1, "the client submitted its unanswered tasks again"
+        assert client.pending == 0
+        assert client.submit(examples.square, 7).result(10) == 49, "new tasks go to the new leader"
+
+
+def test_function_tasks_fail_when_no_master_is_left(cluster: LocalCluster) -> None:
+    wait_until(cluster.leader, 10, "a leader")
+    with zdf.connect(cluster.master_addr, timeout=2.0) as client:
+        future = client.submit(examples.hold, 60)
+        for master in cluster.masters:
+            cluster.kill(master)
+        started = time.monotonic()
+        with pytest.raises(ZdfError, match="master went away"):
+            future.result(30)
+        assert time.monotonic() - started < 15, "a bounded wait, not a hang"

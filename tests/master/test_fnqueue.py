@@ -75,6 +75,17 @@ def test_results_without_a_reply_address_go_through_the_master() -> None:
     assert peer == CLIENT and result["results"] == [[7, True, 1]] and unpack(frames) == 49
 
 
+def test_a_task_submitted_again_after_a_failover_runs_once() -> None:
+    channel = FakeChannel()
+    queue = FunctionQueue(channel, window=1)  # type: ignore[arg-type]
+    hello(queue)
+    submit(queue, [1, 2])
+    submit(queue, [1, 2, 3])  # the client's unanswered tasks, resent to this master
+    assert queue.status()["queued"] == 2, "tasks 2 and 3 wait; task 1 runs"
+    ((run, _, _),) = channel.of(P.FN_RUN)
+    assert [t[4] for t in run["tasks"]] == [1]
+
+
 def test_pickled_functions_are_refused_unless_allowed() -> None:
     channel = FakeChannel()
     queue = FunctionQueue(channel)  # type: ignore[arg-type]

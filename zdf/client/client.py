@@ -19,7 +19,6 @@ import concurrent.futures
 import itertools
 import logging
 import threading
-import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -28,10 +27,9 @@ from typing import Any
 from zdf import protocol as P
 from zdf.client.chunks import PickledChunk
 from zdf.client.futures import Future, remote_exception
-from zdf.client.transport import Transport
+from zdf.client.transport import Transport, find_leader
 from zdf.errors import ProtocolError, ZdfError
 from zdf.wire.payload import pack, unpack
-from zdf.wire.rpc import RpcClient
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +69,8 @@ class Client:
         timeout: float = 10.0,
         direct_results: bool = True,
     ) -> None:
-        self.master_addr = find_leader(master_addr, timeout)
+        endpoints = master_addr.split(",") if isinstance(master_addr, str) else list(master_addr)
+        self.master_addr = find_leader(endpoints, timeout)
         self.max_retries = max_retries
         self.timeout = timeout
         self._tids = itertools.count(1)
@@ -79,7 +78,12 @@ class Client:
         self._pickles: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
         self._slots = threading.BoundedSemaphore(max_inflight)
         self._io = Transport(
-            self.master_addr, self._complete, direct_results=direct_results, timeout=timeout
+            self.master_addr,
+            self._complete,
+            direct_results=direct_results,
+            timeout=timeout,
+            endpoints=[e.strip() for e in endpoints if e.strip()],
+            on_lost=self._lost,
         )
         self.allow_pickle = bool(self._io.hello.get("allow_pickle"))
 
@@ -212,6 +216,24 @@ class Client:
     def _attend(self, future: Future) -> None:
         self._io.attend(future.tid)
 
+    def _lost(self, error: ZdfError) -> None:
+        """No master has our tasks any more and none can be found: fail them."""
+        for tid in list(self._futures):
+            future = self._futures.pop(tid, None)
+            self._io.forget(tid)
+            if future is None:
+                continue
+            self._slots.release()
+            try:
+                future.set_exception(error)
+            except concurrent.futures.InvalidStateError:
+                pass
+
+    @property
+    def failovers(self) -> int:
+        """Times the tasks in flight were submitted again to a new master."""
+        return self._io.failovers
+
     def _complete(self, results: Any, frames: list[bytes]) -> None:
         if not isinstance(results, list):
             raise ProtocolError("results is not a list")
@@ -239,24 +261,6 @@ class Client:
                 future.set_exception(exc)
             except concurrent.futures.InvalidStateError:
                 pass  # canceled by the caller while the result was on its way
-
-
-def find_leader(master_addr: str | list[str], timeout: float) -> str:
-    """The leading master among ``host:port[,host:port...]`` (the only one when just one)."""
-    endpoints = master_addr.split(",") if isinstance(master_addr, str) else list(master_addr)
-    endpoints = [e.strip() for e in endpoints if e.strip()]
-    if len(endpoints) == 1:
-        return endpoints[0]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for addr in endpoints:
-            try:
-                with RpcClient(addr, timeout=0.5) as probe:
-                    if probe.call(P.PING, retry=False).get("leading"):
-                        return addr
-            except ZdfError:
-                continue
-    raise ZdfError(f"no leading master among {', '.join(endpoints)}")
 
 
 def connect(master_addr: str | list[str] = "127.0.0.1:10240", **options: Any) -> Client:

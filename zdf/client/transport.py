@@ -25,10 +25,21 @@ gets the lock. While the only task in flight is one the caller sent itself
 wake up and compete for the GIL on every answer; ``attend`` (a callback,
 ``await``, ``as_completed``) hands it back to the I/O thread at once, and any
 other waiting style (polling ``done()``) is served by a slow fallback poll.
+
+Master failover. While tasks are in flight the I/O thread keeps an eye on the
+master: when it has heard nothing from it for ``PROBE_INTERVAL`` it pings it.
+A ping unanswered for ``MASTER_SILENCE``, an answer from a standby, or one
+from another incarnation (a new leader or a restarted master: the ``epoch``
+changed) means the master lost the tasks it queued. The client then finds the
+leader among the addresses it was given and submits again every task it has
+no answer for (it keeps each one's frames until then). A task can thus run
+twice — the client keeps the first answer. With no leader to be found for
+``timeout`` seconds, the pending futures fail instead of waiting forever.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -44,6 +55,7 @@ import zmq
 from zdf import protocol as P
 from zdf.errors import ProtocolError, ZdfError
 from zdf.wire.codec import Kind, decode, encode
+from zdf.wire.rpc import RpcClient
 from zdf.wire.sockets import close_socket, endpoint, make_socket
 
 log = logging.getLogger(__name__)
@@ -53,9 +65,12 @@ MAX_READ = 1024
 WAIT_SLICE_MS = 5  # a thread reading its own result also checks for answers via the master
 IDLE_POLL_MS = 1000
 LONE_FALLBACK_MS = 10  # results of a lone task whose caller does not call result()
+PROBE_INTERVAL = 0.5  # ping a master this silent while tasks are in flight
+MASTER_SILENCE = 1.5  # an unanswered ping this old: look for the leader
 
 Outgoing = tuple[int, str, int, list[Any]]  # tid, function, retries, frames
 ResultsHandler = Callable[[Any, list[Any]], None]  # (results header, frames); ProtocolError
+LostHandler = Callable[[ZdfError], None]  # every task in flight is lost for good
 
 
 class Transport:
@@ -66,9 +81,20 @@ class Transport:
         *,
         direct_results: bool = True,
         timeout: float = 10.0,
+        endpoints: list[str] | None = None,
+        on_lost: LostHandler | None = None,
     ) -> None:
         self.master_addr = master_addr
+        self.endpoints = endpoints or [master_addr]
         self.on_results = on_results
+        self.on_lost = on_lost
+        self.failovers = 0  # times the tasks in flight were submitted to a new master
+        self._sent: dict[int, Outgoing] = {}  # sent, not answered: what a failover resends
+        self._incarnation: tuple[Any, Any] | None = None  # (master name, epoch)
+        self._last_heard = time.monotonic()
+        self._probe_rid: int | None = None
+        self._probe_sent = 0.0
+        self._rids = itertools.count(3)
         self.timeout = timeout
         self.identity = b"c-" + uuid.uuid4().bytes
         self.reply_addr = ""
@@ -106,22 +132,28 @@ class Transport:
         self._thread.start()
 
     def _hello(self) -> dict[str, Any]:
-        """Ask the master (before the I/O thread owns the socket) what it accepts."""
+        """Ask the master (before the I/O thread owns the socket) what it accepts, and
+        which incarnation of it this is."""
         self._sock.send(encode(Kind.REQUEST, P.FN_CLIENT, 1, {}))
+        self._sock.send(encode(Kind.REQUEST, P.PING, 2, {}))
+        answers: dict[int, dict[str, Any]] = {}
         deadline = time.monotonic() + self.timeout
-        while (remaining := deadline - time.monotonic()) > 0:
+        while (remaining := deadline - time.monotonic()) > 0 and len(answers) < 2:
             if not self._sock.poll(max(1, int(remaining * 1000))):
                 continue
             try:
                 msg = decode(self._sock.recv())
             except ProtocolError:
                 continue
-            if msg.rid != 1:
+            if msg.rid not in (1, 2):
                 continue
             if msg.kind is Kind.ERROR or not isinstance(msg.body, dict):
                 raise ZdfError(f"master at {self.master_addr} refused the client: {msg.body}")
-            return msg.body
-        raise ZdfError(f"master at {self.master_addr} did not answer within {self.timeout} s")
+            answers[msg.rid] = msg.body
+        if len(answers) < 2:
+            raise ZdfError(f"master at {self.master_addr} did not answer within {self.timeout} s")
+        self._incarnation = _incarnation(answers[2])
+        return answers[1]
 
     # -- sending ------------------------------------------------------------
     def send(self, task: Outgoing, nothing_in_flight: bool) -> None:
@@ -144,6 +176,7 @@ class Transport:
 
     def forget(self, tid: int) -> None:
         """``tid`` is answered or canceled."""
+        self._sent.pop(tid, None)
         if self._lone == tid:
             self._lone = None
 
@@ -247,6 +280,8 @@ class Transport:
                 timeout = LONE_FALLBACK_MS
             else:
                 timeout = IDLE_POLL_MS
+            if self._sent:
+                timeout = min(timeout, int(PROBE_INTERVAL * 1000))
             events = poller.poll(timeout)
             self._sleeping.clear()
             timed_out = not events
@@ -258,6 +293,7 @@ class Transport:
                     except OSError:
                         pass
             more = True  # something may have changed: read (cheap when nothing is there)
+            self._watch_master()
 
     def _drain(self, sock: zmq.Socket[bytes], lock: threading.RLock) -> bool:
         """Read what is there if no other thread holds the socket; True when more may be."""
@@ -293,6 +329,8 @@ class Transport:
         for tid, path, retries, task_frames in batch:
             header.append([tid, path, retries, len(task_frames)])
             frames.extend(task_frames)
+        for task in batch:
+            self._sent[task[0]] = task
         reply = f"{self.reply_addr}#{self._token}" if self.reply_addr else ""
         body = {"tasks": header, "reply": reply}
         self._sock.send_multipart([encode(Kind.EVENT, P.FN_SUBMIT, 0, body), *frames], copy=False)
@@ -306,6 +344,11 @@ class Transport:
                 return False
             try:
                 msg = decode(parts[0])
+                if sock is self._sock:
+                    self._last_heard = time.monotonic()
+                    if msg.kind is Kind.REPLY and msg.rid == self._probe_rid:
+                        self._on_probe(msg.body)
+                        continue
                 if msg.op == P.FN_RESULT and isinstance(msg.body, dict):
                     if sock is self._results and msg.body.get("token") != self._token:
                         raise ProtocolError("a result without this client's token")
@@ -316,6 +359,69 @@ class Transport:
                 self.dropped += 1
                 log.debug("dropped a message: %s", exc)
         return True
+
+    # -- master failover (I/O thread) ----------------------------------------
+    def _watch_master(self) -> None:
+        if not self._sent or self.closed:
+            self._probe_rid = None
+            return
+        now = time.monotonic()
+        if self._probe_rid is not None:
+            if now - self._last_heard > self.timeout + MASTER_SILENCE:
+                self._give_up(ZdfError(f"no master answered for {self.timeout:.0f}s"))
+            elif now - self._probe_sent > MASTER_SILENCE:
+                log.warning("master at %s silent for %.1fs", self.master_addr, MASTER_SILENCE)
+                self._fail_over()
+        elif now - self._last_heard >= PROBE_INTERVAL:
+            self._probe_rid = next(self._rids)
+            self._probe_sent = now
+            with self._send_lock:
+                self._sock.send(encode(Kind.REQUEST, P.PING, self._probe_rid, {}))
+
+    def _on_probe(self, body: Any) -> None:
+        self._probe_rid = None
+        if not isinstance(body, dict):
+            return
+        if not body.get("leading"):
+            self._fail_over()
+            return
+        incarnation = _incarnation(body)
+        if incarnation != self._incarnation:
+            # A new leader, or the master restarted: it knows none of our tasks.
+            self._incarnation = incarnation
+            with self._send_lock:
+                tasks = list(self._sent.values())
+                for start in range(0, len(tasks), MAX_BATCH):
+                    self._send_tasks(tasks[start : start + MAX_BATCH])
+            self.failovers += 1
+            log.warning("%d tasks in flight submitted again to %s", len(tasks), self.master_addr)
+
+    def _fail_over(self) -> None:
+        """Find the leading master and ask it who it is (``_on_probe`` goes on)."""
+        self._probe_rid = None
+        try:
+            addr = find_leader(self.endpoints, self.timeout)
+        except ZdfError as exc:
+            self._give_up(exc)
+            return
+        with self._send_lock:
+            if addr != self.master_addr:
+                try:
+                    self._sock.disconnect(endpoint(self.master_addr))
+                except zmq.ZMQError:
+                    pass
+                self._sock.connect(endpoint(addr))
+                self.master_addr = addr
+            self._probe_rid = next(self._rids)
+            self._probe_sent = time.monotonic()
+            self._sock.send(encode(Kind.REQUEST, P.PING, self._probe_rid, {}))
+
+    def _give_up(self, why: ZdfError) -> None:
+        self._probe_rid = None
+        self._sent.clear()
+        self._last_heard = time.monotonic()
+        if self.on_lost is not None:
+            self.on_lost(ZdfError(f"tasks lost: their master went away and {why.message}"))
 
     def _wake(self) -> None:
         if self._sleeping.is_set():
@@ -335,3 +441,25 @@ def reply_host(master_addr: str) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect((host, 9))  # no packet is sent: this only picks the route
         return str(probe.getsockname()[0])
+
+
+def _incarnation(ping: dict[str, Any]) -> tuple[Any, Any]:
+    return ping.get("master"), ping.get("epoch")
+
+
+def find_leader(master_addr: str | list[str], timeout: float) -> str:
+    """The leading master among ``host:port[,host:port...]`` (the only one when just one)."""
+    endpoints = master_addr.split(",") if isinstance(master_addr, str) else list(master_addr)
+    endpoints = [e.strip() for e in endpoints if e.strip()]
+    if len(endpoints) == 1:
+        return endpoints[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for addr in endpoints:
+            try:
+                with RpcClient(addr, timeout=0.5) as probe:
+                    if probe.call(P.PING, retry=False).get("leading"):
+                        return addr
+            except ZdfError:
+                continue
+    raise ZdfError(f"no leading master among {', '.join(endpoints)}")

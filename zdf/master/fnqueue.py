@@ -170,6 +170,9 @@ class FunctionQueue:
                 raise ProtocolError("bad task entry")
             if nframes < 1 or offset + nframes > len(frames):
                 raise ProtocolError("task frames missing")
+            if (client, tid) in self.by_client:
+                offset += nframes  # submitted again after a failover: it is already here
+                continue
             if fn == P.PICKLED_FN and not self.allow_pickle:
                 offset += nframes
                 refused.append((tid, False, pack(PICKLE_REFUSED)))
