@@ -17,6 +17,7 @@ from zdf.cli.verify_sink import verify
 from zdf.jobs.bench import BenchConfig
 from zdf.jobs.spec import JobSpec
 from zdf.runtime.local import LocalRunner
+from zdf.runtime.operator import DONE
 
 from .conftest import JobFactory
 
@@ -85,4 +86,22 @@ def test_every_sink_dies_right_after_starting(small_job: JobFactory) -> None:
 def test_random_task_deaths_many_seeds(small_job: JobFactory, seed: int) -> None:
     job, config = small_job(**{**KEYS, "servers": 3})
     run_with_failures(job, 1000 + seed, failures=4, zombies=seed % 2 == 1)
+    check(config)
+
+
+@pytest.mark.parametrize("late", ["sink-0", "sink-1"])
+def test_a_sink_restarted_after_its_peer_is_done(small_job: JobFactory, late: str) -> None:
+    """The restarted sink learns at once, while it is still starting, that a peer is
+    done; what that teaches its barrier must wait until it has started."""
+    job, config = small_job(**KEYS)
+    peer = "sink-1" if late == "sink-0" else "sink-0"
+    with LocalRunner(job) as runner:
+        runner.start()
+        runner.reactor.run(
+            until=lambda: (peer, DONE) in runner.directory.addresses or bool(runner.failed),
+            deadline=time.monotonic() + 30,
+        )
+        assert (peer, DONE) in runner.directory.addresses, "the peer sink never got done"
+        runner.restart([late])
+        runner.run(timeout=60)
     check(config)

@@ -46,7 +46,7 @@ class EndpointDirectory:
     def watch(self, key: EndpointKey, callback: Callable[[str], None]) -> None:
         self._watchers.setdefault(key, []).append(callback)
         if key in self.addresses:
-            self._deliver(callback, self.addresses[key])
+            callback(self.addresses[key])  # at once, as an executor's worker does
 
     def _deliver(self, callback: Callable[[str], None], addr: str) -> None:
         self.reactor.call_later(0.0, lambda: callback(addr))

@@ -148,7 +148,9 @@ class Sink(Operator):
             return
         self.state = SinkState.from_wire(self.bench.tables, self._checkpoint)
         self.last_ts = self.file.recover(self.state)
-        self._start()
+        # Guarded, so that what the barrier learns while it is being made (a peer
+        # already done, say) is acted on once ``_start`` has finished, not halfway.
+        self.guard(self._start)()
 
     def _start(self) -> None:
         p = self.bench
