@@ -27,7 +27,7 @@ from typing import Any
 from zdf import protocol as P
 from zdf.client.chunks import PickledChunk
 from zdf.client.futures import Future, remote_exception
-from zdf.client.transport import Transport, find_leader
+from zdf.client.transport import Transport, find_leader, master_endpoints
 from zdf.errors import ProtocolError, ZdfError
 from zdf.wire.payload import pack, unpack
 
@@ -69,7 +69,7 @@ class Client:
         timeout: float = 10.0,
         direct_results: bool = True,
     ) -> None:
-        endpoints = master_addr.split(",") if isinstance(master_addr, str) else list(master_addr)
+        endpoints = master_endpoints(master_addr)
         self.master_addr = find_leader(endpoints, timeout)
         self.max_retries = max_retries
         self.timeout = timeout
@@ -82,7 +82,7 @@ class Client:
             self._complete,
             direct_results=direct_results,
             timeout=timeout,
-            endpoints=[e.strip() for e in endpoints if e.strip()],
+            endpoints=endpoints,
             on_lost=self._lost,
         )
         self.allow_pickle = bool(self._io.hello.get("allow_pickle"))
@@ -205,9 +205,16 @@ class Client:
         return len(self._futures)
 
     # -- internals (called by Future and by the transport) ---------------------
-    def _cancel(self, tid: int) -> None:
-        if self._futures.pop(tid, None) is not None:
+    def _take(self, tid: int) -> Future | None:
+        """Take ``tid`` off the books (its slot freed); None if it was no longer there."""
+        future = self._futures.pop(tid, None)
+        self._io.forget(tid)
+        if future is not None:
             self._slots.release()
+        return future
+
+    def _cancel(self, tid: int) -> None:
+        self._take(tid)
         self._io.cancel(tid)
 
     def _wait(self, future: Future, timeout: float | None) -> None:
@@ -219,15 +226,13 @@ class Client:
     def _lost(self, error: ZdfError) -> None:
         """No master has our tasks any more and none can be found: fail them."""
         for tid in list(self._futures):
-            future = self._futures.pop(tid, None)
-            self._io.forget(tid)
+            future = self._take(tid)
             if future is None:
                 continue
-            self._slots.release()
             try:
                 future.set_exception(error)
             except concurrent.futures.InvalidStateError:
-                pass
+                pass  # canceled by the caller meanwhile
 
     @property
     def failovers(self) -> int:
@@ -246,11 +251,9 @@ class Client:
                 raise ProtocolError("result frames missing")
             value_frames = frames[offset : offset + nframes]
             offset += nframes
-            future = self._futures.pop(tid, None)
-            self._io.forget(tid)
+            future = self._take(tid)
             if future is None:
                 continue  # canceled meanwhile
-            self._slots.release()
             try:
                 value = unpack(value_frames)
                 if ok:

@@ -373,10 +373,14 @@ class Transport:
                 log.warning("master at %s silent for %.1fs", self.master_addr, MASTER_SILENCE)
                 self._fail_over()
         elif now - self._last_heard >= PROBE_INTERVAL:
+            self._probe()
+
+    def _probe(self) -> None:
+        """Ask the master who it is and whether it leads (answered in ``_on_probe``)."""
+        with self._send_lock:
             self._probe_rid = next(self._rids)
-            self._probe_sent = now
-            with self._send_lock:
-                self._sock.send(encode(Kind.REQUEST, P.PING, self._probe_rid, {}))
+            self._probe_sent = time.monotonic()
+            self._sock.send(encode(Kind.REQUEST, P.PING, self._probe_rid, {}))
 
     def _on_probe(self, body: Any) -> None:
         self._probe_rid = None
@@ -390,9 +394,9 @@ class Transport:
             # A new leader, or the master restarted: it knows none of our tasks.
             self._incarnation = incarnation
             with self._send_lock:
+                # Ahead of anything not sent yet: the I/O loop's next flush sends them.
                 tasks = list(self._sent.values())
-                for start in range(0, len(tasks), MAX_BATCH):
-                    self._send_tasks(tasks[start : start + MAX_BATCH])
+                self._outbox.extendleft(reversed(tasks))
             self.failovers += 1
             log.warning("%d tasks in flight submitted again to %s", len(tasks), self.master_addr)
 
@@ -412,9 +416,7 @@ class Transport:
                     pass
                 self._sock.connect(endpoint(addr))
                 self.master_addr = addr
-            self._probe_rid = next(self._rids)
-            self._probe_sent = time.monotonic()
-            self._sock.send(encode(Kind.REQUEST, P.PING, self._probe_rid, {}))
+        self._probe()
 
     def _give_up(self, why: ZdfError) -> None:
         self._probe_rid = None
@@ -447,10 +449,15 @@ def _incarnation(ping: dict[str, Any]) -> tuple[Any, Any]:
     return ping.get("master"), ping.get("epoch")
 
 
+def master_endpoints(master_addr: str | list[str]) -> list[str]:
+    """``host:port[,host:port...]`` (or a list of them) as a list."""
+    parts = master_addr.split(",") if isinstance(master_addr, str) else master_addr
+    return [e.strip() for e in parts if e.strip()]
+
+
 def find_leader(master_addr: str | list[str], timeout: float) -> str:
     """The leading master among ``host:port[,host:port...]`` (the only one when just one)."""
-    endpoints = master_addr.split(",") if isinstance(master_addr, str) else list(master_addr)
-    endpoints = [e.strip() for e in endpoints if e.strip()]
+    endpoints = master_endpoints(master_addr)
     if len(endpoints) == 1:
         return endpoints[0]
     deadline = time.monotonic() + timeout

@@ -97,7 +97,7 @@ class FunctionRunner:
         )
         self.queue: deque[Task] = deque()
         self.functions: dict[str, Any] = {}
-        self.replies: dict[str, tuple[zmq.Socket[bytes], list[float]]] = {}
+        self.replies: dict[str, tuple[zmq.Socket[bytes], float]] = {}  # addr: (PUSH, last use)
         self.window = DEFAULT_WINDOW  # the master's prefetch window for this worker
         self._unreported: list[list[Any]] = []  # fn_done entries not sent yet
         self._report_timer: Timer | None = None
@@ -183,20 +183,17 @@ class FunctionRunner:
         result comes from a worker the master gave its task to."""
         addr, _, token = reply.partition("#")
         entry = self.replies.get(addr)
-        if entry is None:
-            # Unbounded queue: a client never has more results due than its own
-            # max_inflight, and a result must not be dropped.
-            sock = make_socket(zmq.PUSH, connect=addr, sndhwm=0)
-            entry = self.replies[addr] = (sock, [0.0])
-        sock, last_used = entry
-        last_used[0] = time.monotonic()
+        # Unbounded queue: a client never has more results due than its own
+        # max_inflight, and a result must not be dropped.
+        sock = entry[0] if entry is not None else make_socket(zmq.PUSH, connect=addr, sndhwm=0)
+        self.replies[addr] = (sock, time.monotonic())
         body = {"results": header, "token": token}
         sock.send_multipart([encode(Kind.EVENT, P.FN_RESULT, 0, body), *frames], copy=False)
 
     def _close_idle_replies(self) -> None:
         now = time.monotonic()
         for reply, (sock, last_used) in list(self.replies.items()):
-            if now - last_used[0] > REPLY_IDLE_CLOSE:
+            if now - last_used > REPLY_IDLE_CLOSE:
                 close_socket(sock)
                 del self.replies[reply]
 

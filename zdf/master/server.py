@@ -290,11 +290,9 @@ class Master:
             return
         before = self.liveness.forgiven
         moves = self.liveness.tick(time.monotonic())
-        if self.liveness.forgiven - before > self.config.keepalive_ttl / 2:
-            log.warning(
-                "master loop stalled %.2fs: that silence is not held against executors",
-                self.liveness.forgiven - before,
-            )
+        stalled = self.liveness.forgiven - before
+        if stalled > self.config.keepalive_ttl / 2:
+            log.warning("master loop stalled %.2fs: not held against executors", stalled)
         for move in moves:
             self._apply_liveness(move)
 
