@@ -268,3 +268,33 @@ def test_many_tasks_keep_client_memory_bounded(cluster: LocalCluster) -> None:
 def test_a_million_tasks(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZDF_MANY_TASKS", "1000000")
     test_many_tasks_keep_client_memory_bounded(cluster)
+
+
+def test_lone_tasks_go_straight_to_a_leased_worker(cluster: LocalCluster) -> None:
+    status = cluster.client()
+
+    def direct() -> int:
+        return int(status.call(P.CLUSTER_STATUS)["functions"]["direct"])
+
+    before = direct()
+    with zdf.connect(cluster.master_addr) as client:
+        assert client.leased_worker is None
+        results = [client.submit(examples.square, i).result(10) for i in range(50)]
+        assert results == [i * i for i in range(50)]
+        assert client.leased_worker is not None
+        # The first asked for the lease on its way through the master.
+        wait_until(lambda: direct() - before >= 45, 10, "the workers' counts of leased tasks")
+
+
+def test_killed_leased_worker_task_is_retried_through_the_master(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    marker = tmp_path / "marker"
+    with zdf.connect(cluster.master_addr) as client:
+        client.submit(examples.noop).result(10)
+        wait_until(lambda: client.leased_worker is not None, 10, "a lease")
+        future = client.submit(examples.hold_once, str(marker), 60)
+        os.kill(_worker_pid(marker), signal.SIGKILL)
+        assert future.result(timeout=10) == "retried"
+        assert client.pending == 0
+        assert client.submit(examples.square, 3).result(10) == 9  # a new lease, or none yet

@@ -12,9 +12,10 @@ import zmq
 
 from zdf import protocol as P
 from zdf.executor.fnrunner import FunctionRunner
-from zdf.wire.codec import decode
+from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.payload import pack, unpack
 from zdf.wire.reactor import Reactor
+from zdf.wire.rpc import Call
 from zdf.wire.sockets import free_port, make_socket
 
 pytestmark = pytest.mark.timeout(30)
@@ -113,5 +114,47 @@ def test_completion_reports_gather_unless_the_window_fills(reactor: Reactor) -> 
             assert time.monotonic() < deadline
             reactor.run_once(0.01)  # a slow machine may split them over several slices
     finally:
+        fn.close()
+        pull.close(0)
+
+
+def test_tasks_come_straight_from_clients_only_under_a_lease_it_holds(reactor: Reactor) -> None:
+    pull = make_socket(zmq.PULL, bind="tcp://127.0.0.1:*")
+    reply = pull.getsockopt_string(zmq.LAST_ENDPOINT) + "#tk"
+    fn = runner(reactor, allow_pickle=False)
+    reports: list[Any] = []
+    fn.channel.notify = lambda op, body=None, *, peer=None, frames=(): bool(  # type: ignore[method-assign]
+        reports.append(body) or True
+    )
+    client = make_socket(zmq.DEALER, connect=fn.direct_addr)
+
+    def send(lease: str, tid: int) -> Any:
+        args = pack([[tid], {}])
+        body = {"tasks": [[tid, "zdf.jobs.examples:square", len(args)]], "reply": reply}
+        client.send_multipart([encode(Kind.EVENT, P.FN_DIRECT, 0, {**body, "lease": lease}), *args])
+        deadline = time.monotonic() + 5
+        while not pull.poll(0):
+            assert time.monotonic() < deadline, "no answer from the worker"
+            reactor.run_once(0.01)
+        parts = pull.recv_multipart()
+        return decode(parts[0]), parts[1:]
+
+    try:
+        msg, _ = send("nope", 7)
+        assert msg.op == P.FN_REFUSED and msg.body == {"tids": [7], "token": "tk"}
+        fn.on_lease(Call(fn.channel, None, P.FN_LEASE, 0, {"lease": "L1"}, [], True))
+        msg, frames = send("L1", 8)
+        assert msg.op == P.FN_RESULT and msg.body["results"] == [[8, True, 1]]
+        assert unpack(frames) == 64
+        deadline = time.monotonic() + 5
+        while not reports:  # the master hears of it as a count, a little later
+            assert time.monotonic() < deadline
+            reactor.run_once(0.01)
+        assert reports == [{"results": [], "direct": 1}]
+        fn.on_revoke(Call(fn.channel, None, P.FN_REVOKE, 0, {"lease": "L1"}, [], True))
+        msg, _ = send("L1", 9)
+        assert msg.op == P.FN_REFUSED and msg.body["tids"] == [9]
+    finally:
+        client.close(0)
         fn.close()
         pull.close(0)

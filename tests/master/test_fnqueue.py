@@ -138,3 +138,46 @@ def test_master_pumps_functions_when_a_suspect_executor_is_alive_again() -> None
         assert master.functions.status()["inflight"] == 2
     finally:
         master.close()
+
+
+def test_a_lone_task_brings_a_lease_that_ends_with_its_worker() -> None:
+    channel = FakeChannel()
+    queue = FunctionQueue(channel)  # type: ignore[arg-type]
+    busy, idle = b"exec-1/w0/1", b"exec-1/w1/2"
+    for peer, name in ((busy, "w0"), (idle, "w1")):
+        body = {"executor_id": "exec-1", "worker": name, "direct": f"tcp://127.0.0.1:{name}"}
+        queue.on_hello(call(P.FN_HELLO, body, peer))
+    submit(queue, [1], reply="tcp://127.0.0.1:5555")  # runs on w0: w1 has less work
+    tasks = [[2, "m:f", 1, 1]]
+    body = {"tasks": tasks, "reply": "tcp://127.0.0.1:5555#t", "lease": True}
+    queue.on_submit(call(P.FN_SUBMIT, body, CLIENT, pack([[2], {}])))
+    grants = channel.of(P.FN_LEASE)
+    assert [peer for _, peer, _ in grants] == [idle, CLIENT]  # the worker hears first
+    lease = grants[0][0]["lease"]
+    assert grants[1][0] == {"lease": lease, "addr": "tcp://127.0.0.1:w1"}
+    assert queue.status()["leases"] == 1
+    queue.on_done(call(P.FN_DONE, {"results": [], "direct": 5}, idle))
+    assert queue.status()["direct"] == 5 and queue.status()["completed"] == 5
+    queue.worker_lost("exec-1", "w0")
+    assert channel.of(P.FN_REVOKE) == []  # another worker's death ends no lease
+    queue.worker_lost("exec-1", "w1")
+    revokes = channel.of(P.FN_REVOKE)
+    assert sorted(peer for _, peer, _ in revokes) == sorted([idle, CLIENT])  # type: ignore[type-var]
+    assert all(body == {"lease": lease} for body, _, _ in revokes)
+    assert queue.status()["leases"] == 0
+
+
+def test_a_client_holds_one_lease_at_a_time() -> None:
+    channel = FakeChannel()
+    queue = FunctionQueue(channel)  # type: ignore[arg-type]
+    body = {"executor_id": "exec-1", "worker": "w0", "direct": "tcp://127.0.0.1:1"}
+    queue.on_hello(call(P.FN_HELLO, body, WORKER))
+    for tid in (1, 2):
+        ask = {"tasks": [[tid, "m:f", 1, 1]], "reply": "tcp://127.0.0.1:5555#t", "lease": True}
+        queue.on_submit(call(P.FN_SUBMIT, ask, CLIENT, pack([[tid], {}])))
+    first, second = (body["lease"] for body, peer, _ in channel.of(P.FN_LEASE) if peer == CLIENT)
+    assert first != second and queue.status()["leases"] == 1
+    # The worker is told the first one is over; the client asked again, so it knows.
+    assert [(body, peer) for body, peer, _ in channel.of(P.FN_REVOKE)] == [
+        ({"lease": first}, WORKER)
+    ]

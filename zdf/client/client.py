@@ -93,6 +93,11 @@ class Client:
         return self._io.reply_addr
 
     @property
+    def leased_worker(self) -> str | None:
+        """Where this client's lone tasks go past the master (None: through it)."""
+        return self._io.leased_worker
+
+    @property
     def dropped(self) -> int:
         """Messages dropped on arrival: malformed, or results not from a worker."""
         return self._io.dropped

@@ -26,6 +26,14 @@ wake up and compete for the GIL on every answer; ``attend`` (a callback,
 ``await``, ``as_completed``) hands it back to the I/O thread at once, and any
 other waiting style (polling ``done()``) is served by a slow fallback poll.
 
+Leases. The first lone task also asks the master for a lease on a worker
+(``zdf.master.fnleases``); once granted, lone tasks go straight to that worker
+over a ``DirectLane``, two hops instead of three. When the master revokes the
+lease (the worker died), the tasks sent under it go through the master again
+with one retry less; when the worker refuses them (it does not hold the lease),
+they go through the master as they are. Either way the next lone task asks for
+a new lease.
+
 Master failover. While tasks are in flight the I/O thread keeps an eye on the
 master: when it has heard nothing from it for ``PROBE_INTERVAL`` it pings it.
 A ping unanswered for ``MASTER_SILENCE``, an answer from a standby, or one
@@ -53,8 +61,10 @@ from typing import Any
 import zmq
 
 from zdf import protocol as P
+from zdf.client.lane import DirectLane
 from zdf.errors import ProtocolError, ZdfError
 from zdf.wire.codec import Kind, decode, encode
+from zdf.wire.payload import pack
 from zdf.wire.rpc import RpcClient
 from zdf.wire.sockets import close_socket, endpoint, make_socket
 
@@ -108,6 +118,8 @@ class Transport:
         self._send_lock = threading.RLock()  # the DEALER to the master: sends and receives
         self._recv_lock = threading.RLock()  # the result PULL
         self._lone: int | None = None  # the one task in flight, sent by its caller
+        self._lane: DirectLane | None = None  # a lease on a worker, for lone tasks
+        self._lease_asked = False
         self._io_waits_for_results = False  # the I/O thread found the results socket taken
         self._sock = make_socket(
             zmq.DEALER, connect=master_addr, identity=self.identity, sndhwm=0, rcvhwm=0
@@ -162,7 +174,13 @@ class Transport:
             lone = nothing_in_flight and not self._outbox
             if lone:
                 self._lone = task[0]
-                self._send_tasks([task])
+                if self._lane is not None:
+                    self._sent[task[0]] = task
+                    self._lane.send(task, self._reply())
+                else:
+                    ask = bool(self.reply_addr) and not self._lease_asked
+                    self._lease_asked = True
+                    self._send_tasks([task], lease=ask)
             else:
                 self._lone = None
                 self._outbox.append(task)
@@ -177,6 +195,9 @@ class Transport:
     def forget(self, tid: int) -> None:
         """``tid`` is answered or canceled."""
         self._sent.pop(tid, None)
+        lane = self._lane
+        if lane is not None:
+            lane.tids.discard(tid)
         if self._lone == tid:
             self._lone = None
 
@@ -188,6 +209,8 @@ class Transport:
         self._thread.join(5)
         # A thread still reading its result lets go within a wait slice.
         locked = self._recv_lock.acquire(timeout=1)
+        with self._send_lock:
+            self._drop_lane()
         close_socket(self._sock)
         close_socket(self._results)
         if locked:
@@ -322,8 +345,11 @@ class Transport:
             with self._send_lock:
                 self._sock.send(encode(Kind.EVENT, P.FN_CANCEL, 0, {"tids": tids}))
 
-    def _send_tasks(self, batch: list[Outgoing]) -> None:
-        """One ``fn_submit``; the caller holds ``_send_lock``."""
+    def _reply(self) -> str:
+        return f"{self.reply_addr}#{self._token}" if self.reply_addr else ""
+
+    def _send_tasks(self, batch: list[Outgoing], lease: bool = False) -> None:
+        """One ``fn_submit`` (asking for a lease); the caller holds ``_send_lock``."""
         header: list[list[Any]] = []
         frames: list[Any] = []
         for tid, path, retries, task_frames in batch:
@@ -331,8 +357,9 @@ class Transport:
             frames.extend(task_frames)
         for task in batch:
             self._sent[task[0]] = task
-        reply = f"{self.reply_addr}#{self._token}" if self.reply_addr else ""
-        body = {"tasks": header, "reply": reply}
+        body: dict[str, Any] = {"tasks": header, "reply": self._reply()}
+        if lease:
+            body["lease"] = True
         self._sock.send_multipart([encode(Kind.EVENT, P.FN_SUBMIT, 0, body), *frames], copy=False)
 
     def _receive(self, sock: zmq.Socket[bytes]) -> bool:
@@ -349,16 +376,91 @@ class Transport:
                     if msg.kind is Kind.REPLY and msg.rid == self._probe_rid:
                         self._on_probe(msg.body)
                         continue
+                    if msg.op == P.FN_LEASE:
+                        self._on_lease(msg.body)
+                        continue
+                    if msg.op == P.FN_REVOKE:
+                        self._on_revoke(msg.body)
+                        continue
                 if msg.op == P.FN_RESULT and isinstance(msg.body, dict):
                     if sock is self._results and msg.body.get("token") != self._token:
                         raise ProtocolError("a result without this client's token")
                     self.on_results(msg.body.get("results"), parts[1:])
+                elif msg.op == P.FN_REFUSED and sock is self._results:
+                    if not isinstance(msg.body, dict) or msg.body.get("token") != self._token:
+                        raise ProtocolError("a refusal without this client's token")
+                    self._on_refused(msg.body.get("tids"))
                 elif msg.kind is Kind.ERROR:
                     log.warning("master refused a request: %s", msg.body)
             except ProtocolError as exc:
                 self.dropped += 1
                 log.debug("dropped a message: %s", exc)
         return True
+
+    # -- leases -------------------------------------------------------------------
+    @property
+    def leased_worker(self) -> str | None:
+        """The address of the worker this client's lone tasks go to (None: the master)."""
+        lane = self._lane
+        return lane.addr if lane is not None else None
+
+    def _on_lease(self, body: Any) -> None:
+        grant = P.fields(body, lease=str, addr=str)
+        with self._send_lock:
+            self._drop_lane()
+            if not self.closed:
+                self._lane = DirectLane(grant["lease"], grant["addr"])
+
+    def _on_revoke(self, body: Any) -> None:
+        """The leased worker died: what it had goes through the master, one retry less."""
+        lease = P.fields(body, lease=str)["lease"]
+        with self._send_lock:
+            if self._lane is None or self._lane.lease != lease:
+                return
+            tids = self._drop_lane()
+            self._lease_asked = False
+            lost = []
+            for tid in sorted(tids):
+                task = self._sent.get(tid)
+                if task is None:
+                    continue
+                tid, path, retries, frames = task
+                if retries > 0:
+                    self._outbox.append((tid, path, retries - 1, frames))
+                else:
+                    lost.append(tid)
+        self._wake()
+        for tid in lost:
+            error = pack(
+                {
+                    "type": "WorkerLost",
+                    "module": "zdf.errors",
+                    "message": "the leased worker died running it",
+                    "traceback": "",
+                }
+            )
+            self.on_results([[tid, False, len(error)]], error)
+
+    def _on_refused(self, tids: Any) -> None:
+        """The worker holds no such lease (any more): through the master, as they are."""
+        if not isinstance(tids, list):
+            raise ProtocolError("fn_refused: tids is not a list")
+        with self._send_lock:
+            self._drop_lane()
+            self._lease_asked = False
+            for tid in tids:
+                task = self._sent.get(tid) if isinstance(tid, int) else None
+                if task is not None:
+                    self._outbox.append(task)
+        self._wake()
+
+    def _drop_lane(self) -> set[int]:
+        """Close the lane (the caller holds ``_send_lock``); the tasks it carried."""
+        lane, self._lane = self._lane, None
+        if lane is None:
+            return set()
+        lane.close()
+        return lane.tids
 
     # -- master failover (I/O thread) ----------------------------------------
     def _watch_master(self) -> None:
@@ -394,6 +496,8 @@ class Transport:
             # A new leader, or the master restarted: it knows none of our tasks.
             self._incarnation = incarnation
             with self._send_lock:
+                self._drop_lane()  # granted by a master that is gone
+                self._lease_asked = False
                 # Ahead of anything not sent yet: the I/O loop's next flush sends them.
                 tasks = list(self._sent.values())
                 self._outbox.extendleft(reversed(tasks))

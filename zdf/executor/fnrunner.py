@@ -15,6 +15,14 @@ used up: a client that runs one task after another then costs the master and
 the worker a third fewer messages. A task whose client gave no address has its
 value in ``fn_done``, sent at once, and the master forwards it.
 
+Leases (``zdf.master.fnleases``): the worker also binds a ROUTER (``direct``,
+named in its hello) on which a client holding a lease on it sends lone tasks
+(``fn_direct``) past the master. The master says which leases the worker holds
+(``fn_lease``, ``fn_revoke``); a task under any other lease is refused
+(``fn_refused`` to the client's result address), and the client sends it
+through the master. Such tasks run in the same queue as the master's and
+reach the master only as a count (``direct`` in ``fn_done``).
+
 Pickled functions run only when this executor's ``allow-pickle`` is set;
 otherwise the task fails with a ``PermissionError``.
 """
@@ -33,7 +41,7 @@ from typing import Any
 import zmq
 
 from zdf import protocol as P
-from zdf.errors import ZdfError
+from zdf.errors import ProtocolError, ZdfError
 from zdf.master.fnqueue import DEFAULT_WINDOW
 from zdf.wire.codec import Kind, encode
 from zdf.wire.payload import pack, unpack
@@ -49,8 +57,11 @@ HELLO_RETRY = 0.2
 DONE_DELAY = 0.002  # how long a completion report may wait to gather others
 REPLY_IDLE_CLOSE = 60.0  # a client's result socket unused this long is closed
 MAX_PICKLED_CACHE = 256
+MAX_LEASES = 4096  # leases of clients that left are never revoked: keep the newest
 
-Task = tuple[int, str, list[Any], str, int]  # key, fn, frames, reply address, client task id
+DIRECT: Any = None  # the key of a task sent under a lease (the master has none for it)
+
+Task = tuple[int | None, str, list[Any], str, int]  # key, fn, frames, reply address, client tid
 
 
 def resolve_function(path: str, cache: dict[str, Any]) -> Any:
@@ -81,6 +92,7 @@ class FunctionRunner:
         executor_id: str,
         name: str,
         allow_pickle: bool = False,
+        host: str = "127.0.0.1",
     ) -> None:
         self.reactor = reactor
         self.master_addr = master_addr
@@ -92,14 +104,23 @@ class FunctionRunner:
         self.channel = Channel(
             reactor,
             make_socket(zmq.DEALER, connect=master_addr, identity=identity),
-            {P.FN_RUN: self.on_run},
+            {P.FN_RUN: self.on_run, P.FN_LEASE: self.on_lease, P.FN_REVOKE: self.on_revoke},
             name=f"fn-{name}",
         )
+        self.direct = Channel(
+            reactor,
+            make_socket(zmq.ROUTER, bind=f"tcp://{host}:*"),
+            {P.FN_DIRECT: self.on_direct},
+            name=f"fn-direct-{name}",
+        )
+        self.direct_addr = self.direct.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.leases: dict[str, None] = {}  # insertion-ordered: the oldest go first
         self.queue: deque[Task] = deque()
         self.functions: dict[str, Any] = {}
         self.replies: dict[str, tuple[zmq.Socket[bytes], float]] = {}  # addr: (PUSH, last use)
         self.window = DEFAULT_WINDOW  # the master's prefetch window for this worker
         self._unreported: list[list[Any]] = []  # fn_done entries not sent yet
+        self._direct_unreported = 0  # tasks run under leases since the last fn_done
         self._report_timer: Timer | None = None
         self._scheduled = False
         self.ran = 0
@@ -109,7 +130,7 @@ class FunctionRunner:
     def hello(self) -> None:
         if self.closed:
             return
-        body = {"executor_id": self.executor_id, "worker": self.name}
+        body = {"executor_id": self.executor_id, "worker": self.name, "direct": self.direct_addr}
         self.channel.request(P.FN_HELLO, body, timeout=HELLO_TIMEOUT, callback=self._on_hello)
 
     def _on_hello(self, result: Any, error: ZdfError | None) -> None:
@@ -124,6 +145,7 @@ class FunctionRunner:
         if self._report_timer is not None:
             self._report_timer.cancel()
         self.channel.close()
+        self.direct.close()
         for sock, _ in self.replies.values():
             close_socket(sock)
         self.replies.clear()
@@ -139,6 +161,43 @@ class FunctionRunner:
             self.run_slice()  # at once: a lone task should not wait a loop turn
         return None
 
+    def on_lease(self, call: Call) -> Any:
+        lease = P.fields(call.body, lease=str)["lease"]
+        self.leases[lease] = None
+        while len(self.leases) > MAX_LEASES:
+            del self.leases[next(iter(self.leases))]
+        return None
+
+    def on_revoke(self, call: Call) -> Any:
+        self.leases.pop(P.fields(call.body, lease=str)["lease"], None)
+        return None
+
+    def on_direct(self, call: Call) -> Any:
+        """``{"tasks": [[tid, fn, nframes]], "reply": addr#token, "lease": id}``, frames."""
+        body = P.fields(call.body, tasks=list, reply=str, lease=str)
+        tasks = body["tasks"]
+        if "#" not in body["reply"]:
+            raise ProtocolError("a task under a lease needs the client's result address")
+        if body["lease"] not in self.leases:
+            tids = [entry[0] for entry in tasks if isinstance(entry, list) and entry]
+            self._send_to_client(body["reply"], P.FN_REFUSED, {"tids": tids}, [])
+            return None
+        frames = call.frames
+        offset = 0
+        for entry in tasks:
+            if not (isinstance(entry, list) and len(entry) == 3):
+                raise ProtocolError("each task is [tid, fn, nframes]")
+            tid, fn, nframes = entry
+            if not (isinstance(fn, str) and isinstance(nframes, int) and nframes >= 1):
+                raise ProtocolError("bad task entry")
+            if offset + nframes > len(frames):
+                raise ProtocolError("task frames missing")
+            self.queue.append((DIRECT, fn, frames[offset : offset + nframes], body["reply"], tid))
+            offset += nframes
+        if not self._scheduled:
+            self.run_slice()
+        return None
+
     def run_slice(self) -> None:
         self._scheduled = False
         deadline = time.perf_counter() + SLICE_SECONDS
@@ -148,23 +207,26 @@ class FunctionRunner:
         while self.queue:
             key, path, frames, reply, tid = self.queue.popleft()
             ok, result = self._run_one(path, frames)
+            self.ran += 1
             if reply:
                 header, out = direct.get(reply) or direct.setdefault(reply, ([], []))
                 header.append([tid, ok, len(result)])
                 out.extend(result)
-                done.append([key, ok, 0])
+                if key is DIRECT:
+                    self._direct_unreported += 1
+                else:
+                    done.append([key, ok, 0])
             else:
                 done.append([key, ok, len(result)])
                 via_master.extend(result)
             if time.perf_counter() > deadline:
                 break
         for reply, (header, out) in direct.items():
-            self._send_direct(reply, header, out)
-        self.ran += len(done)
+            self._send_to_client(reply, P.FN_RESULT, {"results": header}, out)
         self._unreported += done
         if via_master or len(self._unreported) + len(self.queue) >= self.window // 2:
             self._report(via_master)
-        elif self._unreported and self._report_timer is None:
+        elif (self._unreported or self._direct_unreported) and self._report_timer is None:
             self._report_timer = self.reactor.call_later(DONE_DELAY, self._report)
         if self.queue and not self._scheduled:
             self._scheduled = True
@@ -174,21 +236,22 @@ class FunctionRunner:
         if self._report_timer is not None:
             self._report_timer.cancel()
             self._report_timer = None
-        if self._unreported and not self.closed:
-            done, self._unreported = self._unreported, []
-            self.channel.notify(P.FN_DONE, {"results": done}, frames=frames or [])
+        if (self._unreported or self._direct_unreported) and not self.closed:
+            body = {"results": self._unreported, "direct": self._direct_unreported}
+            self._unreported, self._direct_unreported = [], 0
+            self.channel.notify(P.FN_DONE, body, frames=frames or [])
 
-    def _send_direct(self, reply: str, header: list[list[Any]], frames: list[Any]) -> None:
+    def _send_to_client(self, reply: str, op: str, body: dict[str, Any], frames: list[Any]) -> None:
         """``reply`` is ``endpoint#token``: the token proves to the client that the
-        result comes from a worker the master gave its task to."""
+        message comes from a worker its task was given to."""
         addr, _, token = reply.partition("#")
         entry = self.replies.get(addr)
         # Unbounded queue: a client never has more results due than its own
         # max_inflight, and a result must not be dropped.
         sock = entry[0] if entry is not None else make_socket(zmq.PUSH, connect=addr, sndhwm=0)
         self.replies[addr] = (sock, time.monotonic())
-        body = {"results": header, "token": token}
-        sock.send_multipart([encode(Kind.EVENT, P.FN_RESULT, 0, body), *frames], copy=False)
+        body["token"] = token
+        sock.send_multipart([encode(Kind.EVENT, op, 0, body), *frames], copy=False)
 
     def _close_idle_replies(self) -> None:
         now = time.monotonic()

@@ -89,7 +89,7 @@ class Worker:
         )
         self.executor_id = executor_id
         self.functions = (
-            FunctionRunner(self.reactor, master, executor_id, name, allow_pickle)
+            FunctionRunner(self.reactor, master, executor_id, name, allow_pickle, host)
             if master
             else None
         )
@@ -217,7 +217,7 @@ class Worker:
         if self.functions is not None:
             self.functions.close()
         self.functions = FunctionRunner(
-            self.reactor, body["addr"], self.executor_id, self.name, self.allow_pickle
+            self.reactor, body["addr"], self.executor_id, self.name, self.allow_pickle, self.host
         )
         return None
 

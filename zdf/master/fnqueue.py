@@ -22,6 +22,10 @@ just before dying); the client keeps the first answer per task id and drops any
 other, so each client task gets exactly one answer. Canceling a queued task
 removes it; a task already on a worker runs, and its result is dropped.
 
+A client running one task at a time may lease a worker and send such tasks
+to it directly (``zdf.master.fnleases``); those reach the master only as a
+count in ``fn_done``.
+
 Pickled functions (``fn`` = ``P.PICKLED_FN``, the cloudpickle bytes as the task's
 first frame) are refused with a ``PermissionError`` result unless the master's
 ``allow-pickle`` is set.
@@ -38,6 +42,7 @@ from typing import Any
 
 from zdf import protocol as P
 from zdf.errors import ProtocolError
+from zdf.master.fnleases import Leases
 from zdf.wire.payload import pack
 from zdf.wire.rpc import Call, Channel
 
@@ -72,6 +77,7 @@ class FnWorker:
     peer: bytes
     executor_id: str
     name: str
+    direct: str = ""  # where it takes tasks under a lease ("": it does not)
     inflight: set[int] = field(default_factory=set)
     done: int = 0
 
@@ -93,7 +99,15 @@ class FunctionQueue:
         self.workers: dict[bytes, FnWorker] = {}
         self.by_client: dict[tuple[bytes, int], FnTask] = {}
         self._keys = itertools.count(1)
-        self.stats = {"submitted": 0, "completed": 0, "retried": 0, "lost": 0, "canceled": 0}
+        self.leases = Leases(channel)
+        self.stats = {
+            "submitted": 0,
+            "completed": 0,
+            "direct": 0,  # of the completed: sent to a leased worker, not through the queue
+            "retried": 0,
+            "lost": 0,
+            "canceled": 0,
+        }
 
     def handlers(self) -> dict[str, Callable[[Call], Any]]:
         return {
@@ -108,10 +122,13 @@ class FunctionQueue:
     def on_hello(self, call: Call) -> Any:
         body = P.fields(call.body, executor_id=str, worker=str)
         assert call.peer is not None
+        direct = call.body.get("direct") or ""
+        if not isinstance(direct, str):
+            raise ProtocolError("field 'direct' is not a string")
         old = self.workers.pop(call.peer, None)
         if old is not None:
             self._requeue(old)
-        self.workers[call.peer] = FnWorker(call.peer, body["executor_id"], body["worker"])
+        self.workers[call.peer] = FnWorker(call.peer, body["executor_id"], body["worker"], direct)
         self.pump()
         return {"window": self.window}
 
@@ -124,6 +141,7 @@ class FunctionQueue:
         self.pump()
 
     def _requeue(self, worker: FnWorker) -> None:
+        self.leases.worker_gone(worker.peer)
         retry = []
         for key in sorted(worker.inflight):
             task = self.inflight.pop(key, None)
@@ -192,6 +210,8 @@ class FunctionQueue:
         self.stats["submitted"] += len(body["tasks"])
         if refused:
             self._send_results(client, refused)
+        if body.get("lease") and reply:
+            self.leases.grant(client, self.workers.values(), self.executor_alive)
         self.pump()
         return None
 
@@ -249,8 +269,13 @@ class FunctionQueue:
 
     def on_done(self, call: Call) -> Any:
         """Header ``{"results": [[key, ok, nframes], ...]}`` then every result's frames;
-        ``nframes`` 0: the worker sent the result to the client itself."""
+        ``nframes`` 0: the worker sent the result to the client itself; ``direct``: how
+        many tasks it ran under leases since its last report."""
         body = P.fields(call.body, results=list)
+        direct = body.get("direct", 0)
+        if isinstance(direct, int) and direct > 0:
+            self.stats["completed"] += direct
+            self.stats["direct"] += direct
         worker = self.workers.get(call.peer or b"")
         frames = call.frames
         offset = 0
@@ -297,4 +322,5 @@ class FunctionQueue:
             "queued": len(self.queue),
             "inflight": len(self.inflight),
             "workers": len(self.workers),
+            "leases": len(self.leases),
         }

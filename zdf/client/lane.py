@@ -1,0 +1,36 @@
+"""A client's lease on one worker: its lone tasks go there past the master.
+
+See ``zdf.master.fnleases`` for how leases are granted and end. The lane is a
+DEALER to the worker's ``direct`` ROUTER; results come back on the client's
+result socket as for any task. It remembers which tasks it carried, so that
+they can be sent again through the master when the lease ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zmq
+
+from zdf import protocol as P
+from zdf.wire.codec import Kind, encode
+from zdf.wire.sockets import close_socket, make_socket
+
+Outgoing = tuple[int, str, int, list[Any]]  # tid, function, retries, frames
+
+
+class DirectLane:
+    def __init__(self, lease: str, addr: str) -> None:
+        self.lease = lease
+        self.addr = addr
+        self.tids: set[int] = set()  # sent and not answered
+        self.sock = make_socket(zmq.DEALER, connect=addr, sndhwm=0)
+
+    def send(self, task: Outgoing, reply: str) -> None:
+        tid, path, _retries, frames = task
+        body = {"tasks": [[tid, path, len(frames)]], "reply": reply, "lease": self.lease}
+        self.sock.send_multipart([encode(Kind.EVENT, P.FN_DIRECT, 0, body), *frames], copy=False)
+        self.tids.add(tid)
+
+    def close(self) -> None:
+        close_socket(self.sock)

@@ -1,0 +1,92 @@
+"""Leases: which worker a client may send its lone tasks to without the master.
+
+Theory of operation. A client that runs one task at a time (``submit(...)``
+then ``result()``) pays for every hop of client -> master -> worker -> client.
+So with such a task the client may ask for a lease (``fn_submit`` with
+``lease``); the master, the only scheduler, picks a worker (the one with the
+fewest leases, then the least work) and tells the worker and then the client
+(``fn_lease``). From then on the client sends its lone tasks straight to that
+worker (``fn_direct``), which answers the client as usual: two hops instead
+of three. A client with many tasks in flight goes through the master's queue
+as before, so bursts are still spread over every worker.
+
+A lease ends when its worker dies (``worker_lost``): the master revokes it
+(``fn_revoke``) at both ends, and the client submits the tasks it had sent
+under it again, through the master, which retries them elsewhere. A worker
+that gets a task under a lease it does not hold (one revoked meanwhile, or
+granted by a master that is gone) refuses it (``fn_refused``) and the client
+submits it through the master. A client holds one lease at a time; asking
+again replaces it. Leases reserve no capacity: a client has at most one lone
+task in flight, so a lease adds at most one task per client to a worker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from zdf import protocol as P
+from zdf.wire.rpc import Channel
+
+
+class LeaseWorker(Protocol):
+    peer: bytes
+    executor_id: str
+    direct: str
+    inflight: set[int]
+
+
+class Leases:
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.holders: dict[str, tuple[bytes, bytes]] = {}  # lease: (client, worker peer)
+        self.of_client: dict[bytes, str] = {}
+        self.per_worker: dict[bytes, int] = {}
+        self.granted = 0
+
+    def grant(
+        self,
+        client: bytes,
+        workers: Iterable[LeaseWorker],
+        alive: Callable[[str], bool],
+    ) -> str | None:
+        """Lease a worker to ``client`` (ending its previous lease); None if none fits."""
+        candidates = [w for w in workers if w.direct and alive(w.executor_id)]
+        if not candidates:
+            return None
+        worker = min(candidates, key=lambda w: (self.per_worker.get(w.peer, 0), len(w.inflight)))
+        old = self.of_client.get(client)
+        if old is not None:
+            self._end(old, tell_client=False)
+        lease = os.urandom(8).hex()
+        self.holders[lease] = (client, worker.peer)
+        self.of_client[client] = lease
+        self.per_worker[worker.peer] = self.per_worker.get(worker.peer, 0) + 1
+        self.granted += 1
+        # The worker first: the client's first direct task must find the lease there.
+        self.channel.notify(P.FN_LEASE, {"lease": lease}, peer=worker.peer)
+        self.channel.notify(P.FN_LEASE, {"lease": lease, "addr": worker.direct}, peer=client)
+        return lease
+
+    def worker_gone(self, peer: bytes) -> None:
+        """Revoke every lease on the worker ``peer`` (it died or said hello again)."""
+        for lease in [k for k, (_, w) in self.holders.items() if w == peer]:
+            self._end(lease, tell_client=True)
+        self.per_worker.pop(peer, None)
+
+    def _end(self, lease: str, tell_client: bool) -> None:
+        client, peer = self.holders.pop(lease)
+        if self.of_client.get(client) == lease:
+            del self.of_client[client]
+        left = self.per_worker.get(peer, 0) - 1
+        if left > 0:
+            self.per_worker[peer] = left
+        else:
+            self.per_worker.pop(peer, None)
+        self.channel.notify(P.FN_REVOKE, {"lease": lease}, peer=peer)
+        if tell_client:
+            self.channel.notify(P.FN_REVOKE, {"lease": lease}, peer=client)
+
+    def __len__(self) -> int:
+        return len(self.holders)
