@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -135,3 +136,10 @@ class FakeContext(TaskContext):
 
     def report_failed(self, error: str) -> None:
         self.failed = error
+
+
+class ExitAtOpen(StreamOperator):
+    """Its process dies as the task opens (an operator that crashes its host)."""
+
+    def open(self) -> None:
+        os._exit(3)

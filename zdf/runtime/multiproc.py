@@ -8,7 +8,8 @@ connects a DEALER, says ``hello`` and waits for ``start``; the parent sends
 ``start`` to all children at once when every task has said hello, so process
 start-up is not measured as job time. A child launches its tasks, serves them
 until each has reported, hands each report to the parent (a request, so it is
-known to have arrived) and exits.
+known to have arrived) and exits. So a child that exits with a task unreported
+died (a crash, a kill, a failed start-up): the run fails at once, naming it.
 
 Protocol (``zdf.wire`` envelopes):
 
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 REPORT_TIMEOUT = 5.0
 JOIN_TIMEOUT = 5.0
+CHILD_CHECK_INTERVAL = 0.2  # how often the parent looks for children that died
 
 
 class _ChildHost:
@@ -240,6 +242,15 @@ class MultiProcessRunner:
         self.failed[str(call.body["task"])] = str(call.body.get("error"))
         return {"ok": True}
 
+    def _check_children(self) -> None:
+        """A child that exited leaves its unfinished tasks failed (not a wait to the end)."""
+        for group, proc in zip(self.groups, self.processes, strict=False):
+            if proc.exitcode is None:
+                continue
+            for spec in group:
+                if spec.task_id not in self.finished and spec.task_id not in self.failed:
+                    self.failed[spec.task_id] = f"its process exited with code {proc.exitcode}"
+
     def run(self, timeout: float = 120.0) -> dict[str, dict[str, Any]]:
         ctx = multiprocessing.get_context("spawn")
         for group in self.groups:
@@ -252,10 +263,14 @@ class MultiProcessRunner:
             proc.start()
             self.processes.append(proc)
         deadline = time.monotonic() + timeout
-        self.reactor.run(
-            until=lambda: len(self.finished) == len(self.job.tasks) or bool(self.failed),
-            deadline=deadline,
-        )
+        watch = self.reactor.call_every(CHILD_CHECK_INTERVAL, self._check_children)
+        try:
+            self.reactor.run(
+                until=lambda: len(self.finished) == len(self.job.tasks) or bool(self.failed),
+                deadline=deadline,
+            )
+        finally:
+            watch.cancel()
         if self.failed:
             task, error = next(iter(self.failed.items()))
             raise JobError(f"task {task} failed: {error}")
