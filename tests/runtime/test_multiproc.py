@@ -15,6 +15,8 @@ def test_a_child_that_dies_fails_the_run_at_once() -> None:
     job = JobSpec(
         "dies", "dataflow", [TaskSpec("t0", "operator", "tests.runtime.helpers:ExitAtOpen")]
     )
-    with MultiProcessRunner(job) as runner:
-        with pytest.raises(JobError, match="t0 failed: its process exited with code 3"):
-            runner.run(timeout=50)  # without the check: a Timeout after 50 s
+    with (
+        MultiProcessRunner(job) as runner,
+        pytest.raises(JobError, match="t0 failed: its process exited with code 3"),
+    ):
+        runner.run(timeout=50)  # without the check: a Timeout after 50 s
