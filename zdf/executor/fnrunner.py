@@ -21,7 +21,9 @@ named in its hello) on which a client holding a lease on it sends lone tasks
 (``fn_lease``, ``fn_revoke``); a task under any other lease is refused
 (``fn_refused`` to the client's result address), and the client sends it
 through the master. Such tasks run in the same queue as the master's and
-reach the master only as a count (``direct`` in ``fn_done``).
+reach the master only as a count (``direct`` in ``fn_done``), sent with the
+next report or every ``DIRECT_COUNT_INTERVAL``: a lone task costs the worker
+no second wake-up.
 
 Pickled functions run only when this executor's ``allow-pickle`` is set;
 otherwise the task fails with a ``PermissionError``.
@@ -55,6 +57,7 @@ SLICE_SECONDS = 0.002
 HELLO_TIMEOUT = 1.0
 HELLO_RETRY = 0.2
 DONE_DELAY = 0.002  # how long a completion report may wait to gather others
+DIRECT_COUNT_INTERVAL = 0.5  # the longest a count of tasks run under leases waits
 REPLY_IDLE_CLOSE = 60.0  # a client's result socket unused this long is closed
 MAX_PICKLED_CACHE = 256
 MAX_LEASES = 4096  # leases of clients that left are never revoked: keep the newest
@@ -125,6 +128,9 @@ class FunctionRunner:
         self._scheduled = False
         self.ran = 0
         self._idle_timer = reactor.call_every(REPLY_IDLE_CLOSE / 2, self._close_idle_replies)
+        # Tasks under a lease free no window slot: their count (statistics only) rides
+        # on the next report, or goes on its own now and then.
+        self._count_timer = reactor.call_every(DIRECT_COUNT_INTERVAL, self._report)
         self.hello()
 
     def hello(self) -> None:
@@ -142,6 +148,7 @@ class FunctionRunner:
     def close(self) -> None:
         self.closed = True
         self._idle_timer.cancel()
+        self._count_timer.cancel()
         if self._report_timer is not None:
             self._report_timer.cancel()
         self.channel.close()
@@ -226,7 +233,7 @@ class FunctionRunner:
         self._unreported += done
         if via_master or len(self._unreported) + len(self.queue) >= self.window // 2:
             self._report(via_master)
-        elif (self._unreported or self._direct_unreported) and self._report_timer is None:
+        elif self._unreported and self._report_timer is None:
             self._report_timer = self.reactor.call_later(DONE_DELAY, self._report)
         if self.queue and not self._scheduled:
             self._scheduled = True
