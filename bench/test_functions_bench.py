@@ -1,8 +1,10 @@
-"""Short function tasks through the whole path (client -> master -> worker -> client).
+"""Short function tasks through the whole path, next to a raw pyzmq echo.
 
 Measured next to a raw pyzmq DEALER/ROUTER echo in the same run: no-op task
-throughput, single-task round trip p50/p99, and the time for a killed worker's
-task to come back. Ray and Dask run the same workload when importable, and the
+throughput (a burst: client -> master -> workers -> client), single-task round
+trip p50/p99 (``submit(...).result()`` one after another: after the first, which
+brings the client a lease, client -> leased worker -> client), and the time for
+a killed worker's task to come back. Ray and Dask run the same workload when importable, and the
 module ends with one summary line of every figure and the ratios, all from
 this run (the machine may be shared: compare ratios, not absolute figures).
 """
