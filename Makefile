@@ -33,7 +33,7 @@ demo: $(STAMP)
 	$(BIN)/zdf demo
 
 bench: $(STAMP)
-	$(BIN)/pytest -q bench --benchmark-only --benchmark-columns=min,median,mean,max,rounds $(PYTEST_ARGS)
+	$(BIN)/pytest -q -s bench --benchmark-columns=min,median,mean,max,rounds $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
