@@ -106,6 +106,11 @@ def _register(cls: type[ZdfError]) -> None:
 _register(ZdfError)
 
 
+def worker_lost(message: str) -> dict[str, str]:
+    """A function task's failure (as a worker describes one) when its worker died."""
+    return {"type": "WorkerLost", "module": "zdf.errors", "message": message, "traceback": ""}
+
+
 def from_wire(err: Any) -> ZdfError:
     """Rebuild an error sent by a peer; unknown shapes become a RemoteError."""
     if not isinstance(err, dict):

@@ -88,3 +88,23 @@ def fields(body: Any, **spec: type) -> dict[str, Any]:
         ):
             raise ProtocolError(f"field {name!r} missing or not {kind.__name__}")
     return body
+
+
+def submitted_tasks(entries: Any, frames: list[Any]) -> list[tuple[int, str, int, list[Any]]]:
+    """``[[tid, fn, retries, nframes], ...]`` (``fn_submit``, ``fn_direct``) with every
+    task's frames, in order, as ``(tid, fn, retries, frames)``."""
+    if not isinstance(entries, list):
+        raise ProtocolError("field 'tasks' is not a list")
+    tasks = []
+    offset = 0
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 4):
+            raise ProtocolError("each task is [tid, fn, retries, nframes]")
+        tid, fn, retries, nframes = entry
+        if not all(isinstance(x, int) for x in (tid, retries, nframes)) or not isinstance(fn, str):
+            raise ProtocolError("bad task entry")
+        if nframes < 1 or offset + nframes > len(frames):
+            raise ProtocolError("task frames missing")
+        tasks.append((tid, fn, max(0, retries), frames[offset : offset + nframes]))
+        offset += nframes
+    return tasks

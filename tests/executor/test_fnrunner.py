@@ -35,6 +35,15 @@ def runner(reactor: Reactor, allow_pickle: bool) -> FunctionRunner:
     return FunctionRunner(reactor, f"127.0.0.1:{free_port()}", "exec-1", "w0", allow_pickle)
 
 
+def to_master(fn: FunctionRunner) -> list[tuple[str, Any, list[Any]]]:
+    """What ``fn`` sends the master from now on, as (op, body, frames)."""
+    sent: list[tuple[str, Any, list[Any]]] = []
+    fn.channel.notify = lambda op, body=None, *, peer=None, frames=(): bool(  # type: ignore[method-assign]
+        sent.append((op, body, list(frames))) or True
+    )
+    return sent
+
+
 def test_pickled_function_runs_only_where_allowed(reactor: Reactor) -> None:
     offset = 10
     blob = cloudpickle.dumps(lambda x: x + offset)
@@ -86,10 +95,7 @@ def test_completion_reports_gather_unless_the_window_fills(reactor: Reactor) -> 
     pull = make_socket(zmq.PULL, bind="tcp://127.0.0.1:*")
     reply = pull.getsockopt_string(zmq.LAST_ENDPOINT) + "#t"
     fn = runner(reactor, allow_pickle=False)
-    sent: list[tuple[str, Any, list[Any]]] = []
-    fn.channel.notify = lambda op, body=None, *, peer=None, frames=(): bool(  # type: ignore[method-assign]
-        sent.append((op, body, list(frames))) or True
-    )
+    sent = to_master(fn)
     noop = "zdf.jobs.examples:noop"
     try:
         for key in (1, 2):  # one after another, as a synchronous client sends them
@@ -122,15 +128,12 @@ def test_tasks_come_straight_from_clients_only_under_a_lease_it_holds(reactor: R
     pull = make_socket(zmq.PULL, bind="tcp://127.0.0.1:*")
     reply = pull.getsockopt_string(zmq.LAST_ENDPOINT) + "#tk"
     fn = runner(reactor, allow_pickle=False)
-    reports: list[Any] = []
-    fn.channel.notify = lambda op, body=None, *, peer=None, frames=(): bool(  # type: ignore[method-assign]
-        reports.append(body) or True
-    )
+    reports = to_master(fn)
     client = make_socket(zmq.DEALER, connect=fn.direct_addr)
 
     def send(lease: str, tid: int) -> Any:
         args = pack([[tid], {}])
-        body = {"tasks": [[tid, "zdf.jobs.examples:square", len(args)]], "reply": reply}
+        body = {"tasks": [[tid, "zdf.jobs.examples:square", 0, len(args)]], "reply": reply}
         client.send_multipart([encode(Kind.EVENT, P.FN_DIRECT, 0, {**body, "lease": lease}), *args])
         deadline = time.monotonic() + 5
         while not pull.poll(0):
@@ -150,7 +153,7 @@ def test_tasks_come_straight_from_clients_only_under_a_lease_it_holds(reactor: R
         while not reports:  # the master hears of it as a count, a little later
             assert time.monotonic() < deadline
             reactor.run_once(0.01)
-        assert reports == [{"results": [], "direct": 1}]
+        assert [body for _, body, _ in reports] == [{"results": [], "direct": 1}]
         fn.on_revoke(Call(fn.channel, None, P.FN_REVOKE, 0, {"lease": "L1"}, [], True))
         msg, _ = send("L1", 9)
         assert msg.op == P.FN_REFUSED and msg.body["tids"] == [9]

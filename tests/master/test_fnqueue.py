@@ -181,3 +181,22 @@ def test_a_client_holds_one_lease_at_a_time() -> None:
     assert [(body, peer) for body, peer, _ in channel.of(P.FN_REVOKE)] == [
         ({"lease": first}, WORKER)
     ]
+
+
+def test_the_oldest_lease_makes_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("zdf.master.fnleases.MAX_LEASES", 2)
+    channel = FakeChannel()
+    queue = FunctionQueue(channel)  # type: ignore[arg-type]
+    body = {"executor_id": "exec-1", "worker": "w0", "direct": "tcp://127.0.0.1:1"}
+    queue.on_hello(call(P.FN_HELLO, body, WORKER))
+    clients = [b"c-1", b"c-2", b"c-3"]  # c-1 went away without a word
+    for n, client in enumerate(clients):
+        ask = {"tasks": [[n, "m:f", 1, 1]], "reply": "tcp://127.0.0.1:5555#t", "lease": True}
+        queue.on_submit(call(P.FN_SUBMIT, ask, client, pack([[n], {}])))
+    first = next(b["lease"] for b, peer, _ in channel.of(P.FN_LEASE) if peer == b"c-1")
+    assert queue.status()["leases"] == 2
+    revoked = [(b, peer) for b, peer, _ in channel.of(P.FN_REVOKE)]
+    assert sorted(revoked, key=lambda r: r[1]) == [
+        ({"lease": first}, b"c-1"),
+        ({"lease": first}, WORKER),
+    ]

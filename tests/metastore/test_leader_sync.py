@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -36,6 +37,18 @@ def elected() -> dict[str, RaftCore]:
     return nodes
 
 
+def unsynced_proposal(nodes: dict[str, RaftCore]) -> tuple[RaftCore, int, list[tuple[str, Any]]]:
+    """The leader proposes one entry and writes it unsynced: (leader, its index, the
+    appends it sent meanwhile)."""
+    leader = next(n for n in nodes.values() if n.role is Role.LEADER)
+    index = leader.propose([b"\x80"], 1.0)
+    assert index is not None
+    leader.pump(1.0)
+    sent = leader.take_outputs().early
+    leader.log.flush(sync=False)
+    return leader, index, sent
+
+
 def test_unsynced_entries_are_written_but_not_persisted() -> None:
     log = RaftLog()
     log.append([(1, b"x"), (1, b"y")])
@@ -61,12 +74,7 @@ def test_term_vote_and_truncation_are_never_left_unsynced() -> None:
 
 def test_followers_alone_commit_what_the_leader_has_not_synced() -> None:
     nodes = elected()
-    leader = next(n for n in nodes.values() if n.role is Role.LEADER)
-    index = leader.propose([b"\x80"], 1.0)
-    assert index is not None
-    leader.pump(1.0)
-    sent = leader.take_outputs().early
-    leader.log.flush(sync=False)
+    leader, index, sent = unsynced_proposal(nodes)
     leader.on_persisted(1.0)
     acks = []
     for to, msg in sent:
@@ -83,12 +91,7 @@ def test_followers_alone_commit_what_the_leader_has_not_synced() -> None:
 
 def test_the_leader_counts_itself_once_synced() -> None:
     nodes = elected()
-    leader = next(n for n in nodes.values() if n.role is Role.LEADER)
-    index = leader.propose([b"\x80"], 1.0)
-    assert index is not None
-    leader.pump(1.0)
-    sent = leader.take_outputs().early
-    leader.log.flush(sync=False)
+    leader, index, sent = unsynced_proposal(nodes)
     to, msg = sent[0]
     assert isinstance(msg, Append)
     nodes[to].step(leader.name, msg, 1.0)

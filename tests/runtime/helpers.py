@@ -9,11 +9,28 @@ from typing import Any
 import numpy as np
 
 from zdf.runtime.bench.gate import Stop
+from zdf.runtime.bench.params import BenchParams
 from zdf.runtime.bench.receive import Receive
 from zdf.runtime.bench.sink import Sink
 from zdf.runtime.context import TaskContext
 from zdf.runtime.stream import StreamOperator
 from zdf.wire import Reactor
+
+
+def params(**kw: Any) -> BenchParams:
+    """Small bench params for operator tests; ``kw`` overrides."""
+    base = dict(
+        flow_id="f",
+        tables=3,
+        streams=3,
+        rcd_cnt=1000,
+        ddl_freq=100,
+        batch_size=128,
+        rate=0.0,
+        sink_dir="/nonexistent",
+        window=4,
+    )
+    return BenchParams(**{**base, **kw})  # type: ignore[arg-type]
 
 
 class GatedReceive(Receive):

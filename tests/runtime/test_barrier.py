@@ -29,6 +29,13 @@ def sinks(runner: LocalRunner, streams: int) -> list[Sink]:
     return ops  # type: ignore[return-value]
 
 
+def open_receive_1(runner: LocalRunner) -> None:
+    """Let the stalled stream 1 (``GatedReceive``) go on."""
+    gate = runner.handles["receive-1"].operator
+    assert isinstance(gate, GatedReceive)
+    gate.open_gate()
+
+
 def test_a_stalled_stream_holds_every_barrier_and_nothing_else(small_job: JobFactory) -> None:
     job, config = small_job(servers=3, **{"rcd-cnt": 3000, "ddl-freq": 300})
     job = replace_operator(job, "receive-1", f"{GatedReceive.__module__}:GatedReceive")
@@ -59,9 +66,7 @@ def test_a_stalled_stream_holds_every_barrier_and_nothing_else(small_job: JobFac
             sink = sinks(runner, 3)[s]
             assert all(sink.gate.stopped)
             assert sink.gate.held_rows <= sink.max_held + config.batch_size * config.table_num
-        gate = runner.handles["receive-1"].operator
-        assert isinstance(gate, GatedReceive)
-        gate.open_gate()
+        open_receive_1(runner)
         runner.run(timeout=30)
     report = verify(config)
     assert report.ok, report.violations
@@ -161,9 +166,7 @@ def test_a_sink_takes_no_input_above_max_held(small_job: JobFactory) -> None:
         message_rows = config.batch_size * config.table_num
         assert 64 <= sink.gate.held_rows <= 64 + message_rows
         assert len(sink._inbox) <= config.window and sink.inp.unacked == len(sink._inbox)
-        gate = runner.handles["receive-1"].operator
-        assert isinstance(gate, GatedReceive)
-        gate.open_gate()
+        open_receive_1(runner)
         runner.run(timeout=30)
     report = verify(config)
     assert report.ok, report.violations

@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 
 from zdf.records import DATA, DDL, RECORD_DTYPE
 from zdf.runtime.batches import concat_rows, split_by
 from zdf.runtime.bench.gate import TableGate
-from zdf.runtime.bench.params import BenchParams
 from zdf.runtime.bench.producer import producer_batch
 
+from .helpers import params
+
 pytestmark = pytest.mark.timeout(20)
-
-
-def params(**kw: Any) -> BenchParams:
-    base = dict(
-        flow_id="f",
-        tables=3,
-        streams=3,
-        rcd_cnt=1000,
-        ddl_freq=100,
-        batch_size=128,
-        rate=0.0,
-        sink_dir="/nonexistent",
-        window=4,
-    )
-    return BenchParams(**{**base, **kw})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("streams,batch", [(1, 64), (3, 128), (4, 1000), (3, 7)])

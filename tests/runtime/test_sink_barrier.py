@@ -13,26 +13,15 @@ import numpy as np
 import pytest
 
 from zdf.runtime.bench.barrier import Pair, SinkBarrier
-from zdf.runtime.bench.params import BenchParams
 from zdf.runtime.operator import DONE, Operator
 from zdf.wire.rpc import Call
 
-from .helpers import FakeContext
+from .helpers import FakeContext, params
 
 pytestmark = pytest.mark.timeout(20)
 
 # 2 tables x 3 versions over 3 streams: the writer of (t, v) is sink v % 3.
-P = BenchParams(
-    flow_id="f",
-    tables=2,
-    streams=3,
-    rcd_cnt=12,
-    ddl_freq=4,
-    batch_size=4,
-    rate=0.0,
-    sink_dir="/nonexistent",
-    window=4,
-)
+P = params(tables=2, rcd_cnt=12, ddl_freq=4, batch_size=4)
 
 
 class Host(Operator):

@@ -39,20 +39,18 @@ class Future(concurrent.futures.Future[Any]):
         return canceled
 
     def result(self, timeout: float | None = None) -> Any:
-        if not self.done():
-            started = time.monotonic()
-            self._client._wait(self, timeout)
-            if timeout is not None:
-                timeout = max(0.0, timeout - (time.monotonic() - started))
-        return super().result(timeout)
+        return super().result(self._wait_here(timeout))
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if not self.done():
-            started = time.monotonic()
-            self._client._wait(self, timeout)
-            if timeout is not None:
-                timeout = max(0.0, timeout - (time.monotonic() - started))
-        return super().exception(timeout)
+        return super().exception(self._wait_here(timeout))
+
+    def _wait_here(self, timeout: float | None) -> float | None:
+        """Wait here, reading results, for up to ``timeout``; what is left of it."""
+        if self.done():
+            return timeout
+        started = time.monotonic()
+        self._client._wait(self, timeout)
+        return None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future[Any]], object]) -> None:
         if not self.done():

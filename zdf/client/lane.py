@@ -19,6 +19,17 @@ from zdf.wire.sockets import close_socket, make_socket
 Outgoing = tuple[int, str, int, list[Any]]  # tid, function, retries, frames
 
 
+def task_message(op: str, batch: list[Outgoing], body: dict[str, Any]) -> list[Any]:
+    """``op`` (``fn_submit`` or ``fn_direct``) carrying ``batch``: ``body`` plus the
+    ``tasks`` header, then every task's frames."""
+    header: list[list[Any]] = []
+    frames: list[Any] = []
+    for tid, path, retries, task_frames in batch:
+        header.append([tid, path, retries, len(task_frames)])
+        frames.extend(task_frames)
+    return [encode(Kind.EVENT, op, 0, {**body, "tasks": header}), *frames]
+
+
 class DirectLane:
     def __init__(self, lease: str, addr: str) -> None:
         self.lease = lease
@@ -27,10 +38,9 @@ class DirectLane:
         self.sock = make_socket(zmq.DEALER, connect=addr, sndhwm=0)
 
     def send(self, task: Outgoing, reply: str) -> None:
-        tid, path, _retries, frames = task
-        body = {"tasks": [[tid, path, len(frames)]], "reply": reply, "lease": self.lease}
-        self.sock.send_multipart([encode(Kind.EVENT, P.FN_DIRECT, 0, body), *frames], copy=False)
-        self.tids.add(tid)
+        body = {"reply": reply, "lease": self.lease}
+        self.sock.send_multipart(task_message(P.FN_DIRECT, [task], body), copy=False)
+        self.tids.add(task[0])
 
     def close(self) -> None:
         close_socket(self.sock)

@@ -61,8 +61,8 @@ from typing import Any
 import zmq
 
 from zdf import protocol as P
-from zdf.client.lane import DirectLane
-from zdf.errors import ProtocolError, ZdfError
+from zdf.client.lane import DirectLane, Outgoing, task_message
+from zdf.errors import ProtocolError, ZdfError, worker_lost
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.payload import pack
 from zdf.wire.rpc import RpcClient
@@ -78,7 +78,6 @@ LONE_FALLBACK_MS = 10  # results of a lone task whose caller does not call resul
 PROBE_INTERVAL = 0.5  # ping a master this silent while tasks are in flight
 MASTER_SILENCE = 1.5  # an unanswered ping this old: look for the leader
 
-Outgoing = tuple[int, str, int, list[Any]]  # tid, function, retries, frames
 ResultsHandler = Callable[[Any, list[Any]], None]  # (results header, frames); ProtocolError
 LostHandler = Callable[[ZdfError], None]  # every task in flight is lost for good
 
@@ -350,17 +349,12 @@ class Transport:
 
     def _send_tasks(self, batch: list[Outgoing], lease: bool = False) -> None:
         """One ``fn_submit`` (asking for a lease); the caller holds ``_send_lock``."""
-        header: list[list[Any]] = []
-        frames: list[Any] = []
-        for tid, path, retries, task_frames in batch:
-            header.append([tid, path, retries, len(task_frames)])
-            frames.extend(task_frames)
         for task in batch:
             self._sent[task[0]] = task
-        body: dict[str, Any] = {"tasks": header, "reply": self._reply()}
+        body: dict[str, Any] = {"reply": self._reply()}
         if lease:
             body["lease"] = True
-        self._sock.send_multipart([encode(Kind.EVENT, P.FN_SUBMIT, 0, body), *frames], copy=False)
+        self._sock.send_multipart(task_message(P.FN_SUBMIT, batch, body), copy=False)
 
     def _receive(self, sock: zmq.Socket[bytes]) -> bool:
         """Read up to a bound of messages; True if the bound was hit (more may wait)."""
@@ -430,15 +424,8 @@ class Transport:
                 else:
                     lost.append(tid)
         self._wake()
+        error = pack(worker_lost("the leased worker died running it"))
         for tid in lost:
-            error = pack(
-                {
-                    "type": "WorkerLost",
-                    "module": "zdf.errors",
-                    "message": "the leased worker died running it",
-                    "traceback": "",
-                }
-            )
             self.on_results([[tid, False, len(error)]], error)
 
     def _on_refused(self, tids: Any) -> None:

@@ -44,6 +44,7 @@ import zmq
 
 from zdf import protocol as P
 from zdf.errors import ProtocolError, ZdfError
+from zdf.master.fnleases import MAX_LEASES
 from zdf.master.fnqueue import DEFAULT_WINDOW
 from zdf.wire.codec import Kind, encode
 from zdf.wire.payload import pack, unpack
@@ -60,7 +61,6 @@ DONE_DELAY = 0.002  # how long a completion report may wait to gather others
 DIRECT_COUNT_INTERVAL = 0.5  # the longest a count of tasks run under leases waits
 REPLY_IDLE_CLOSE = 60.0  # a client's result socket unused this long is closed
 MAX_PICKLED_CACHE = 256
-MAX_LEASES = 4096  # leases of clients that left are never revoked: keep the newest
 
 DIRECT: Any = None  # the key of a task sent under a lease (the master has none for it)
 
@@ -180,27 +180,17 @@ class FunctionRunner:
         return None
 
     def on_direct(self, call: Call) -> Any:
-        """``{"tasks": [[tid, fn, nframes]], "reply": addr#token, "lease": id}``, frames."""
-        body = P.fields(call.body, tasks=list, reply=str, lease=str)
-        tasks = body["tasks"]
-        if "#" not in body["reply"]:
+        """``fn_submit``'s ``tasks`` with ``"reply": addr#token`` and ``"lease": id``."""
+        body = P.fields(call.body, reply=str, lease=str)
+        reply = body["reply"]
+        if "#" not in reply:
             raise ProtocolError("a task under a lease needs the client's result address")
+        tasks = P.submitted_tasks(body.get("tasks"), call.frames)
         if body["lease"] not in self.leases:
-            tids = [entry[0] for entry in tasks if isinstance(entry, list) and entry]
-            self._send_to_client(body["reply"], P.FN_REFUSED, {"tids": tids}, [])
+            tids = [tid for tid, _, _, _ in tasks]
+            self._send_to_client(reply, P.FN_REFUSED, {"tids": tids}, [])
             return None
-        frames = call.frames
-        offset = 0
-        for entry in tasks:
-            if not (isinstance(entry, list) and len(entry) == 3):
-                raise ProtocolError("each task is [tid, fn, nframes]")
-            tid, fn, nframes = entry
-            if not (isinstance(fn, str) and isinstance(nframes, int) and nframes >= 1):
-                raise ProtocolError("bad task entry")
-            if offset + nframes > len(frames):
-                raise ProtocolError("task frames missing")
-            self.queue.append((DIRECT, fn, frames[offset : offset + nframes], body["reply"], tid))
-            offset += nframes
+        self.queue.extend((DIRECT, fn, frames, reply, tid) for tid, fn, _, frames in tasks)
         if not self._scheduled:
             self.run_slice()
         return None

@@ -16,18 +16,23 @@ under it again, through the master, which retries them elsewhere. A worker
 that gets a task under a lease it does not hold (one revoked meanwhile, or
 granted by a master that is gone) refuses it (``fn_refused``) and the client
 submits it through the master. A client holds one lease at a time; asking
-again replaces it. Leases reserve no capacity: a client has at most one lone
-task in flight, so a lease adds at most one task per client to a worker.
+again replaces it. A client that goes away keeps its lease until it is among
+the oldest of ``MAX_LEASES``, which then makes room for a new one. Leases
+reserve no capacity: a client has at most one lone task in flight, so a lease
+adds at most one task per client to a worker.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from zdf import protocol as P
 from zdf.wire.rpc import Channel
+
+MAX_LEASES = 4096  # the oldest go first (see ``grant``)
 
 
 class LeaseWorker(Protocol):
@@ -42,8 +47,6 @@ class Leases:
         self.channel = channel
         self.holders: dict[str, tuple[bytes, bytes]] = {}  # lease: (client, worker peer)
         self.of_client: dict[bytes, str] = {}
-        self.per_worker: dict[bytes, int] = {}
-        self.granted = 0
 
     def grant(
         self,
@@ -55,15 +58,16 @@ class Leases:
         candidates = [w for w in workers if w.direct and alive(w.executor_id)]
         if not candidates:
             return None
-        worker = min(candidates, key=lambda w: (self.per_worker.get(w.peer, 0), len(w.inflight)))
         old = self.of_client.get(client)
         if old is not None:
             self._end(old, tell_client=False)
+        while len(self.holders) >= MAX_LEASES:  # clients that left never give theirs back
+            self._end(next(iter(self.holders)), tell_client=True)
+        held = Counter(peer for _, peer in self.holders.values())
+        worker = min(candidates, key=lambda w: (held[w.peer], len(w.inflight)))
         lease = os.urandom(8).hex()
         self.holders[lease] = (client, worker.peer)
         self.of_client[client] = lease
-        self.per_worker[worker.peer] = self.per_worker.get(worker.peer, 0) + 1
-        self.granted += 1
         # The worker first: the client's first direct task must find the lease there.
         self.channel.notify(P.FN_LEASE, {"lease": lease}, peer=worker.peer)
         self.channel.notify(P.FN_LEASE, {"lease": lease, "addr": worker.direct}, peer=client)
@@ -73,17 +77,11 @@ class Leases:
         """Revoke every lease on the worker ``peer`` (it died or said hello again)."""
         for lease in [k for k, (_, w) in self.holders.items() if w == peer]:
             self._end(lease, tell_client=True)
-        self.per_worker.pop(peer, None)
 
     def _end(self, lease: str, tell_client: bool) -> None:
         client, peer = self.holders.pop(lease)
         if self.of_client.get(client) == lease:
             del self.of_client[client]
-        left = self.per_worker.get(peer, 0) - 1
-        if left > 0:
-            self.per_worker[peer] = left
-        else:
-            self.per_worker.pop(peer, None)
         self.channel.notify(P.FN_REVOKE, {"lease": lease}, peer=peer)
         if tell_client:
             self.channel.notify(P.FN_REVOKE, {"lease": lease}, peer=client)

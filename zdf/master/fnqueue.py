@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zdf import protocol as P
-from zdf.errors import ProtocolError
+from zdf.errors import ProtocolError, worker_lost
 from zdf.master.fnleases import Leases
 from zdf.wire.payload import pack
 from zdf.wire.rpc import Call, Channel
@@ -155,12 +155,7 @@ class FunctionQueue:
             else:
                 self.stats["lost"] += 1
                 self.by_client.pop((task.client, task.tid), None)
-                error = {
-                    "type": "WorkerLost",
-                    "module": "zdf.errors",
-                    "message": f"worker {worker.name} on {worker.executor_id} died running it",
-                    "traceback": "",
-                }
+                error = worker_lost(f"worker {worker.name} on {worker.executor_id} died running it")
                 self._send_results(task.client, [(task.tid, False, pack(error))])
         self.queue.extendleft(reversed(retry))
 
@@ -177,34 +172,14 @@ class FunctionQueue:
         reply = body.get("reply") or ""
         if not isinstance(reply, str):
             raise ProtocolError("field 'reply' is not a string")
-        frames = call.frames
-        offset = 0
         refused: list[tuple[int, bool, Sequence[Any]]] = []
-        for entry in body["tasks"]:
-            if not (isinstance(entry, list) and len(entry) == 4):
-                raise ProtocolError("each task is [tid, fn, retries, nframes]")
-            tid, fn, retries, nframes = entry
-            if not (isinstance(tid, int) and isinstance(fn, str) and isinstance(nframes, int)):
-                raise ProtocolError("bad task entry")
-            if nframes < 1 or offset + nframes > len(frames):
-                raise ProtocolError("task frames missing")
+        for tid, fn, retries, frames in P.submitted_tasks(body["tasks"], call.frames):
             if (client, tid) in self.by_client:
-                offset += nframes  # submitted again after a failover: it is already here
-                continue
+                continue  # submitted again after a failover: it is already here
             if fn == P.PICKLED_FN and not self.allow_pickle:
-                offset += nframes
                 refused.append((tid, False, pack(PICKLE_REFUSED)))
                 continue
-            task = FnTask(
-                next(self._keys),
-                client,
-                tid,
-                fn,
-                max(0, int(retries)),
-                frames[offset : offset + nframes],
-                reply,
-            )
-            offset += nframes
+            task = FnTask(next(self._keys), client, tid, fn, retries, frames, reply)
             self.queue.append(task)
             self.by_client[(client, tid)] = task
         self.stats["submitted"] += len(body["tasks"])
