@@ -468,6 +468,7 @@ class Replica:
             "members": members,
             "snapshots_sent": self.stats["snapshots_sent"],
             "snapshots_installed": self.stats["installed"],
+            "peer_sent": 0 if self.transport is None else self.transport.stats["sent"],
             "peer_dropped": 0 if self.transport is None else self.transport.stats["dropped"],
             "peer_malformed": 0
             if self.transport is None

@@ -34,7 +34,9 @@ from zdf.records import DDL
 
 @dataclass(frozen=True, slots=True)
 class Stop:
-    """Table ``table`` stopped at DDL ``version``; ``row`` is that DDL record (one row)."""
+    """Table ``table`` stopped at DDL ``version``; ``row`` is that DDL record (one row).
+
+    ``row`` is a view of the batch it came in: a caller that keeps it copies it."""
 
     table: int
     version: int
@@ -122,7 +124,7 @@ class TableGate:
             if v > self.written[t]:
                 self.stopped[t] = True
                 self.stopped_at[t] = v
-                stops.append(Stop(t, v, rows[i : i + 1].copy()))
+                stops.append(Stop(t, v, rows[i : i + 1]))
                 if pos < hi:
                     rest = [j - pos for j in ddls[k + 1 :]]
                     self._hold(t, rows[pos:hi], rest, versions[k + 1 :])

@@ -55,7 +55,7 @@ import numpy as np
 
 from zdf.runtime.bench.barrier import Pair, SinkBarrier
 from zdf.runtime.bench.gate import Stop, TableGate
-from zdf.runtime.bench.latency import LatencyHistogram
+from zdf.runtime.bench.latency import LatencyHistogram, WriteFigures
 from zdf.runtime.bench.params import BenchParams
 from zdf.runtime.bench.sinkfile import SinkFile, SinkState, file_summary
 from zdf.runtime.operator import Operator
@@ -114,15 +114,8 @@ class Sink(Operator):
         self._floor = np.full(p.tables, -1, np.int64)  # per table: written before we started
         self._floor_max = -1
         self._admitted = -1  # the last gtid through the gate (the input is in gtid order)
-        # The figures of what this attempt wrote, kept as it writes (see ``_figures``).
-        self.figures: dict[str, Any] = {
-            "records": 0,
-            "ddls": 0,
-            "first_ts": 0,
-            "last_ts": 0,
-            "bytes": 0,
-            "hist": LatencyHistogram(),
-        }
+        # The figures of what this attempt wrote, kept as it writes.
+        self.figures = WriteFigures()
         self._input_ended = False
         self._finishing = False
         self._saving = False
@@ -185,18 +178,12 @@ class Sink(Operator):
         now = max(time.time_ns(), self.last_ts + 1)
         out = self.file.append(pieces, self.state.length, now)
         self.last_ts = now
-        figures = self.figures
-        first = int(out["ts"].min())
-        figures["first_ts"] = min(figures["first_ts"] or first, first)
-        figures["last_ts"] = now
-        figures["bytes"] += out.nbytes
+        self.figures.bytes += out.nbytes
+        self.figures.wrote(now, out["ts"], data=not ddl)
         if ddl:
             self.state.fold(out)
-            figures["ddls"] += len(out)
         else:
             self.state.advance(pieces)
-            figures["records"] += len(out)
-            figures["hist"].add(now - out["ts"])
 
     def _on_batch(self, rows: np.ndarray, pos: int, next_pos: int) -> None:
         tid = rows["tid"]
@@ -240,7 +227,7 @@ class Sink(Operator):
         for stop in stops:
             t, v = stop.table, stop.version
             if self.bench.writer(t, v) == self.stream and v > written[t]:
-                self.owed[(t, v)] = stop.row
+                self.owed[(t, v)] = stop.row.copy()  # not the whole batch it is a view of
         self.barrier.arrive([(stop.table, stop.version) for stop in stops])
         self.barrier.flush()
 
@@ -300,7 +287,7 @@ class Sink(Operator):
         self._finishing = True
         # A first attempt wrote the whole file, so its running figures are exact; a
         # restarted one reads the file back (its predecessors' rows are in it too).
-        figures = self.figures if self._checkpoint is None else file_summary(self.path)
+        figures = self.figures.as_dict() if self._checkpoint is None else file_summary(self.path)
         summary = sink_summary(
             figures["records"],
             figures["ddls"],

@@ -36,6 +36,8 @@ from zdf.records import DATA, DDL, RECORD_DTYPE, SINK_DTYPE
 from zdf.runtime.bench.latency import LatencyHistogram
 
 READ_CHUNK_ROWS = 1 << 20
+FOLD_BY_ROW = 8
+"""Up to this many rows, ``SinkState.fold`` loops in Python (cheaper than numpy's set-up)."""
 
 
 @dataclass
@@ -96,6 +98,9 @@ class SinkState:
         """Account for rows found in (or just appended to) the file."""
         if not len(rows):
             return
+        if len(rows) <= FOLD_BY_ROW:
+            self._fold_rows(rows)
+            return
         # ufunc.at is ~15x faster on contiguous operands than on a structured field.
         tid = rows["tid"].astype(np.intp)
         np.maximum.at(self.last_gtid, tid, np.ascontiguousarray(rows["gtid"]))
@@ -103,6 +108,21 @@ class SinkState:
         if ddl.any():
             np.maximum.at(self.ddl_written, tid[ddl], rows["schema_ver"][ddl].astype(np.int64))
         self.records += int(np.count_nonzero(rows["tp"] == DATA))
+        self.length += rows.nbytes
+
+    def _fold_rows(self, rows: np.ndarray) -> None:
+        """``fold`` for a few rows (the DDLs a barrier writes): no vector set-up."""
+        last_gtid, ddl_written = self.last_gtid, self.ddl_written
+        columns = (rows["tid"].tolist(), rows["gtid"].tolist(), rows["tp"].tolist())
+        versions = rows["schema_ver"].tolist()
+        for (t, gtid, tp), v in zip(zip(*columns, strict=True), versions, strict=True):
+            if gtid > last_gtid[t]:
+                last_gtid[t] = gtid
+            if tp == DDL:
+                if v > ddl_written[t]:
+                    ddl_written[t] = v
+            elif tp == DATA:
+                self.records += 1
         self.length += rows.nbytes
 
 
