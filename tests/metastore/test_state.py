@@ -326,9 +326,16 @@ def test_put_parsing_takes_str_as_utf8() -> None:
 
 
 @pytest.mark.parametrize("with_prev", [False, True])
-def test_history_records_are_the_packed_wire_form(with_prev: bool) -> None:
+def test_history_records_read_back_in_both_stored_forms(with_prev: bool) -> None:
     kv = KeyValue(b"k", b"new", 3, 9, 4, 7)
     prev = KeyValue(b"k", b"old", 3, 8, 3, 0) if with_prev else None
     for event in (Event("put", kv, prev), Event("delete", KeyValue(b"k", b"", 0, 9, 0, 0), kv)):
-        assert event.pack() == packb(event.to_wire())  # the stored format is unchanged
         assert Event.unpack(event.pack()) == event
+        assert len(event.pack()) < len(packb(event.to_wire()))  # positional, no field names
+        assert Event.unpack(packb(event.to_wire())) == event  # history stored as the wire form
+
+
+@pytest.mark.parametrize("record", [[], ["put"], ["put", [b"k"], None], 7])
+def test_a_malformed_history_record_is_a_protocol_error(record: object) -> None:
+    with pytest.raises(ProtocolError):
+        Event.unpack(packb(record))

@@ -265,14 +265,15 @@ class MetaState:
 
 # -- request dedupe ---------------------------------------------------------------------
 def _request_of(command: Any) -> tuple[bytes | None, int]:
+    """The request id and stamp of a command, if it carries valid ones (exact types:
+    a command is a msgpack map, or the leader's own proposal built from one)."""
     if not isinstance(command, dict):
         return None, 0
     req, stamp = command.get("req"), command.get("ts")
     if (
-        isinstance(req, bytes)
+        type(req) is bytes
+        and type(stamp) is int
         and 0 < len(req) <= MAX_REQUEST_ID_BYTES
-        and isinstance(stamp, int)
-        and not isinstance(stamp, bool)
         and 0 <= stamp < 2**63
     ):
         return req, stamp
