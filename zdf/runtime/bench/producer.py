@@ -45,17 +45,16 @@ def producer_batch(p: BenchParams, table: int, k: int, stream: int, ts: int) -> 
     data = np.arange(first, hi + 1, p.streams, dtype=np.int64)
     f = p.ddl_freq
     ddl = np.arange(-(-lo // f) * f, hi + 1, f, dtype=np.int64)
-    rows = np.empty(len(data) + len(ddl), RECORD_DTYPE)
-    # A DDL goes just before the data pk it precedes: count the other kind ahead of each.
-    data_at = np.arange(len(data)) + np.searchsorted(ddl, data, side="right")
-    ddl_at = np.arange(len(ddl)) + np.searchsorted(data, ddl, side="left")
-    rows["tp"][data_at] = DATA
-    rows["pk"][data_at] = data
-    rows["tp"][ddl_at] = DDL
-    rows["pk"][ddl_at] = ddl
-    rows["schema_ver"] = rows["pk"] // f
+    at = np.searchsorted(data, ddl, side="left")
+    pk = np.insert(data, at, ddl)  # a DDL goes just before the data pk it precedes
+    rows = np.zeros(len(pk), RECORD_DTYPE)  # gtid 0: the binlog assigns positions
+    if DATA:
+        rows["tp"] = DATA
+    if len(ddl):
+        rows["tp"][at + np.arange(len(ddl))] = DDL
+    rows["pk"] = pk
+    rows["schema_ver"] = pk // f
     rows["tid"] = table
-    rows["gtid"] = 0  # the binlog assigns positions
     rows["ts"] = ts
     return rows
 
