@@ -36,6 +36,13 @@ def test_example_config_builds_the_original_demo() -> None:
     assert JobSpec.from_dict(job.to_dict()) == job
     binlog = next(t for t in job.tasks if t.task_id == "binlog-2")
     assert binlog.params["server"] == "127.0.0.1:10252" and binlog.params["stream"] == 2
+    # A stream's stages are one placement group; producers and the coordinator none.
+    groups = {t.task_id: t.group for t in job.tasks}
+    for s in range(3):
+        assert {groups[f"{k}-{s}"] for k in ("binlog", "receive", "syncer", "sink")} == {
+            f"stream-{s}"
+        }
+    assert groups["coordinator"] == groups["producer-0"] == ""
 
 
 def test_small_config_and_a_count_of_servers() -> None:

@@ -19,3 +19,22 @@ def test_stops_when_full() -> None:
 
 def test_no_executor_no_placement() -> None:
     assert place_tasks(["a"], []) == {}
+
+
+def test_a_group_stays_on_one_executor_while_others_spread() -> None:
+    tasks = ["p0", "p1", "b0", "b1", "s0", "s1"]
+    groups = {"b0": "stream-0", "s0": "stream-0", "b1": "stream-1", "s1": "stream-1"}
+    placed = place_tasks(tasks, [Capacity("e1", 8), Capacity("e2", 8)], groups=groups)
+    assert placed["b0"] == placed["s0"]
+    assert placed["b1"] == placed["s1"]
+    assert placed["b0"] != placed["b1"]  # each group's first task still spreads
+    assert placed["p0"] != placed["p1"]
+
+
+def test_a_group_joins_its_running_tasks_and_overflows_when_full() -> None:
+    groups = {"a": "g", "b": "g", "c": "g"}
+    placed = place_tasks(
+        ["a", "b", "c"], [Capacity("e1", 2), Capacity("e2", 9)], groups=groups, homes={"g": "e1"}
+    )
+    assert placed["a"] == placed["b"] == "e1"  # where the group already runs, not the emptiest
+    assert placed["c"] == "e2"  # no room left there: placed as any task

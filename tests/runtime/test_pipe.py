@@ -11,7 +11,7 @@ import zmq
 
 from zdf.records import RECORD_DTYPE
 from zdf.runtime.pipe import InPort, OutPort
-from zdf.wire import Reactor, make_socket
+from zdf.wire import Reactor, inproc, make_socket
 from zdf.wire.codec import Kind, encode
 
 pytestmark = pytest.mark.timeout(20)
@@ -105,6 +105,36 @@ def test_stream_end_to_end_with_acknowledged_end_of_stream(
     finally:
         dst.port.close()
         src.port.close()
+
+
+class Keeper(Sink):
+    """A receiver that keeps the batches it is given as they are (no copy)."""
+
+    def on_batch(self, batch: np.ndarray, pos: int, next_pos: int) -> None:
+        self.batches.append((pos, batch))
+        self.port.ack()
+
+
+@pytest.mark.parametrize("same_process", [True, False])
+def test_batches_arrive_read_only_by_either_route(
+    reactor: Reactor, no_leaks: None, same_process: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = Source(reactor, total=5)
+    if not same_process:  # as a receiver in another process sees it: no alias
+        monkeypatch.setattr(inproc, "route", lambda addr: addr)
+    assert (inproc.route(src.port.addr) != src.port.addr) is same_process
+    dst = Keeper(reactor, window=2)
+    dst.port.connect(src.port.addr)
+    try:
+        run_until(reactor, lambda: src.eos_acked)
+        assert [int(b["pk"][0]) for _, b in dst.batches] == [0, 10, 20, 30, 40]
+        for _, batch in dst.batches:
+            with pytest.raises(ValueError):
+                batch["pk"][0] = -1  # in this process it would be the sender's memory
+    finally:
+        dst.port.close()
+        src.port.close()
+    assert inproc.route(src.port.addr) == src.port.addr  # closed: no alias left
 
 
 def test_credits_bound_what_is_in_flight(reactor: Reactor, no_leaks: None) -> None:

@@ -103,9 +103,14 @@ class WorkerPool:
     def all_ready(self) -> bool:
         return all(s.ready for s in self.slots.values())
 
-    def least_loaded(self, function: bool = False) -> WorkerSlot | None:
-        """The ready worker with the fewest tasks; for a function, only an idle one."""
+    def least_loaded(self, function: bool = False, prefer: str | None = None) -> WorkerSlot | None:
+        """The ready worker with the fewest tasks; for a function, only an idle one.
+
+        ``prefer`` names a worker to take if it is ready (a placement group's)."""
         ready = [s for s in self.slots.values() if s.ready and not (function and s.functions)]
+        for slot in ready:
+            if slot.name == prefer:
+                return slot
         return min(ready, key=lambda s: (s.functions, len(s.tasks), s.name)) if ready else None
 
     def reap(self) -> None:

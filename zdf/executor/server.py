@@ -49,6 +49,7 @@ class RunningTask:
     attempt: int
     worker: str
     kind: str
+    group: str = ""
 
 
 class Executor:
@@ -236,13 +237,21 @@ class Executor:
         return {"worker": self.tasks[key].worker}
 
     def _place(self, body: dict[str, Any]) -> bool:
-        """Hand a task to a worker: a function needs an idle one, an operator the least loaded."""
+        """Hand a task to a worker: a function needs an idle one, an operator the least
+        loaded, or the one its placement group is on (``TaskSpec.group``)."""
         key = _task_key(body)
         kind = str(body["task"].get("kind"))
-        slot = self.pool.least_loaded(function=kind == "function")
+        group = str(body["task"].get("group") or "")
+        home = None
+        if group:
+            home = next(
+                (t.worker for t in self.tasks.values() if t.group == group and t.job_id == key[0]),
+                None,
+            )
+        slot = self.pool.least_loaded(function=kind == "function", prefer=home)
         if slot is None:
             return False
-        self.tasks[key] = RunningTask(key[0], key[1], body["attempt"], slot.name, kind)
+        self.tasks[key] = RunningTask(key[0], key[1], body["attempt"], slot.name, kind, group)
         slot.tasks.add(key)
         if kind == "function":
             slot.functions += 1

@@ -142,6 +142,9 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
     chains = []
     for s, server in enumerate(cfg.servers):
         chain = {**common, "stream": s, "max-message-rows": round_rows}
+        # A stream's stages are one placement group: one executor, one worker process,
+        # so the batches between them stay in memory (zdf.wire.inproc).
+        group = f"stream-{s}"
         chains.append(
             [
                 TaskSpec(
@@ -149,6 +152,7 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
                     "binlog",
                     f"{OPS}.binlog:Binlog",
                     {**chain, "server": server, "done-after": [f"receive-{s}"]},
+                    group,
                 ),
                 TaskSpec(
                     f"receive-{s}",
@@ -159,6 +163,7 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
                         "input": {"task": f"binlog-{s}", "port": "stream", "channel": 0},
                         "done-after": [f"syncer-{s}"],
                     },
+                    group,
                 ),
                 TaskSpec(
                     f"syncer-{s}",
@@ -169,13 +174,14 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
                         "input": {"task": f"receive-{s}", "port": "out", "channel": 0},
                         "done-after": [f"sink-{s}"],
                     },
+                    group,
                 ),
-                TaskSpec(f"sink-{s}", "sink", f"{OPS}.sink:Sink", {**chain}),
+                TaskSpec(f"sink-{s}", "sink", f"{OPS}.sink:Sink", {**chain}, group),
             ]
         )
     # Stage by stage across the streams: placements that deal tasks in order (the
-    # scheduler over executors, a worker pool over its processes) then spread each
-    # kind, rather than putting every sink on the same one.
+    # scheduler over executors, a worker pool over its processes) start each
+    # stream's group where there is most room, rather than all on the same one.
     tasks += [task for stage in zip(*chains, strict=True) for task in stage]
     settings = {
         "flow-id": cfg.flow_id,

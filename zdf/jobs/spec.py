@@ -16,21 +16,29 @@ from zdf.errors import JobError
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task: ``operator`` is an import path ``module:Class`` (or ``module:function``)."""
+    """One task: ``operator`` is an import path ``module:Class`` (or ``module:function``).
+
+    ``group`` names a placement group: the tasks of a job with the same group run
+    on one executor, in one worker process, when it has room (a stream's stages,
+    so that their pipes stay inside a process: ``zdf.wire.inproc``)."""
 
     task_id: str
     kind: str
     operator: str
     params: dict[str, Any] = field(default_factory=dict)
+    group: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         # By hand: dataclasses.asdict deep-copies every param, which costs on the hot path.
-        return {
+        out = {
             "task_id": self.task_id,
             "kind": self.kind,
             "operator": self.operator,
             "params": self.params,
         }
+        if self.group:
+            out["group"] = self.group
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> TaskSpec:
@@ -42,6 +50,7 @@ class TaskSpec:
                 kind=str(data["kind"]),
                 operator=str(data["operator"]),
                 params=dict(data.get("params") or {}),
+                group=str(data.get("group") or ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise JobError(f"bad task spec: {exc}") from None

@@ -220,7 +220,14 @@ class JobManager:
                 if t.executor and t.state is not TaskState.PENDING
             )
             capacity = [Capacity(e, n) for e, n in free.items() if n > 0]
-            for task_id, executor_id in place_tasks(pending, capacity, load).items():
+            groups = {t.task_id: t.spec.group for t in job.tasks.values() if t.spec.group}
+            homes = {
+                t.spec.group: t.executor
+                for t in job.tasks.values()
+                if t.spec.group and t.executor and t.state is not TaskState.PENDING
+            }
+            placed = place_tasks(pending, capacity, load, groups, homes)
+            for task_id, executor_id in placed.items():
                 task = job.tasks[task_id]
                 task.attempt += 1
                 task.executor = executor_id

@@ -16,6 +16,7 @@ from typing import Any
 import zmq
 
 from zdf.errors import ZdfError
+from zdf.wire import inproc
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import Channel, Handler, ReplyCallback
 from zdf.wire.sockets import make_socket
@@ -47,7 +48,7 @@ class PeerLink:
         if self.channel is not None:
             self.channel.close()
         self.addr = addr
-        sock = make_socket(zmq.DEALER, connect=addr)
+        sock = make_socket(zmq.DEALER, connect=inproc.route(addr))
         self.channel = Channel(self.reactor, sock, self.handlers, name=self.name)
         if self._wrap is not None:  # one guarded burst per wake-up, so work can be deferred
             self.reactor.add_reader(sock, self._wrap(self.channel._on_readable))

@@ -166,6 +166,22 @@ def _child_main(
         zmq.Context.instance().term()
 
 
+def deal(tasks: list[TaskSpec], count: int) -> list[list[TaskSpec]]:
+    """Tasks over ``count`` processes in order: a task of a placement group joins its
+    group, any other goes to the process with the fewest tasks (the first on a tie),
+    as ``zdf.executor`` places them on its workers."""
+    groups: list[list[TaskSpec]] = [[] for _ in range(count)]
+    home: dict[str, int] = {}
+    for task in tasks:
+        at = home.get(task.group) if task.group else None
+        if at is None:
+            at = min(range(count), key=lambda i: (len(groups[i]), i))
+            if task.group:
+                home[task.group] = at
+        groups[at].append(task)
+    return groups
+
+
 class MultiProcessRunner:
     """Spawn one process per task of ``job`` and run them to completion."""
 
@@ -178,10 +194,10 @@ class MultiProcessRunner:
         processes: int | None = None,
     ) -> None:
         """``processes``: how many child processes host the tasks (default: one per task),
-        tasks dealt round-robin as an executor's worker pool would."""
+        tasks dealt as an executor's worker pool deals them (``deal``)."""
         self.job = job
         count = len(job.tasks) if processes is None else max(1, min(processes, len(job.tasks)))
-        self.groups = [job.tasks[i::count] for i in range(count)]
+        self.groups = deal(job.tasks, count)
         self.job_id = job_id or job.name
         self.reactor = Reactor()
         self.tmp = tempfile.mkdtemp(prefix="zdf-mp-")

@@ -41,7 +41,9 @@ Frames (``env`` is a ``zdf.wire.codec`` event envelope, the only msgpack here)::
                         [env "eos" {sid, pos}]
 
 Batches travel zero-copy (``copy=False`` both ways, ``np.frombuffer`` on receipt):
-never one message per record.
+never one message per record. A receiver in the sender's own process connects
+over inproc (``zdf.wire.inproc``) and gets the sender's memory: batches are
+delivered read-only, and a sender never changes a batch it has sent.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ import zmq
 
 from zdf.errors import ProtocolError
 from zdf.records import RECORD_DTYPE
+from zdf.wire import inproc
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.reactor import Reactor
 from zdf.wire.sockets import close_socket, make_socket
@@ -141,6 +144,7 @@ class OutPort:
             zmq.ROUTER, bind=addr, sndhwm=MAX_WINDOW + 16, rcvhwm=4 * MAX_WINDOW
         )
         self.addr = self.sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # type: ignore[union-attr]
+        inproc.bind_alias(self.sock, self.addr)  # receivers in this process skip the kernel
         self._handlers = {"sub": self._on_sub, "ack": self._on_ack, "eos-ack": self._on_eos_ack}
         reactor.add_reader(self.sock, wrap(self._on_readable))
 
@@ -150,6 +154,7 @@ class OutPort:
 
     def close(self) -> None:
         if not self.sock.closed:
+            inproc.drop_alias(self.addr)
             self.reactor.remove_reader(self.sock)
             close_socket(self.sock)
 
@@ -329,7 +334,7 @@ class InPort:
             return
         self._drop_socket()
         self.addr = addr
-        self.sock = make_socket(zmq.DEALER, connect=addr, rcvhwm=MAX_WINDOW + 16)
+        self.sock = make_socket(zmq.DEALER, connect=inproc.route(addr), rcvhwm=MAX_WINDOW + 16)
         self.reactor.add_reader(self.sock, self._reader)
         if self.active:
             self._subscribe()
@@ -443,6 +448,7 @@ class InPort:
         if len(buf) % self.dtype.itemsize:
             raise ProtocolError(f"batch of {len(buf)} bytes is not whole rows")
         rows = np.frombuffer(buf, self.dtype)
+        rows.flags.writeable = False  # over inproc it is the sender's memory (wire.inproc)
         self.pos = next_pos
         self._delivered += 1
         self.stats["batches"] += 1

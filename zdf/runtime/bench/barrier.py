@@ -53,6 +53,7 @@ from zdf.errors import ProtocolError
 from zdf.runtime.bench.params import BenchParams
 from zdf.runtime.link import PeerLink
 from zdf.runtime.operator import DONE
+from zdf.wire import inproc
 from zdf.wire.rpc import Call, Channel
 from zdf.wire.sockets import make_socket
 
@@ -116,7 +117,10 @@ class SinkBarrier:
         # One guarded burst per wake-up, so what it learns is acted on (and sent) once.
         op.ctx.reactor.add_reader(sock, op.guard(self.channel._on_readable))
         op.on_close(self.channel.close)
-        op.ctx.publish_endpoint("barrier", sock.getsockopt(zmq.LAST_ENDPOINT).decode())  # type: ignore[union-attr]
+        addr = sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # type: ignore[union-attr]
+        inproc.bind_alias(sock, addr)  # sinks of this process skip the kernel
+        op.on_close(lambda: inproc.drop_alias(addr))
+        op.ctx.publish_endpoint("barrier", addr)
         self.links: dict[int, PeerLink] = {}
         for s in range(params.streams):
             if s == stream:
