@@ -35,3 +35,4 @@ def test_deal_keeps_a_group_in_one_process_and_spreads_the_rest() -> None:
     assert [where[f"p{i}"] for i in range(4)] == [0, 1, 0, 1]  # round-robin when even
     assert sorted(len(g) for g in groups) == [5, 8]
     assert deal([spec("a"), spec("b"), spec("c")], 3) == [[spec("a")], [spec("b")], [spec("c")]]
+    assert deal([spec("a", "g"), spec("b", "g")], 2) == [[spec("a", "g"), spec("b", "g")]]

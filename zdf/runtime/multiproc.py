@@ -179,7 +179,7 @@ def deal(tasks: list[TaskSpec], count: int) -> list[list[TaskSpec]]:
             if task.group:
                 home[task.group] = at
         groups[at].append(task)
-    return groups
+    return [group for group in groups if group]  # more processes than groups: fewer used
 
 
 class MultiProcessRunner:
@@ -196,8 +196,10 @@ class MultiProcessRunner:
         """``processes``: how many child processes host the tasks (default: one per task),
         tasks dealt as an executor's worker pool deals them (``deal``)."""
         self.job = job
-        count = len(job.tasks) if processes is None else max(1, min(processes, len(job.tasks)))
-        self.groups = deal(job.tasks, count)
+        if processes is None:
+            self.groups = [[task] for task in job.tasks]
+        else:
+            self.groups = deal(job.tasks, max(1, min(processes, len(job.tasks))))
         self.job_id = job_id or job.name
         self.reactor = Reactor()
         self.tmp = tempfile.mkdtemp(prefix="zdf-mp-")
