@@ -45,13 +45,14 @@ def test_write_figures_match_binning_every_write_at_once(
     figures = WriteFigures()
     expected = LatencyHistogram()
     first = None
+    written = 0
     now = 10**12
     for k in range(40):
         now += int(rng.integers(1, 10**6))
         ts = np.repeat(now - rng.integers(1, 10**8, size=3), rng.integers(1, 9, size=3))
         rows = sink_rows(ts.tolist(), DDL if k % 5 == 0 else DATA)
-        figures.wrote(now, rows["ts"], data=k % 5 != 0)
-        figures.bytes += rows.nbytes
+        figures.wrote(now, rows, data=k % 5 != 0)
+        written += rows.nbytes
         if k % 5:
             expected.add(now - rows["ts"])
         first = int(ts.min()) if first is None else min(first, int(ts.min()))
@@ -60,12 +61,13 @@ def test_write_figures_match_binning_every_write_at_once(
     assert summary["first_ts"] == first  # but they count for the first time
     assert summary["last_ts"] == now
     assert summary["records"] == expected.total
+    assert summary["bytes"] == written
 
 
 def test_write_figures_count_records_and_ddls() -> None:
     figures = WriteFigures()
-    figures.wrote(100, sink_rows([1, 2, 3])["ts"], data=True)
-    figures.wrote(200, sink_rows([4])["ts"], data=False)
+    figures.wrote(100, sink_rows([1, 2, 3]), data=True)
+    figures.wrote(200, sink_rows([4]), data=False)
     assert (figures.records, figures.ddls, figures.last_ts, figures.first_ts) == (3, 1, 200, 1)
     assert figures.hist.total == 3
 

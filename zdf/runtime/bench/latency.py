@@ -92,15 +92,16 @@ class WriteFigures:
         self._waiting: list[tuple[int, np.ndarray, bool]] = []  # (sink ts, ts column, data)
         self._waiting_rows = 0
 
-    def wrote(self, now_ns: int, ts: np.ndarray, *, data: bool) -> None:
-        """Rows with ``ts`` were written at ``now_ns``: data rows, or DDL rows."""
+    def wrote(self, now_ns: int, rows: np.ndarray, *, data: bool) -> None:
+        """``rows`` (with a ``ts`` field) were written at ``now_ns``: data, or DDLs."""
         if data:
-            self.records += len(ts)
+            self.records += len(rows)
         else:
-            self.ddls += len(ts)
+            self.ddls += len(rows)
+        self.bytes += rows.nbytes
         self.last_ts = now_ns
-        self._waiting.append((now_ns, ts, data))
-        self._waiting_rows += len(ts)
+        self._waiting.append((now_ns, rows["ts"], data))
+        self._waiting_rows += len(rows)
         if self._waiting_rows >= FOLD_ROWS:
             self._fold()
 

@@ -178,8 +178,7 @@ class Sink(Operator):
         now = max(time.time_ns(), self.last_ts + 1)
         out = self.file.append(pieces, self.state.length, now)
         self.last_ts = now
-        self.figures.bytes += out.nbytes
-        self.figures.wrote(now, out["ts"], data=not ddl)
+        self.figures.wrote(now, out, data=not ddl)
         if ddl:
             self.state.fold(out)
         else:
