@@ -125,9 +125,8 @@ class SinkState:
     def _fold_rows(self, rows: np.ndarray) -> None:
         """``fold`` for a few rows (the DDLs a barrier writes): no vector set-up."""
         last_gtid, ddl_written = self.last_gtid, self.ddl_written
-        columns = (rows["tid"].tolist(), rows["gtid"].tolist(), rows["tp"].tolist())
-        versions = rows["schema_ver"].tolist()
-        for (t, gtid, tp), v in zip(zip(*columns, strict=True), versions, strict=True):
+        fields = (rows[name].tolist() for name in ("tid", "gtid", "tp", "schema_ver"))
+        for t, gtid, tp, v in zip(*fields, strict=True):
             if gtid > last_gtid[t]:
                 last_gtid[t] = gtid
             if tp == DDL:
