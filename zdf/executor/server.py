@@ -26,7 +26,7 @@ import zmq
 
 from zdf import protocol as P
 from zdf.config import ExecutorConfig
-from zdf.errors import NotLeader, Timeout, ZdfError
+from zdf.errors import JobError, NotLeader, Timeout, ZdfError
 from zdf.executor.pool import WorkerPool, WorkerSlot
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.wire.reactor import Reactor, Timer
@@ -71,6 +71,9 @@ class Executor:
         self._register_timer: Timer | None = None
         self._backlog: list[Any] = []
         self._master_hb = ""
+        # Endpoint publications not yet recorded by a master, by (job, task, name): a
+        # done flag lost with a dying master would stop its job for good.
+        self._publishing: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._unacked: dict[
             tuple[str, str, int], dict[str, Any]
         ] = {}  # start_task bodies waiting for a ready worker
@@ -82,7 +85,7 @@ class Executor:
                 "ready": self.on_worker_ready,
                 P.TASK_STATE: self.on_worker_task_state,
                 P.PROGRESS: self._forward,
-                P.PUBLISH_ENDPOINT: self._forward,
+                P.PUBLISH_ENDPOINT: self._publish,
                 P.CHECKPOINT: self._relay,
             },
             name="executor-ctl",
@@ -190,6 +193,8 @@ class Executor:
             self._master_hb = heartbeat_addr
             self.master_sub.connect(heartbeat_addr)
         log.info("registered with master %s (epoch %s)", result.get("master"), self.master_epoch)
+        for key, publication in list(self._publishing.items()):
+            self._send_publication(key, publication)
         for slot in self.pool.slots.values():
             self.ctl.notify(P.LEADER, {"addr": self.master_addr}, peer=slot.identity)
 
@@ -355,6 +360,26 @@ class Executor:
 
         self.master.request(call.op, call.body, timeout=RELAY_TIMEOUT, callback=answer)
         return DEFER
+
+    def _publish(self, call: Call) -> Any:
+        """A task's endpoint: kept until a master has recorded it (see ``_publishing``)."""
+        body = call.body
+        if not isinstance(body, dict):
+            return None
+        key = (str(body.get("job_id")), str(body.get("task_id")), str(body.get("name")))
+        self._publishing[key] = body
+        self._send_publication(key, body)
+        return None
+
+    def _send_publication(self, key: tuple[str, str, str], body: dict[str, Any]) -> None:
+        def recorded(result: Any, error: ZdfError | None) -> None:
+            if self._publishing.get(key) is not body:
+                return  # a newer publication replaced it
+            if error is None or isinstance(error, JobError):  # recorded, or refused for good
+                del self._publishing[key]
+            # Otherwise (no answer, not the leader) it is sent again at the next registration.
+
+        self.master.request(P.PUBLISH_ENDPOINT, body, timeout=RELAY_TIMEOUT, callback=recorded)
 
     def _forward(self, call: Call) -> Any:
         self.master.notify(call.op, call.body, frames=call.frames)
