@@ -143,8 +143,7 @@ class OutPort:
         self.sock = make_socket(
             zmq.ROUTER, bind=addr, sndhwm=MAX_WINDOW + 16, rcvhwm=4 * MAX_WINDOW
         )
-        self.addr = self.sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # type: ignore[union-attr]
-        inproc.bind_alias(self.sock, self.addr)  # receivers in this process skip the kernel
+        self.addr = inproc.bind_alias(self.sock)  # receivers in this process skip the kernel
         self._handlers = {"sub": self._on_sub, "ack": self._on_ack, "eos-ack": self._on_eos_ack}
         reactor.add_reader(self.sock, wrap(self._on_readable))
 

@@ -33,11 +33,14 @@ def _table() -> dict[str, str]:
     return _routes
 
 
-def bind_alias(sock: zmq.Socket[bytes], addr: str) -> None:
-    """Also bind ``sock`` (bound at ``addr``) under an inproc name, and route ``addr`` to it."""
+def bind_alias(sock: zmq.Socket[bytes]) -> str:
+    """Also bind the bound ``sock`` under an inproc name, route its address there, and
+    return that address (the one to publish)."""
+    addr = sock.getsockopt_string(zmq.LAST_ENDPOINT)
     alias = "inproc://zdf-" + hashlib.blake2b(addr.encode(), digest_size=12).hexdigest()
     sock.bind(alias)
     _table()[addr] = alias
+    return addr
 
 
 def drop_alias(addr: str) -> None:

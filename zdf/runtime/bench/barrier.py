@@ -117,8 +117,7 @@ class SinkBarrier:
         # One guarded burst per wake-up, so what it learns is acted on (and sent) once.
         op.ctx.reactor.add_reader(sock, op.guard(self.channel._on_readable))
         op.on_close(self.channel.close)
-        addr = sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # type: ignore[union-attr]
-        inproc.bind_alias(sock, addr)  # sinks of this process skip the kernel
+        addr = inproc.bind_alias(sock)  # sinks of this process skip the kernel
         op.on_close(lambda: inproc.drop_alias(addr))
         op.ctx.publish_endpoint("barrier", addr)
         self.links: dict[int, PeerLink] = {}
