@@ -10,9 +10,9 @@ and built by ``zdf.runtime.launch`` with the task's ``TaskContext``. Its life:
 5. ``close()`` — by the host (``TaskHandle.cancel``) or after a failure; closes
    every socket and timer the operator made through the helpers below.
 
-``snapshot()`` returns the positions the operator needs to resume exactly
-(producers: the next batch; receivers: the next gtid; sinks: the committed file
-length); ``checkpoint()`` hands it to the host.
+``snapshot()`` returns the positions the operator needs to resume exactly (in
+the benchmark job: a binlog's marks, a producer's pace, a sink's file length with
+its per-table gtids); ``checkpoint()`` hands it to the host.
 
 Done flags: ``mark_done()`` publishes the endpoint ``done`` and ``when_done(ids,
 fn)`` calls ``fn`` once every named task has published it. The endpoint

@@ -12,10 +12,21 @@ The log is served on port ``stream`` (one channel) from any gtid the receiver
 asks for: positions are gtids. Merging pauses while more than ``max-backlog``
 rows are unsent, and producer batches are acknowledged only once merged, so a
 slow consumer stops the producers. The log itself is kept (it is the replay
-source, as a MySQL binlog is); a binlog restarted elsewhere rebuilds it by
-replaying the producers from batch 0 (they are deterministic), so it needs no
-checkpoint: the same rounds give the same gtids, and a receive that asks for a
-gtid beyond what is rebuilt yet is served once the log gets there.
+source, as a MySQL binlog is).
+
+Checkpoints: every ``checkpoint-interval`` the binlog saves a *mark*, the
+round it is at and the gtid that round starts at. A mark is a consistent cut
+of the whole stage: batch ``r`` of every producer (so the producers' positions,
+``r * batch-size`` per table) and gtid ``g`` of this stream. A binlog restarted
+elsewhere does not subscribe to its producers at once: it waits for its
+receive to ask for a gtid, picks the latest mark at or before it, and merges
+again from that round, starting gtids at the mark's (the merge is
+deterministic: the same rounds give the same gtids). So a restart replays
+about one checkpoint interval of input, not the whole job. Without a mark at
+or before the gtid asked for (none saved yet, or one older than the last
+``MAX_MARKS``) it merges from round 0, and a later subscription from below
+what it holds makes it merge again from an earlier mark: always correct, only
+slower.
 
 In the benchmark job it finishes when its receive is done (param ``done-after``), since until then a
 restarted receive, syncer or sink may replay from any gtid.
@@ -25,6 +36,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -35,11 +47,27 @@ from zdf.runtime.bench.params import BenchParams
 from zdf.runtime.operator import Operator
 from zdf.runtime.pipe import InPort, OutPort
 
+MAX_MARKS = 64
+"""Marks kept in a checkpoint: the newest ones (a receive resumes from its sink's last
+commit, a checkpoint interval or so behind the binlog)."""
+
+Mark = tuple[int, int]
+"""(round, the gtid that round starts at)"""
+
 
 class Binlog(Operator):
-    """params: the bench params plus ``stream``; optional ``max-backlog`` (rows)."""
+    """params: the bench params plus ``stream`` and ``checkpoint-interval`` (seconds);
+    optional ``max-backlog`` (rows)."""
 
     out: OutPort
+
+    _restored: list[Mark] = []
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._restored = marks_of(state.get("marks"))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"rounds": self.round, "end": self.end, "marks": [list(m) for m in self.marks]}
 
     def open(self) -> None:
         self.bench = p = BenchParams.from_params(self.params)
@@ -50,6 +78,11 @@ class Binlog(Operator):
         self.chunks: list[np.ndarray] = []
         self.starts: list[int] = []
         self.end = 0  # next gtid
+        self.base = 0  # the first gtid held (the mark merging started from)
+        self.marks: list[Mark] = list(self._restored)
+        self.merging = not self.marks  # a restart waits for its receive to say where
+        self.rebuilt_from: list[int] = []  # rounds this attempt merged from (0: the start)
+        self._saving = False
         self.complete = False
         self.send_pos = 0
         self.queues: list[deque[np.ndarray]] = [deque() for _ in range(p.tables)]
@@ -69,15 +102,44 @@ class Binlog(Operator):
                 on_batch=partial(self._on_batch, t),
                 on_eos=partial(self._on_eos, t),
                 window=p.window,
+                active=self.merging,
             )
             for t in range(p.tables)
         ]
+        if self.merging:
+            self.rebuilt_from.append(0)
+        self.call_every(float(self.params.get("checkpoint-interval", 1.0)), self._save_mark)
         after = self.done_after()
         if after is not None:
             self.when_done(after, self._downstream_done)
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"rounds": self.round, "end": self.end}
+    # -- checkpoints -----------------------------------------------------------
+    def _save_mark(self) -> None:
+        mark = (self.round, self.end)
+        if self._saving or self.round == 0 or (self.marks and self.marks[-1] == mark):
+            return
+        self.marks = [*self.marks, mark][-MAX_MARKS:]
+        self._saving = True
+        self.checkpoint(self._saved)
+
+    def _saved(self) -> None:
+        self._saving = False
+
+    def _merge_from(self, gtid: int) -> None:
+        """Merge again from the latest mark at or before ``gtid`` (round 0 if none)."""
+        at = bisect.bisect_right([g for _, g in self.marks], gtid) - 1
+        round_, start = self.marks[at] if at >= 0 else (0, 0)
+        self.round, self.end, self.base = round_, start, start
+        self.chunks.clear()
+        self.starts.clear()
+        self.complete = False
+        self.ended = [None] * len(self.queues)
+        for queue in self.queues:
+            queue.clear()
+        for port in self.inputs:
+            port.restart(round_)
+        self.merging = True
+        self.rebuilt_from.append(round_)
 
     # -- merging ---------------------------------------------------------------
     def _on_batch(self, t: int, rows: np.ndarray, pos: int, next_pos: int) -> None:
@@ -147,6 +209,8 @@ class Binlog(Operator):
     def _on_subscribe(self, ch: int, start: int) -> None:
         if start > self.end and self.complete:
             raise ValueError(f"receiver asked for gtid {start}; the stream ends at {self.end}")
+        if not self.merging or start < self.base:
+            self._merge_from(start)
         self.send_pos = start
 
     def _on_eos_acked(self, ch: int) -> None:
@@ -155,4 +219,21 @@ class Binlog(Operator):
 
     def _downstream_done(self) -> None:
         self.mark_done()
-        self.finish({"records": self.end, "rounds": self.round})
+        self.finish({"records": self.end, "rounds": self.round, "merged_from": self.rebuilt_from})
+
+
+def marks_of(raw: object) -> list[Mark]:
+    """The marks of a checkpoint, checked: ascending (round, gtid) pairs; else none."""
+    if not isinstance(raw, Sequence):
+        return []
+    marks: list[Mark] = []
+    for item in raw:
+        if not (isinstance(item, Sequence) and len(item) == 2):
+            return []
+        round_, gtid = item
+        if not (type(round_) is int and type(gtid) is int and round_ > 0 and gtid >= 0):
+            return []
+        if marks and (round_ <= marks[-1][0] or gtid < marks[-1][1]):
+            return []
+        marks.append((round_, gtid))
+    return marks

@@ -20,8 +20,8 @@ all of them run on one schedule.
 
 In the benchmark job a producer finishes when every binlog is done (param
 ``done-after``: their done flags), not when they acknowledge its end of
-stream: a binlog restarted after that would rebuild its log from batch 0 and
-need the producer again.
+stream: a binlog restarted after that merges again from one of its marks (see
+``binlog``) and needs the producer again.
 """
 
 from __future__ import annotations
