@@ -20,7 +20,7 @@ import zmq
 from zdf.errors import CompactedError, Timeout, ZdfError
 from zdf.metastore.client import MetaClient
 from zdf.metastore.process import MetastoreCluster, MetastoreProcess
-from zdf.wire.codec import Kind, encode
+from zdf.wire.codec import Kind, encode, packb
 from zdf.wire.sockets import close_socket, make_socket
 
 from .netproxy import ProxyNet
@@ -412,6 +412,11 @@ def test_malformed_peer_messages_never_crash_a_replica(cluster: MetastoreCluster
             {"term": 0, "index": 1, "index_term": 1, "offset": 0, "items": [[b"k"]], "done": True},
         ),
         ("raft_snapshot_reply", {"term": 0}),
+        ("raft_applied", [1, b"\xc1"]),
+        ("raft_applied", [1, "not bytes"]),
+        # A hint that would write a Raft log entry and move the applied index.
+        ("raft_applied", [1, packb([1, 5, 1, 0, [b"e" + bytes(8), b"x"], [], [9, 0, 1], 0])]),
+        ("raft_applied", [1, packb([1, 1, 1, 0, [b"k"], [[None]], [1, 0], 0])]),
         ("no_such_op", {}),
     ]
     for identity in (b"meta-2", b"evil", b"\xff\xfe"):

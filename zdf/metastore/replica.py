@@ -41,11 +41,12 @@ from typing import Any
 from zdf.config import MetastoreConfig
 from zdf.errors import NotLeader, ProtocolError, UnknownOutcome, ZdfError
 from zdf.metastore.commands import Command
+from zdf.metastore.hints import ApplyHint
 from zdf.metastore.kv import Event
 from zdf.metastore.raft.core import RaftCore, Role, Timing
 from zdf.metastore.raft.leader_sync import LeaderSync
 from zdf.metastore.raft.log import LevelLog
-from zdf.metastore.raft.messages import Message, Snapshot, SnapshotReply
+from zdf.metastore.raft.messages import Applied, Message, Snapshot, SnapshotReply
 from zdf.metastore.raft.snapshot import SENDER_TIMEOUT, SnapshotReceiver, SnapshotSender, install
 from zdf.metastore.raft.transport import PeerTransport
 from zdf.metastore.state import MetaState, Result
@@ -55,6 +56,8 @@ from zdf.wire.reactor import Reactor, Timer
 log = logging.getLogger(__name__)
 
 MAX_APPLY_BATCH = 1000
+MAX_HINTS = 256
+"""Apply hints a follower keeps for entries it has not applied yet (beyond: it runs them)."""
 TICKS_PER_HEARTBEAT = 2
 
 WriteDone = Callable[[Result], None]
@@ -86,6 +89,7 @@ class Replica:
         on_events: Callable[[list[Event]], None],
         on_reset: Callable[[], None],
         clients_waiting: Callable[[], bool] = lambda: False,
+        watching: Callable[[], bool] = lambda: True,
     ) -> None:
         self.config = config
         self._clients_waiting = clients_waiting
@@ -93,6 +97,7 @@ class Replica:
         self.reactor = reactor
         self._on_events = on_events
         self._on_reset = on_reset
+        self._watching = watching  # whether anyone wants events (hints skip decoding them)
         self.log = LevelLog(state.db, applied_index=state.applied_index)
         cluster = config.cluster
         now = time.monotonic()
@@ -112,6 +117,7 @@ class Replica:
             bind = cluster.get(config.name, config.peer_addr)
             self.transport = PeerTransport(reactor, config.name, bind, peers, self._on_peer)
         self._proposals: dict[int, Proposal] = {}
+        self._hints: dict[int, ApplyHint] = {}  # a follower's, by first index
         self._reads_waiting: list[tuple[int, ReadDone]] = []
         self._senders: dict[str, SnapshotSender] = {}
         self._receiver: SnapshotReceiver | None = None
@@ -124,6 +130,8 @@ class Replica:
             "snapshots_sent": 0,
             "installed": 0,
             "proposed": 0,
+            "hinted_entries": 0,
+            "bad_hints": 0,
         }
         tick = min(config.heartbeat_interval / TICKS_PER_HEARTBEAT, config.election_timeout / 10)
         self._ticker = reactor.call_every(tick, self._tick)
@@ -183,6 +191,9 @@ class Replica:
         if sender not in self.core.peers:
             return
         now = time.monotonic()
+        if isinstance(msg, Applied):
+            self._on_hint(msg)
+            return
         if isinstance(msg, Snapshot):
             self._on_snapshot_chunk(sender, msg, now)
         else:
@@ -272,6 +283,7 @@ class Replica:
                 self.transport.send(to, msg)
 
     def _role_changed(self) -> None:
+        self._hints.clear()
         if self.is_leader:
             self.stats["elections_won"] += 1
             if not self.leader_since_wall:
@@ -301,9 +313,14 @@ class Replica:
     def _apply(self) -> None:
         # Written entries only (synced or not): LevelDB keeps the state after them.
         top = min(self.core.commit_index, self.log.written_index)
+        leader = self.is_leader and not self.single
         while self.state.applied_index < top:
             start = self.state.applied_index + 1
+            if self._hints and self._apply_hint(start, top):
+                continue
             stop = min(top, start + MAX_APPLY_BATCH - 1)
+            if self._hints:  # stop where a hint starts, so that it lines up
+                stop = min([stop, *(i - 1 for i in self._hints if start < i <= stop)])
             entries = []
             terms = []
             parsed: dict[int, Command] = {}
@@ -318,7 +335,9 @@ class Replica:
                         parsed[index] = mine.parsed
                 else:
                     entries.append((index, _command(payload)))
-            outcome = self.state.apply_batch(entries, sync=False, parsed=parsed)
+            outcome = self.state.apply_batch(
+                entries, sync=False, parsed=parsed, hint_term=terms[-1] if leader else None
+            )
             for (index, _), term, result in zip(entries, terms, outcome.results, strict=True):
                 waiting = proposals.pop(index, None)
                 if waiting is not None:
@@ -326,6 +345,8 @@ class Replica:
                         waiting.done(result)
                     else:
                         waiting.done(UnknownOutcome("the write was overwritten by a new leader"))
+            if outcome.hint is not None:  # after the replies: only the next append must wait
+                self._send_hint(outcome.hint)
             self._on_events(outcome.events)
         if self._reads_waiting:
             applied = self.state.applied_index
@@ -334,7 +355,41 @@ class Replica:
                 self._reads_waiting = [(i, d) for i, d in self._reads_waiting if i > applied]
                 for _, read_done in ready:
                     read_done(None)
+        if self._hints:
+            applied = self.state.applied_index
+            self._hints = {i: h for i, h in self._hints.items() if i > applied}
         self._maybe_compact()
+
+    # -- apply hints (zdf.metastore.hints) -------------------------------------------------
+    def _send_hint(self, hint: ApplyHint) -> None:
+        """Before the append that tells followers these entries are committed."""
+        if self.transport is not None:
+            msg = Applied(self.log.term, hint.pack())
+            for peer in self.core.peers:
+                self.transport.send(peer, msg)
+
+    def _on_hint(self, msg: Applied) -> None:
+        if self.is_leader:
+            return
+        try:
+            hint = ApplyHint.unpack(msg.hint)
+        except ProtocolError:
+            self.stats["bad_hints"] += 1
+            return
+        if hint.first > self.state.applied_index and len(self._hints) < MAX_HINTS:
+            self._hints[hint.first] = hint
+
+    def _apply_hint(self, start: int, top: int) -> bool:
+        """Apply entries ``start..`` from a hint that lines up; False: run them instead."""
+        hint = self._hints.pop(start, None)
+        if hint is None or hint.last > top or self.log.term_at(hint.last) != hint.last_term:
+            return False
+        events = self.state.apply_hint(hint, events=self._watching())
+        if events is None:
+            return False
+        self.stats["hinted_entries"] += hint.last - hint.first + 1
+        self._on_events(events)
+        return True
 
     def _maybe_compact(self) -> None:
         keep = self.config.snapshot_entries
@@ -468,6 +523,8 @@ class Replica:
             "members": members,
             "snapshots_sent": self.stats["snapshots_sent"],
             "snapshots_installed": self.stats["installed"],
+            "hinted_entries": self.stats["hinted_entries"],
+            "bad_hints": self.stats["bad_hints"],
             "peer_sent": 0 if self.transport is None else self.transport.stats["sent"],
             "peer_dropped": 0 if self.transport is None else self.transport.stats["dropped"],
             "peer_malformed": 0

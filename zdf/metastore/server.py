@@ -101,6 +101,7 @@ class MetaServer:
                 self.reactor,
                 on_events=self.watches.publish,
                 on_reset=self.watches.resync_all,
+                watching=lambda: bool(self.watches.watches),
                 clients_waiting=lambda: has_input(sock),
             )
         except Exception:

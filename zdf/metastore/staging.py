@@ -66,6 +66,10 @@ class Staging:
             if pending is not None:
                 yield k, pending
 
+    def flat(self) -> list[bytes | None]:
+        """The staged writes as key, value (None: a delete), ..., in the order first staged."""
+        return [x for item in self._writes.items() for x in item]
+
     def commit(self, meta: dict[bytes, bytes], *, sync: bool) -> None:
         """Write the staged changes and ``meta`` atomically; nothing is written on error."""
         batch = self._db.write_batch(sync=sync)

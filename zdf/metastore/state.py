@@ -36,10 +36,11 @@ from typing import Any
 
 import plyvel
 
-from zdf.errors import CompactedError, ZdfError, from_wire
+from zdf.errors import CompactedError, ProtocolError, ZdfError, from_wire
 from zdf.metastore import keys
 from zdf.metastore.apply import Applier, Counters, LeaseInfo
 from zdf.metastore.commands import MAX_REQUEST_ID_BYTES, Command, parse_command
+from zdf.metastore.hints import MAX_HINT_WRITES, ApplyHint
 from zdf.metastore.kv import Event, KeyValue
 from zdf.metastore.staging import Staging
 from zdf.wire.codec import packb, unpackb
@@ -65,6 +66,8 @@ class BatchResult:
     results: list[Result] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     """Every change of the batch in revision order (the new watch history)."""
+    hint: ApplyHint | None = None
+    """What the batch wrote, for followers (when asked for; see ``zdf.metastore.hints``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +145,14 @@ class MetaState:
         *,
         sync: bool,
         parsed: Mapping[int, Command] | None = None,
+        hint_term: int | None = None,
     ) -> BatchResult:
         """Apply entries in order in one atomic (and with ``sync`` durable) write.
 
         ``parsed`` may hold, by index, the command each dict parses to (the
         leader's own proposals), sparing the parse; it must be exactly that.
+        With ``hint_term`` (the term of the last entry) the result carries the
+        batch's write set as an ``ApplyHint`` for followers.
         """
         staging = Staging(self._db)
         counters = Counters(
@@ -191,6 +197,9 @@ class MetaState:
             if before > floor:  # else nothing is old enough: no scan
                 _forget_old(staging, before)
                 floor = before
+        writes = staging.flat() if hint_term is not None else None
+        revision_before = self._counters.revision
+        first = self.applied_index + 1
         staging.commit(
             {
                 keys.META_APPLIED: keys.u64(applied),
@@ -210,7 +219,49 @@ class MetaState:
             else:
                 self._leases[lease_id] = info
         out.events = applier.events
+        if hint_term is not None and writes is not None and len(writes) <= 2 * MAX_HINT_WRITES:
+            out.hint = ApplyHint(
+                first,
+                applied,
+                hint_term,
+                revision_before,
+                writes,
+                dict(applier.lease_changes),
+                counters,
+                floor,
+            )
         return out
+
+    def apply_hint(self, hint: ApplyHint, *, events: bool = True) -> list[Event] | None:
+        """Write what the leader says entries ``first..last`` wrote, if it lines up.
+
+        The caller checked that its log holds those very entries; here the state
+        must be exactly where the batch starts. Returns the batch's watch events
+        (none unless ``events``), or None (nothing written) when the hint does not
+        fit or is malformed: then apply the entries.
+        """
+        if hint.first != self.applied_index + 1 or hint.revision_before != self.revision:
+            return None
+        batch = self._db.write_batch(sync=False)
+        try:
+            packed = hint.write_to(batch)
+        except ProtocolError:
+            return None
+        c = hint.counters
+        batch.put(keys.META_APPLIED, keys.u64(hint.last))
+        batch.put(keys.META_REVISION, keys.u64(c.revision))
+        batch.put(keys.META_COMPACT, keys.u64(c.compact_revision))
+        batch.put(keys.META_LEASE_NEXT, keys.u64(c.lease_next))
+        batch.write()
+        self.applied_index = hint.last
+        self._counters = Counters(c.revision, c.compact_revision, c.lease_next)
+        self._dedupe_floor = hint.dedupe_floor
+        for lease_id, info in hint.leases.items():
+            if info is None:
+                self._leases.pop(lease_id, None)
+            else:
+                self._leases[lease_id] = info
+        return [Event.unpack(raw) for raw in packed] if events else []
 
     # -- reads -----------------------------------------------------------------------
     def get(self, key: bytes) -> KeyValue | None:

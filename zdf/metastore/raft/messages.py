@@ -16,7 +16,9 @@ not a crash.
 - ``Append`` / ``AppendReply``: log replication and heartbeats. ``seq`` is the
   leader's send counter, echoed back: it tells the leader which of its rounds a
   majority has acknowledged (CheckQuorum, the read lease and ReadIndex);
-- ``Snapshot`` / ``SnapshotReply``: a snapshot in chunks, one in flight.
+- ``Snapshot`` / ``SnapshotReply``: a snapshot in chunks, one in flight;
+- ``Applied``: what the leader's apply of committed entries wrote, so that a
+  follower may write it instead of running the entries (``zdf.metastore.hints``).
 """
 
 from __future__ import annotations
@@ -267,9 +269,28 @@ class SnapshotReply:
         return [self.term, self.index, self.offset, self.done, self.seq]
 
 
-Message = Vote | VoteReply | Append | AppendReply | Snapshot | SnapshotReply
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """An apply hint: ``hint`` is packed ``zdf.metastore.hints.ApplyHint`` (checked there)."""
+
+    op: ClassVar[str] = "raft_applied"
+    term: int
+    hint: bytes
+
+    @classmethod
+    def from_wire(cls, body: Any) -> Applied:
+        term, hint = _fields(body, 2, cls.op)
+        if type(hint) is not bytes or len(hint) > MAX_CHUNK_BYTES:
+            raise ProtocolError("field 'hint': expected bytes of bounded size")
+        return cls(_n(term, "term"), hint)
+
+    def to_wire(self) -> list[Any]:
+        return [self.term, self.hint]
+
+
+Message = Vote | VoteReply | Append | AppendReply | Snapshot | SnapshotReply | Applied
 MESSAGES: dict[str, Any] = {
-    c.op: c for c in (Vote, VoteReply, Append, AppendReply, Snapshot, SnapshotReply)
+    c.op: c for c in (Vote, VoteReply, Append, AppendReply, Snapshot, SnapshotReply, Applied)
 }
 
 
