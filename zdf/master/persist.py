@@ -14,18 +14,29 @@ once, synchronously, before its submission is acknowledged; later changes are
 batched: the reactor flushes dirty jobs on a short timer, so a burst of task
 reports costs one round of writes, not one per report. The metastore being away
 never stops the master: a failed flush keeps the jobs dirty and is tried again.
+
+Fencing: once the master leads (``epoch`` set), every framework write -- job
+records with their tasks (placements are written before a task is sent, so
+this is what keeps a task from being dispatched twice), checkpoints,
+endpoints, and the deletes when a job ends -- is a transaction whose compare
+is ``create_revision(ELECTION_KEY) == epoch``. A master that was deposed
+without noticing gets ``LostLeadership`` instead of overwriting what the new
+leader decided, and steps down. Discovery records are not fenced: they live
+under leases of their own and a new leader writes its own.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from zdf.errors import ZdfError
 from zdf.master.election import ELECTION_KEY, LostLeadership
 from zdf.master.jobs import JobManager, JobRecord
-from zdf.metastore.txn import Compare, put_op
+from zdf.metastore.commands import TxnOp
+from zdf.metastore.txn import Compare, delete_op, put_op
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +65,26 @@ class FrameworkStore:
     def __init__(self, meta: MetaLike) -> None:
         self.meta = meta
         self.failures = 0
-        self.epoch: int | None = None  # set when leading: job writes are fenced by it
+        self.epoch: int | None = None  # set when leading: framework writes are fenced by it
         self._executor_leases: dict[str, int] = {}
 
-    def save_job(self, job: JobRecord) -> None:
-        """Write a job record, but only while this master still holds the leadership.
+    def _fenced(self, ops: Sequence[TxnOp]) -> None:
+        """Apply ``ops`` only while this master still holds the leadership.
 
-        The write is a transaction on the election key's revision (the epoch), so
-        a master that lost its lease without noticing cannot overwrite what the
-        new leader decided: it gets ``LostLeadership`` and stops."""
-        key, doc = FRAMEWORK_JOBS + job.job_id, _dumps(job_document(job))
-        if self.epoch is None:
-            self.meta.put(key, doc)
-            return
-        result = self.meta.txn(
-            [Compare.create_revision(ELECTION_KEY) == self.epoch], [put_op(key, doc)]
+        The transaction compares the election key's create_revision with the
+        epoch, so a master that lost the key without noticing cannot overwrite
+        what the new leader decided: it gets ``LostLeadership`` and must stop.
+        Without an epoch (no election: tests, tools) the ops are applied as is."""
+        compare = (
+            [] if self.epoch is None else [Compare.create_revision(ELECTION_KEY) == self.epoch]
         )
+        result = self.meta.txn(compare, ops)
         if not result.succeeded:
             raise LostLeadership(f"the election key is no longer at epoch {self.epoch}")
+
+    def save_job(self, job: JobRecord) -> None:
+        """Write a job record (with its tasks and their placements), fenced."""
+        self._fenced([put_op(FRAMEWORK_JOBS + job.job_id, _dumps(job_document(job)))])
 
     def flush(self, jobs: JobManager) -> None:
         for job_id in sorted(jobs.dirty):
@@ -86,19 +99,27 @@ class FrameworkStore:
             jobs.dirty.discard(job_id)
 
     def save_checkpoint(self, job_id: str, task_id: str, state: bytes) -> None:
-        """A task's checkpoint (msgpack), durable before the task is told it is saved."""
-        self.meta.put(f"{FRAMEWORK_CHECKPOINTS}{job_id}/{task_id}", state)
+        """A task's checkpoint (msgpack), fenced, durable before the task is told it is saved."""
+        self._fenced([put_op(f"{FRAMEWORK_CHECKPOINTS}{job_id}/{task_id}", state)])
 
     def save_endpoint(self, job_id: str, task_id: str, name: str, addr: str) -> None:
-        self.meta.put(f"{FRAMEWORK_ENDPOINTS}{job_id}/{task_id}/{name}", addr)
+        self._fenced([put_op(f"{FRAMEWORK_ENDPOINTS}{job_id}/{task_id}/{name}", addr)])
 
     def drop_checkpoints(self, job_id: str) -> None:
-        """A job ended: its checkpoints and endpoints are of no more use."""
-        for prefix in (FRAMEWORK_CHECKPOINTS, FRAMEWORK_ENDPOINTS):
-            try:
-                self.meta.delete(f"{prefix}{job_id}/", prefix=True)
-            except ZdfError as exc:
-                log.warning("could not drop %s%s: %s", prefix, job_id, exc)
+        """A job ended: its checkpoints and endpoints are of no more use (fenced, one txn).
+
+        ``LostLeadership`` is raised; any other failure is only logged (the keys
+        are garbage, not state: a job that ended never reads them again)."""
+        ops = [
+            delete_op(f"{p}{job_id}/", prefix=True)
+            for p in (FRAMEWORK_CHECKPOINTS, FRAMEWORK_ENDPOINTS)
+        ]
+        try:
+            self._fenced(ops)
+        except LostLeadership:
+            raise
+        except ZdfError as exc:
+            log.warning("could not drop the checkpoints of %s: %s", job_id, exc)
 
     def load_checkpoints(self) -> dict[tuple[str, str], bytes]:
         out = {}

@@ -6,6 +6,15 @@ master's heartbeat; a SUB socket receives every executor's heartbeat and, throug
 its monitor, connection events. Every change of a job or a task goes through the
 ``JobManager``; after each change the master dispatches whatever can now be
 placed and persists dirty jobs on a short timer.
+
+Leadership (``zdf.master.election``): a standby campaigns once, then watches the
+election key with a metastore watch whose socket is one more reader of this
+reactor, and campaigns again the moment the key is deleted; it also looks at
+the key every ``ELECTION_RECHECK`` seconds, or every ``ELECTION_POLL`` seconds
+while it has no watch or its watch has gone silent. The leader's framework
+writes are fenced by its epoch (``zdf.master.persist``); a refused one means
+another master leads, and this one steps down (fail-stop) instead of acting on
+a stale view.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from zdf import protocol as P
 from zdf.config import MasterConfig
 from zdf.errors import JobError, NotLeader, ProtocolError, Timeout, ZdfError
 from zdf.jobs.spec import JobSpec
-from zdf.master.election import LeaderInfo, LostLeadership, MasterElection
+from zdf.master.election import LeaderInfo, LeaderWatch, LostLeadership, MasterElection
 from zdf.master.fnqueue import FunctionQueue
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.master.jobs import Dispatch, JobManager, JobRecord
@@ -30,7 +39,7 @@ from zdf.master.liveness import ExecutorLiveness, Transition
 from zdf.master.persist import FrameworkStore
 from zdf.master.states import TERMINAL_JOB_STATES, ExecutorState, TaskState
 from zdf.metastore.client import MetaClient
-from zdf.wire.reactor import Reactor
+from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
 from zdf.wire.sockets import make_socket
 
@@ -41,6 +50,9 @@ DONE_FLAG = "done"
 
 PERSIST_INTERVAL = 0.05
 ELECTION_POLL = 0.1
+"""How often a standby without a working (or a silent) watch looks at the election key."""
+ELECTION_RECHECK = 1.0
+"""How often a standby whose watch works looks anyway (a safety net, one read)."""
 TAKEOVER_GRACE_TTLS = 2
 RETRY_SCHEDULE = 0.2
 STANDBY_OPS = frozenset({P.PING, P.CLUSTER_STATUS})  # what a standby still answers
@@ -150,10 +162,13 @@ class Master:
         self.reactor.call_every(EXECUTOR_SESSION_TTL / 3, self._keep_leases)
         self.lost_leadership = False
         self._master_lease: int | None = None
+        self._leader_watch: LeaderWatch | None = None
+        self._leader_watch_timer: Timer | None = None
+        self._last_campaign = float("-inf")
         if self.election is None:
             self._take_over(epoch=int(time.time() * 1000))
         else:
-            self.reactor.call_every(ELECTION_POLL, self._campaign, now=True)
+            self.reactor.call_every(ELECTION_POLL, self._election_tick, now=True)
             self.reactor.call_every(config.election_ttl / 4, self._keep_leadership)
 
     # -- leadership ---------------------------------------------------------
@@ -166,19 +181,72 @@ class Master:
             hint = self.leader.addr if self.leader is not None else None
             raise NotLeader(f"master {self.config.name} is a standby", leader=hint)
 
+    def _election_tick(self) -> None:
+        """A standby campaigns on every tick while it cannot watch the key, else seldom."""
+        if self.leading:
+            return
+        watched = self._leader_watch is not None and self._leader_watch.fresh
+        if not watched or time.monotonic() - self._last_campaign >= ELECTION_RECHECK:
+            self._campaign()
+
     def _campaign(self) -> None:
         if self.leading or self.election is None:
             return
+        self._last_campaign = time.monotonic()
         try:
             leader = self.election.campaign()
         except ZdfError as exc:
             log.warning("campaign failed: %s", exc)
             return
         if self.election.leading and self.election.epoch is not None:
+            self._close_leader_watch()
             self._take_over(self.election.epoch)
-        elif leader is not None and leader != self.leader:
+            return
+        if leader is not None and leader != self.leader:
             log.info("standby; the leader is %s at %s", leader.name, leader.addr)
             self.leader = leader
+        if self._leader_watch is None:
+            self._open_leader_watch()
+
+    def _open_leader_watch(self) -> None:
+        """Watch the election key from the campaign's revision on (nothing is missed)."""
+        assert self.election is not None
+        try:
+            watch = self.election.watch()
+        except ZdfError as exc:
+            log.warning("cannot watch the election key (%s); polling it instead", exc)
+            return
+        self._leader_watch = watch
+        self.reactor.add_reader(watch.socket, self._on_leader_watch)
+        self._leader_watch_timer = self.reactor.call_every(
+            watch.check_interval, self._on_leader_watch
+        )
+
+    def _close_leader_watch(self) -> None:
+        if self._leader_watch_timer is not None:
+            self._leader_watch_timer.cancel()
+            self._leader_watch_timer = None
+        if self._leader_watch is not None:
+            self.reactor.remove_reader(self._leader_watch.socket)
+            self._leader_watch.close()
+            self._leader_watch = None
+
+    def _on_leader_watch(self) -> None:
+        watch = self._leader_watch
+        if watch is None or self.leading:
+            return
+        try:
+            vacated = watch.poll()
+        except ZdfError as exc:
+            log.warning("the election watch broke (%s); polling the key until it is back", exc)
+            self._close_leader_watch()
+            return
+        if vacated:
+            log.info("the election key was deleted; campaigning")
+            self._campaign()
+        elif watch.leader is not None and watch.leader != self.leader:
+            log.info("standby; the leader is %s at %s", watch.leader.name, watch.leader.addr)
+            self.leader = watch.leader
 
     def _keep_leadership(self) -> None:
         if not self.leading or self.election is None:
@@ -197,6 +265,16 @@ class Master:
         self.lost_leadership = True
         self.epoch = 0
         self.reactor.stop()
+
+    def _fenced(self, write: Callable[[], None]) -> None:
+        """A framework write from a handler; refused means another master leads.
+
+        The master steps down and the caller is told to find the new leader."""
+        try:
+            write()
+        except LostLeadership as exc:
+            self._step_down(str(exc))
+            raise NotLeader(f"master {self.config.name} lost its leadership", leader=None) from None
 
     def _take_over(self, epoch: int) -> None:
         """Lead from ``epoch``: rebuild jobs, checkpoints and endpoints from the metastore."""
@@ -254,6 +332,7 @@ class Master:
 
     def close(self) -> None:
         self._persist()
+        self._close_leader_watch()
         self.channel.close()
         self.publisher.close()
         self.subscriber.close()
@@ -521,7 +600,10 @@ class Master:
         if task is None or task.attempt != body["attempt"] or task.executor != executor_id:
             raise JobError(f"stale checkpoint from attempt {body['attempt']} refused")
         if self.store is not None:
-            self.store.save_checkpoint(body["job_id"], body["task_id"], body["state"])
+            store = self.store
+            self._fenced(
+                lambda: store.save_checkpoint(body["job_id"], body["task_id"], body["state"])
+            )
         self.checkpoints[(body["job_id"], body["task_id"])] = body["state"]
         return {"saved": True}
 
@@ -591,7 +673,10 @@ class Master:
         table = self._endpoints.setdefault(job_id, {})
         table[(body["task_id"], body["name"])] = body["addr"]
         if self.store is not None:
-            self.store.save_endpoint(job_id, body["task_id"], body["name"], body["addr"])
+            store = self.store
+            self._fenced(
+                lambda: store.save_endpoint(job_id, body["task_id"], body["name"], body["addr"])
+            )
         self._broadcast_endpoint(job_id, body["task_id"], body["name"], body["addr"])
         return None
 
@@ -602,11 +687,8 @@ class Master:
         token = body.get("token") if isinstance(body.get("token"), str) else None
         job = self.jobs.submit(spec, token)
         if self.store is not None:
-            try:
-                self.store.save_job(job)  # durable before it is acknowledged
-            except LostLeadership as exc:
-                self._step_down(str(exc))
-                raise NotLeader("this master just lost its leadership", leader=None) from None
+            store = self.store
+            self._fenced(lambda: store.save_job(job))  # durable before it is acknowledged
             self.jobs.dirty.discard(job.job_id)
         log.info("job %s (%s) submitted with %d tasks", job.job_id, spec.name, len(job.tasks))
         self._schedule()
@@ -622,7 +704,19 @@ class Master:
     def on_job_cancel(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str)
         job = self.jobs.get(body["job_id"])
-        for executor, job_id, task_id in self.jobs.cancel(job.job_id):
+        cancels = self.jobs.cancel(job.job_id)
+        if self.store is not None:
+            # Recorded before the executors are told, so that a deposed master is
+            # refused here instead of stopping the new leader's tasks.
+            store = self.store
+            try:
+                self._fenced(lambda: store.save_job(job))
+                self.jobs.dirty.discard(job.job_id)
+            except NotLeader:
+                raise
+            except ZdfError as exc:
+                log.warning("could not record the cancel of %s yet: %s", job.job_id, exc)
+        for executor, job_id, task_id in cancels:
             self._send_cancel(executor, job_id, task_id)
         self._job_done(job)
         return self._job_summary(job)
@@ -642,7 +736,11 @@ class Master:
         for key in [k for k in self.checkpoints if k[0] == job.job_id]:
             del self.checkpoints[key]
         if self.store is not None:
-            self.store.drop_checkpoints(job.job_id)
+            try:
+                self.store.drop_checkpoints(job.job_id)
+            except LostLeadership as exc:
+                self._step_down(str(exc))
+                return
         for call in self._waiters.pop(job.job_id, []):
             call.reply(job.to_dict())
         log.info("job %s %s", job.job_id, job.state.value)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import secrets
 import time
 from collections import deque
@@ -90,6 +91,17 @@ class Watch:
     def check_interval(self) -> float:
         """How often a reactor must call ``poll()`` even when the socket is quiet."""
         return self._interval
+
+    @property
+    def silence(self) -> float:
+        """Seconds since the server was last heard from (infinite while subscribing).
+
+        The server reports progress every ``check_interval``, so a few of those
+        without a word mean the watch is probably broken before the liveness
+        check has given up on it."""
+        if self._pending_rid is not None:
+            return math.inf
+        return time.monotonic() - self._last_heard
 
     def poll(self, timeout: float = 0.0) -> list[Event]:
         """The events received so far, waiting up to ``timeout`` for the first one."""
