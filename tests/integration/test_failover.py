@@ -48,6 +48,10 @@ STANDBY_BOUND = 2.0
 METASTORE_STALL_BOUND = 2.0
 """Metastore leader SIGKILL: the longest gap between two sink writes after it."""
 
+PENDING_MASTER_CPU = 25.0
+"""Percent of one core the master may use while tasks wait for capacity (a busy
+loop would use about 100)."""
+
 
 def task_attempts(job: dict[str, Any]) -> dict[str, int]:
     return {t["id"]: t["attempt"] for t in job["tasks"]}
@@ -261,6 +265,42 @@ def test_two_executors_lost_many_seeds(cluster: LocalCluster, tmp_path: Path, se
     first = rng.uniform(0.1, 0.45)
     second = rng.uniform(first + 0.1, 0.75)
     lose_two_executors(start_bench(cluster, str(tmp_path / "sink")), (first, second))
+
+
+# -- capacity short -------------------------------------------------------------------
+
+
+@pytest.mark.cluster(executors=2, slots=7)
+def test_capacity_short_tasks_wait_pending_until_an_executor_joins(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """13 tasks on 2 x 7 slots; one executor dies: what does not fit waits as Pending
+    (no crash, no busy loop) and starts when a new executor joins."""
+    run = start_bench(cluster, str(tmp_path / "sink"))
+    run.wait_sunk(0.2)
+    victim = run.busiest_executor()
+    run.kill(victim)
+
+    def pending() -> list[str]:
+        return [t["id"] for t in run.status()["tasks"] if t["state"] == "pending"]
+
+    waiting = wait_until(pending, MOVE_BOUND + 2, "tasks to wait as Pending")
+    master = psutil.Process(cluster.masters[0].pid)
+    master.cpu_percent(None)
+    cpu = master.cpu_percent(1.0)  # a measurement over 1 s, not a synchronisation
+    print(f"{len(waiting)} tasks pending; master at {cpu:.1f}% of a core")
+    assert cpu < PENDING_MASTER_CPU, f"master at {cpu:.0f}% of a core while tasks wait"
+    still = pending()
+    assert still and set(still) <= set(waiting), (waiting, still)
+    assert run.status()["state"] == "running"
+    assert all(c.alive() for c in cluster.masters)
+
+    joined = cluster.start_executor()
+    cluster.wait_ready(10)
+    job = run.wait_end()
+    assert_exact(run, job)
+    placed = {t["id"]: t["executor"] for t in job["tasks"]}
+    assert {placed[t] for t in waiting} == {joined.extra["id"]}, (waiting, placed)
 
 
 # -- master and metastore -------------------------------------------------------------
