@@ -1,3 +1,5 @@
+import pytest
+
 from zdf.master.liveness import ExecutorLiveness, Transition
 from zdf.master.states import ExecutorState as S
 
@@ -67,3 +69,21 @@ def test_reconnect_clears_the_disconnect() -> None:
     live.seen("e1", 0.1)
     assert live.refused("e1") is None
     assert live.state("e1") is S.ALIVE
+
+
+def test_next_due_is_when_the_next_silence_runs_out() -> None:
+    live = ExecutorLiveness(interval=0.2, ttl=1.0)
+    eps = 1e-6
+    assert live.next_due() is None
+    live.add("a", now=10.0)
+    live.add("b", now=10.1)
+    assert live.next_due() == pytest.approx(10.0 + live.suspect_after)
+    live.tick(10.0 + live.suspect_after + eps)  # a: suspect; its next threshold is the ttl
+    assert live.state("a") is S.SUSPECT and live.state("b") is S.ALIVE
+    assert live.next_due() == pytest.approx(10.1 + live.suspect_after)
+    live.tick(10.1 + live.suspect_after + eps)
+    assert live.next_due() == pytest.approx(11.0)
+    assert live.tick(10.9) == []
+    # Checked exactly then (as the master does), a is dead at ttl of silence, not later.
+    assert live.tick(11.0 + eps) == [("a", S.SUSPECT, S.DEAD)]
+    assert live.next_due() == pytest.approx(11.1)  # a is dead: only b is left to judge

@@ -102,6 +102,18 @@ class ExecutorLiveness:
                     moves.append(move)
         return moves
 
+    def next_due(self) -> float | None:
+        """When the next peer's silence reaches a threshold, if it stays silent.
+
+        Ticks come every ``interval / 2``; a check at this moment too makes a
+        silent executor dead at ``ttl`` of silence, not up to a tick later."""
+        due = [
+            peer.last_seen + (self.suspect_after if peer.state is ExecutorState.ALIVE else self.ttl)
+            for peer in self._peers.values()
+            if peer.state is not ExecutorState.DEAD
+        ]
+        return min(due) if due else None
+
     @staticmethod
     def _move(executor_id: str, peer: _Peer, target: ExecutorState) -> Transition | None:
         if peer.state == target or target not in EXECUTOR_TRANSITIONS[peer.state]:

@@ -157,6 +157,7 @@ class Master:
             heartbeat_ms=max(1, int(config.keepalive_interval * 1000)),
         )
         self.reactor.call_every(config.keepalive_interval, self._beat, now=True)
+        self._liveness_due: Timer | None = None
         self.reactor.call_every(config.keepalive_interval / 2, self._check_liveness)
         self.reactor.call_every(PERSIST_INTERVAL, self._persist)
         self.reactor.call_every(EXECUTOR_SESSION_TTL / 3, self._keep_leases)
@@ -367,13 +368,25 @@ class Master:
     def _check_liveness(self) -> None:
         if not self.leading:
             return
+        now = time.monotonic()
         before = self.liveness.forgiven
-        moves = self.liveness.tick(time.monotonic())
+        moves = self.liveness.tick(now)
         stalled = self.liveness.forgiven - before
         if stalled > self.config.keepalive_ttl / 2:
             log.warning("master loop stalled %.2fs: not held against executors", stalled)
         for move in moves:
             self._apply_liveness(move)
+        # Between two ticks, check again exactly when the next silence runs out.
+        due = self.liveness.next_due()
+        soon = due is not None and due < now + self.config.keepalive_interval / 2
+        if soon and due is not None and self._liveness_due is None:
+            self._liveness_due = self.reactor.call_later(
+                max(0.0, due - now) + 0.001, self._due_check
+            )
+
+    def _due_check(self) -> None:
+        self._liveness_due = None
+        self._check_liveness()
 
     def _apply_liveness(self, move: Transition | None) -> None:
         if move is None:
