@@ -15,7 +15,7 @@ from zdf.errors import ProtocolError
 from zdf.metastore import keys
 from zdf.metastore.apply import Counters
 from zdf.metastore.client import MetaClient
-from zdf.metastore.hints import ApplyHint
+from zdf.metastore.hints import ApplyHint, HintInbox
 from zdf.metastore.process import MetastoreCluster
 from zdf.metastore.state import MetaState
 from zdf.wire.codec import packb
@@ -208,3 +208,25 @@ def test_followers_apply_hints_and_agree_with_the_leader(tmp_path: Path) -> None
                 assert status["hinted_entries"] > 100, status
         assert views[0] == views[1] == views[2]
         assert len(views[0][0]) > 0
+
+
+def test_the_inbox_hands_out_only_hints_that_line_up() -> None:
+    def hint(first: int, last: int, term: int = 2) -> bytes:
+        return ApplyHint(first, last, term, 0, [], {}, Counters(1, 0, 1), 0).pack()
+
+    terms = {i: 2 for i in range(1, 40)}
+    inbox = HintInbox(limit=3)
+    inbox.add(hint(5, 9), applied=10)  # already applied: dropped
+    inbox.add(b"\xc1", applied=0)
+    assert inbox.bad == 1 and not inbox
+    inbox.add(hint(11, 14), applied=10)
+    inbox.add(hint(15, 20), applied=10)
+    inbox.add(hint(21, 30, term=1), applied=10)
+    inbox.add(hint(31, 35), applied=10)  # over the limit: dropped
+    assert inbox.stop_before(12, 40) == 14  # a run from 12 stops before the hint at 15
+    assert inbox.stop_before(16, 18) == 18  # no hint starts in 17..18
+    assert inbox.take(11, 13, terms.get) is None  # entry 14 not committed here yet
+    assert inbox.take(15, 30, terms.get) is not None
+    assert inbox.take(21, 30, terms.get) is None  # the log holds other entries (term 2)
+    inbox.forget(30)
+    assert not inbox

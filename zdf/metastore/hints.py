@@ -30,6 +30,7 @@ Wire form (the payload of ``raft_applied``), one msgpack array::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,3 +158,49 @@ def _counters(value: Any) -> Counters:
     if type(value) is not list or len(value) != 3 or not all(_n(x) for x in value):
         raise ProtocolError("apply hint: counters are [revision, compact, lease_next]")
     return Counters(value[0], value[1], value[2])
+
+
+MAX_HINTS = 256
+"""Hints a follower keeps for entries it has not applied yet (beyond: it runs them)."""
+
+
+class HintInbox:
+    """A follower's hints by first index, and the rule for when one may be used."""
+
+    def __init__(self, limit: int = MAX_HINTS) -> None:
+        self.limit = limit
+        self.bad = 0
+        """Malformed hints received (and dropped)."""
+        self._hints: dict[int, ApplyHint] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._hints)
+
+    def add(self, packed: bytes, applied: int) -> None:
+        try:
+            hint = ApplyHint.unpack(packed)
+        except ProtocolError:
+            self.bad += 1
+            return
+        if hint.first > applied and len(self._hints) < self.limit:
+            self._hints[hint.first] = hint
+
+    def take(self, start: int, top: int, term_at: Callable[[int], int | None]) -> ApplyHint | None:
+        """The hint for entries ``start..`` if they are all committed and written here
+        (``top``) and the log holds the very entries it was made from."""
+        hint = self._hints.pop(start, None)
+        if hint is None or hint.last > top or term_at(hint.last) != hint.last_term:
+            return None
+        return hint
+
+    def stop_before(self, start: int, stop: int) -> int:
+        """Where to end a batch run from ``start`` so that the next hint still lines up."""
+        return min([stop, *(i - 1 for i in self._hints if start < i <= stop)])
+
+    def forget(self, applied: int) -> None:
+        """Drop the hints of entries applied already (run, or from a snapshot)."""
+        if self._hints:
+            self._hints = {i: h for i, h in self._hints.items() if i > applied}
+
+    def clear(self) -> None:
+        self._hints.clear()

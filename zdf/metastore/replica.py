@@ -41,7 +41,7 @@ from typing import Any
 from zdf.config import MetastoreConfig
 from zdf.errors import NotLeader, ProtocolError, UnknownOutcome, ZdfError
 from zdf.metastore.commands import Command
-from zdf.metastore.hints import ApplyHint
+from zdf.metastore.hints import ApplyHint, HintInbox
 from zdf.metastore.kv import Event
 from zdf.metastore.raft.core import RaftCore, Role, Timing
 from zdf.metastore.raft.leader_sync import LeaderSync
@@ -56,8 +56,6 @@ from zdf.wire.reactor import Reactor, Timer
 log = logging.getLogger(__name__)
 
 MAX_APPLY_BATCH = 1000
-MAX_HINTS = 256
-"""Apply hints a follower keeps for entries it has not applied yet (beyond: it runs them)."""
 TICKS_PER_HEARTBEAT = 2
 
 WriteDone = Callable[[Result], None]
@@ -117,7 +115,7 @@ class Replica:
             bind = cluster.get(config.name, config.peer_addr)
             self.transport = PeerTransport(reactor, config.name, bind, peers, self._on_peer)
         self._proposals: dict[int, Proposal] = {}
-        self._hints: dict[int, ApplyHint] = {}  # a follower's, by first index
+        self._hints = HintInbox()  # a follower's (zdf.metastore.hints)
         self._reads_waiting: list[tuple[int, ReadDone]] = []
         self._senders: dict[str, SnapshotSender] = {}
         self._receiver: SnapshotReceiver | None = None
@@ -131,7 +129,6 @@ class Replica:
             "installed": 0,
             "proposed": 0,
             "hinted_entries": 0,
-            "bad_hints": 0,
         }
         tick = min(config.heartbeat_interval / TICKS_PER_HEARTBEAT, config.election_timeout / 10)
         self._ticker = reactor.call_every(tick, self._tick)
@@ -320,7 +317,7 @@ class Replica:
                 continue
             stop = min(top, start + MAX_APPLY_BATCH - 1)
             if self._hints:  # stop where a hint starts, so that it lines up
-                stop = min([stop, *(i - 1 for i in self._hints if start < i <= stop)])
+                stop = self._hints.stop_before(start, stop)
             entries = []
             terms = []
             parsed: dict[int, Command] = {}
@@ -355,9 +352,7 @@ class Replica:
                 self._reads_waiting = [(i, d) for i, d in self._reads_waiting if i > applied]
                 for _, read_done in ready:
                     read_done(None)
-        if self._hints:
-            applied = self.state.applied_index
-            self._hints = {i: h for i, h in self._hints.items() if i > applied}
+        self._hints.forget(self.state.applied_index)
         self._maybe_compact()
 
     # -- apply hints (zdf.metastore.hints) -------------------------------------------------
@@ -369,20 +364,13 @@ class Replica:
                 self.transport.send(peer, msg)
 
     def _on_hint(self, msg: Applied) -> None:
-        if self.is_leader:
-            return
-        try:
-            hint = ApplyHint.unpack(msg.hint)
-        except ProtocolError:
-            self.stats["bad_hints"] += 1
-            return
-        if hint.first > self.state.applied_index and len(self._hints) < MAX_HINTS:
-            self._hints[hint.first] = hint
+        if not self.is_leader:
+            self._hints.add(msg.hint, self.state.applied_index)
 
     def _apply_hint(self, start: int, top: int) -> bool:
         """Apply entries ``start..`` from a hint that lines up; False: run them instead."""
-        hint = self._hints.pop(start, None)
-        if hint is None or hint.last > top or self.log.term_at(hint.last) != hint.last_term:
+        hint = self._hints.take(start, top, self.log.term_at)
+        if hint is None:
             return False
         events = self.state.apply_hint(hint, events=self._watching())
         if events is None:
@@ -524,7 +512,7 @@ class Replica:
             "snapshots_sent": self.stats["snapshots_sent"],
             "snapshots_installed": self.stats["installed"],
             "hinted_entries": self.stats["hinted_entries"],
-            "bad_hints": self.stats["bad_hints"],
+            "bad_hints": self._hints.bad,
             "peer_sent": 0 if self.transport is None else self.transport.stats["sent"],
             "peer_dropped": 0 if self.transport is None else self.transport.stats["dropped"],
             "peer_malformed": 0
