@@ -13,6 +13,7 @@ from zdf.runtime.bench.params import BenchParams
 from zdf.runtime.bench.receive import Receive
 from zdf.runtime.bench.sink import Sink
 from zdf.runtime.context import TaskContext
+from zdf.runtime.operator import Operator
 from zdf.runtime.stream import StreamOperator
 from zdf.wire import Reactor
 
@@ -160,3 +161,25 @@ class ExitAtOpen(StreamOperator):
 
     def open(self) -> None:
         os._exit(3)
+
+
+class PortThenFinish(Operator):
+    """Binds a port, starts a timer and finishes after ``ticks`` ticks (param; 0: as it
+    opens, as a sink restarted from a "done" checkpoint does; -1: never).
+
+    Every instance is kept in ``made``, so a test can look at it after its host let go."""
+
+    made: list[PortThenFinish] = []
+
+    def open(self) -> None:
+        PortThenFinish.made.append(self)
+        self.ticks = int(self.params.get("ticks", 2))
+        self.out = self.out_port("out", 1, on_credit=lambda ch: None)
+        self.call_every(0.01, self._tick)
+        if self.ticks == 0:
+            self.finish({"ticks": "none"})
+
+    def _tick(self) -> None:
+        self.ticks -= 1
+        if self.ticks == 0:
+            self.finish({"ticks": "done"})

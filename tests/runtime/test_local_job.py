@@ -130,6 +130,30 @@ def test_cancel_closes_every_socket(small_job: JobFactory, no_leaks: None) -> No
     assert all(op.closed for op in ops)
 
 
+def test_finished_tasks_hold_nothing_while_their_host_lives_on(
+    small_job: JobFactory, no_leaks: None
+) -> None:
+    """Each task releases its sockets, timers and files once it reported finished, not
+    when its host closes: the same job run again meanwhile finds its sink files free."""
+    import zmq
+
+    def open_sockets() -> int:
+        return sum(not s.closed for s in getattr(zmq.Context.instance(), "_sockets", ()))
+
+    job, config = small_job()
+    before = open_sockets()
+    with LocalRunner(job) as first:
+        first.run(timeout=30)
+        assert [t for t, h in first.handles.items() if not h.operator.closed] == []
+        assert [t for t, h in first.handles.items() if h.operator._timers] == []
+        assert open_sockets() == before
+        with LocalRunner(job) as again:  # same flow-id: the same sink files
+            again.run(timeout=30)
+    report = verify(config)
+    assert report.ok, report.violations
+    assert report.records == 3 * 2000
+
+
 def test_a_failing_operator_fails_the_job(small_job: JobFactory) -> None:
     job, _ = small_job()
     job = replace_operator(job, "syncer-0", "zdf.runtime.bench.syncer:Syncer", tables=1)

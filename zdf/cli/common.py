@@ -6,17 +6,21 @@ import functools
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from zdf.config import fields_of, load_config
 from zdf.errors import ConfigError, ZdfError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+UNBOUNDED = 10_000
+"""Columns to measure a table's natural width in (wider than any table we print)."""
 T = TypeVar("T")
 
 FORMAT_OPTION = click.option(
@@ -97,10 +101,29 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    whole: Collection[str] = (),
+    console: Console | None = None,
+) -> None:
+    """A rich table. The columns named in ``whole`` (ids a user copies into the next
+    command) are never shortened: in a narrow terminal the others give way. Output that
+    is not a terminal (a pipe, a file) has no width to fit, so nothing is shortened."""
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
     table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    Console().print(table)
+    for i, column in enumerate(columns):
+        if column in whole:
+            longest = max([len(column), *(len(row[i]) for row in cells)])
+            table.add_column(column, no_wrap=True, min_width=longest)
+        else:
+            table.add_column(column)
+    for row in cells:
+        table.add_row(*row)
+    console = console or Console()
+    if not console.is_terminal:
+        natural = Measurement.get(console, console.options.update_width(UNBOUNDED), table)
+        console = Console(file=console.file, width=max(console.width, natural.maximum))
+    console.print(table)

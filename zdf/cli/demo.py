@@ -3,7 +3,9 @@
 Starts a metastore, a master and executors as child processes on free loopback
 ports, submits a job (the benchmark job by default), shows its progress,
 optionally kills an executor on the way to show failover, prints a report and
-stops every process it started — on Ctrl-C too.
+stops every process it started — on Ctrl-C too, and on SIGTERM or SIGHUP (a
+``kill``, a closed terminal), which it takes as it takes Ctrl-C: left to their
+default action they would end this process at once and leave the cluster running.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import click
@@ -28,6 +34,36 @@ from zdf.jobs.spec import JobSpec
 from zdf.localcluster import LocalCluster
 
 TERMINAL = {"finished", "failed", "canceled"}
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop the demo as Ctrl-C does: the cluster is stopped, then it exits."""
+
+Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal (``STOP_SIGNALS``) arrived; handled exactly as Ctrl-C is."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    for other in STOP_SIGNALS:  # one is enough: a second must not cut the stop short
+        signal.signal(other, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+@contextmanager
+def _signals(handler: Handler, signums: tuple[int, ...]) -> Iterator[None]:
+    """``handler`` for ``signums`` inside the block; the previous handlers after it."""
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 FAULT_RATE = 20000
@@ -99,33 +135,37 @@ def demo(
         spec, job_data = default_job(base_dir, paced)
     cluster = LocalCluster(base_dir, executors=executors, workers=workers, masters=n_masters)
     ok = False
-    try:
-        what = f"a metastore, {n_masters} master(s) and {executors} executors"
-        with console.status(f"starting {what}"):
-            started = time.monotonic()
-            cluster.start()
-        console.print(
-            f"cluster up in {time.monotonic() - started:.2f}s: master {cluster.master_addr}, "
-            f"metastore {cluster.meta_addr} (logs in {base_dir})"
-        )
-        rows = cluster.client().call(P.EXECUTOR_LIST)
-        print_table(
-            "executors",
-            ["id", "addr", "slots", "state"],
-            [[r["id"], r["addr"], r["slots"], r["state"]] for r in rows],
-        )
-        job = run_job(console, cluster, spec, timeout, faults)
-        print_job(job)
-        ok = job["state"] == "finished"
-        if job_data is not None and ok:
-            ok = report_bench(console, job_data, faults.executor_killed_ns)
-    except KeyboardInterrupt:
-        console.print("interrupted: stopping the cluster")
-    finally:
-        with console.status("stopping the cluster"):
-            cluster.stop()
-        if not keep:
-            shutil.rmtree(base_dir, ignore_errors=True)
+    with _signals(_raise_stopped, STOP_SIGNALS):
+        try:
+            what = f"a metastore, {n_masters} master(s) and {executors} executors"
+            with console.status(f"starting {what}"):
+                started = time.monotonic()
+                cluster.start()
+            console.print(
+                f"cluster up in {time.monotonic() - started:.2f}s: master {cluster.master_addr}, "
+                f"metastore {cluster.meta_addr} (logs in {base_dir})"
+            )
+            rows = cluster.client().call(P.EXECUTOR_LIST)
+            print_table(
+                "executors",
+                ["id", "addr", "slots", "state"],
+                [[r["id"], r["addr"], r["slots"], r["state"]] for r in rows],
+            )
+            job = run_job(console, cluster, spec, timeout, faults)
+            print_job(job)
+            ok = job["state"] == "finished"
+            if job_data is not None and ok:
+                ok = report_bench(console, job_data, faults.executor_killed_ns)
+        except KeyboardInterrupt as exc:
+            by = f" by {exc.args[0]}" if isinstance(exc, Stopped) else ""
+            console.print(f"interrupted{by}: stopping the cluster")
+        finally:
+            # A second signal must not cut the stop short: it would orphan what is left.
+            with _signals(signal.SIG_IGN, (signal.SIGINT, *STOP_SIGNALS)):
+                with console.status("stopping the cluster"):
+                    cluster.stop()
+                if not keep:
+                    shutil.rmtree(base_dir, ignore_errors=True)
     console.print("[green]demo finished[/]" if ok else "[red]demo failed[/]")
     if not ok:
         raise SystemExit(1)

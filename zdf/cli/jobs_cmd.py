@@ -105,6 +105,7 @@ def print_job(job: dict[str, Any]) -> None:
             ]
             for t in job.get("tasks", [])
         ],
+        whole=("id",),
     )
 
 
@@ -159,6 +160,7 @@ def job_list(master_addr: str, fmt: str) -> None:
             [j["id"], j["name"], j["type"], j["state"], j["tasks"], j["running"], j["finished"]]
             for j in jobs
         ],
+        whole=("id",),
     )
 
 

@@ -106,4 +106,5 @@ def executor_list(master_addr: str, fmt: str) -> None:
         "executors",
         ["id", "addr", "slots", "state", "last seen (s)", "pid"],
         [[r["id"], r["addr"], r["slots"], r["state"], r["last_seen_s"], r["pid"]] for r in rows],
+        whole=("id", "pid"),
     )

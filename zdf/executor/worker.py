@@ -154,8 +154,15 @@ class Worker:
         }
         self.channel.notify(P.TASK_STATE, body)
         if state in ("finished", "failed", "canceled"):
-            self.tasks.pop((job_id, task_id), None)
+            # Release what the task holds (sockets, timers, a sink's locked file): an idle
+            # worker must not keep them for the next job (the same job run again would
+            # wait for its own files' locks forever). A finishing operator has set its
+            # sockets to linger, so what it sent last still goes out.
+            handle = self.tasks.pop((job_id, task_id), None)
             self.attempts.pop((job_id, task_id), None)
+            cancel = getattr(handle, "cancel", None)
+            if cancel is not None:
+                cancel()
 
     # -- handlers -----------------------------------------------------------
     def on_start_task(self, call: Call) -> Any:
@@ -163,6 +170,10 @@ class Worker:
         job_id, attempt = body["job_id"], body["attempt"]
         spec = TaskSpec.from_dict(body["task"])
         key = (job_id, spec.task_id)
+        superseded = self.tasks.pop(key, None)  # an earlier attempt of it, still here
+        cancel = getattr(superseded, "cancel", None)
+        if cancel is not None:
+            cancel()
         self.attempts[key] = attempt
         table = self.directory.setdefault(job_id, {})
         for entry in body.get("endpoints") or []:
@@ -182,7 +193,9 @@ class Worker:
             checkpoint = body.get("checkpoint")
             state = unpackb(checkpoint) if isinstance(checkpoint, bytes) else None
             ctx = WorkerTaskContext(self, job_id, spec, attempt, state)
-            self.tasks[key] = launch(ctx, spec)
+            handle = launch(ctx, spec)
+            if not handle.done:  # one that finished as it opened is closed and forgotten
+                self.tasks[key] = handle
         except Exception as exc:
             log.exception("task %s/%s failed to start", job_id, spec.task_id)
             self.report(job_id, spec.task_id, attempt, "failed", {"error": _describe(exc)})

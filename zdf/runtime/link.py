@@ -71,8 +71,8 @@ class PeerLink:
             return
         self.channel.request(op, body, timeout=timeout, callback=callback)
 
-    def close(self) -> None:
+    def close(self, linger: float = 0.0) -> None:
         self.closed = True
         if self.channel is not None:
-            self.channel.close()
+            self.channel.close(linger)
             self.channel = None

@@ -7,8 +7,14 @@ and built by ``zdf.runtime.launch`` with the task's ``TaskContext``. Its life:
 2. ``open()`` — create ports and links, start timers; never block;
 3. callbacks from the reactor (batches, credits, control messages, timers);
 4. ``finish(summary)`` or ``fail(error)`` — reported once to the host;
-5. ``close()`` — by the host (``TaskHandle.cancel``) or after a failure; closes
-   every socket and timer the operator made through the helpers below.
+5. ``close()`` — right after the report of either, or by the host
+   (``TaskHandle.cancel``) to stop the task; closes every socket and timer the
+   operator made through the helpers below and runs every ``on_close`` closer
+   (a sink's file and its lock). A finished task holds nothing: the same job run
+   again on the same workers finds its files unlocked. Its sockets are closed
+   with ``FINISH_LINGER`` (``linger``), so that what it sent last (an
+   end-of-stream ack, say) still reaches its peer; a canceled or failed task's
+   are dropped at once.
 
 ``snapshot()`` returns the positions the operator needs to resume exactly (in
 the benchmark job: a binlog's marks, a producer's pace, a sink's file length with
@@ -62,6 +68,9 @@ IPC_PATH_MAX = getattr(zmq, "IPC_PATH_MAX_LEN", 0) or 107
 CHECKPOINT_RETRY = 1.0
 """Seconds to wait for a checkpoint to be confirmed before saving it again."""
 
+FINISH_LINGER = 1.0
+"""Seconds a finished task's closed sockets keep trying to deliver what is queued on them."""
+
 DONE = "done"
 """The endpoint name of a task's done flag (``Operator.mark_done``)."""
 
@@ -79,6 +88,8 @@ class Operator:
         self.log = logging.getLogger(f"zdf.task.{ctx.task_id}")
         self.done = False  # finished or failed: reported to the host
         self.closed = False
+        # Seconds the sockets closed by close() keep delivering: FINISH_LINGER once finished.
+        self.linger = 0.0
         self._closers: list[Callable[[], None]] = []
         self._timers: set[Timer] = set()
         self._depth = 0  # nesting of guarded callbacks on the stack
@@ -112,10 +123,16 @@ class Operator:
 
     # -- reporting -----------------------------------------------------------
     def finish(self, summary: Mapping[str, Any] | None = None) -> None:
+        """Report the task finished and release everything it holds.
+
+        Only call it when nothing will ask this task for anything again (by the
+        done-flag rule of the module docstring): its ports and links close here."""
         if self.done:
             return
         self.done = True
+        self.linger = FINISH_LINGER  # also when the host closes us from inside the report
         self.ctx.report_finished(dict(summary or {}))
+        self.close()
 
     def fail(self, error: str | BaseException) -> None:
         if self.done:
@@ -239,7 +256,7 @@ class Operator:
             name=f"{self.ctx.task_id}.{name}",
             wrap=self.guard,
         )
-        self.on_close(port.close)
+        self.on_close(lambda: port.close(self.linger))
         self.ctx.publish_endpoint(name, port.addr)
         return port
 
@@ -276,7 +293,7 @@ class Operator:
             resume=resume,
             active=active,
         )
-        self.on_close(port.close)
+        self.on_close(lambda: port.close(self.linger))
         self.ctx.resolve_endpoint(task_id, name, self.guard(port.connect))
         return port
 
@@ -297,7 +314,7 @@ class Operator:
             name=f"{self.ctx.task_id}->{task_id}.{name}",
             wrap=self.guard,
         )
-        self.on_close(link.close)
+        self.on_close(lambda: link.close(self.linger))
         self.ctx.resolve_endpoint(task_id, name, self.guard(link.connect))
         return link
 

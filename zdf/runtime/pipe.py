@@ -151,11 +151,12 @@ class OutPort:
     def channels(self) -> int:
         return len(self._subs)
 
-    def close(self) -> None:
+    def close(self, linger: float = 0.0) -> None:
+        """Close; with ``linger`` (seconds) what was sent still goes out meanwhile."""
         if not self.sock.closed:
             inproc.drop_alias(self.addr)
             self.reactor.remove_reader(self.sock)
-            close_socket(self.sock)
+            close_socket(self.sock, linger)
 
     # -- the owner's side ------------------------------------------------
     def subscribed(self, ch: int) -> bool:
@@ -348,9 +349,10 @@ class InPort:
         if self.sock is not None:
             self._subscribe()
 
-    def close(self) -> None:
+    def close(self, linger: float = 0.0) -> None:
+        """Close; with ``linger`` (seconds) the last acks still go out meanwhile."""
         self.closed = True
-        self._drop_socket()
+        self._drop_socket(linger)
 
     def ack(self, n: int = 1) -> None:
         """The owner consumed ``n`` more batches (in delivery order).
@@ -378,10 +380,10 @@ class InPort:
         self._send("eos-ack", {"ch": self.channel, "sid": self._sid})
 
     # -- internals ---------------------------------------------------------
-    def _drop_socket(self) -> None:
+    def _drop_socket(self, linger: float = 0.0) -> None:
         if self.sock is not None:
             self.reactor.remove_reader(self.sock)
-            close_socket(self.sock)
+            close_socket(self.sock, linger)
             self.sock = None
 
     def _subscribe(self) -> None:

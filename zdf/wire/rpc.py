@@ -111,9 +111,10 @@ class Channel:
         self._rids = itertools.count(1)
         reactor.add_reader(sock, self._on_readable)
 
-    def close(self) -> None:
+    def close(self, linger: float = 0.0) -> None:
+        """Stop serving; with ``linger`` (seconds) queued messages still go out meanwhile."""
         self.reactor.remove_reader(self.sock)
-        close_socket(self.sock)
+        close_socket(self.sock, linger)
         for pending in self._pending.values():
             if pending.timer is not None:
                 pending.timer.cancel()

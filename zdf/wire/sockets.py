@@ -128,9 +128,10 @@ def _apply_security(sock: zmq.Socket[bytes], *, is_server: bool) -> None:
         sock.curve_serverkey = sec.server_public_key
 
 
-def close_socket(sock: zmq.Socket[bytes] | None) -> None:
+def close_socket(sock: zmq.Socket[bytes] | None, linger: float = 0.0) -> None:
+    """Close ``sock``; with ``linger`` (seconds) what it queued still goes out meanwhile."""
     if sock is not None and not sock.closed:
-        sock.close(0)
+        sock.close(max(0, round(linger * 1000)))
 
 
 def has_input(sock: zmq.Socket[bytes]) -> bool:

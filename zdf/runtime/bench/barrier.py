@@ -116,7 +116,7 @@ class SinkBarrier:
         self.channel = Channel(op.ctx.reactor, sock, guarded, name=f"sink-{stream}.barrier")
         # One guarded burst per wake-up, so what it learns is acted on (and sent) once.
         op.ctx.reactor.add_reader(sock, op.guard(self.channel._on_readable))
-        op.on_close(self.channel.close)
+        op.on_close(lambda: self.channel.close(op.linger))
         addr = inproc.bind_alias(sock)  # sinks of this process skip the kernel
         op.on_close(lambda: inproc.drop_alias(addr))
         op.ctx.publish_endpoint("barrier", addr)
