@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import socket as _socket
+from collections import deque
 from dataclasses import dataclass
 
 import zmq
@@ -52,19 +53,28 @@ def endpoint(addr: str) -> str:
 FREE_PORT_RANGE = (20000, 32767)  # below Linux's ephemeral range (32768-60999)
 
 
+_HANDED_OUT: deque[int] = deque(maxlen=4096)
+"""Ports this process handed out lately: a cluster takes dozens before binding any,
+and two random draws of the same free port would collide (a test run did that)."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago (for tests and the local demo).
 
     Drawn below the ephemeral range, so that an outgoing connection made
-    meanwhile cannot take it before the caller binds it."""
+    meanwhile cannot take it before the caller binds it, and never one this
+    process handed out lately (its caller may not have bound it yet)."""
     for _ in range(200):
         port = random.randint(*FREE_PORT_RANGE)
+        if port in _HANDED_OUT:
+            continue
         with _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
-            return port
+        _HANDED_OUT.append(port)
+        return port
     raise OSError("no free port found")
 
 
