@@ -1,4 +1,5 @@
-"""Shared fixtures: a real local cluster (metastore, master, executors as processes)."""
+"""Shared fixtures: a real local cluster (metastore, master, executors as processes), and
+a single metastore process with a client."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from zdf.localcluster import LocalCluster
+from zdf.metastore.client import MetaClient
+from zdf.metastore.process import MetastoreProcess
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -41,3 +44,20 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalClu
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cluster(**options): options for the cluster fixture")
+
+
+@pytest.fixture
+def metastore(tmp_path: Path) -> Iterator[MetastoreProcess]:
+    """A real metastore process (one replica) on free loopback ports, killed by pid."""
+    proc = MetastoreProcess(str(tmp_path / "meta"), log_path=str(tmp_path / "meta.log"))
+    try:
+        proc.start()
+        yield proc
+    finally:
+        proc.kill()
+
+
+@pytest.fixture
+def meta(metastore: MetastoreProcess) -> Iterator[MetaClient]:
+    with MetaClient(metastore.addr, timeout=5.0) as client:
+        yield client

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -40,22 +39,6 @@ pytestmark = pytest.mark.timeout(60)
 HOST = "127.0.0.1"
 RIVAL_TTL = 30.0
 """Long enough that the rival's lease never expires by itself during a test."""
-
-
-@pytest.fixture
-def metastore(tmp_path: Path) -> Iterator[MetastoreProcess]:
-    proc = MetastoreProcess(str(tmp_path / "meta"), log_path=str(tmp_path / "meta.log"))
-    try:
-        proc.start()
-        yield proc
-    finally:
-        proc.kill()
-
-
-@pytest.fixture
-def meta(metastore: MetastoreProcess) -> Iterator[MetaClient]:
-    with MetaClient(metastore.addr, timeout=5.0) as client:
-        yield client
 
 
 def election(meta: MetaClient, name: str, ttl: float = RIVAL_TTL) -> MasterElection:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from zdf.metastore.client import MetaClient
@@ -12,16 +9,11 @@ from zdf.metastore.process import MetastoreProcess
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[MetastoreProcess]:
-    proc = MetastoreProcess(str(tmp_path / "meta"), log_path=str(tmp_path / "meta.log"))
-    try:
-        proc.start()
-        yield proc
-    finally:
-        proc.kill()
+def server(metastore: MetastoreProcess) -> MetastoreProcess:
+    """The shared ``metastore`` fixture (tests/conftest.py), by this package's name."""
+    return metastore
 
 
 @pytest.fixture
-def client(server: MetastoreProcess) -> Iterator[MetaClient]:
-    with MetaClient(server.addr, timeout=5.0) as c:
-        yield c
+def client(meta: MetaClient) -> MetaClient:
+    return meta
