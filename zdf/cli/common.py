@@ -18,10 +18,10 @@ from zdf.config import fields_of, load_config
 from zdf.errors import ConfigError, ZdfError
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 UNBOUNDED = 10_000
 """Columns to measure a table's natural width in (wider than any table we print)."""
-T = TypeVar("T")
 
 FORMAT_OPTION = click.option(
     "--format",

@@ -267,12 +267,11 @@ class Master:
         self.epoch = 0
         self.reactor.stop()
 
-    def _fenced(self, write: Callable[[], None]) -> None:
-        """A framework write from a handler; refused means another master leads.
-
-        The master steps down and the caller is told to find the new leader."""
+    def _fenced(self, write: Callable[..., None], *args: Any) -> None:
+        """``write(*args)``, a framework write from a handler; refused means another
+        master leads: the master steps down and the caller is told to find the new one."""
         try:
-            write()
+            write(*args)
         except LostLeadership as exc:
             self._step_down(str(exc))
             raise NotLeader(f"master {self.config.name} lost its leadership", leader=None) from None
@@ -378,8 +377,8 @@ class Master:
             self._apply_liveness(move)
         # Between two ticks, check again exactly when the next silence runs out.
         due = self.liveness.next_due()
-        soon = due is not None and due < now + self.config.keepalive_interval / 2
-        if soon and due is not None and self._liveness_due is None:
+        soon = now + self.config.keepalive_interval / 2
+        if due is not None and due < soon and self._liveness_due is None:
             self._liveness_due = self.reactor.call_later(
                 max(0.0, due - now) + 0.001, self._due_check
             )
@@ -613,10 +612,7 @@ class Master:
         if task is None or task.attempt != body["attempt"] or task.executor != executor_id:
             raise JobError(f"stale checkpoint from attempt {body['attempt']} refused")
         if self.store is not None:
-            store = self.store
-            self._fenced(
-                lambda: store.save_checkpoint(body["job_id"], body["task_id"], body["state"])
-            )
+            self._fenced(self.store.save_checkpoint, body["job_id"], body["task_id"], body["state"])
         self.checkpoints[(body["job_id"], body["task_id"])] = body["state"]
         return {"saved": True}
 
@@ -686,9 +682,8 @@ class Master:
         table = self._endpoints.setdefault(job_id, {})
         table[(body["task_id"], body["name"])] = body["addr"]
         if self.store is not None:
-            store = self.store
             self._fenced(
-                lambda: store.save_endpoint(job_id, body["task_id"], body["name"], body["addr"])
+                self.store.save_endpoint, job_id, body["task_id"], body["name"], body["addr"]
             )
         self._broadcast_endpoint(job_id, body["task_id"], body["name"], body["addr"])
         return None
@@ -700,8 +695,7 @@ class Master:
         token = body.get("token") if isinstance(body.get("token"), str) else None
         job = self.jobs.submit(spec, token)
         if self.store is not None:
-            store = self.store
-            self._fenced(lambda: store.save_job(job))  # durable before it is acknowledged
+            self._fenced(self.store.save_job, job)  # durable before it is acknowledged
             self.jobs.dirty.discard(job.job_id)
         log.info("job %s (%s) submitted with %d tasks", job.job_id, spec.name, len(job.tasks))
         self._schedule()
@@ -721,9 +715,8 @@ class Master:
         if self.store is not None:
             # Recorded before the executors are told, so that a deposed master is
             # refused here instead of stopping the new leader's tasks.
-            store = self.store
             try:
-                self._fenced(lambda: store.save_job(job))
+                self._fenced(self.store.save_job, job)
                 self.jobs.dirty.discard(job.job_id)
             except NotLeader:
                 raise

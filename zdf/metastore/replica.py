@@ -187,10 +187,10 @@ class Replica:
     def _on_peer(self, sender: str, msg: Message) -> None:
         if sender not in self.core.peers:
             return
-        now = time.monotonic()
         if isinstance(msg, Applied):
             self._on_hint(msg)
             return
+        now = time.monotonic()
         if isinstance(msg, Snapshot):
             self._on_snapshot_chunk(sender, msg, now)
         else:

@@ -200,24 +200,9 @@ class MetaState:
         writes = staging.flat() if hint_term is not None else None
         revision_before = self._counters.revision
         first = self.applied_index + 1
-        staging.commit(
-            {
-                keys.META_APPLIED: keys.u64(applied),
-                keys.META_REVISION: keys.u64(counters.revision),
-                keys.META_COMPACT: keys.u64(counters.compact_revision),
-                keys.META_LEASE_NEXT: keys.u64(counters.lease_next),
-            },
-            sync=sync,
-        )
+        staging.commit(_meta_records(applied, counters), sync=sync)
         # Only now, with the batch on disk, does the in-memory view move on.
-        self.applied_index = applied
-        self._counters = counters
-        self._dedupe_floor = floor
-        for lease_id, info in applier.lease_changes.items():
-            if info is None:
-                self._leases.pop(lease_id, None)
-            else:
-                self._leases[lease_id] = info
+        self._moved_on(applied, counters, floor, applier.lease_changes)
         out.events = applier.events
         if hint_term is not None and writes is not None and len(writes) <= 2 * MAX_HINT_WRITES:
             out.hint = ApplyHint(
@@ -248,20 +233,29 @@ class MetaState:
         except ProtocolError:
             return None
         c = hint.counters
-        batch.put(keys.META_APPLIED, keys.u64(hint.last))
-        batch.put(keys.META_REVISION, keys.u64(c.revision))
-        batch.put(keys.META_COMPACT, keys.u64(c.compact_revision))
-        batch.put(keys.META_LEASE_NEXT, keys.u64(c.lease_next))
+        for key, value in _meta_records(hint.last, c).items():
+            batch.put(key, value)
         batch.write()
-        self.applied_index = hint.last
-        self._counters = Counters(c.revision, c.compact_revision, c.lease_next)
-        self._dedupe_floor = hint.dedupe_floor
-        for lease_id, info in hint.leases.items():
+        counters = Counters(c.revision, c.compact_revision, c.lease_next)
+        self._moved_on(hint.last, counters, hint.dedupe_floor, hint.leases)
+        return [Event.unpack(raw) for raw in packed] if events else []
+
+    def _moved_on(
+        self,
+        applied: int,
+        counters: Counters,
+        dedupe_floor: int,
+        lease_changes: Mapping[int, LeaseInfo | None],
+    ) -> None:
+        """The in-memory view after a batch is written (never before)."""
+        self.applied_index = applied
+        self._counters = counters
+        self._dedupe_floor = dedupe_floor
+        for lease_id, info in lease_changes.items():
             if info is None:
                 self._leases.pop(lease_id, None)
             else:
                 self._leases[lease_id] = info
-        return [Event.unpack(raw) for raw in packed] if events else []
 
     # -- reads -----------------------------------------------------------------------
     def get(self, key: bytes) -> KeyValue | None:
@@ -312,6 +306,16 @@ class MetaState:
                 if event.key.startswith(prefix):
                     events.append(event)
         return HistoryChunk(events, self.revision + 1)
+
+
+def _meta_records(applied: int, counters: Counters) -> dict[bytes, bytes]:
+    """The applied index and counters, written in the same batch as the changes."""
+    return {
+        keys.META_APPLIED: keys.u64(applied),
+        keys.META_REVISION: keys.u64(counters.revision),
+        keys.META_COMPACT: keys.u64(counters.compact_revision),
+        keys.META_LEASE_NEXT: keys.u64(counters.lease_next),
+    }
 
 
 # -- request dedupe ---------------------------------------------------------------------
