@@ -6,8 +6,9 @@ record and the request's dedupe record, build the new record, the watch event
 and the dedupe record. After the leader has applied a batch of committed
 entries it knows exactly what they wrote -- the staged key-values, the lease
 changes and the counters after them -- so it sends that write set to its
-followers as a *hint* (the ``raft_applied`` peer message), before the append
-that tells them the entries are committed.
+followers as a *hint* (the ``raft_applied`` peer message). The hint waits for
+the next message to each follower -- the append that tells it these entries
+are committed -- and goes in the same ZeroMQ message, just before it.
 
 A follower uses a hint only when it lines up exactly: its state is where the
 batch starts (applied index ``first - 1`` and the same revision) and its log

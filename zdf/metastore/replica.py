@@ -48,7 +48,7 @@ from zdf.metastore.raft.leader_sync import LeaderSync
 from zdf.metastore.raft.log import LevelLog
 from zdf.metastore.raft.messages import Applied, Message, Snapshot, SnapshotReply
 from zdf.metastore.raft.snapshot import SENDER_TIMEOUT, SnapshotReceiver, SnapshotSender, install
-from zdf.metastore.raft.transport import PeerTransport
+from zdf.metastore.raft.transport import PeerTransport, frame
 from zdf.metastore.state import MetaState, Result
 from zdf.wire.codec import packb, unpackb
 from zdf.wire.reactor import Reactor, Timer
@@ -56,6 +56,7 @@ from zdf.wire.reactor import Reactor, Timer
 log = logging.getLogger(__name__)
 
 MAX_APPLY_BATCH = 1000
+MAX_HINTS_QUEUED = 16
 TICKS_PER_HEARTBEAT = 2
 
 WriteDone = Callable[[Result], None]
@@ -116,6 +117,7 @@ class Replica:
             self.transport = PeerTransport(reactor, config.name, bind, peers, self._on_peer)
         self._proposals: dict[int, Proposal] = {}
         self._hints = HintInbox()  # a follower's (zdf.metastore.hints)
+        self._hints_out: dict[str, list[bytes]] = {}  # a leader's, by follower, packed
         self._reads_waiting: list[tuple[int, ReadDone]] = []
         self._senders: dict[str, SnapshotSender] = {}
         self._receiver: SnapshotReceiver | None = None
@@ -275,12 +277,15 @@ class Replica:
                 self._arm_sync_check(now)
 
     def _send(self, messages: list[tuple[str, Any]]) -> None:
-        if self.transport is not None:
+        transport = self.transport
+        if transport is not None:
+            hints = self._hints_out
             for to, msg in messages:
-                self.transport.send(to, msg)
+                transport.send(to, msg, before=hints.pop(to, ()) if hints else ())
 
     def _role_changed(self) -> None:
         self._hints.clear()
+        self._hints_out.clear()
         if self.is_leader:
             self.stats["elections_won"] += 1
             if not self.leader_since_wall:
@@ -357,11 +362,15 @@ class Replica:
 
     # -- apply hints (zdf.metastore.hints) -------------------------------------------------
     def _send_hint(self, hint: ApplyHint) -> None:
-        """Before the append that tells followers these entries are committed."""
+        """Queue ``hint`` for each follower: it goes with the next message to that
+        follower, the append that tells it these entries are committed (``_send``)."""
         if self.transport is not None:
-            msg = Applied(self.log.term, hint.pack())
+            packed = frame(Applied(self.log.term, hint.pack()))
             for peer in self.core.peers:
-                self.transport.send(peer, msg)
+                queue = self._hints_out.setdefault(peer, [])
+                queue.append(packed)
+                if len(queue) > MAX_HINTS_QUEUED:  # a follower that gets no appends
+                    del queue[0]
 
     def _on_hint(self, msg: Applied) -> None:
         if not self.is_leader:
