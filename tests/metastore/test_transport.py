@@ -82,7 +82,7 @@ def test_a_sender_keeps_a_bundle_within_the_frame_limit(pair: Pair) -> None:
 
 
 def test_a_bundle_above_the_frame_limit_is_refused_whole(pair: Pair) -> None:
-    reactor, a, got, b_addr = pair
+    reactor, _, got, b_addr = pair
     rogue = make_socket(zmq.DEALER, connect=f"tcp://{b_addr}", identity=b"rogue")
     try:
         rogue.send_multipart([frame(Applied(3, b"no"))] * (MAX_FRAMES_PER_MESSAGE + 1))
