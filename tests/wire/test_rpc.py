@@ -156,3 +156,26 @@ def _deadline(seconds: float) -> float:
     import time
 
     return time.monotonic() + seconds
+
+
+def test_on_drained_follows_every_read_of_the_waiting_messages() -> None:
+    reactor = Reactor()
+    addr = f"127.0.0.1:{free_port()}"
+    seen: list[str] = []
+
+    def note(call: Call) -> None:
+        seen.append(f"call {call.body}")
+
+    router = Channel(reactor, make_socket(zmq.ROUTER, bind=addr), {"note": note})
+    router.on_drained = lambda: seen.append("drained")
+    sender = raw_dealer(addr)
+    try:
+        for n in range(3):
+            sender.send(encode(Kind.EVENT, "note", 0, n))
+        reactor.run(until=lambda: seen[-1:] == ["drained"] and len(seen) > 3, deadline=_deadline(5))
+    finally:
+        sender.close(0)
+        router.close()
+    # Every message read is followed, at the end of its batch, by the hook.
+    assert [s for s in seen if s != "drained"] == ["call 0", "call 1", "call 2"]
+    assert seen[0] == "call 0" and seen[-1] == "drained"

@@ -2,10 +2,11 @@
 
 Theory of operation: the server hands writes to ``propose`` and linearizable
 reads to ``read``; peers' messages arrive through the ``PeerTransport``.
-Anything that feeds the core schedules one ``_process`` for the end of the
-reactor wake-up, so every write and read of that wake-up shares one append
-per peer and one fsync (group commit). ``_process`` keeps the order the
-core's contract asks for:
+Anything that feeds the core schedules one ``_process``, run once the
+socket it came from has no more messages waiting (``process_now``) or at the
+latest at the end of the reactor wake-up, so the writes and reads that
+arrived together share one append per peer and one fsync (group commit).
+``_process`` keeps the order the core's contract asks for:
 
 1. send the leader's appends (they may overtake the leader's own fsync); a
    leader then applies (and answers) what was committed before this wake-up,
@@ -115,6 +116,7 @@ class Replica:
             peers = {n: a for n, a in cluster.items() if n != config.name}
             bind = cluster.get(config.name, config.peer_addr)
             self.transport = PeerTransport(reactor, config.name, bind, peers, self._on_peer)
+            self.transport.on_drained = self.process_now
         self._proposals: dict[int, Proposal] = {}
         self._hints = HintInbox()  # a follower's (zdf.metastore.hints)
         self._hints_out: dict[str, list[bytes]] = {}  # a leader's, by follower, packed
@@ -204,6 +206,11 @@ class Replica:
             if not self.core.has_work() and self.core.commit_index <= self.state.applied_index:
                 return  # e.g. the second acknowledgement of an entry already committed
         self._schedule()
+
+    def process_now(self) -> None:
+        """Run what ``_schedule`` asked for now (at the end of a socket's drain)."""
+        if self._scheduled is not None:
+            self._process()
 
     def _schedule(self) -> None:
         if self._scheduled is None:

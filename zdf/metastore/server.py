@@ -127,6 +127,7 @@ class MetaServer:
         }
         handlers = {op: _requests_only(handler) for op, handler in handlers.items()}
         self.channel = Channel(self.reactor, sock, handlers, name=f"metastore {config.name}")
+        self.channel.on_drained = self.replica.process_now
         self._expiring: set[int] = set()
         self.stats: Counter[str] = Counter()
         self._timers = [

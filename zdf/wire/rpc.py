@@ -107,6 +107,8 @@ class Channel:
         self.on_traffic: Callable[[bytes | None], None] | None = None
         # Called before every handler; raising refuses the call (a standby's NotLeader).
         self.gate: Callable[[Call], None] | None = None
+        # Called after each read of the socket's waiting messages (a batch's flush).
+        self.on_drained: Callable[[], None] | None = None
         self._pending: dict[int, _Pending] = {}
         self._rids = itertools.count(1)
         reactor.add_reader(sock, self._on_readable)
@@ -197,11 +199,11 @@ class Channel:
         for _ in range(MAX_MESSAGES_PER_WAKEUP):
             try:
                 parts = sock.recv_multipart(zmq.NOBLOCK, copy=not self.zero_copy)
-            except zmq.Again:
-                return
-            except zmq.ZMQError:
-                return
+            except zmq.ZMQError:  # Again: drained
+                break
             self._dispatch(parts)
+        if self.on_drained is not None:
+            self.on_drained()
 
     def _dispatch(self, parts: list[Any]) -> None:
         peer: bytes | None = None

@@ -91,6 +91,7 @@ class PeerTransport:
         self.name = name
         self.stats: Counter[str] = Counter()
         self._on_message = on_message
+        self.on_drained: Callable[[], None] | None = None  # after each read of the waiting
         self._reactor = reactor
         self._dealers: dict[str, zmq.Socket[bytes]] = {}
         self._router = make_socket(zmq.ROUTER, bind=bind, max_message_bytes=MAX_PEER_MESSAGE_BYTES)
@@ -118,7 +119,7 @@ class PeerTransport:
             try:
                 parts = router.recv_multipart(zmq.NOBLOCK)
             except zmq.ZMQError:  # Again: drained
-                return
+                break
             if not 2 <= len(parts) <= MAX_FRAMES_PER_MESSAGE + 1:
                 self.stats["malformed"] += 1
                 if parts:
@@ -131,9 +132,9 @@ class PeerTransport:
                 self.stats["malformed"] += 1
                 self._refuse(identity, exc)
                 continue
-            for frame in parts[1:]:
+            for part in parts[1:]:
                 try:
-                    msg = _parse(frame)
+                    msg = _parse(part)
                 except ProtocolError as exc:
                     self.stats["malformed"] += 1
                     self._refuse(identity, exc)
@@ -143,6 +144,8 @@ class PeerTransport:
                 except Exception:  # a bug must not stop the others of this wake-up
                     self.stats["handler_errors"] += 1
                     log.exception("raft %s: handling %s from %s failed", self.name, msg.op, sender)
+        if self.on_drained is not None:
+            self.on_drained()
 
     def has_input(self) -> bool:
         """Whether a peer message is waiting to be read."""
