@@ -47,7 +47,13 @@ from zdf.metastore.kv import Event
 from zdf.metastore.raft.core import RaftCore, Role, Timing
 from zdf.metastore.raft.leader_sync import LeaderSync
 from zdf.metastore.raft.log import LevelLog
-from zdf.metastore.raft.messages import Applied, Message, Snapshot, SnapshotReply
+from zdf.metastore.raft.messages import (
+    MAX_CHUNK_BYTES,
+    Applied,
+    Message,
+    Snapshot,
+    SnapshotReply,
+)
 from zdf.metastore.raft.snapshot import SENDER_TIMEOUT, SnapshotReceiver, SnapshotSender, install
 from zdf.metastore.raft.transport import PeerTransport, frame
 from zdf.metastore.state import MetaState, Result
@@ -371,13 +377,17 @@ class Replica:
     def _send_hint(self, hint: ApplyHint) -> None:
         """Queue ``hint`` for each follower: it goes with the next message to that
         follower, the append that tells it these entries are committed (``_send``)."""
-        if self.transport is not None:
-            packed = frame(Applied(self.log.term, hint.pack()))
-            for peer in self.core.peers:
-                queue = self._hints_out.setdefault(peer, [])
-                queue.append(packed)
-                if len(queue) > MAX_HINTS_QUEUED:  # a follower that gets no appends
-                    del queue[0]
+        if self.transport is None:
+            return
+        body = hint.pack()
+        if len(body) > MAX_CHUNK_BYTES:
+            return  # a follower would refuse it: it runs these entries itself
+        packed = frame(Applied(self.log.term, body))
+        for peer in self.core.peers:
+            queue = self._hints_out.setdefault(peer, [])
+            queue.append(packed)
+            if len(queue) > MAX_HINTS_QUEUED:  # a follower that gets no appends
+                del queue[0]
 
     def _on_hint(self, msg: Applied) -> None:
         if not self.is_leader:

@@ -18,7 +18,7 @@ socket holds: a malformed or unknown message is counted and answered with an
 error (which the sending replica's DEALER discards), never a crash.
 
 One ZeroMQ message may carry several Raft messages, one per frame, handled in
-order (at most ``MAX_FRAMES_PER_MESSAGE``; a malformed frame ends the bundle).
+order (at most ``MAX_FRAMES_PER_MESSAGE``; a malformed frame is refused alone).
 A leader uses that to send its apply hints with the next append to each
 follower: one hop and one wake-up of the follower instead of two.
 
@@ -138,7 +138,7 @@ class PeerTransport:
                 except ProtocolError as exc:
                     self.stats["malformed"] += 1
                     self._refuse(identity, exc)
-                    break
+                    continue
                 try:
                     self._on_message(sender, msg)
                 except Exception:  # a bug must not stop the others of this wake-up
