@@ -29,7 +29,7 @@ import zmq
 from zdf.errors import NotLeader, ProtocolError, RemoteError, Timeout, ZdfError, from_wire
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.reactor import Reactor, Timer
-from zdf.wire.sockets import close_socket, make_socket
+from zdf.wire.sockets import close_socket, make_socket, recv_routed
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +196,14 @@ class Channel:
     # -- receiving ---------------------------------------------------------
     def _on_readable(self) -> None:
         sock = self.sock
+        fast = self.is_router and not self.zero_copy
+        parts: list[Any]
         for _ in range(MAX_MESSAGES_PER_WAKEUP):
             try:
-                parts = sock.recv_multipart(zmq.NOBLOCK, copy=not self.zero_copy)
+                if fast:
+                    parts = recv_routed(sock)
+                else:
+                    parts = sock.recv_multipart(zmq.NOBLOCK, copy=not self.zero_copy)
             except zmq.ZMQError:  # Again: drained
                 break
             self._dispatch(parts)

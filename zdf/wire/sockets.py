@@ -148,3 +148,22 @@ def has_input(sock: zmq.Socket[bytes]) -> bool:
     """Whether a message is waiting to be received (without receiving it)."""
     events = sock.getsockopt(zmq.EVENTS)
     return isinstance(events, int) and bool(events & zmq.POLLIN)
+
+
+_NOBLOCK = int(zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
+
+
+def recv_routed(sock: zmq.Socket[bytes]) -> list[bytes]:
+    """The next message on a ROUTER, without blocking (``zmq.Again`` when none waits).
+
+    What ``recv_multipart(NOBLOCK)`` gives, at half its cost on a hot path: a
+    ROUTER's message is the sender's identity and at least one frame, and a
+    message arrives whole, so the second frame is read without asking first
+    (and plain ints spare pyzmq's enum conversions).
+    """
+    recv = sock.recv
+    parts = [recv(_NOBLOCK), recv(_NOBLOCK)]
+    while sock.getsockopt(_RCVMORE):
+        parts.append(recv(_NOBLOCK))
+    return parts

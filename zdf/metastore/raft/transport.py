@@ -43,7 +43,7 @@ from zdf.metastore.raft.messages import MESSAGES, Message, parse_message
 from zdf.wire.codec import PROTOCOL_VERSION, Kind, encode, packb, unpackb
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import wire_error
-from zdf.wire.sockets import close_socket, endpoint, has_input, make_socket
+from zdf.wire.sockets import close_socket, endpoint, has_input, make_socket, recv_routed
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class PeerTransport:
         router = self._router
         for _ in range(MAX_MESSAGES_PER_WAKEUP):
             try:
-                parts = router.recv_multipart(zmq.NOBLOCK)
+                parts = recv_routed(router)
             except zmq.ZMQError:  # Again: drained
                 break
             if not 2 <= len(parts) <= MAX_FRAMES_PER_MESSAGE + 1:
