@@ -3,7 +3,12 @@
 Rows (all on loopback, on this machine, in this run):
 
 - synced write latency p50/p99 from one client;
-- writes/s and p50 with 16 concurrent clients (group commit shares the fsyncs);
+- writes/s and p50 with 16 concurrent clients (group commit shares the fsyncs),
+  and the CPU of every server process and of the client threads per write
+  meanwhile (each client waits for its reply, so on two cores the rate is at
+  most 2 / that CPU);
+- writes/s with 48 concurrent clients: what the servers do when the clients
+  leave them no idle time;
 - linearizable read p50;
 - leader-kill recovery: from SIGKILL of the leader until a write succeeds.
 
@@ -28,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from zdf.metastore.client import MetaClient
@@ -37,6 +43,7 @@ from zdf.wire.sockets import free_port
 WRITES = 1000
 READS = 2000
 CONCURRENT = 16
+MANY = 48
 CONCURRENT_SECONDS = 5.0
 RESULTS: dict[str, dict[str, float]] = {}
 
@@ -60,9 +67,20 @@ def latency(op: Callable[[int], object], count: int) -> list[float]:
     return samples
 
 
-def concurrent_writes(make_put: Callable[[], Put], seconds: float) -> tuple[float, float]:
-    samples: list[list[float]] = [[] for _ in range(CONCURRENT)]
-    start_line = threading.Barrier(CONCURRENT + 1)
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU of these processes and of this one (the client threads)."""
+    total = 0.0
+    for proc in [psutil.Process(pid) for pid in pids] + [psutil.Process()]:
+        times = proc.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def concurrent_writes(
+    make_put: Callable[[], Put], seconds: float, clients: int = CONCURRENT
+) -> tuple[float, float]:
+    samples: list[list[float]] = [[] for _ in range(clients)]
+    start_line = threading.Barrier(clients + 1)
     end = [0.0]
 
     def run(n: int) -> None:
@@ -75,7 +93,7 @@ def concurrent_writes(make_put: Callable[[], Put], seconds: float) -> tuple[floa
             samples[n].append((time.perf_counter() - t) * 1000)
             i += 1
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(CONCURRENT)]
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(clients)]
     for t in threads:
         t.start()
     end[0] = time.monotonic() + seconds
@@ -86,17 +104,24 @@ def concurrent_writes(make_put: Callable[[], Put], seconds: float) -> tuple[floa
     return len(flat) / seconds, statistics.median(flat)
 
 
-def record(system: str, put: Put, get: Get, make_put: Callable[[], Put]) -> None:
+def record(
+    system: str, put: Put, get: Get, make_put: Callable[[], Put], server_pids: list[int]
+) -> None:
     put("bench/warm", "up")
     writes = latency(lambda i: put(f"bench/w{i % 100}", "x" * 100), WRITES)
     reads = latency(lambda i: get(f"bench/w{i % 100}"), READS)
+    cpu_before = cpu_seconds(server_pids)
     rate, concurrent_p50 = concurrent_writes(make_put, CONCURRENT_SECONDS)
+    cpu = cpu_seconds(server_pids) - cpu_before
+    many, _ = concurrent_writes(make_put, CONCURRENT_SECONDS, MANY)
     RESULTS.setdefault(system, {}).update(
         {
             "write_p50_ms": percentile(writes, 0.5),
             "write_p99_ms": percentile(writes, 0.99),
             "writes_per_s_16": rate,
             "write_p50_16_ms": concurrent_p50,
+            "cpu_us_per_write_16": 1e6 * cpu / (rate * CONCURRENT_SECONDS),
+            "writes_per_s_48": many,
             "read_p50_ms": percentile(reads, 0.5),
         }
     )
@@ -132,7 +157,7 @@ def test_get_latency(benchmark, meta: MetaClient) -> None:  # type: ignore[no-un
     assert kv is not None and kv.value == b"y" * 100
 
 
-def zdf_rows(endpoints: list[str], system: str) -> None:
+def zdf_rows(endpoints: list[str], system: str, pids: list[int]) -> None:
     clients: list[MetaClient] = []
 
     def make_put() -> Put:
@@ -143,20 +168,21 @@ def zdf_rows(endpoints: list[str], system: str) -> None:
     try:
         main = MetaClient(endpoints, timeout=10.0)
         clients.append(main)
-        record(system, main.put, main.get, make_put)
+        record(system, main.put, main.get, make_put, pids)
     finally:
         for client in clients:
             client.close()
 
 
 def test_single_replica_rows(single: MetastoreProcess) -> None:
-    zdf_rows([single.addr], "zdf x1")
+    assert single.pid is not None
+    zdf_rows([single.addr], "zdf x1", [single.pid])
 
 
 def test_three_replica_rows(tmp_path: Path) -> None:
     with MetastoreCluster(str(tmp_path), 3) as cluster:
         cluster.leader()
-        zdf_rows(cluster.endpoints, "zdf x3")
+        zdf_rows(cluster.endpoints, "zdf x3", [m.pid for m in cluster.members if m.pid])
         recoveries = []
         with MetaClient(cluster.endpoints, timeout=10.0, attempt_timeout=0.2) as client:
             for _ in range(5):
@@ -266,7 +292,12 @@ def test_etcd_rows(tmp_path: Path) -> None:
             etcd.start_member(name)
         leader = etcd.leader()
         client = EtcdClient(etcd.endpoint(leader))
-        record("etcd x3", client.put, client.get, lambda: EtcdClient(etcd.endpoint(leader)).put)
+
+        def make_put() -> Put:
+            return EtcdClient(etcd.endpoint(leader)).put
+
+        pids = [proc.pid for proc in etcd.procs.values()]
+        record("etcd x3", client.put, client.get, make_put, pids)
         recoveries = []
         for _ in range(3):
             leader = etcd.leader()
