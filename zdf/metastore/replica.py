@@ -360,7 +360,7 @@ class Replica:
                         waiting.done(result)
                     else:
                         waiting.done(UnknownOutcome("the write was overwritten by a new leader"))
-            if outcome.hint is not None:  # after the replies: only the next append must wait
+            if outcome.hint is not None:  # queued after the replies, for the next append
                 self._send_hint(outcome.hint)
             self._on_events(outcome.events)
         if self._reads_waiting:

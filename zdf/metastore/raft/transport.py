@@ -123,7 +123,8 @@ class PeerTransport:
             if not 2 <= len(parts) <= MAX_FRAMES_PER_MESSAGE + 1:
                 self.stats["malformed"] += 1
                 if parts:
-                    self._refuse(parts[0], ProtocolError("a peer message is 1 to 64 frames"))
+                    too_many = f"a peer message is 1 to {MAX_FRAMES_PER_MESSAGE} frames"
+                    self._refuse(parts[0], ProtocolError(too_many))
                 continue
             identity = parts[0]
             try:
