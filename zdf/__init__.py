@@ -1,7 +1,7 @@
 """zdf: a ZeroMQ low-latency cluster runtime for dataflow jobs and function tasks.
 
 import zdf
-with zdf.connect("127.0.0.1:10240") as client:
+with zdf.connect() as client:  # a cluster of its own; or zdf.connect("host:port")
     future = client.submit(math.sqrt, 2.0)
     print(future.result(timeout=5))
 """
@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "Future", "__version__", "as_completed", "connect"]
+__all__ = ["Client", "Future", "LocalCluster", "__version__", "as_completed", "connect"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +19,8 @@ def __getattr__(name: str) -> Any:
         from zdf import client
 
         return getattr(client, name)
+    if name == "LocalCluster":
+        from zdf.localcluster import LocalCluster
+
+        return LocalCluster
     raise AttributeError(name)

@@ -107,6 +107,23 @@ def int_range(low: int, high: int) -> Parser:
     return parse
 
 
+def parse_resources(value: Any) -> dict[str, float]:
+    """A table of resource name -> non-negative amount: ``{cpu = 4, gpu = 1}`` in TOML,
+    or ``cpu=4,gpu=1`` (a flag or an environment variable)."""
+    if isinstance(value, str):
+        pairs = [p.partition("=") for p in value.strip().strip("{}").split(",") if p.strip()]
+        try:
+            value = {k.strip(): float(v) for k, _, v in pairs}
+        except ValueError:
+            raise ValueError("resources such as cpu=4,gpu=1") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+        for k, v in value.items()
+    ):
+        raise ValueError("a table of resource names to non-negative numbers, e.g. {cpu = 4}")
+    return {k: float(v) for k, v in value.items()}
+
+
 def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -304,6 +321,12 @@ class ExecutorConfig(LogConfig):
     data_dir: str = key("data-dir", parse_str, "/tmp/zdf-data/executor", "scratch directory (ipc)")
     allow_pickle: bool = key(
         "allow-pickle", parse_bool, False, "run pickled functions sent by clients (see README)"
+    )
+    resources: dict[str, float] = key(
+        "resources",
+        parse_resources,
+        {},
+        "what function tasks may ask of it, e.g. {cpu = 4, gpu = 1} (cpu: workers by default)",
     )
 
     def validate(self) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,9 +62,13 @@ class Child:
 
 
 class LocalCluster:
+    """``LocalCluster()`` runs in a temporary folder of its own, removed at ``stop()``;
+    ``with LocalCluster() as cluster:`` starts it and stops it. ``resources``: what
+    every executor advertises to function tasks (``{"gpu": 1}``; cpu: its workers)."""
+
     def __init__(
         self,
-        base_dir: str,
+        base_dir: str | None = None,
         executors: int = 2,
         workers: int = 2,
         slots: int = 32,
@@ -72,8 +78,11 @@ class LocalCluster:
         extra_env: dict[str, str] | None = None,
         masters: int = 1,
         metastores: int = 1,
+        resources: dict[str, float] | None = None,
     ) -> None:
-        self.base_dir = os.path.abspath(base_dir)
+        self._owned_dir = base_dir is None
+        self.base_dir = os.path.abspath(base_dir or tempfile.mkdtemp(prefix="zdf-cluster-"))
+        self.resources = resources
         self.n_executors = executors
         self.workers = workers
         self.slots = slots
@@ -200,6 +209,7 @@ class LocalCluster:
                 os.path.join(self.base_dir, f"executor-{index}"),
                 "--log-level",
                 self.log_level,
+                *(["--resources", _resources_flag(self.resources)] if self.resources else []),
             ],
             addr,
         )
@@ -295,6 +305,8 @@ class LocalCluster:
                     child.proc.wait()
         self.children.clear()
         self.executors.clear()
+        if self._owned_dir and os.path.isdir(self.base_dir):
+            shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:
         return self.start()
@@ -310,3 +322,7 @@ class LocalCluster:
                 with open(os.path.join(self.base_dir, name), errors="replace") as fh:
                     parts.append(f"===== {name}\n{fh.read()[-4000:]}")
         return "\n".join(parts)
+
+
+def _resources_flag(resources: dict[str, float]) -> str:
+    return ",".join(f"{name}={amount:g}" for name, amount in resources.items())

@@ -10,7 +10,7 @@ Who sends what (ROUTER = the master, DEALER = executors and clients)::
     master -> executor   start_task, cancel_task, endpoints (event)
     client -> master     submit_job, job_list, job_status, job_cancel, executor_list,
                          cluster_status, wait_job; fn_client, fn_submit, fn_cancel (functions)
-    worker -> master     fn_hello, fn_done;  master -> worker: fn_run
+    worker -> master     fn_hello, fn_done, fn_stolen;  master -> worker: fn_run, fn_steal
     worker -> client     fn_result on the client's PULL (master -> client when it has no PULL);
                          fn_submit's "reply" is "endpoint#token", the token goes back in fn_result
     PUB/SUB              b"hb" + {"id", "seq", "epoch"} heartbeats, both directions
@@ -56,6 +56,8 @@ FN_LEASE = "fn_lease"  # master -> client and worker: a lease on that worker for
 FN_REVOKE = "fn_revoke"  # master -> client and worker: the lease is over (its worker died)
 FN_DIRECT = "fn_direct"  # client -> worker: a lone task under a lease, past the master
 FN_REFUSED = "fn_refused"  # worker -> client: tasks under a lease it does not hold
+FN_STEAL = "fn_steal"  # master -> worker: give back these tasks if not started yet
+FN_STOLEN = "fn_stolen"  # worker -> master: the tasks it gave back (for a steal or a cancel)
 PICKLED_FN = "!cloudpickle"  # fn_submit/fn_run: the task's first frame is the function
 WORKER_LOST = "worker_lost"  # executor -> master: a worker process died
 LEADER = "leader"  # executor -> worker: the leading master's address (for function tasks)
@@ -90,21 +92,28 @@ def fields(body: Any, **spec: type) -> dict[str, Any]:
     return body
 
 
-def submitted_tasks(entries: Any, frames: list[Any]) -> list[tuple[int, str, int, list[Any]]]:
-    """``[[tid, fn, retries, nframes], ...]`` (``fn_submit``, ``fn_direct``) with every
-    task's frames, in order, as ``(tid, fn, retries, frames)``."""
+SubmittedTask = tuple[int, str, int, list[Any], dict[str, Any]]
+
+
+def submitted_tasks(entries: Any, frames: list[Any]) -> list[SubmittedTask]:
+    """``[[tid, fn, retries, nframes(, options)], ...]`` (``fn_submit``, ``fn_direct``)
+    with every task's frames, in order, as ``(tid, fn, retries, frames, options)``;
+    ``options`` (``client.options``: priority, resources, name) is ``{}`` when absent."""
     if not isinstance(entries, list):
         raise ProtocolError("field 'tasks' is not a list")
     tasks = []
     offset = 0
     for entry in entries:
-        if not (isinstance(entry, list) and len(entry) == 4):
-            raise ProtocolError("each task is [tid, fn, retries, nframes]")
-        tid, fn, retries, nframes = entry
+        if not (isinstance(entry, list) and len(entry) in (4, 5)):
+            raise ProtocolError("each task is [tid, fn, retries, nframes(, options)]")
+        tid, fn, retries, nframes = entry[:4]
+        options = entry[4] if len(entry) == 5 else {}
         if not all(isinstance(x, int) for x in (tid, retries, nframes)) or not isinstance(fn, str):
             raise ProtocolError("bad task entry")
+        if not isinstance(options, dict):
+            raise ProtocolError("a task's options are not a map")
         if nframes < 1 or offset + nframes > len(frames):
             raise ProtocolError("task frames missing")
-        tasks.append((tid, fn, max(0, retries), frames[offset : offset + nframes]))
+        tasks.append((tid, fn, max(0, retries), frames[offset : offset + nframes], options))
         offset += nframes
     return tasks

@@ -46,7 +46,7 @@ def test_map_keeps_order(cluster: LocalCluster) -> None:
 
 def test_remote_exceptions_keep_type_and_traceback(cluster: LocalCluster) -> None:
     with zdf.connect(cluster.master_addr) as client:
-        future = client.submit(examples.fail, "kaput", max_retries=0)
+        future = client.options(retries=0).submit(examples.fail, "kaput")
         with pytest.raises(RuntimeError, match="kaput") as info:
             future.result(10)
         assert "examples.py" in info.value.remote_traceback  # type: ignore[attr-defined]
@@ -68,7 +68,7 @@ def test_unnameable_functions_are_refused_locally(cluster: LocalCluster) -> None
         # A client that sends a pickle anyway is refused by the master.
         client.allow_pickle = True
         with pytest.raises(PermissionError, match="allow-pickle"):
-            client.submit(lambda: 1, max_retries=0).result(10)
+            client.options(retries=0).submit(lambda: 1).result(10)
 
 
 @pytest.mark.cluster(extra_env={"ZDF_ALLOW_PICKLE": "true"})
@@ -81,7 +81,7 @@ def test_pickled_functions_where_the_cluster_allows_them(cluster: LocalCluster) 
             i * 100 for i in range(50)
         ]
         with pytest.raises(ZeroDivisionError):
-            client.submit(lambda: 1 / 0, max_retries=0).result(10)
+            client.options(retries=0).submit(lambda: 1 / 0).result(10)
         # Named functions still travel by name.
         assert client.submit(examples.square, 5).result(10) == 25
 
@@ -94,7 +94,7 @@ def test_results_through_the_master_when_asked(cluster: LocalCluster) -> None:
             i * i for i in range(300)
         ]
         with pytest.raises(RuntimeError, match="via master"):
-            client.submit(examples.fail, "via master", max_retries=0).result(10)
+            client.options(retries=0).submit(examples.fail, "via master").result(10)
 
 
 def test_a_lone_task_completes_for_every_way_of_waiting(cluster: LocalCluster) -> None:

@@ -19,6 +19,7 @@ import concurrent.futures
 import itertools
 import logging
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +28,8 @@ from typing import Any
 from zdf import protocol as P
 from zdf.client.chunks import PickledChunk
 from zdf.client.futures import Future, remote_exception
+from zdf.client.options import DEFAULT as DEFAULT_OPTIONS
+from zdf.client.options import ClientView, TaskOptions
 from zdf.client.transport import Transport, find_leader, master_endpoints
 from zdf.errors import ProtocolError, ZdfError
 from zdf.wire.payload import pack, unpack
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_INFLIGHT = 20_000
 MAP_CHUNK_FN = "zdf.client.chunks:run_chunk"
+MAP_AHEAD = 2048  # items of a map submitted ahead of its results (bounded memory)
 
 
 def function_path(fn: Callable[..., Any] | str) -> str:
@@ -86,6 +90,7 @@ class Client:
             on_lost=self._lost,
         )
         self.allow_pickle = bool(self._io.hello.get("allow_pickle"))
+        self._owned_cluster: Any = None  # the LocalCluster connect() started for it
 
     @property
     def reply_addr(self) -> str:
@@ -103,25 +108,36 @@ class Client:
         return self._io.dropped
 
     # -- public API ---------------------------------------------------------
-    def submit(
+    def submit(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn(*args, **kwargs)`` on the cluster; returns a future at once. Every
+        keyword goes to ``fn``; zdf's own settings are set with ``options``."""
+        return self._submit(fn, args, kwargs, DEFAULT_OPTIONS)
+
+    def options(self, **options: Any) -> ClientView:
+        """A view of this client whose ``submit`` and ``map`` run tasks with these
+        options (``zdf.client.options``): ``retries`` after a worker dies, the
+        ``resources`` a task needs (``{"cpu": 2, "gpu": 1}``; default one cpu),
+        ``priority`` (higher first) and a ``name``."""
+        return ClientView(self, DEFAULT_OPTIONS).options(**options)
+
+    def _submit(
         self,
         fn: Callable[..., Any] | str,
-        /,
-        *args: Any,
-        max_retries: int | None = None,
-        **kwargs: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
     ) -> Future:
-        """Run ``fn(*args, **kwargs)`` on the cluster; returns a future at once."""
         if self._io.closed:
             raise ZdfError("client is closed")
         path, frames = self._encode_call(fn, args, kwargs)
-        retries = self.max_retries if max_retries is None else max_retries
+        retries = self.max_retries if options.retries is None else options.retries
         if not self._slots.acquire(timeout=self.timeout * 6):
             raise ZdfError("submission backpressure: no task finished for too long")
         tid = next(self._tids)
         future = Future(self, tid)
         self._futures[tid] = future  # before sending: the answer may come at once
-        self._io.send((tid, path, retries, frames), nothing_in_flight=len(self._futures) == 1)
+        task = (tid, path, retries, frames, options.wire())
+        self._io.send(task, nothing_in_flight=len(self._futures) == 1)
         return future
 
     def _encode_call(
@@ -153,51 +169,112 @@ class Client:
     def map(
         self,
         fn: Callable[..., Any] | str,
-        iterable: Iterable[Any],
-        *,
-        chunksize: int | None = None,
+        *iterables: Iterable[Any],
         timeout: float | None = None,
+        chunksize: int = 1,
     ) -> Iterator[Any]:
-        """Results of ``fn(item)`` for every item, in order, submitted ahead lazily.
-
-        Items are grouped ``chunksize`` to a task (automatic when None): one
-        round trip per chunk instead of per item.
+        """``fn(*args)`` for ``args`` in ``zip(*iterables)``, as
+        ``concurrent.futures.Executor.map``: results in order, ``TimeoutError`` if
+        they are not all there ``timeout`` seconds after the call. The iterables
+        are consumed lazily, a bounded number of tasks ahead of the results (so an
+        endless iterable is fine). ``chunksize`` items per task saves round trips
+        for functions of a few microseconds; each chunk runs on one worker, so
+        keep it 1 (the default) for functions that take milliseconds or more.
         """
-        try:
-            chunk_fn: Callable[..., Any] | str = MAP_CHUNK_FN
-            chunk_args: tuple[Any, ...] = (function_path(fn),)
-        except ValueError:
-            if isinstance(fn, str) or not self.allow_pickle:
-                raise
-            chunk_fn, chunk_args = PickledChunk(fn), ()
-        size = chunksize or 16
-        if size < 1:
+        return self._map(fn, iterables, timeout, chunksize, DEFAULT_OPTIONS)
+
+    def _map(
+        self,
+        fn: Callable[..., Any] | str,
+        iterables: tuple[Iterable[Any], ...],
+        timeout: float | None,
+        chunksize: int,
+        options: TaskOptions,
+    ) -> Iterator[Any]:
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError("chunksize must be at least 1")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        view = ClientView(self, options)
+        items = zip(*iterables, strict=False)  # the shortest ends it, as zip and Executor.map
+        if chunksize == 1:
+            path_or_fn = fn if isinstance(fn, str) else self._resolvable(fn)
+
+            def submit_next() -> Future | None:
+                args = next(items, None)
+                return None if args is None else view.submit(path_or_fn, *args)
+
+        else:
+            try:
+                chunk_fn: Callable[..., Any] | str = MAP_CHUNK_FN
+                chunk_args: tuple[Any, ...] = (function_path(fn),)
+                label = f"{chunk_args[0]}*{chunksize}"
+            except ValueError:
+                if isinstance(fn, str) or not self.allow_pickle:
+                    raise
+                chunk_fn, chunk_args, label = PickledChunk(fn), (), ""
+            if not options.name and label:
+                # Durations are learnt per mapped function, not for every map as one.
+                view = ClientView(self, options.merged(name=label))
+
+            def submit_next() -> Future | None:
+                chunk = [list(args) for args in itertools.islice(items, chunksize)]
+                return view.submit(chunk_fn, *chunk_args, chunk) if chunk else None
+
         window: deque[Future] = deque()
-        ahead = max(4, 2048 // size)
-        items = iter(iterable)
+        ahead = max(4, MAP_AHEAD // chunksize)
 
         def refill() -> None:
             while len(window) < ahead:
-                chunk = list(itertools.islice(items, size))
-                if not chunk:
+                future = submit_next()
+                if future is None:
                     return
-                window.append(self.submit(chunk_fn, *chunk_args, chunk))
+                window.append(future)
 
-        refill()
+        refill()  # the work starts now, as with concurrent.futures
+        return self._map_results(window, refill, deadline, chunksize > 1)
+
+    def _map_results(
+        self,
+        window: deque[Future],
+        refill: Callable[[], None],
+        deadline: float | None,
+        chunked: bool,
+    ) -> Iterator[Any]:
         while window:
-            results = window.popleft().result(timeout)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                value = window[0].result(left)
+            except concurrent.futures.TimeoutError:
+                raise TimeoutError("map: results not all there within the timeout") from None
+            window.popleft()
             refill()
-            yield from results
+            if chunked:
+                yield from value
+            else:
+                yield value
+
+    def _resolvable(self, fn: Callable[..., Any]) -> Callable[..., Any] | str:
+        """``fn`` by path where it has one (checked once per map, not per item)."""
+        try:
+            return function_path(fn)
+        except ValueError:
+            if not self.allow_pickle:
+                raise
+            return fn
 
     def close(self) -> None:
-        if self._io.closed:
-            return
-        self._io.close()
-        for future in list(self._futures.values()):
-            if not future.done():
-                future.set_exception(ZdfError("client closed before the task finished"))
-        self._futures.clear()
+        """Close the connection (and stop the cluster ``connect()`` started for it)."""
+        if not self._io.closed:
+            self._io.close()
+            for future in list(self._futures.values()):
+                if not future.done():
+                    future.set_exception(ZdfError("client closed before the task finished"))
+            self._futures.clear()
+        cluster, self._owned_cluster = self._owned_cluster, None
+        if cluster is not None:
+            cluster.stop()
 
     def __enter__(self) -> Client:
         return self
@@ -218,9 +295,14 @@ class Client:
             self._slots.release()
         return future
 
-    def _cancel(self, tid: int) -> None:
+    def _cancel(self, tid: int) -> bool:
+        """Withdraw ``tid`` if it has not started (True: it never runs)."""
+        if tid not in self._futures:
+            return False
+        if not self._io.cancel(tid):
+            return False
         self._take(tid)
-        self._io.cancel(tid)
+        return True
 
     def _wait(self, future: Future, timeout: float | None) -> None:
         self._io.wait_here(future.done, timeout)
@@ -271,6 +353,22 @@ class Client:
                 pass  # canceled by the caller while the result was on its way
 
 
-def connect(master_addr: str | list[str] = "127.0.0.1:10240", **options: Any) -> Client:
-    """A client of the master at ``host:port`` (or the leader of a comma-separated list)."""
-    return Client(master_addr, **options)
+def connect(master_addr: str | list[str] | None = None, **options: Any) -> Client:
+    """A client of the master at ``host:port`` (or the leader of a comma-separated list).
+
+    With no address, a whole cluster is started on this machine for this client
+    (``zdf.LocalCluster()``, as ``ray.init()`` or Dask's ``Client()`` do), and
+    stopped when the client closes.
+    """
+    if master_addr is not None:
+        return Client(master_addr, **options)
+    from zdf.localcluster import LocalCluster
+
+    cluster = LocalCluster().start()
+    try:
+        client = Client(cluster.master_addr, **options)
+    except BaseException:
+        cluster.stop()
+        raise
+    client._owned_cluster = cluster
+    return client

@@ -19,9 +19,13 @@ class Future(concurrent.futures.Future[Any]):
     """A ``concurrent.futures.Future`` that can also be awaited and canceled remotely.
 
     ``result(timeout)``, ``exception(timeout)``, ``done()`` and
-    ``add_done_callback`` behave as in the standard library. ``cancel()``
-    withdraws a task that has not started; a task already on a worker runs to
-    its end and its result is dropped. ``await future`` works in any event loop.
+    ``add_done_callback`` behave as in the standard library. ``cancel()`` as
+    well: it returns True only if the task had not started, and then it never
+    runs; once it runs (or has run), False, and the future gets its result as
+    usual. To know, it may ask the master and the worker holding the task (a
+    round trip, within the client's ``timeout``); a task sent straight to a
+    leased worker is running and is not withdrawn. ``await future`` works in
+    any event loop.
     """
 
     def __init__(self, client: Client, tid: int) -> None:
@@ -30,12 +34,13 @@ class Future(concurrent.futures.Future[Any]):
         self.tid = tid
 
     def cancel(self) -> bool:
-        if self.done():
+        if self.cancelled():
+            return True
+        if self.done() or not self._client._cancel(self.tid):
             return False
         canceled = super().cancel()
         if canceled:
             super().set_running_or_notify_cancel()
-            self._client._cancel(self.tid)
         return canceled
 
     def result(self, timeout: float | None = None) -> Any:

@@ -16,7 +16,8 @@ from zdf import protocol as P
 from zdf.wire.codec import Kind, encode
 from zdf.wire.sockets import close_socket, make_socket
 
-Outgoing = tuple[int, str, int, list[Any]]  # tid, function, retries, frames
+# tid, function, retries, frames, options (``client.options``: priority, resources, name)
+Outgoing = tuple[int, str, int, list[Any], dict[str, Any]]
 
 
 def task_message(op: str, batch: list[Outgoing], body: dict[str, Any]) -> list[Any]:
@@ -24,8 +25,11 @@ def task_message(op: str, batch: list[Outgoing], body: dict[str, Any]) -> list[A
     ``tasks`` header, then every task's frames."""
     header: list[list[Any]] = []
     frames: list[Any] = []
-    for tid, path, retries, task_frames in batch:
-        header.append([tid, path, retries, len(task_frames)])
+    for tid, path, retries, task_frames, options in batch:
+        entry: list[Any] = [tid, path, retries, len(task_frames)]
+        if options:
+            entry.append(options)
+        header.append(entry)
         frames.extend(task_frames)
     return [encode(Kind.EVENT, op, 0, {**body, "tasks": header}), *frames]
 

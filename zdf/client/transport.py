@@ -26,13 +26,21 @@ wake up and compete for the GIL on every answer; ``attend`` (a callback,
 ``await``, ``as_completed``) hands it back to the I/O thread at once, and any
 other waiting style (polling ``done()``) is served by a slow fallback poll.
 
-Leases. The first lone task also asks the master for a lease on a worker
-(``zdf.master.fnleases``); once granted, lone tasks go straight to that worker
-over a ``DirectLane``, two hops instead of three. When the master revokes the
-lease (the worker died), the tasks sent under it go through the master again
-with one retry less; when the worker refuses them (it does not hold the lease),
-they go through the master as they are. Either way the next lone task asks for
-a new lease.
+Leases. A lone task sent through the master also asks for a lease on a
+worker (``zdf.master.fnleases``; at most every ``LEASE_RETRY`` while none is
+granted); once granted, lone tasks go straight to that worker over a
+``DirectLane``, two hops instead of three. When the master revokes the lease
+because the worker died, the tasks sent under it go through the master again
+with one retry less; when it revokes it because the worker is given other
+work (``busy``), they are answered as usual; when the worker refuses them (it
+does not hold the lease), they go through the master as they are. Either way
+the next lone task asks for a new lease. Tasks with options (``client.options``)
+always go through the master, which alone places by priority and resources.
+
+Canceling. ``cancel`` takes a task back from the outbox if it is still there;
+otherwise it asks the master (``fn_cancel``, a request answered once the
+worker holding the task said whether it had started it) and waits for the
+answer up to ``timeout``. A task sent to a leased worker is never withdrawn.
 
 Master failover. While tasks are in flight the I/O thread keeps an eye on the
 master: when it has heard nothing from it for ``PROBE_INTERVAL`` it pings it.
@@ -62,7 +70,7 @@ import zmq
 
 from zdf import protocol as P
 from zdf.client.lane import DirectLane, Outgoing, task_message
-from zdf.errors import ProtocolError, ZdfError, worker_lost
+from zdf.errors import ProtocolError, Timeout, ZdfError, from_wire, worker_lost
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.payload import pack
 from zdf.wire.rpc import RpcClient
@@ -77,6 +85,7 @@ IDLE_POLL_MS = 1000
 LONE_FALLBACK_MS = 10  # results of a lone task whose caller does not call result()
 PROBE_INTERVAL = 0.5  # ping a master this silent while tasks are in flight
 MASTER_SILENCE = 1.5  # an unanswered ping this old: look for the leader
+LEASE_RETRY = 0.5  # a lease asked for and not granted: ask again after this long
 
 ResultsHandler = Callable[[Any, list[Any]], None]  # (results header, frames); ProtocolError
 LostHandler = Callable[[ZdfError], None]  # every task in flight is lost for good
@@ -111,14 +120,14 @@ class Transport:
         self.closed = False
         self._token = os.urandom(8).hex()
         self._outbox: deque[Outgoing] = deque()
-        self._cancels: deque[int] = deque()
+        self._calls: dict[int, list[Any]] = {}  # rid: [event, reply body, error]
         # Re-entrant: a future's callbacks run in the thread that read its result, with
         # the socket's lock held, and may submit or wait for other tasks.
         self._send_lock = threading.RLock()  # the DEALER to the master: sends and receives
         self._recv_lock = threading.RLock()  # the result PULL
         self._lone: int | None = None  # the one task in flight, sent by its caller
         self._lane: DirectLane | None = None  # a lease on a worker, for lone tasks
-        self._lease_asked = False
+        self._lease_asked = 0.0  # when a lone task last asked for a lease (0: ask at once)
         self._io_waits_for_results = False  # the I/O thread found the results socket taken
         self._sock = make_socket(
             zmq.DEALER, connect=master_addr, identity=self.identity, sndhwm=0, rcvhwm=0
@@ -173,12 +182,16 @@ class Transport:
             lone = nothing_in_flight and not self._outbox
             if lone:
                 self._lone = task[0]
-                if self._lane is not None:
+                if self._lane is not None and not task[4]:
                     self._sent[task[0]] = task
                     self._lane.send(task, self._reply())
                 else:
-                    ask = bool(self.reply_addr) and not self._lease_asked
-                    self._lease_asked = True
+                    now = time.monotonic()
+                    ask = bool(self.reply_addr) and (
+                        not self._lease_asked or now - self._lease_asked > LEASE_RETRY
+                    )
+                    if ask:
+                        self._lease_asked = now
                     self._send_tasks([task], lease=ask)
             else:
                 self._lone = None
@@ -186,10 +199,46 @@ class Transport:
         if not lone:
             self._wake()
 
-    def cancel(self, tid: int) -> None:
-        self.forget(tid)
-        self._cancels.append(tid)
+    def cancel(self, tid: int) -> bool:
+        """Withdraw ``tid`` if it has not started; True if it never runs."""
+        with self._send_lock:
+            for index, task in enumerate(self._outbox):
+                if task[0] == tid:
+                    del self._outbox[index]
+                    self.forget(tid)
+                    return True
+            lane = self._lane
+            if tid not in self._sent or (lane is not None and tid in lane.tids):
+                return False  # answered, or sent straight to a worker that runs it
+        if threading.current_thread() is self._thread:
+            return False  # a callback: the answer would come on this very thread
+        try:
+            answer = self.request(P.FN_CANCEL, {"tids": [tid]})
+        except ZdfError:
+            return False  # no answer: it may run
+        canceled = isinstance(answer, dict) and tid in (answer.get("canceled") or [])
+        if canceled:
+            self.forget(tid)
+        return canceled
+
+    def request(self, op: str, body: dict[str, Any]) -> Any:
+        """One request to the master, answered through the I/O thread; waits up to
+        ``timeout``."""
+        event = threading.Event()
+        with self._send_lock:
+            rid = next(self._rids)
+            self._calls[rid] = [event, None, None]
+            self._sock.send(encode(Kind.REQUEST, op, rid, body))
         self._wake()
+        try:
+            if not event.wait(self.timeout):
+                raise Timeout(f"the master did not answer {op} within {self.timeout} s")
+            _, answer, error = self._calls[rid]
+        finally:
+            self._calls.pop(rid, None)
+        if error is not None:
+            raise from_wire(error)
+        return answer
 
     def forget(self, tid: int) -> None:
         """``tid`` is answered or canceled."""
@@ -292,7 +341,7 @@ class Transport:
                 and self._lone is None
                 and not self._io_waits_for_results
             )
-            if self._outbox or self._cancels or handed_back:
+            if self._outbox or handed_back:
                 self._sleeping.clear()
                 more = True
                 continue
@@ -338,11 +387,6 @@ class Transport:
             with self._send_lock:
                 batch = [self._outbox.popleft() for _ in range(min(MAX_BATCH, len(self._outbox)))]
                 self._send_tasks(batch)
-        if self._cancels:
-            tids = list(self._cancels)
-            self._cancels.clear()
-            with self._send_lock:
-                self._sock.send(encode(Kind.EVENT, P.FN_CANCEL, 0, {"tids": tids}))
 
     def _reply(self) -> str:
         return f"{self.reply_addr}#{self._token}" if self.reply_addr else ""
@@ -369,6 +413,11 @@ class Transport:
                     self._last_heard = time.monotonic()
                     if msg.kind is Kind.REPLY and msg.rid == self._probe_rid:
                         self._on_probe(msg.body)
+                        continue
+                    call = self._calls.get(msg.rid) if msg.kind is not Kind.EVENT else None
+                    if call is not None:
+                        call[1 if msg.kind is Kind.REPLY else 2] = msg.body
+                        call[0].set()
                         continue
                     if msg.op == P.FN_LEASE:
                         self._on_lease(msg.body)
@@ -406,21 +455,24 @@ class Transport:
                 self._lane = DirectLane(grant["lease"], grant["addr"])
 
     def _on_revoke(self, body: Any) -> None:
-        """The leased worker died: what it had goes through the master, one retry less."""
+        """The lease is over. The worker died: what it had goes through the master, one
+        retry less. It is given other work (``busy``): what it had is answered as usual."""
         lease = P.fields(body, lease=str)["lease"]
         with self._send_lock:
             if self._lane is None or self._lane.lease != lease:
                 return
             tids = self._drop_lane()
-            self._lease_asked = False
+            self._lease_asked = 0.0
+            if body.get("busy"):
+                return
             lost = []
             for tid in sorted(tids):
                 task = self._sent.get(tid)
                 if task is None:
                     continue
-                tid, path, retries, frames = task
+                tid, path, retries, frames, options = task
                 if retries > 0:
-                    self._outbox.append((tid, path, retries - 1, frames))
+                    self._outbox.append((tid, path, retries - 1, frames, options))
                 else:
                     lost.append(tid)
         self._wake()
@@ -434,7 +486,7 @@ class Transport:
             raise ProtocolError("fn_refused: tids is not a list")
         with self._send_lock:
             self._drop_lane()
-            self._lease_asked = False
+            self._lease_asked = 0.0
             for tid in tids:
                 task = self._sent.get(tid) if isinstance(tid, int) else None
                 if task is not None:
@@ -484,7 +536,7 @@ class Transport:
             self._incarnation = incarnation
             with self._send_lock:
                 self._drop_lane()  # granted by a master that is gone
-                self._lease_asked = False
+                self._lease_asked = 0.0
                 # Ahead of anything not sent yet: the I/O loop's next flush sends them.
                 tasks = list(self._sent.values())
                 self._outbox.extendleft(reversed(tasks))

@@ -4,15 +4,18 @@ The worker connects a DEALER straight to the master (one hop fewer than going
 through its executor), says ``fn_hello`` and then runs the batches the master
 sends (``fn_run``). Tasks run in the worker's reactor in short slices, so a
 burst of tiny tasks is answered in batches while the reactor still serves the
-worker's other sockets between slices.
+worker's other sockets between slices. Each result's report says how long the
+call took: the master learns durations from it (``zdf.master.fnplacement``).
+Between tasks the worker also hears ``fn_steal``: it gives back the named
+tasks it has not started (``fn_stolen``), for an idle worker or a cancel.
 
 Each slice's results go straight to their clients' result addresses (a PUSH
 per client, made on first use and closed when idle), and ``fn_done`` tells the
 master which tasks are finished, without their values. That report is not on
 any client's path, so it waits a little (``DONE_DELAY``) to gather the tasks
 that finish meanwhile, unless half of the master's window for this worker is
-used up: a client that runs one task after another then costs the master and
-the worker a third fewer messages. A task whose client gave no address has its
+used up or the worker has nothing left to run: an idle worker says so at once,
+so that the master can give it work. A task whose client gave no address has its
 value in ``fn_done``, sent at once, and the master forwards it.
 
 Leases (``zdf.master.fnleases``): the worker also binds a ROUTER (``direct``,
@@ -107,7 +110,12 @@ class FunctionRunner:
         self.channel = Channel(
             reactor,
             make_socket(zmq.DEALER, connect=master_addr, identity=identity),
-            {P.FN_RUN: self.on_run, P.FN_LEASE: self.on_lease, P.FN_REVOKE: self.on_revoke},
+            {
+                P.FN_RUN: self.on_run,
+                P.FN_LEASE: self.on_lease,
+                P.FN_REVOKE: self.on_revoke,
+                P.FN_STEAL: self.on_steal,
+            },
             name=f"fn-{name}",
         )
         self.direct = Channel(
@@ -117,6 +125,10 @@ class FunctionRunner:
             name=f"fn-direct-{name}",
         )
         self.direct_addr = self.direct.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        # Tasks start once the messages read with them are handled, in the same turn
+        # (a lone task waits no loop turn), so that a steal read with them comes first.
+        self.channel.on_drained = self._after_read
+        self.direct.on_drained = self._after_read
         self.leases: dict[str, None] = {}  # insertion-ordered: the oldest go first
         self.queue: deque[Task] = deque()
         self.functions: dict[str, Any] = {}
@@ -164,9 +176,11 @@ class FunctionRunner:
         for key, fn, nframes, reply, tid in body["tasks"]:
             self.queue.append((key, fn, frames[offset : offset + nframes], reply, tid))
             offset += nframes
-        if not self._scheduled:
-            self.run_slice()  # at once: a lone task should not wait a loop turn
-        return None
+        return None  # run once every message read is handled (``_after_read``)
+
+    def _after_read(self) -> None:
+        if self.queue and not self._scheduled:
+            self.run_slice()
 
     def on_lease(self, call: Call) -> Any:
         lease = P.fields(call.body, lease=str)["lease"]
@@ -187,12 +201,28 @@ class FunctionRunner:
             raise ProtocolError("a task under a lease needs the client's result address")
         tasks = P.submitted_tasks(body.get("tasks"), call.frames)
         if body["lease"] not in self.leases:
-            tids = [tid for tid, _, _, _ in tasks]
+            tids = [task[0] for task in tasks]
             self._send_to_client(reply, P.FN_REFUSED, {"tids": tids}, [])
             return None
-        self.queue.extend((DIRECT, fn, frames, reply, tid) for tid, fn, _, frames in tasks)
-        if not self._scheduled:
-            self.run_slice()
+        self.queue.extend((DIRECT, fn, frames, reply, tid) for tid, fn, _, frames, _ in tasks)
+        return None
+
+    def on_steal(self, call: Call) -> Any:
+        """Give back the tasks named that have not started (``ref``: echoed)."""
+        body = P.fields(call.body, keys=list)
+        wanted = set(body["keys"])
+        kept: deque[Task] = deque()
+        taken = []
+        for task in self.queue:
+            if task[0] is not DIRECT and task[0] in wanted:
+                taken.append(task[0])
+            else:
+                kept.append(task)
+        self.queue = kept
+        answer: dict[str, Any] = {"keys": taken}
+        if body.get("ref") is not None:
+            answer["ref"] = body["ref"]
+        self.channel.notify(P.FN_STOLEN, answer)
         return None
 
     def run_slice(self) -> None:
@@ -203,7 +233,10 @@ class FunctionRunner:
         direct: dict[str, tuple[list[list[Any]], list[Any]]] = {}
         while self.queue:
             key, path, frames, reply, tid = self.queue.popleft()
+            started = time.perf_counter()
             ok, result = self._run_one(path, frames)
+            now = time.perf_counter()
+            seconds = round(now - started, 6)
             self.ran += 1
             if reply:
                 header, out = direct.get(reply) or direct.setdefault(reply, ([], []))
@@ -212,16 +245,20 @@ class FunctionRunner:
                 if key is DIRECT:
                     self._direct_unreported += 1
                 else:
-                    done.append([key, ok, 0])
+                    done.append([key, ok, 0, seconds])
             else:
-                done.append([key, ok, len(result)])
+                done.append([key, ok, len(result), seconds])
                 via_master.extend(result)
-            if time.perf_counter() > deadline:
+            if now > deadline:
                 break
         for reply, (header, out) in direct.items():
             self._send_to_client(reply, P.FN_RESULT, {"results": header}, out)
         self._unreported += done
-        if via_master or len(self._unreported) + len(self.queue) >= self.window // 2:
+        if (
+            via_master
+            or not self.queue
+            or len(self._unreported) + len(self.queue) >= self.window // 2
+        ):
             self._report(via_master)
         elif self._unreported and self._report_timer is None:
             self._report_timer = self.reactor.call_later(DONE_DELAY, self._report)

@@ -98,6 +98,10 @@ class Executor:
         }
         self.masters = list(config.join)
         self.master_addr = self.masters[0]
+        self.registrations = 0  # successful registrations: workers say hello after each
+        workers_n = config.workers or os.cpu_count() or 1
+        # What function tasks may ask of this executor (zdf.master.fnplacement).
+        self.resources = {"cpu": workers_n, **config.resources}
         self.master = self._connect_master(handlers)
         self.publisher = HeartbeatPublisher(config.worker_addr, self.executor_id, 0)
         self.master_sub = HeartbeatSubscriber(self.reactor, self._on_master_beat)
@@ -164,6 +168,7 @@ class Executor:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "tasks": [vars(t) for t in self.tasks.values()],
+            "resources": self.resources,
             "reports": list(self._unacked.values()),
         }
         self.master.request(
@@ -184,6 +189,7 @@ class Executor:
             return
         self._backoff = REGISTER_BACKOFF_MIN
         self.registered = True
+        self.registrations += 1
         self.master_epoch = int(result.get("epoch", 0))
         self._last_master_beat = time.monotonic()
         heartbeat_addr = result.get("heartbeat_addr")
@@ -196,7 +202,13 @@ class Executor:
         for key, publication in list(self._publishing.items()):
             self._send_publication(key, publication)
         for slot in self.pool.slots.values():
-            self.ctl.notify(P.LEADER, {"addr": self.master_addr}, peer=slot.identity)
+            self.ctl.notify(P.LEADER, self._leader(), peer=slot.identity)
+
+    def _leader(self) -> dict[str, Any]:
+        """Where workers take function tasks from. ``registration`` changes each time this
+        executor registers (a restarted or new master has forgotten its workers): the
+        workers then say hello to the master again, even at the same address."""
+        return {"addr": self.master_addr, "registration": self.registrations}
 
     def _on_master_beat(self, body: dict[str, Any]) -> None:
         self._last_master_beat = time.monotonic()
@@ -311,7 +323,7 @@ class Executor:
             return None
         log.debug("worker %s ready", name)
         if self.registered:
-            self.ctl.notify(P.LEADER, {"addr": self.master_addr}, peer=slot.identity)
+            self.ctl.notify(P.LEADER, self._leader(), peer=slot.identity)
         if not self.registered and self._register_timer is None and self.pool.all_ready():
             self._register()
         self._drain_backlog()

@@ -88,6 +88,7 @@ class Worker:
             name=f"worker-{name}",
         )
         self.executor_id = executor_id
+        self._registration: Any = None  # the executor's registration we said hello after
         self.functions = (
             FunctionRunner(self.reactor, master, executor_id, name, allow_pickle, host)
             if master
@@ -225,8 +226,16 @@ class Worker:
     def on_leader(self, call: Call) -> Any:
         """Take function tasks from this master from now on."""
         body = P.fields(call.body, addr=str)
-        if self.functions is not None and self.functions.master_addr == body["addr"]:
+        registration = body.get("registration")
+        if (
+            self.functions is not None
+            and self.functions.master_addr == body["addr"]
+            and registration == self._registration
+        ):
             return None
+        # A new registration: the master may have restarted (at the same address or
+        # not) and forgotten this worker, so the runner says hello again.
+        self._registration = registration
         if self.functions is not None:
             self.functions.close()
         self.functions = FunctionRunner(

@@ -17,9 +17,14 @@ that gets a task under a lease it does not hold (one revoked meanwhile, or
 granted by a master that is gone) refuses it (``fn_refused``) and the client
 submits it through the master. A client holds one lease at a time; asking
 again replaces it. A client that goes away keeps its lease until it is among
-the oldest of ``MAX_LEASES``, which then makes room for a new one. Leases
-reserve no capacity: a client has at most one lone task in flight, so a lease
-adds at most one task per client to a worker.
+the oldest of ``MAX_LEASES``, which then makes room for a new one.
+
+Leases obey the placement rule ("while any worker is idle, no task waits
+behind another"): a lease goes only to a worker that holds no other client's
+lease and runs no other client's tasks, and the master's queue uses leased
+workers last; when it must place another client's task on one, the lease ends
+first (``release``: ``fn_revoke`` with ``busy``, after which the client's tasks
+sent under it are still answered, and its next lone task asks for a new lease).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class LeaseWorker(Protocol):
     executor_id: str
     direct: str
     inflight: set[int]
+    load: float
 
 
 class Leases:
@@ -53,9 +59,19 @@ class Leases:
         client: bytes,
         workers: Iterable[LeaseWorker],
         alive: Callable[[str], bool],
+        free_for: Callable[[LeaseWorker], bool] = lambda _w: True,
     ) -> str | None:
-        """Lease a worker to ``client`` (ending its previous lease); None if none fits."""
-        candidates = [w for w in workers if w.direct and alive(w.executor_id)]
+        """Lease a worker to ``client`` (ending its previous lease); None if none fits.
+        ``free_for(worker)``: the worker runs no other client's tasks."""
+        lessees = {peer: c for c, peer in self.holders.values()}
+        candidates = [
+            w
+            for w in workers
+            if w.direct
+            and alive(w.executor_id)
+            and lessees.get(w.peer, client) == client
+            and free_for(w)
+        ]
         if not candidates:
             return None
         old = self.of_client.get(client)
@@ -64,7 +80,7 @@ class Leases:
         while len(self.holders) >= MAX_LEASES:  # clients that left never give theirs back
             self._end(next(iter(self.holders)), tell_client=True)
         held = Counter(peer for _, peer in self.holders.values())
-        worker = min(candidates, key=lambda w: (held[w.peer], len(w.inflight)))
+        worker = min(candidates, key=lambda w: (held[w.peer], w.load, len(w.inflight)))
         lease = os.urandom(8).hex()
         self.holders[lease] = (client, worker.peer)
         self.of_client[client] = lease
@@ -72,6 +88,21 @@ class Leases:
         self.channel.notify(P.FN_LEASE, {"lease": lease}, peer=worker.peer)
         self.channel.notify(P.FN_LEASE, {"lease": lease, "addr": worker.direct}, peer=client)
         return lease
+
+    def lessees(self) -> dict[bytes, set[bytes]]:
+        """Worker peer -> the clients holding a lease on it."""
+        out: dict[bytes, set[bytes]] = {}
+        for client, peer in self.holders.values():
+            out.setdefault(peer, set()).add(client)
+        return out
+
+    def release(self, peer: bytes, but: bytes = b"") -> None:
+        """End the leases of every client but ``but`` on ``peer``: it gets queued work.
+        Tasks already sent under them are answered as usual."""
+        for lease in [k for k, (c, w) in self.holders.items() if w == peer and c != but]:
+            client, _ = self.holders[lease]
+            self._end(lease, tell_client=False)
+            self.channel.notify(P.FN_REVOKE, {"lease": lease, "busy": True}, peer=client)
 
     def worker_gone(self, peer: bytes) -> None:
         """Revoke every lease on the worker ``peer`` (it died or said hello again)."""

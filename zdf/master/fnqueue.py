@@ -1,13 +1,26 @@
-"""Short function tasks: one queue in the master, a prefetch window per worker.
+"""Short function tasks: one queue in the master, placed so that no worker idles.
 
 Theory of operation. A client says ``fn_client`` once (the answer tells it
 whether pickled functions are accepted), then sends ``fn_submit`` batches; each
 task is a client task id, a function path, a retry budget and its argument
 frames, which the master forwards without unpacking. A batch may name the
 client's result address (``reply``). Worker processes connect a DEALER straight
-to the master and say ``fn_hello``; from then on the master keeps up to
-``window`` tasks in flight on each, sending them in batches (``fn_run``), so a
-worker always has the next task at hand.
+to the master and say ``fn_hello``; from then on the master sends each worker tasks in batches
+(``fn_run``) as placement allows (``zdf.master.fnplacement``): a task of
+unknown duration only to a worker with nothing in flight, short tasks a few
+milliseconds' worth ahead (never more than ``window``), a burst shared out over
+every worker. Tasks are queued by ``priority`` (higher first), then in order of
+arrival; a task asks for ``resources`` and goes only where they are free.
+
+Work stealing. When a worker is idle, nothing queued fits it, and another
+worker has had tasks waiting behind its current one for longer than their
+estimates promised, the master asks that worker for its tasks not started yet
+(``fn_steal``); it answers with the keys it gave up (``fn_stolen``), which go
+back in the queue at their old place. A worker checks for such a request
+between tasks (a task runs in its reactor), so what it gives back is whatever
+has not begun when its current task ends. The same request withdraws one task
+for ``Future.cancel``: ``fn_cancel`` (a request) is answered once the worker
+said whether it had started it.
 
 Results take the short way: a worker sends them straight to the client's
 result address and tells the master only which tasks are done (``fn_done``
@@ -20,7 +33,10 @@ the queue while their retry budget lasts, else answered with a ``WorkerLost``
 error. A task can thus run twice (its first worker may have answered the client
 just before dying); the client keeps the first answer per task id and drops any
 other, so each client task gets exactly one answer. Canceling a queued task
-removes it; a task already on a worker runs, and its result is dropped.
+removes it; a task on a worker is withdrawn if it has not started (see above),
+else it runs and ``fn_cancel`` answers that it was not canceled. The first task
+a worker has is taken as started without asking (it is running, or will be as
+soon as the worker reads it): canceling a running task costs no wait for it.
 
 A client running one task at a time may lease a worker and send such tasks
 to it directly (``zdf.master.fnleases``); those reach the master only as a
@@ -33,18 +49,21 @@ first frame) are refused with a ``PermissionError`` result unless the master's
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
-from collections import deque
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from zdf import protocol as P
 from zdf.errors import ProtocolError, worker_lost
+from zdf.master import fnplacement as place
 from zdf.master.fnleases import Leases
 from zdf.wire.payload import pack
-from zdf.wire.rpc import Call, Channel
+from zdf.wire.reactor import Timer
+from zdf.wire.rpc import DEFER, Call, Channel
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +77,8 @@ PICKLE_REFUSED = {
 
 DEFAULT_WINDOW = 64
 MAX_BATCH = 256
+MAX_SKIP = 64  # queued tasks waiting for resources that others may pass in one pump
+STEAL_SLACK = place.FEED_SECONDS  # how late on its estimates a worker is before a steal
 
 
 @dataclass(slots=True)
@@ -70,6 +91,19 @@ class FnTask:
     frames: list[Any]
     reply: str = ""  # the client's result address ("": results come back through the master)
     worker: bytes | None = None
+    priority: int = 0
+    demand: place.Resources | None = None  # None: one cpu
+    name: str = ""  # what durations are learnt under ("": the function path)
+    estimate: float | None = None  # what placement counted for it on its worker
+    sent: int = 0  # when it was sent to its worker (a worker runs its tasks in this order)
+
+    @property
+    def kind(self) -> str:
+        return self.name or self.fn
+
+    def entry(self) -> tuple[int, int, FnTask]:
+        """Its place in the queue: higher priority first, then in order of arrival."""
+        return (-self.priority, self.key, self)
 
 
 @dataclass
@@ -79,7 +113,19 @@ class FnWorker:
     name: str
     direct: str = ""  # where it takes tasks under a lease ("": it does not)
     inflight: set[int] = field(default_factory=set)
+    demands: dict[int, place.Resources] = field(default_factory=dict)  # non-default only
+    load: float = 0.0  # estimated seconds of the known tasks in flight
+    unknown: int = 0  # tasks in flight whose duration is not known yet
+    since: float = 0.0  # when it last reported progress or got work while idle
+    stealing: bool = False  # a steal request is on its way to it
     done: int = 0
+
+
+@dataclass
+class PendingCancel:
+    call: Call
+    peers: set[bytes]  # workers asked to withdraw a task, not answered yet
+    canceled: list[int]
 
 
 class FunctionQueue:
@@ -94,11 +140,18 @@ class FunctionQueue:
         self.window = window
         self.allow_pickle = allow_pickle
         self.executor_alive = executor_alive or (lambda _id: True)
-        self.queue: deque[FnTask] = deque()
+        self.queue: list[tuple[int, int, FnTask]] = []  # a heap of FnTask.entry()
         self.inflight: dict[int, FnTask] = {}
         self.workers: dict[bytes, FnWorker] = {}
         self.by_client: dict[tuple[bytes, int], FnTask] = {}
+        self.resources: dict[str, place.Resources] = {}  # what executors advertise
+        self.durations = place.Durations()
+        self.clock: Callable[[], float] = time.monotonic
         self._keys = itertools.count(1)
+        self._refs = itertools.count(1)
+        self._sends = itertools.count(1)
+        self._cancels: dict[int, PendingCancel] = {}
+        self._steal_timer: Timer | None = None
         self.leases = Leases(channel)
         self.stats = {
             "submitted": 0,
@@ -107,6 +160,8 @@ class FunctionQueue:
             "retried": 0,
             "lost": 0,
             "canceled": 0,
+            "stolen": 0,  # given back by a busy worker for an idle one
+            "infeasible": 0,
         }
 
     def handlers(self) -> dict[str, Callable[[Call], Any]]:
@@ -116,9 +171,10 @@ class FunctionQueue:
             P.FN_SUBMIT: self.on_submit,
             P.FN_DONE: self.on_done,
             P.FN_CANCEL: self.on_cancel,
+            P.FN_STOLEN: self.on_stolen,
         }
 
-    # -- workers ------------------------------------------------------------
+    # -- workers and executors ----------------------------------------------
     def on_hello(self, call: Call) -> Any:
         body = P.fields(call.body, executor_id=str, worker=str)
         assert call.peer is not None
@@ -132,6 +188,27 @@ class FunctionQueue:
         self.pump()
         return {"window": self.window}
 
+    def set_resources(self, executor_id: str, resources: Any) -> None:
+        """What ``executor_id`` advertised when it registered (None: one cpu per worker)."""
+        try:
+            advertised = place.parse_demand(resources) if resources is not None else None
+        except ProtocolError as exc:
+            log.warning("executor %s advertised bad resources: %s", executor_id, exc)
+            advertised = None
+        if resources is not None and advertised is None and isinstance(resources, dict):
+            advertised = dict(place.DEFAULT_DEMAND)  # exactly one cpu
+        if advertised is None:
+            self.resources.pop(executor_id, None)
+        else:
+            self.resources[executor_id] = advertised
+        self.pump()
+
+    def capacity(self, executor_id: str) -> place.Resources:
+        advertised = self.resources.get(executor_id)
+        if advertised is not None:
+            return advertised
+        return {"cpu": float(sum(w.executor_id == executor_id for w in self.workers.values()))}
+
     def worker_lost(self, executor_id: str, worker: str | None = None) -> None:
         """A worker process (or, with ``worker=None``, a whole executor) is gone."""
         for peer, w in list(self.workers.items()):
@@ -142,30 +219,34 @@ class FunctionQueue:
 
     def _requeue(self, worker: FnWorker) -> None:
         self.leases.worker_gone(worker.peer)
-        retry = []
+        for ref, pending in list(self._cancels.items()):
+            pending.peers.discard(worker.peer)
+            if not pending.peers:  # its task is retried (it may run) or lost: not canceled
+                del self._cancels[ref]
+                pending.call.reply({"canceled": pending.canceled})
         for key in sorted(worker.inflight):
             task = self.inflight.pop(key, None)
             if task is None:
                 continue
+            task.worker = None
             if task.retries > 0:
                 task.retries -= 1
-                task.worker = None
-                retry.append(task)
+                heapq.heappush(self.queue, task.entry())  # at its old place: ahead of later ones
                 self.stats["retried"] += 1
             else:
                 self.stats["lost"] += 1
                 self.by_client.pop((task.client, task.tid), None)
                 error = worker_lost(f"worker {worker.name} on {worker.executor_id} died running it")
                 self._send_results(task.client, [(task.tid, False, pack(error))])
-        self.queue.extendleft(reversed(retry))
+        worker.inflight.clear()
 
     # -- clients ------------------------------------------------------------
     def on_client(self, call: Call) -> Any:
         return {"allow_pickle": self.allow_pickle, "window": self.window}
 
     def on_submit(self, call: Call) -> Any:
-        """Header ``{"tasks": [[tid, fn, retries, nframes], ...], "reply": addr}``, then
-        every task's frames."""
+        """Header ``{"tasks": [[tid, fn, retries, nframes(, options)], ...], "reply": addr}``,
+        then every task's frames; ``options``: ``priority``, ``resources``, ``name``."""
         body = P.fields(call.body, tasks=list)
         assert call.peer is not None
         client = call.peer
@@ -173,79 +254,278 @@ class FunctionQueue:
         if not isinstance(reply, str):
             raise ProtocolError("field 'reply' is not a string")
         refused: list[tuple[int, bool, Sequence[Any]]] = []
-        for tid, fn, retries, frames in P.submitted_tasks(body["tasks"], call.frames):
+        for tid, fn, retries, frames, options in P.submitted_tasks(body["tasks"], call.frames):
             if (client, tid) in self.by_client:
                 continue  # submitted again after a failover: it is already here
             if fn == P.PICKLED_FN and not self.allow_pickle:
                 refused.append((tid, False, pack(PICKLE_REFUSED)))
                 continue
-            task = FnTask(next(self._keys), client, tid, fn, retries, frames, reply)
-            self.queue.append(task)
+            priority, demand, name = task_options(options)
+            if demand is not None and (why := self._infeasible(demand)):
+                self.stats["infeasible"] += 1
+                refused.append((tid, False, pack(infeasible_error(why))))
+                continue
+            task = FnTask(
+                next(self._keys),
+                client,
+                tid,
+                fn,
+                retries,
+                frames,
+                reply,
+                None,
+                priority,
+                demand,
+                name,
+            )
+            heapq.heappush(self.queue, task.entry())
             self.by_client[(client, tid)] = task
         self.stats["submitted"] += len(body["tasks"])
         if refused:
             self._send_results(client, refused)
         if body.get("lease") and reply:
-            self.leases.grant(client, self.workers.values(), self.executor_alive)
+            self.leases.grant(
+                client, self.workers.values(), self.executor_alive, self._free_for(client)
+            )
         self.pump()
         return None
 
+    def _free_for(self, client: bytes) -> Callable[[Any], bool]:
+        """Whether a worker runs no task of a client other than ``client``."""
+
+        def free(worker: Any) -> bool:
+            return all(self.inflight[key].client == client for key in worker.inflight)
+
+        return free
+
+    def _infeasible(self, demand: place.Resources) -> str:
+        """Why no executor known now could ever run a task of ``demand`` ("": one can, or
+        none is known yet and one may come)."""
+        executors = {w.executor_id for w in self.workers.values()}
+        if not executors:
+            return ""
+        best = [self.capacity(e) for e in sorted(executors)]
+        if any(place.covers(have, demand) for have in best):
+            return ""
+        offered = "; ".join(place.describe(have) for have in best)
+        return f"it asks for {place.describe(demand)}, and no executor has that ({offered})"
+
     def on_cancel(self, call: Call) -> Any:
+        """Withdraw tasks: at once if queued; a task on a worker only if it has not
+        started there (asked with ``fn_steal``; a request is answered then)."""
         body = P.fields(call.body, tids=list)
         assert call.peer is not None
-        canceled = []
+        canceled: list[int] = []
+        withdraw: dict[bytes, list[int]] = {}
         for tid in body["tids"]:
-            task = self.by_client.pop((call.peer, tid), None)
+            task = self.by_client.get((call.peer, tid))
             if task is None:
                 continue
             if task.worker is None:
-                try:
-                    self.queue.remove(task)
-                except ValueError:
-                    pass
+                self.by_client.pop((call.peer, tid))
+                self._unqueue(task)
                 canceled.append(tid)
-            else:
-                # Already on a worker: let it run, drop its result.
-                self.inflight[task.key].client = b""
+            elif call.is_event:
+                # An older client that does not wait for the answer: its result is dropped.
+                self.by_client.pop((call.peer, tid))
+                task.client = b""
+            elif not self._first_on_worker(task):
+                withdraw.setdefault(task.worker, []).append(task.key)
+            # else its worker runs it (or will, first of all it has): it is not canceled
         self.stats["canceled"] += len(canceled)
-        return {"canceled": canceled}
+        if not withdraw:
+            return {"canceled": canceled}
+        ref = next(self._refs)
+        self._cancels[ref] = PendingCancel(call, set(withdraw), canceled)
+        for peer, keys in withdraw.items():
+            self.channel.notify(P.FN_STEAL, {"keys": keys, "ref": ref}, peer=peer)
+        return DEFER
+
+    def _first_on_worker(self, task: FnTask) -> bool:
+        worker = self.workers.get(task.worker or b"")
+        if worker is None:
+            return True
+        return task.sent == min(self.inflight[key].sent for key in worker.inflight)
+
+    def _unqueue(self, task: FnTask) -> None:
+        try:
+            self.queue.remove(task.entry())
+        except ValueError:
+            return
+        heapq.heapify(self.queue)
 
     # -- dispatch -----------------------------------------------------------
     def pump(self) -> None:
-        """Fill every worker's window from the queue, one batch per worker per round."""
-        if not self.queue or not self.workers:
-            return
-        progress = True
-        while self.queue and progress:
-            progress = False
-            for worker in self.workers.values():
-                room = self.window - len(worker.inflight)
-                if room <= 0 or not self.queue:
-                    continue
-                if not self.executor_alive(worker.executor_id):
-                    continue
-                self._send_batch(worker, min(room, MAX_BATCH))
-                progress = True
+        """Place what is queued (see ``zdf.master.fnplacement``), then look for work to
+        take back from a busy worker for an idle one."""
+        if self.queue and self.workers:
+            self._place()
+        self._balance()
 
-    def _send_batch(self, worker: FnWorker, count: int) -> None:
+    def _place(self) -> None:
+        lessees = self.leases.lessees()
+        ready = [
+            w
+            for w in self.workers.values()
+            if len(w.inflight) < self.window and self.executor_alive(w.executor_id)
+        ]
+        if not ready:
+            return
+        # Workers leased to a client last, then the least loaded first.
+        ready.sort(key=lambda w: (w.peer in lessees, w.unknown > 0, w.load, len(w.inflight)))
+        skipped: list[tuple[int, int, FnTask]] = []
+        while self.queue:
+            share = max(1, -(-len(self.queue) // len(ready)))
+            placed = 0
+            for worker in ready:
+                if not self.queue:
+                    break
+                placed += self._fill(worker, min(share, MAX_BATCH), lessees)
+            if placed:
+                continue
+            head = self.queue[0][2]
+            if head.demand is None or len(skipped) >= MAX_SKIP:
+                break
+            skipped.append(heapq.heappop(self.queue))  # waits for resources: others may pass
+        for entry in skipped:
+            heapq.heappush(self.queue, entry)
+
+    def _fill(self, worker: FnWorker, limit: int, lessees: dict[bytes, set[bytes]]) -> int:
+        """Send ``worker`` what it may take from the head of the queue, up to ``limit``."""
         header: list[list[Any]] = []
         frames: list[Any] = []
-        while self.queue and len(header) < count:
-            task = self.queue.popleft()
+        clients: set[bytes] = set()
+        was_idle = not worker.inflight
+        while self.queue and len(header) < limit and len(worker.inflight) < self.window:
+            task = self.queue[0][2]
             if task.client and (task.client, task.tid) not in self.by_client:
-                continue  # canceled
+                heapq.heappop(self.queue)  # canceled
+                continue
+            estimate = self.durations.estimate(task.kind)
+            if worker.inflight and (
+                estimate is None or worker.unknown or worker.load + estimate > place.FEED_SECONDS
+            ):
+                break  # it would wait behind work that takes longer than a round trip
+            if not self._fits(worker, task):
+                break
+            heapq.heappop(self.queue)
             task.worker = worker.peer
+            task.estimate = estimate
+            task.sent = next(self._sends)
             self.inflight[task.key] = task
             worker.inflight.add(task.key)
+            if task.demand is not None:
+                worker.demands[task.key] = task.demand
+            if estimate is None:
+                worker.unknown += 1
+            else:
+                worker.load += estimate
+            clients.add(task.client)
             header.append([task.key, task.fn, len(task.frames), task.reply, task.tid])
             frames.extend(task.frames)
-        if header:
-            self.channel.notify(P.FN_RUN, {"tasks": header}, peer=worker.peer, frames=frames)
+        if not header:
+            return 0
+        if was_idle:
+            worker.since = self.clock()
+        if worker.peer in lessees and lessees[worker.peer] - clients:
+            self.leases.release(worker.peer, but=next(iter(clients)) if len(clients) == 1 else b"")
+        self.channel.notify(P.FN_RUN, {"tasks": header}, peer=worker.peer, frames=frames)
+        return len(header)
 
+    def _fits(self, worker: FnWorker, task: FnTask) -> bool:
+        if (
+            task.demand is None
+            and not worker.demands
+            and (worker.inflight or worker.executor_id not in self.resources)
+        ):
+            return True  # one cpu per worker: the default takes nothing more
+        siblings = [w for w in self.workers.values() if w.executor_id == worker.executor_id]
+        return place.fits(worker, task.demand, self.capacity(worker.executor_id), siblings)
+
+    def _unassign(self, worker: FnWorker | None, task: FnTask) -> None:
+        self.inflight.pop(task.key, None)
+        task.worker = None
+        if worker is None:
+            return
+        worker.inflight.discard(task.key)
+        worker.demands.pop(task.key, None)
+        if task.estimate is None:
+            worker.unknown = max(0, worker.unknown - 1)
+        else:
+            worker.load = max(0.0, worker.load - task.estimate) if worker.inflight else 0.0
+
+    # -- work stealing --------------------------------------------------------
+    def _balance(self) -> None:
+        """An idle worker and nothing queued: take back tasks waiting on a late worker."""
+        if self.queue or len(self.workers) < 2:
+            return
+        alive = [w for w in self.workers.values() if self.executor_alive(w.executor_id)]
+        idle = sum(1 for w in alive if not w.inflight)
+        if not idle:
+            return
+        victims = sorted(
+            (w for w in alive if len(w.inflight) > 1 and not w.stealing),
+            key=lambda w: -len(w.inflight),
+        )
+        now = self.clock()
+        next_due: float | None = None
+        for victim in victims[:idle]:
+            due = victim.since + victim.load + STEAL_SLACK
+            if now >= due:
+                victim.stealing = True
+                self.channel.notify(P.FN_STEAL, {"keys": sorted(victim.inflight)}, peer=victim.peer)
+            elif next_due is None or due < next_due:
+                next_due = due
+        reactor = getattr(self.channel, "reactor", None)
+        if next_due is not None and reactor is not None:
+            if self._steal_timer is not None:
+                self._steal_timer.cancel()
+            self._steal_timer = reactor.call_later(next_due - now, self._on_steal_timer)
+
+    def _on_steal_timer(self) -> None:
+        self._steal_timer = None
+        self._balance()
+
+    def on_stolen(self, call: Call) -> Any:
+        """``{"keys": [...], "ref": n}``: the tasks a worker gave up before starting them,
+        for a steal (no ``ref``) or a cancel (``ref``)."""
+        body = P.fields(call.body, keys=list)
+        peer = call.peer or b""
+        worker = self.workers.get(peer)
+        ref = body.get("ref")
+        pending = self._cancels.get(ref) if isinstance(ref, int) else None
+        if worker is not None and ref is None:
+            worker.stealing = False
+        taken = []
+        for key in body["keys"]:
+            task = self.inflight.get(key) if isinstance(key, int) else None
+            if task is not None and task.worker == peer:
+                self._unassign(worker, task)
+                taken.append(task)
+        for task in taken:
+            if pending is not None:
+                self.by_client.pop((task.client, task.tid), None)
+                self.stats["canceled"] += 1
+                pending.canceled.append(task.tid)
+            else:
+                heapq.heappush(self.queue, task.entry())
+                self.stats["stolen"] += 1
+        if pending is not None:
+            pending.peers.discard(peer)
+            if not pending.peers:
+                del self._cancels[ref]  # type: ignore[arg-type]
+                pending.call.reply({"canceled": pending.canceled})
+        if worker is not None and taken:
+            worker.since = self.clock()
+        self.pump()
+        return None
+
+    # -- results --------------------------------------------------------------
     def on_done(self, call: Call) -> Any:
-        """Header ``{"results": [[key, ok, nframes], ...]}`` then every result's frames;
-        ``nframes`` 0: the worker sent the result to the client itself; ``direct``: how
-        many tasks it ran under leases since its last report."""
+        """Header ``{"results": [[key, ok, nframes, seconds], ...]}`` then every result's
+        frames; ``nframes`` 0: the worker sent the result to the client itself;
+        ``seconds``: how long the call took; ``direct``: how many tasks it ran under
+        leases since its last report."""
         body = P.fields(call.body, results=list)
         direct = body.get("direct", 0)
         if isinstance(direct, int) and direct > 0:
@@ -256,9 +536,9 @@ class FunctionQueue:
         offset = 0
         per_client: dict[bytes, list[tuple[int, bool, Sequence[Any]]]] = {}
         for entry in body["results"]:
-            if not (isinstance(entry, list) and len(entry) == 3):
-                raise ProtocolError("each result is [key, ok, nframes]")
-            key, ok, nframes = entry
+            if not (isinstance(entry, list) and len(entry) in (3, 4)):
+                raise ProtocolError("each result is [key, ok, nframes, seconds]")
+            key, ok, nframes = entry[:3]
             if not isinstance(nframes, int) or nframes < 0 or offset + nframes > len(frames):
                 raise ProtocolError("result frames missing")
             result_frames = frames[offset : offset + nframes]
@@ -266,9 +546,10 @@ class FunctionQueue:
             task = self.inflight.get(key)
             if task is None or task.worker != call.peer:
                 continue  # a late answer from a task that was retried elsewhere
-            del self.inflight[key]
+            if len(entry) == 4 and isinstance(entry[3], int | float):
+                self.durations.learn(task.kind, float(entry[3]))
+            self._unassign(worker, task)
             if worker is not None:
-                worker.inflight.discard(key)
                 worker.done += 1
             self.stats["completed"] += 1
             if (
@@ -277,6 +558,8 @@ class FunctionQueue:
                 and nframes
             ):
                 per_client.setdefault(task.client, []).append((task.tid, bool(ok), result_frames))
+        if worker is not None:
+            worker.since = self.clock()
         for client, results in per_client.items():
             self._send_results(client, results)
         self.pump()
@@ -299,3 +582,23 @@ class FunctionQueue:
             "workers": len(self.workers),
             "leases": len(self.leases),
         }
+
+
+def task_options(options: dict[str, Any]) -> tuple[int, place.Resources | None, str]:
+    """A task's ``priority``, ``resources`` and ``name`` (``client.options``)."""
+    priority = options.get("priority", 0)
+    name = options.get("name", "")
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise ProtocolError("option 'priority' is not an integer")
+    if not isinstance(name, str):
+        raise ProtocolError("option 'name' is not a string")
+    return priority, place.parse_demand(options.get("resources")), name
+
+
+def infeasible_error(why: str) -> dict[str, str]:
+    return {
+        "type": "InfeasibleTask",
+        "module": "zdf.errors",
+        "message": f"no executor can run this task: {why}",
+        "traceback": "",
+    }

@@ -455,6 +455,7 @@ class Master:
             call.peer,
         )
         self.executors[executor_id] = info
+        self.functions.set_resources(executor_id, body.get("resources"))
         self._by_peer[call.peer] = executor_id
         self._by_addr[info.addr] = executor_id
         self.liveness.add(executor_id, time.monotonic())
