@@ -33,6 +33,7 @@ demo: $(STAMP)
 	$(BIN)/zdf demo
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]' --config-settings editable_mode=compat
 	$(BIN)/pytest -q -s bench --benchmark-columns=min,median,mean,max,rounds $(PYTEST_ARGS)
 
 clean:

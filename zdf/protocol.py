@@ -108,7 +108,12 @@ def submitted_tasks(entries: Any, frames: list[Any]) -> list[SubmittedTask]:
             raise ProtocolError("each task is [tid, fn, retries, nframes(, options)]")
         tid, fn, retries, nframes = entry[:4]
         options = entry[4] if len(entry) == 5 else {}
-        if not all(isinstance(x, int) for x in (tid, retries, nframes)) or not isinstance(fn, str):
+        if not (
+            isinstance(tid, int)
+            and isinstance(retries, int)
+            and isinstance(nframes, int)
+            and isinstance(fn, str)
+        ):
             raise ProtocolError("bad task entry")
         if not isinstance(options, dict):
             raise ProtocolError("a task's options are not a map")

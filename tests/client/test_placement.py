@@ -11,6 +11,7 @@ import signal
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 import zdf
@@ -134,3 +135,28 @@ def test_function_tasks_run_after_the_only_master_restarts(cluster: LocalCluster
     with zdf.connect(cluster.master_addr, timeout=30) as client:
         futures = [client.submit(examples.square, i) for i in range(20)]
         assert [f.result(30) for f in futures] == [i * i for i in range(20)]
+
+
+def test_connect_without_an_address_runs_a_cluster_of_its_own() -> None:
+    client = zdf.connect()
+    try:
+        cluster = client._owned_cluster
+        assert cluster is not None and os.path.isdir(cluster.base_dir)
+        pids = [child.pid for child in cluster.children]
+        assert client.submit(examples.square, 7).result(30) == 49
+    finally:
+        client.close()
+    assert not os.path.exists(cluster.base_dir), "its temporary folder is removed"
+    assert not any(_alive(pid) for pid in pids), "its processes are stopped"
+    with zdf.LocalCluster(executors=1, workers=1) as local:
+        folder = local.base_dir
+        with zdf.connect(local.master_addr) as client:
+            assert client.submit(examples.square, 3).result(30) == 9
+    assert not os.path.exists(folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -151,6 +151,14 @@ class FunctionRunner:
         body = {"executor_id": self.executor_id, "worker": self.name, "direct": self.direct_addr}
         self.channel.request(P.FN_HELLO, body, timeout=HELLO_TIMEOUT, callback=self._on_hello)
 
+    def rejoin(self) -> None:
+        """Say hello again (the master may have restarted and forgotten this worker).
+        What is done is reported first; what has not started is dropped, since the
+        master puts it back in its queue (or, a new master, its client sends it again)."""
+        self._report()
+        self.queue = deque(task for task in self.queue if task[0] is DIRECT)
+        self.hello()
+
     def _on_hello(self, result: Any, error: ZdfError | None) -> None:
         if error is not None and not self.closed:
             self.reactor.call_later(HELLO_RETRY, self.hello)
@@ -254,10 +262,10 @@ class FunctionRunner:
         for reply, (header, out) in direct.items():
             self._send_to_client(reply, P.FN_RESULT, {"results": header}, out)
         self._unreported += done
-        if (
-            via_master
-            or not self.queue
-            or len(self._unreported) + len(self.queue) >= self.window // 2
+        # Tasks under leases alone are not reported now: their count rides later.
+        if via_master or (
+            self._unreported
+            and (not self.queue or len(self._unreported) + len(self.queue) >= self.window // 2)
         ):
             self._report(via_master)
         elif self._unreported and self._report_timer is None:

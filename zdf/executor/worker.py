@@ -88,7 +88,7 @@ class Worker:
             name=f"worker-{name}",
         )
         self.executor_id = executor_id
-        self._registration: Any = None  # the executor's registration we said hello after
+        self._seen_registration: Any = None  # the executor's registration we said hello after
         self.functions = (
             FunctionRunner(self.reactor, master, executor_id, name, allow_pickle, host)
             if master
@@ -227,15 +227,13 @@ class Worker:
         """Take function tasks from this master from now on."""
         body = P.fields(call.body, addr=str)
         registration = body.get("registration")
-        if (
-            self.functions is not None
-            and self.functions.master_addr == body["addr"]
-            and registration == self._registration
-        ):
+        if self.functions is not None and self.functions.master_addr == body["addr"]:
+            if registration != self._seen_registration:
+                # The master may have restarted at this address and forgotten us.
+                self._seen_registration = registration
+                self.functions.rejoin()
             return None
-        # A new registration: the master may have restarted (at the same address or
-        # not) and forgotten this worker, so the runner says hello again.
-        self._registration = registration
+        self._seen_registration = registration
         if self.functions is not None:
             self.functions.close()
         self.functions = FunctionRunner(

@@ -49,7 +49,6 @@ first frame) are refused with a ``PermissionError`` result unless the master's
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import time
@@ -61,6 +60,7 @@ from zdf import protocol as P
 from zdf.errors import ProtocolError, worker_lost
 from zdf.master import fnplacement as place
 from zdf.master.fnleases import Leases
+from zdf.master.fnorder import TaskOrder
 from zdf.wire.payload import pack
 from zdf.wire.reactor import Timer
 from zdf.wire.rpc import DEFER, Call, Channel
@@ -81,7 +81,7 @@ MAX_SKIP = 64  # queued tasks waiting for resources that others may pass in one 
 STEAL_SLACK = place.FEED_SECONDS  # how late on its estimates a worker is before a steal
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared by identity
 class FnTask:
     key: int
     client: bytes
@@ -100,10 +100,6 @@ class FnTask:
     @property
     def kind(self) -> str:
         return self.name or self.fn
-
-    def entry(self) -> tuple[int, int, FnTask]:
-        """Its place in the queue: higher priority first, then in order of arrival."""
-        return (-self.priority, self.key, self)
 
 
 @dataclass
@@ -140,7 +136,7 @@ class FunctionQueue:
         self.window = window
         self.allow_pickle = allow_pickle
         self.executor_alive = executor_alive or (lambda _id: True)
-        self.queue: list[tuple[int, int, FnTask]] = []  # a heap of FnTask.entry()
+        self.queue: TaskOrder[FnTask] = TaskOrder()
         self.inflight: dict[int, FnTask] = {}
         self.workers: dict[bytes, FnWorker] = {}
         self.by_client: dict[tuple[bytes, int], FnTask] = {}
@@ -224,14 +220,14 @@ class FunctionQueue:
             if not pending.peers:  # its task is retried (it may run) or lost: not canceled
                 del self._cancels[ref]
                 pending.call.reply({"canceled": pending.canceled})
-        for key in sorted(worker.inflight):
+        for key in sorted(worker.inflight, reverse=True):  # each to the head: in their order
             task = self.inflight.pop(key, None)
             if task is None:
                 continue
             task.worker = None
             if task.retries > 0:
                 task.retries -= 1
-                heapq.heappush(self.queue, task.entry())  # at its old place: ahead of later ones
+                self.queue.push_front(task)  # ahead of the tasks that came after it
                 self.stats["retried"] += 1
             else:
                 self.stats["lost"] += 1
@@ -260,7 +256,7 @@ class FunctionQueue:
             if fn == P.PICKLED_FN and not self.allow_pickle:
                 refused.append((tid, False, pack(PICKLE_REFUSED)))
                 continue
-            priority, demand, name = task_options(options)
+            priority, demand, name = task_options(options) if options else (0, None, "")
             if demand is not None and (why := self._infeasible(demand)):
                 self.stats["infeasible"] += 1
                 refused.append((tid, False, pack(infeasible_error(why))))
@@ -278,7 +274,7 @@ class FunctionQueue:
                 demand,
                 name,
             )
-            heapq.heappush(self.queue, task.entry())
+            self.queue.push(task)
             self.by_client[(client, tid)] = task
         self.stats["submitted"] += len(body["tasks"])
         if refused:
@@ -348,11 +344,7 @@ class FunctionQueue:
         return task.sent == min(self.inflight[key].sent for key in worker.inflight)
 
     def _unqueue(self, task: FnTask) -> None:
-        try:
-            self.queue.remove(task.entry())
-        except ValueError:
-            return
-        heapq.heapify(self.queue)
+        self.queue.remove(task)
 
     # -- dispatch -----------------------------------------------------------
     def pump(self) -> None:
@@ -373,7 +365,7 @@ class FunctionQueue:
             return
         # Workers leased to a client last, then the least loaded first.
         ready.sort(key=lambda w: (w.peer in lessees, w.unknown > 0, w.load, len(w.inflight)))
-        skipped: list[tuple[int, int, FnTask]] = []
+        skipped: list[FnTask] = []
         while self.queue:
             share = max(1, -(-len(self.queue) // len(ready)))
             placed = 0
@@ -383,45 +375,56 @@ class FunctionQueue:
                 placed += self._fill(worker, min(share, MAX_BATCH), lessees)
             if placed:
                 continue
-            head = self.queue[0][2]
+            head = self.queue.peek()
             if head.demand is None or len(skipped) >= MAX_SKIP:
                 break
-            skipped.append(heapq.heappop(self.queue))  # waits for resources: others may pass
-        for entry in skipped:
-            heapq.heappush(self.queue, entry)
+            skipped.append(self.queue.pop())  # waits for resources: others may pass
+        for task in reversed(skipped):
+            self.queue.push_front(task)
 
     def _fill(self, worker: FnWorker, limit: int, lessees: dict[bytes, set[bytes]]) -> int:
         """Send ``worker`` what it may take from the head of the queue, up to ``limit``."""
         header: list[list[Any]] = []
         frames: list[Any] = []
         clients: set[bytes] = set()
-        was_idle = not worker.inflight
-        while self.queue and len(header) < limit and len(worker.inflight) < self.window:
-            task = self.queue[0][2]
-            if task.client and (task.client, task.tid) not in self.by_client:
-                heapq.heappop(self.queue)  # canceled
+        queue, by_client, inflight = self.queue, self.by_client, self.inflight
+        mine = worker.inflight
+        was_idle = not mine
+        last_kind: str | None = None
+        estimate: float | None = None
+        room = min(limit, self.window - len(mine))
+        while queue and room > 0:
+            task = queue.peek()
+            if task.client and (task.client, task.tid) not in by_client:
+                queue.pop()  # canceled
                 continue
-            estimate = self.durations.estimate(task.kind)
-            if worker.inflight and (
+            kind = task.name or task.fn
+            if kind is not last_kind:  # a burst is mostly of one function
+                last_kind, estimate = kind, self.durations.estimate(kind)
+            if mine and (
                 estimate is None or worker.unknown or worker.load + estimate > place.FEED_SECONDS
             ):
                 break  # it would wait behind work that takes longer than a round trip
-            if not self._fits(worker, task):
+            if (task.demand is not None or worker.demands or not mine) and not self._fits(
+                worker, task
+            ):
                 break
-            heapq.heappop(self.queue)
+            queue.pop()
+            room -= 1
+            key = task.key
             task.worker = worker.peer
             task.estimate = estimate
             task.sent = next(self._sends)
-            self.inflight[task.key] = task
-            worker.inflight.add(task.key)
+            inflight[key] = task
+            mine.add(key)
             if task.demand is not None:
-                worker.demands[task.key] = task.demand
+                worker.demands[key] = task.demand
             if estimate is None:
                 worker.unknown += 1
             else:
                 worker.load += estimate
             clients.add(task.client)
-            header.append([task.key, task.fn, len(task.frames), task.reply, task.tid])
+            header.append([key, task.fn, len(task.frames), task.reply, task.tid])
             frames.extend(task.frames)
         if not header:
             return 0
@@ -443,16 +446,20 @@ class FunctionQueue:
         return place.fits(worker, task.demand, self.capacity(worker.executor_id), siblings)
 
     def _unassign(self, worker: FnWorker | None, task: FnTask) -> None:
-        self.inflight.pop(task.key, None)
+        key = task.key
+        del self.inflight[key]
         task.worker = None
         if worker is None:
             return
-        worker.inflight.discard(task.key)
-        worker.demands.pop(task.key, None)
+        worker.inflight.discard(key)
+        if worker.demands:
+            worker.demands.pop(key, None)
         if task.estimate is None:
-            worker.unknown = max(0, worker.unknown - 1)
+            worker.unknown -= 1
+        elif worker.inflight:
+            worker.load -= task.estimate
         else:
-            worker.load = max(0.0, worker.load - task.estimate) if worker.inflight else 0.0
+            worker.load = 0.0  # no drift from float sums
 
     # -- work stealing --------------------------------------------------------
     def _balance(self) -> None:
@@ -502,13 +509,13 @@ class FunctionQueue:
             if task is not None and task.worker == peer:
                 self._unassign(worker, task)
                 taken.append(task)
-        for task in taken:
+        for task in reversed(taken):  # each to the head: in their order
             if pending is not None:
                 self.by_client.pop((task.client, task.tid), None)
                 self.stats["canceled"] += 1
                 pending.canceled.append(task.tid)
             else:
-                heapq.heappush(self.queue, task.entry())
+                self.queue.push_front(task)
                 self.stats["stolen"] += 1
         if pending is not None:
             pending.peers.discard(peer)
@@ -535,6 +542,7 @@ class FunctionQueue:
         frames = call.frames
         offset = 0
         per_client: dict[bytes, list[tuple[int, bool, Sequence[Any]]]] = {}
+        took: dict[str, list[Any]] = {}  # function: [seconds, calls]
         for entry in body["results"]:
             if not (isinstance(entry, list) and len(entry) in (3, 4)):
                 raise ProtocolError("each result is [key, ok, nframes, seconds]")
@@ -547,10 +555,13 @@ class FunctionQueue:
             if task is None or task.worker != call.peer:
                 continue  # a late answer from a task that was retried elsewhere
             if len(entry) == 4 and isinstance(entry[3], int | float):
-                self.durations.learn(task.kind, float(entry[3]))
+                timed = took.get(task.kind)
+                if timed is None:
+                    took[task.kind] = [float(entry[3]), 1]
+                else:
+                    timed[0] += entry[3]
+                    timed[1] += 1
             self._unassign(worker, task)
-            if worker is not None:
-                worker.done += 1
             self.stats["completed"] += 1
             if (
                 self.by_client.pop((task.client, task.tid), None) is not None
@@ -558,8 +569,11 @@ class FunctionQueue:
                 and nframes
             ):
                 per_client.setdefault(task.client, []).append((task.tid, bool(ok), result_frames))
+        for kind, (total, count) in took.items():  # one average per function and report
+            self.durations.learn(kind, total / count)
         if worker is not None:
             worker.since = self.clock()
+            worker.done += len(body["results"])
         for client, results in per_client.items():
             self._send_results(client, results)
         self.pump()
