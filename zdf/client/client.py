@@ -136,7 +136,7 @@ class Client:
         tid = next(self._tids)
         future = Future(self, tid)
         self._futures[tid] = future  # before sending: the answer may come at once
-        task = (tid, path, retries, frames, options.wire())
+        task = (tid, path, retries, frames, options.wire)
         self._io.send(task, nothing_in_flight=len(self._futures) == 1)
         return future
 

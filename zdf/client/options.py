@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -52,8 +53,9 @@ class TaskOptions:
         ):
             raise ValueError('resources must map names to amounts, e.g. {"cpu": 2, "gpu": 1}')
 
+    @cached_property
     def wire(self) -> dict[str, Any]:
-        """What travels with each task (empty for the defaults)."""
+        """What travels with each task (empty for the defaults); made once."""
         out: dict[str, Any] = {}
         if self.priority:
             out["priority"] = self.priority
