@@ -297,7 +297,12 @@ class ExecutorConfig(LogConfig):
     session_ttl: float = key(
         "session-ttl", parse_duration, 10.0, "lease TTL of the discovery record"
     )
-    slots: int = key("slots", int_range(1, 4096), 32, "how many tasks this executor runs at once")
+    slots: int = key(
+        "slots",
+        int_range(1, 4096),
+        32,
+        "pipeline slices (slot-sharing groups) or function tasks it runs at once",
+    )
     workers: int = key(
         "workers", int_range(0, 256), 0, "worker processes hosting the tasks (0: one per CPU)"
     )

@@ -19,14 +19,26 @@ class TaskSpec:
     """One task: ``operator`` is an import path ``module:Class`` (or ``module:function``).
 
     ``group`` names a placement group: the tasks of a job with the same group run
-    on one executor, in one worker process, when it has room (a stream's stages,
-    so that their pipes stay inside a process: ``zdf.wire.inproc``)."""
+    on one executor, in one worker process (a stream's stages, so that their pipes
+    stay inside a process: ``zdf.wire.inproc``).
+
+    ``slot`` names a slot-sharing group: the tasks of a job with the same slot run
+    on one executor and take one of its slots between them (a pipeline slice, as
+    Flink's slot sharing; light tasks such as a paced source's producers join the
+    slice they feed). Empty: the task's ``group`` if it has one, else a slot of
+    its own (``slot_key``)."""
 
     task_id: str
     kind: str
     operator: str
     params: dict[str, Any] = field(default_factory=dict)
     group: str = ""
+    slot: str = ""
+
+    @property
+    def slot_key(self) -> str:
+        """The slot this task takes (shared with the tasks of the same key)."""
+        return self.slot or self.group or f"task:{self.task_id}"
 
     def to_dict(self) -> dict[str, Any]:
         # By hand: dataclasses.asdict deep-copies every param, which costs on the hot path.
@@ -38,6 +50,8 @@ class TaskSpec:
         }
         if self.group:
             out["group"] = self.group
+        if self.slot:
+            out["slot"] = self.slot
         return out
 
     @classmethod
@@ -51,6 +65,7 @@ class TaskSpec:
                 operator=str(data["operator"]),
                 params=dict(data.get("params") or {}),
                 group=str(data.get("group") or ""),
+                slot=str(data.get("slot") or ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise JobError(f"bad task spec: {exc}") from None
@@ -59,12 +74,26 @@ class TaskSpec:
         return spec
 
 
+BATCH_JOB_TYPES = frozenset({"function"})
+"""Job types whose tasks run as slots free up; any other job is placed whole (gang)."""
+
+
 @dataclass(frozen=True)
 class JobSpec:
     name: str
     job_type: str
     tasks: list[TaskSpec]
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gang(self) -> bool:
+        """All tasks at once or none: a streaming job's tasks need each other."""
+        return self.job_type not in BATCH_JOB_TYPES
+
+    @functools.cached_property
+    def slots_needed(self) -> int:
+        """Slots the whole job takes (one per slot-sharing group)."""
+        return len({t.slot_key for t in self.tasks})
 
     @functools.cached_property
     def as_dict(self) -> dict[str, Any]:

@@ -55,6 +55,8 @@ ELECTION_RECHECK = 1.0
 """How often a standby whose watch works looks anyway (a safety net, one read)."""
 TAKEOVER_GRACE_TTLS = 2
 RETRY_SCHEDULE = 0.2
+PLACEMENT_CHECK = 0.25
+"""How often jobs waiting for a placement are checked against their placement-timeout."""
 STANDBY_OPS = frozenset({P.PING, P.CLUSTER_STATUS})  # what a standby still answers
 EXECUTOR_SESSION_TTL = 10.0
 
@@ -160,6 +162,7 @@ class Master:
         self._liveness_due: Timer | None = None
         self.reactor.call_every(config.keepalive_interval / 2, self._check_liveness)
         self.reactor.call_every(PERSIST_INTERVAL, self._persist)
+        self.reactor.call_every(PLACEMENT_CHECK, self._expire_unplaced)
         self.reactor.call_every(EXECUTOR_SESSION_TTL / 3, self._keep_leases)
         self.lost_leadership = False
         self._master_lease: int | None = None
@@ -699,7 +702,19 @@ class Master:
             self.jobs.dirty.discard(job.job_id)
         log.info("job %s (%s) submitted with %d tasks", job.job_id, spec.name, len(job.tasks))
         self._schedule()
-        return {"job_id": job.job_id}
+        if job.reason:
+            log.info("job %s waits: %s", job.job_id, job.reason)
+        return {"job_id": job.job_id, "state": job.state.value, "reason": job.reason}
+
+    def _expire_unplaced(self) -> None:
+        """Fail the jobs that waited longer than their ``placement-timeout`` to be placed."""
+        if not self.leading:
+            return
+        for job in self.jobs.expired(time.monotonic()):
+            log.warning("job %s failed: %s", job.job_id, job.reason)
+            for executor, job_id, task_id in self.jobs.fail_unplaced(job):
+                self._send_cancel(executor, job_id, task_id)
+            self._job_done(job)
 
     def on_job_list(self, call: Call) -> Any:
         return [self._job_summary(job) for job in self.jobs.jobs.values()]
@@ -762,6 +777,7 @@ class Master:
             "tasks": len(job.tasks),
             "running": counts.get("running", 0),
             "finished": counts.get("finished", 0),
+            "reason": job.reason,
             "submitted_at": job.submitted_at,
             "finished_at": job.finished_at,
         }
