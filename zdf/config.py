@@ -306,6 +306,12 @@ class ExecutorConfig(LogConfig):
     workers: int = key(
         "workers", int_range(0, 256), 0, "worker processes hosting the tasks (0: one per CPU)"
     )
+    worker_sockets: int = key(
+        "worker-sockets",
+        int_range(0, 1 << 16),
+        0,
+        "file descriptors a worker process lets its tasks use (0: its limit less a reserve)",
+    )
     data_dir: str = key("data-dir", parse_str, "/tmp/zdf-data/executor", "scratch directory (ipc)")
     allow_pickle: bool = key(
         "allow-pickle", parse_bool, False, "run pickled functions sent by clients (see README)"

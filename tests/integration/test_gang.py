@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
+from zdf import protocol as P
+from zdf.errors import JobError
 from zdf.jobs.benchrun import assert_exact, start_bench
 from zdf.localcluster import LocalCluster, wait_until
 
@@ -68,3 +71,29 @@ def test_submit_job_says_at_once_and_placement_timeout_fails_the_job(
     assert out.returncode == 1
     assert "pending: needs 3 slots, 2 free on 1 executor" in out.stderr, out.stderr
     assert "not placed within 1s: needs 3 slots, 2 free on 1 executor" in out.stdout, out.stdout
+
+
+# A worker process lets its tasks use 200 descriptors: a binlog of 100 tables needs
+# 3 x 102, one of 60 tables 3 x 62 (zdf.jobs.cost).
+@pytest.mark.cluster(executors=2, workers=2, extra_env={"ZDF_WORKER_SOCKETS": "200"})
+def test_a_task_over_the_socket_limit_is_refused_cleanly(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    client = cluster.client()
+    with pytest.raises(JobError, match="task binlog-0 needs about 306 file descriptors"):
+        start_bench(cluster, str(tmp_path / "a"), **{"table-num": 100, "servers": 2})
+    assert client.call(P.JOB_LIST) == [], "nothing of a refused job is kept"
+
+    workers = {p.pid for c in cluster.executors for p in psutil.Process(c.pid).children()}
+    run = start_bench(cluster, str(tmp_path / "b"), **{"table-num": 60, "servers": 2})
+    job = run.wait_end(60)
+    assert job["state"] == "failed"
+    assert "file descriptors and its worker processes have at most" in job["error"], job
+    started = [t for t in job["tasks"] if t["kind"] == "binlog"]
+    assert all(t["failures"] == 0 for t in started), "the big tasks were placed first"
+    after = {p.pid for c in cluster.executors for p in psutil.Process(c.pid).children()}
+    assert after == workers, "no worker process crashed"
+    assert all(c.alive() for c in cluster.executors)
+
+    small = start_bench(cluster, str(tmp_path / "c"), **{"table-num": 4, "servers": 2})
+    assert_exact(small, small.wait_end(60))

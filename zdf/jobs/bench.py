@@ -135,7 +135,7 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
             "coordinator",
             "coordinator",
             f"{OPS}.coordinator:Coordinator",
-            dict(common),
+            {**common, "sockets": 2 * cfg.streams + 2},
             slot="stream-0",
         )
     ]
@@ -151,6 +151,7 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
                 **common,
                 "table": t,
                 "done-after": binlogs,
+                "sockets": cfg.streams + 1,  # its port and one peer per stream
                 # Paced producers share one schedule: the binlogs merge them in rounds.
                 **({"pace-with": "producer-0"} if t and cfg.rate > 0 else {}),
             },
@@ -172,7 +173,12 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
                     f"binlog-{s}",
                     "binlog",
                     f"{OPS}.binlog:Binlog",
-                    {**chain, "server": server, "done-after": [f"receive-{s}"]},
+                    {
+                        **chain,
+                        "server": server,
+                        "done-after": [f"receive-{s}"],
+                        "sockets": cfg.table_num + 2,  # a pipe from every producer
+                    },
                     group,
                 ),
                 TaskSpec(
@@ -183,6 +189,7 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
                         **chain,
                         "input": {"task": f"binlog-{s}", "port": "stream", "channel": 0},
                         "done-after": [f"syncer-{s}"],
+                        "sockets": 3,
                     },
                     group,
                 ),
@@ -194,10 +201,11 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
                         **chain,
                         "input": {"task": f"receive-{s}", "port": "out", "channel": 0},
                         "done-after": [f"sink-{s}"],
+                        "sockets": cfg.streams + 3,  # and a barrier link per stream
                     },
                     group,
                 ),
-                TaskSpec(f"sink-{s}", "sink", f"{OPS}.sink:Sink", {**chain}, group),
+                TaskSpec(f"sink-{s}", "sink", f"{OPS}.sink:Sink", {**chain, "sockets": 3}, group),
             ]
         )
     # Stage by stage across the streams: placements that deal tasks in order (the

@@ -2,8 +2,9 @@
 
 This module holds the bookkeeping only; it sends nothing. The master calls it
 and acts on what it returns (tasks to start, tasks to cancel), which keeps it
-testable without sockets. Every change marks the job dirty; the master persists
-dirty jobs to the metastore's framework prefix in one batch.
+testable without sockets. Every change marks the task (``dirty_tasks``) or the
+job's header (``dirty``) dirty; the master writes what changed to the
+metastore's framework prefix in batches (``zdf.master.persist``).
 
 Each placement of a task is a new ``attempt``; reports that name an older
 attempt come from a zombie and are ignored.
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zdf.errors import JobError
+from zdf.jobs.cost import task_sockets
 from zdf.jobs.spec import JobSpec, TaskSpec
 from zdf.master.scheduler import Capacity, Shortfall, place_gang, place_tasks
 from zdf.master.states import (
@@ -91,6 +93,7 @@ class JobRecord:
     finished_at: float | None = None
     error: str | None = None
     token: str | None = None
+    stored: bool = True  # False until its submission is in the metastore: not placed
     reason: str | None = None  # why it waits for a placement, while it does
     waiting_since: float | None = None  # monotonic, while it cannot be placed
     pending: dict[str, None] = field(default_factory=dict)  # pending task ids, in order
@@ -112,8 +115,8 @@ class JobRecord:
                 _, n = self.held.get(task.spec.slot_key, (task.executor, 0))
                 self.held[task.spec.slot_key] = (task.executor, n + 1)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, tasks: bool = True) -> dict[str, Any]:
+        doc: dict[str, Any] = {
             "id": self.job_id,
             "name": self.spec.name,
             "type": self.spec.job_type,
@@ -125,8 +128,10 @@ class JobRecord:
             "token": self.token,
             "reason": self.reason,
             "slots": self.spec.slots_needed,
-            "tasks": [t.to_dict() for t in self.tasks.values()],
         }
+        if tasks:
+            doc["tasks"] = [t.to_dict() for t in self.tasks.values()]
+        return doc
 
     def counts(self) -> Counter[str]:
         return Counter({s.value: n for s, n in self.state_counts.items() if n})
@@ -146,23 +151,36 @@ class JobManager:
     def __init__(self) -> None:
         self.jobs: dict[str, JobRecord] = {}
         self.dirty: set[str] = set()
+        self.dirty_tasks: dict[str, set[str]] = {}  # job -> tasks changed since written
         self.used: Counter[str] = Counter()  # executor -> slots held by live tasks
         self._tokens: dict[str, str] = {}
         self._seq = itertools.count(1)
 
     # -- submission ---------------------------------------------------------
-    def submit(self, spec: JobSpec, token: str | None = None) -> JobRecord:
-        """Accept a job; a retried submission with the same token gets the same job."""
+    def submit(self, spec: JobSpec, token: str | None = None, stored: bool = True) -> JobRecord:
+        """Accept a job; a retried submission with the same token gets the same job.
+
+        ``stored=False``: its submission is being written; it is not placed until
+        ``stored`` is set (or it is ``forget``-ten if the write fails)."""
         if token and token in self._tokens:
             return self.jobs[self._tokens[token]]
         job_id = f"job-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         tasks = {t.task_id: TaskRecord(job_id, t) for t in spec.tasks}
-        job = JobRecord(job_id, spec, tasks, token=token)
+        job = JobRecord(job_id, spec, tasks, token=token, stored=stored)
         self.jobs[job_id] = job
         if token:
             self._tokens[token] = job_id
-        self.dirty.add(job_id)
+        if stored:
+            self.dirty.add(job_id)
         return job
+
+    def forget(self, job_id: str) -> None:
+        """Drop a job whose submission could not be stored (it was never acknowledged)."""
+        job = self.jobs.pop(job_id, None)
+        if job is not None and job.token:
+            self._tokens.pop(job.token, None)
+        self.dirty.discard(job_id)
+        self.dirty_tasks.pop(job_id, None)
 
     def restore(self, doc: dict[str, Any]) -> JobRecord:
         """Rebuild a job from its metastore record (a new leader taking over)."""
@@ -250,7 +268,7 @@ class JobManager:
         free = {e: n - self.used[e] for e, n in slots.items()}
         dispatches: list[Dispatch] = []
         for job in self.jobs.values():
-            if job.state in TERMINAL_JOB_STATES or not job.pending:
+            if job.state in TERMINAL_JOB_STATES or not job.pending or not job.stored:
                 continue
             if job.spec.gang:
                 self._place_gang(job, free, dispatches)
@@ -281,8 +299,10 @@ class JobManager:
         homes.update(placed)
         for executor in placed.values():
             free[executor] -= 1
-        for task_id in list(job.pending):
-            task = job.tasks[task_id]
+        # The costliest first, so that an executor fits its big tasks (a binlog with a
+        # pipe per table) into its worker processes before the many small ones.
+        tasks = sorted((job.tasks[t] for t in job.pending), key=lambda t: -_cost(t.spec))
+        for task in tasks:
             out.append(self._assign(job, task, homes[task.spec.slot_key]))
 
     def _place_batch(self, job: JobRecord, free: dict[str, int], out: list[Dispatch]) -> None:
@@ -350,6 +370,7 @@ class JobManager:
             return []
         if info:
             task.info.update(info)
+            self.dirty_tasks.setdefault(job.job_id, set()).add(task_id)
         if state is TaskState.FAILED:
             task.failures += 1
             retries = int(task.spec.params.get("max_retries", DEFAULT_MAX_RETRIES))
@@ -425,7 +446,7 @@ class JobManager:
             task.started_at = now
         if state in (TaskState.FINISHED, TaskState.CANCELED):
             task.finished_at = now
-        self.dirty.add(job.job_id)
+        self.dirty_tasks.setdefault(job.job_id, set()).add(task.task_id)
 
     def _reindex_move(
         self, job: JobRecord, task: TaskRecord, old: TaskState, new: TaskState
@@ -462,3 +483,7 @@ class JobManager:
         if state in TERMINAL_JOB_STATES:
             job.finished_at = now
         self.dirty.add(job.job_id)
+
+
+def _cost(spec: TaskSpec) -> int:
+    return task_sockets({"params": spec.params})
