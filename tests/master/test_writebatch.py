@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -70,3 +71,34 @@ def test_lost_leadership_fails_every_write_and_steps_down(reactor: Reactor) -> N
     batch.flush()
     assert len(results) == 3 and all(isinstance(r, NotLeader) for r in results)
     assert lost == ["gone"]
+
+
+def test_a_write_larger_than_a_transaction_is_split_in_order_and_done_once(
+    reactor: Reactor,
+) -> None:
+    txns = Recorder()
+    batch = FencedBatch(reactor, txns, lambda why: None)
+    results: list[ZdfError | None] = []
+    batch.add([put_op(f"k{i:04d}", b"v") for i in range(3 * MAX_OPS + 1)], results.append)
+    batch.add([put_op("last", b"v")], results.append)
+    batch.flush()
+    assert results == [None, None]
+    assert [len(t) for t in txns.txns] == [MAX_OPS, MAX_OPS, MAX_OPS, 2]
+    keys = [k for t in txns.txns for k in t]
+    assert keys == [*sorted(keys[:-1]), b"last"]
+
+
+def test_a_turn_is_bounded_and_the_rest_waits_for_the_next(reactor: Reactor) -> None:
+    class Slow(Recorder):
+        def __call__(self, ops: Sequence[TxnOp]) -> None:
+            super().__call__(ops)
+            time.sleep(0.03)  # a slow metastore write, not a synchronisation
+
+    txns = Slow()
+    batch = FencedBatch(reactor, txns, lambda why: None)
+    done: list[ZdfError | None] = []
+    batch.add([put_op(f"k{i:04d}", b"v") for i in range(10 * MAX_OPS)], done.append)
+    batch.flush(budget=0.05)
+    assert 1 <= len(txns.txns) < 10 and done == [], "it yields before the whole write"
+    batch.flush()
+    assert len(txns.txns) == 10 and done == [None]

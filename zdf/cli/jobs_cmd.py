@@ -22,6 +22,7 @@ from zdf.cli.common import (
 from zdf.config import read_toml
 from zdf.errors import Timeout
 from zdf.jobs.spec import JobSpec
+from zdf.jobs.submit import submit_spec
 from zdf.wire.rpc import RpcClient
 
 TERMINAL = {"finished", "failed", "canceled"}
@@ -37,8 +38,7 @@ def load_job_file(path: str) -> JobSpec:
 def submit(client: RpcClient, spec: JobSpec) -> dict[str, Any]:
     """Submit ``spec``: the master's answer, ``job_id`` and (when it cannot be placed
     yet) the ``reason`` it waits."""
-    result = client.call(P.SUBMIT_JOB, {"spec": spec.to_dict(), "token": uuid.uuid4().hex})
-    return dict(result)
+    return submit_spec(client, spec, uuid.uuid4().hex)
 
 
 def job_total(job: dict[str, Any]) -> float:

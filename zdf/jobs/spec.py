@@ -101,24 +101,32 @@ class JobSpec:
         return self.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "job_type": self.job_type,
-            "tasks": [t.to_dict() for t in self.tasks],
-            "settings": self.settings,
-        }
+        return {**self.to_dict_header(), "tasks": [t.to_dict() for t in self.tasks]}
+
+    def to_dict_header(self) -> dict[str, Any]:
+        """The spec without its tasks (a submission in parts sends its tasks apart)."""
+        return {"name": self.name, "job_type": self.job_type, "settings": self.settings}
 
     @classmethod
-    def from_dict(cls, data: Any) -> JobSpec:
+    def from_dict(cls, data: Any, staged: list[TaskSpec] | None = None) -> JobSpec:
+        """Validate a job spec; ``staged``: its tasks, validated already (sent in parts,
+        ``zdf.master.staging``), the spec's own ``tasks`` then being empty."""
         if not isinstance(data, dict):
             raise JobError("a job spec must be a map")
         tasks = data.get("tasks")
-        if not isinstance(tasks, list) or not tasks:
+        if staged is not None:
+            if tasks:
+                raise JobError("a job sent in parts has no tasks of its own")
+            specs = staged
+        elif not isinstance(tasks, list) or not tasks:
             raise JobError("a job needs at least one task")
-        specs = [TaskSpec.from_dict(t) for t in tasks]
-        ids = [t.task_id for t in specs]
-        if len(set(ids)) != len(ids):
-            raise JobError("task ids must be unique within a job")
+        else:
+            specs = [TaskSpec.from_dict(t) for t in tasks]
+            ids = [t.task_id for t in specs]
+            if len(set(ids)) != len(ids):
+                raise JobError("task ids must be unique within a job")
+        if not specs:
+            raise JobError("a job needs at least one task")
         settings = data.get("settings") or {}
         if not isinstance(settings, dict):
             raise JobError("job settings must be a map")

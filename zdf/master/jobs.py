@@ -101,7 +101,22 @@ class JobRecord:
     held: dict[str, tuple[str, int]] = field(default_factory=dict)  # slot -> executor, tasks
 
     def __post_init__(self) -> None:
-        self.reindex()
+        if not self.state_counts:  # else given, for a new job (all pending: see fresh)
+            self.reindex()
+
+    @classmethod
+    def fresh(
+        cls, job_id: str, spec: JobSpec, tasks: dict[str, TaskRecord], **kw: Any
+    ) -> JobRecord:
+        """A new job, every task pending: its indexes without a pass over its tasks."""
+        return cls(
+            job_id,
+            spec,
+            tasks,
+            pending=dict.fromkeys(tasks),
+            state_counts=Counter({TaskState.PENDING: len(tasks)}),
+            **kw,
+        )
 
     def reindex(self) -> None:
         """Rebuild the indexes from the tasks (after a restore)."""
@@ -157,16 +172,29 @@ class JobManager:
         self._seq = itertools.count(1)
 
     # -- submission ---------------------------------------------------------
-    def submit(self, spec: JobSpec, token: str | None = None, stored: bool = True) -> JobRecord:
+    @staticmethod
+    def new_job_id() -> str:
+        return f"job-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+    def submit(
+        self,
+        spec: JobSpec,
+        token: str | None = None,
+        stored: bool = True,
+        job_id: str | None = None,
+        tasks: dict[str, TaskRecord] | None = None,
+    ) -> JobRecord:
         """Accept a job; a retried submission with the same token gets the same job.
 
         ``stored=False``: its submission is being written; it is not placed until
-        ``stored`` is set (or it is ``forget``-ten if the write fails)."""
+        ``stored`` is set (or it is ``forget``-ten if the write fails). ``job_id``
+        and ``tasks``: made already (a submission in parts, ``zdf.master.staging``)."""
         if token and token in self._tokens:
             return self.jobs[self._tokens[token]]
-        job_id = f"job-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        tasks = {t.task_id: TaskRecord(job_id, t) for t in spec.tasks}
-        job = JobRecord(job_id, spec, tasks, token=token, stored=stored)
+        job_id = job_id or self.new_job_id()
+        if tasks is None:
+            tasks = {t.task_id: TaskRecord(job_id, t) for t in spec.tasks}
+        job = JobRecord.fresh(job_id, spec, tasks, token=token, stored=stored)
         self.jobs[job_id] = job
         if token:
             self._tokens[token] = job_id

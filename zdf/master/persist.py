@@ -57,7 +57,7 @@ FRAMEWORK_TASKS = "/zdf/framework/tasks/"
 SPEC_CHUNK = 256
 """Task specs a piece: a few tens of kB, well under the metastore's value limit."""
 MAX_PIECE_BYTES = MAX_VALUE_BYTES // 2
-MAX_TXN_BYTES = 2 * MAX_VALUE_BYTES
+MAX_TXN_BYTES = 2 * MAX_VALUE_BYTES  # as zdf.master.writebatch
 FRAMEWORK_CHECKPOINTS = "/zdf/framework/checkpoints/"
 FRAMEWORK_ENDPOINTS = "/zdf/framework/endpoints/"
 
@@ -88,13 +88,19 @@ def task_document(task: TaskRecord) -> dict[str, Any]:
     return doc
 
 
-def spec_ops(job: JobRecord) -> list[TxnOp]:
-    """The job's task specs in pieces of ``SPEC_CHUNK`` (fewer where they are big),
-    in order; ``JobError`` if one task's spec alone is over the metastore's limit."""
-    specs = job.spec.as_dict["tasks"]
+def spec_pieces(specs: list[dict[str, Any]]) -> list[bytes]:
+    """Task specs (dicts) in pieces of ``SPEC_CHUNK`` (fewer where they are big), in
+    order; ``JobError`` if one task's spec alone is over the metastore's limit."""
     pieces: list[bytes] = []
     for i in range(0, len(specs), SPEC_CHUNK):
         pieces.extend(_split(specs[i : i + SPEC_CHUNK]))
+    return pieces
+
+
+def spec_ops(job: JobRecord, pieces: list[bytes] | None = None) -> list[TxnOp]:
+    """The job's spec pieces (made now, or ``pieces`` made as its parts came)."""
+    if pieces is None:
+        pieces = spec_pieces(job.spec.as_dict["tasks"])
     return [put_op(f"{FRAMEWORK_SPECS}{job.job_id}/{n:06d}", p) for n, p in enumerate(pieces)]
 
 
@@ -111,9 +117,9 @@ def _split(specs: list[Any]) -> list[bytes]:
     return _split(specs[:half]) + _split(specs[half:])
 
 
-def submission_ops(job: JobRecord) -> list[TxnOp]:
+def submission_ops(job: JobRecord, pieces: list[bytes] | None = None) -> list[TxnOp]:
     """What a submission writes: the spec pieces, then the header (the commit mark)."""
-    return [*spec_ops(job), header_op(job)]
+    return [*spec_ops(job, pieces), header_op(job)]
 
 
 def header_op(job: JobRecord) -> TxnOp:

@@ -19,6 +19,7 @@ a stale view.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.master.jobs import Dispatch, JobManager, JobRecord
 from zdf.master.liveness import ExecutorLiveness, Transition
 from zdf.master.persist import FrameworkStore
+from zdf.master.staging import SubmissionStaging
 from zdf.master.states import TERMINAL_JOB_STATES, ExecutorState, TaskState
 from zdf.master.writebatch import FencedBatch
 from zdf.metastore.client import MetaClient
@@ -58,6 +60,8 @@ ELECTION_RECHECK = 1.0
 """How often a standby whose watch works looks anyway (a safety net, one read)."""
 TAKEOVER_GRACE_TTLS = 2
 RETRY_SCHEDULE = 0.2
+FREEZE_TASKS = 10_000
+"""A job this large is moved out of the garbage collector's sight once stored."""
 PLACEMENT_CHECK = 0.25
 """How often jobs waiting for a placement are checked against their placement-timeout."""
 STANDBY_OPS = frozenset({P.PING, P.CLUSTER_STATUS})  # what a standby still answers
@@ -114,6 +118,7 @@ class Master:
             else None
         )
         self.jobs = JobManager()
+        self.staging = SubmissionStaging()
         self.store = FrameworkStore(meta) if meta is not None else None
         self.liveness = ExecutorLiveness(config.keepalive_interval, config.keepalive_ttl)
         self.executors: dict[str, ExecutorInfo] = {}
@@ -135,6 +140,7 @@ class Master:
             P.PUBLISH_ENDPOINT: self.on_publish_endpoint,
             P.CHECKPOINT: self.on_checkpoint,
             P.SUBMIT_JOB: self.on_submit_job,
+            P.SUBMIT_PART: self.on_submit_part,
             P.JOB_LIST: self.on_job_list,
             P.JOB_STATUS: self.on_job_status,
             P.JOB_CANCEL: self.on_job_cancel,
@@ -557,7 +563,8 @@ class Master:
     def _dispatch(self, d: Dispatch) -> None:
         info = self.executors[d.executor_id]
         job = self.jobs.jobs.get(d.job_id)
-        known = self._job_endpoints(job) if job is not None else {}
+        # A batch job's tasks have no peers: no endpoints (they would grow with the job).
+        known = self._job_endpoints(job) if job is not None and job.spec.gang else {}
         body = {
             "job_id": d.job_id,
             "task": d.spec.to_dict(),
@@ -592,8 +599,9 @@ class Master:
         task_rec = job_rec.tasks.get(task_id) if job_rec is not None else None
         was_finished = task_rec is not None and task_rec.state is TaskState.FINISHED
         cancels = self.jobs.task_state(job_id, task_id, attempt, state, info, executor_id)
-        if task_rec is not None and not was_finished and task_rec.state is TaskState.FINISHED:
-            self._announce_done(job_id, task_id, task_rec.attempt)
+        finished = task_rec is not None and task_rec.state is TaskState.FINISHED
+        if finished and not was_finished and job_rec is not None and job_rec.spec.gang:
+            self._announce_done(job_id, task_id, task_rec.attempt)  # type: ignore[union-attr]
         for executor, job, task in cancels:
             self._send_cancel(executor, job, task)
         job_rec = self.jobs.jobs.get(job_id)
@@ -746,14 +754,33 @@ class Master:
     # -- jobs ---------------------------------------------------------------
     def on_submit_job(self, call: Call) -> Any:
         body = P.fields(call.body, spec=dict)
-        spec = JobSpec.from_dict(body["spec"])  # the whole job is valid before any is kept
-        self._check_worker_room(spec)
         token = body.get("token") if isinstance(body.get("token"), str) else None
-        known = token is not None and token in self.jobs._tokens
-        job = self.jobs.submit(spec, token, stored=self.batch is None)
-        if known or self.batch is None:
+        parts = body.get("parts")
+        if token is not None and token in self.jobs._tokens:  # a retry of a submission
+            return self._accepted(self.jobs.jobs[self.jobs._tokens[token]])
+        pieces = None
+        if isinstance(parts, int) and parts > 0 and token is not None:
+            staged = self.staging.take(token)  # the tasks came in parts, checked already
+            spec = JobSpec.from_dict(body["spec"], staged.tasks(parts))
+            # What the parts made already, rather than a pass over the whole job here.
+            spec.__dict__["as_dict"] = {**spec.to_dict_header(), "tasks": staged.task_dicts(parts)}
+            spec.__dict__["slots_needed"] = len(staged.slot_keys)
+            self._check_worker_room(spec, staged.max_cost)
+            pieces = staged.all_pieces(parts)
+            job = self.jobs.submit(
+                spec, token, self.batch is None, staged.job_id, staged.task_records(parts)
+            )
+        else:
+            spec = JobSpec.from_dict(body["spec"])  # the whole job is valid before any is kept
+            self._check_worker_room(spec)
+            job = self.jobs.submit(spec, token, stored=self.batch is None)
+        if self.batch is None:
             return self._accepted(job)
-        ops = persist.submission_ops(job)  # may refuse a task too big to keep: nothing kept
+        try:  # may refuse a task too big to keep: nothing is kept then
+            ops = persist.submission_ops(job, pieces)
+        except JobError:
+            self.jobs.forget(job.job_id)
+            raise
 
         def stored(error: ZdfError | None) -> None:
             if error is not None:
@@ -761,12 +788,21 @@ class Master:
                 call.fail(error)
                 return
             job.stored = True
+            if len(job.tasks) >= FREEZE_TASKS:
+                _freeze_long_lived()
             call.reply(self._accepted(job))
 
         self.batch.add(ops, stored)  # durable before it is acknowledged (header last)
         return DEFER
 
-    def _check_worker_room(self, spec: JobSpec) -> None:
+    def on_submit_part(self, call: Call) -> Any:
+        """A part of a large job's tasks (``zdf.master.staging``)."""
+        body = P.fields(call.body, token=str, index=int, tasks=list)
+        staged = self.staging.add_part(body["token"], body["index"], body["tasks"])
+        _freeze_long_lived()  # the staged tasks live until the job does
+        return {"staged": staged}
+
+    def _check_worker_room(self, spec: JobSpec, max_cost: int | None = None) -> None:
         """Refuse at once a job with a task no worker process has the descriptors for
         (``zdf.jobs.cost``): it would fail as it starts, after its others had."""
         budgets = [
@@ -775,6 +811,8 @@ class Master:
             if info.worker_budget and self.liveness.state(e) is ExecutorState.ALIVE
         ]
         if not budgets:
+            return
+        if max_cost is not None and max_cost <= max(budgets):
             return
         biggest = max(spec.as_dict["tasks"], key=task_cost)
         if task_cost(biggest) > max(budgets):
@@ -909,3 +947,14 @@ class Master:
                 put_back()
 
         self.batch.add(ops, written)
+
+
+def _freeze_long_lived() -> None:
+    """Move what exists now out of the garbage collector's sight (``gc.freeze``).
+
+    A big job's records live as long as the master; left in the collector's
+    oldest generation, every full collection walks them all: over a second for
+    100,000 tasks, long enough to lose the election lease. Frozen objects are
+    still freed when their last reference goes; only a reference cycle among
+    them would stay (the job records have none)."""
+    gc.freeze()
