@@ -16,12 +16,15 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 2.0
+UNKNOWN_ROOM = 1 << 30
+"""The room of a worker that did not say its budget: not counted."""
 
 
 @dataclass
@@ -32,11 +35,35 @@ class WorkerSlot:
     tasks: set[tuple[str, str]] = field(default_factory=set)
     functions: int = 0  # function tasks here; a function occupies its worker until it returns
     restarts: int = 0
-    budget: int = 0  # descriptors its tasks may use (zdf.executor.limits), from its ready
+    budget: int = 0  # descriptors its tasks may use (zdf.executor.limits); 0: not known
     costs: dict[tuple[str, str], int] = field(default_factory=dict)  # task -> descriptors
+    used: int = 0  # the sum of costs
+    jobs: Counter[str] = field(default_factory=Counter)  # tasks here by job
 
     def room(self) -> int:
-        return self.budget - sum(self.costs.values())
+        return self.budget - self.used if self.budget else UNKNOWN_ROOM
+
+    def add_task(self, key: tuple[str, str], cost: int) -> None:
+        self.drop_task(key)
+        self.tasks.add(key)
+        self.costs[key] = cost
+        self.used += cost
+        self.jobs[key[0]] += 1
+
+    def drop_task(self, key: tuple[str, str]) -> None:
+        if key not in self.tasks:
+            return
+        self.tasks.discard(key)
+        self.used -= self.costs.pop(key, 0)
+        self.jobs[key[0]] -= 1
+        if self.jobs[key[0]] <= 0:
+            del self.jobs[key[0]]
+
+    def clear(self) -> None:
+        self.tasks.clear()
+        self.costs.clear()
+        self.jobs.clear()
+        self.used = 0
 
     @property
     def identity(self) -> bytes:
@@ -74,8 +101,7 @@ class WorkerPool:
 
     def _spawn(self, slot: WorkerSlot) -> None:
         slot.ready = False
-        slot.tasks.clear()
-        slot.costs.clear()
+        slot.clear()
         slot.functions = 0
         cmd = [
             sys.executable,

@@ -267,8 +267,7 @@ class Executor:
                 )
             return False
         self.tasks[key] = RunningTask(key[0], key[1], body["attempt"], slot.name, kind, group)
-        slot.tasks.add(key)
-        slot.costs[key] = cost
+        slot.add_task(key, cost)
         if kind == "function":
             slot.functions += 1
         self.ctl.notify(P.START_TASK, body, peer=slot.identity)
@@ -308,8 +307,7 @@ class Executor:
         if slot is None:
             return
         key = (running.job_id, running.task_id)
-        slot.tasks.discard(key)
-        slot.costs.pop(key, None)
+        slot.drop_task(key)
         if running.kind == "function":
             # A function cannot be interrupted from outside its process: replace the worker.
             slot.functions = max(0, slot.functions - 1)
@@ -324,7 +322,7 @@ class Executor:
     def on_endpoints(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, endpoints=list)
         for slot in self.pool.slots.values():
-            if any(job_id == body["job_id"] for job_id, _ in slot.tasks):
+            if body["job_id"] in slot.jobs:
                 self.ctl.notify(P.ENDPOINTS, body, peer=slot.identity)
         return None
 
@@ -353,8 +351,7 @@ class Executor:
             self.tasks.pop(key, None)
             slot = self.pool.slots.get(running.worker)
             if slot is not None:
-                slot.tasks.discard(key)
-                slot.costs.pop(key, None)
+                slot.drop_task(key)
                 if running.kind == "function":
                     slot.functions = max(0, slot.functions - 1)
             self._report_final(body)
