@@ -314,9 +314,20 @@ class ExecutorConfig(LogConfig):
     session_ttl: float = key(
         "session-ttl", parse_duration, 10.0, "lease TTL of the discovery record"
     )
-    slots: int = key("slots", int_range(1, 4096), 32, "how many tasks this executor runs at once")
+    slots: int = key(
+        "slots",
+        int_range(1, 4096),
+        32,
+        "pipeline slices (slot-sharing groups) or function tasks it runs at once",
+    )
     workers: int = key(
         "workers", int_range(0, 256), 0, "worker processes hosting the tasks (0: one per CPU)"
+    )
+    worker_sockets: int = key(
+        "worker-sockets",
+        int_range(0, 1 << 16),
+        0,
+        "file descriptors a worker process lets its tasks use (0: its limit less a reserve)",
     )
     data_dir: str = key("data-dir", parse_str, "/tmp/zdf-data/executor", "scratch directory (ipc)")
     allow_pickle: bool = key(

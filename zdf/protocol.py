@@ -36,6 +36,7 @@ CHECKPOINT = "checkpoint"  # worker -> executor -> master: a task's state, fence
 
 # client -> master
 SUBMIT_JOB = "submit_job"
+SUBMIT_PART = "submit_part"  # a part of a large job's tasks, before its submit_job (staging)
 JOB_LIST = "job_list"
 JOB_STATUS = "job_status"
 JOB_CANCEL = "job_cancel"

@@ -250,3 +250,17 @@ def test_a_hung_executor_is_dead_within_the_ttl_and_comes_back(cluster: LocalClu
         os.kill(victim.pid, signal.SIGCONT)
     # Once it runs again it notices the master saw it die, and registers anew.
     wait_until(lambda: cluster.executor_state("exec-1") == "alive", 10.0, "exec-1 to be back")
+
+
+def test_a_job_submitted_in_parts_runs_whole(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zdf.jobs import submit as submit_module
+    from zdf.jobs.spec import JobSpec
+
+    monkeypatch.setattr(submit_module, "PART_TASKS", 10)  # 35 tasks: 4 parts
+    spec = JobSpec.from_dict(function_job("zdf.jobs.examples:square", 35, ["{i}"]))
+    job_id = submit_module.submit_spec(cluster.client(), spec)["job_id"]
+    job = wait_state(cluster, job_id, {"finished", "failed"}, timeout=30)
+    assert job["state"] == "finished", job.get("error")
+    assert [t["info"]["result"] for t in job["tasks"]] == [i * i for i in range(35)]

@@ -270,12 +270,13 @@ def test_two_executors_lost_many_seeds(cluster: LocalCluster, tmp_path: Path, se
 # -- capacity short -------------------------------------------------------------------
 
 
-@pytest.mark.cluster(executors=2, slots=7)
+@pytest.mark.cluster(executors=2, slots=1)
 def test_capacity_short_tasks_wait_pending_until_an_executor_joins(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    """13 tasks on 2 x 7 slots; one executor dies: what does not fit waits as Pending
-    (no crash, no busy loop) and starts when a new executor joins."""
+    """13 tasks in 2 slots (one per stream) on 2 x 1 slot; one executor dies: the slot
+    that does not fit waits as Pending (no crash, no busy loop, its reason said) and
+    starts when a new executor joins."""
     run = start_bench(cluster, str(tmp_path / "sink"))
     run.wait_sunk(0.2)
     victim = run.busiest_executor()
@@ -292,7 +293,9 @@ def test_capacity_short_tasks_wait_pending_until_an_executor_joins(
     assert cpu < PENDING_MASTER_CPU, f"master at {cpu:.0f}% of a core while tasks wait"
     still = pending()
     assert still and set(still) <= set(waiting), (waiting, still)
-    assert run.status()["state"] == "running"
+    status = run.status()
+    assert status["state"] == "running"
+    assert status["reason"] == "needs 1 slot, 0 free on 1 executor"
     assert all(c.alive() for c in cluster.masters)
 
     joined = cluster.start_executor()

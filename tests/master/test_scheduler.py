@@ -1,4 +1,4 @@
-from zdf.master.scheduler import Capacity, place_tasks
+from zdf.master.scheduler import Capacity, Shortfall, place_gang, place_tasks
 
 
 def test_spreads_over_free_slots() -> None:
@@ -21,20 +21,14 @@ def test_no_executor_no_placement() -> None:
     assert place_tasks(["a"], []) == {}
 
 
-def test_a_group_stays_on_one_executor_while_others_spread() -> None:
-    tasks = ["p0", "p1", "b0", "b1", "s0", "s1"]
-    groups = {"b0": "stream-0", "s0": "stream-0", "b1": "stream-1", "s1": "stream-1"}
-    placed = place_tasks(tasks, [Capacity("e1", 8), Capacity("e2", 8)], groups=groups)
-    assert placed["b0"] == placed["s0"]
-    assert placed["b1"] == placed["s1"]
-    assert placed["b0"] != placed["b1"]  # each group's first task still spreads
-    assert placed["p0"] != placed["p1"]
+def test_a_gang_is_placed_whole_and_spread() -> None:
+    placed = place_gang(["s0", "s1", "s2"], [Capacity("e1", 2), Capacity("e2", 2)])
+    assert isinstance(placed, dict) and set(placed) == {"s0", "s1", "s2"}
+    assert sorted(placed.values()) in (["e1", "e1", "e2"], ["e1", "e2", "e2"])
 
 
-def test_a_group_joins_its_running_tasks_and_overflows_when_full() -> None:
-    groups = {"a": "g", "b": "g", "c": "g"}
-    placed = place_tasks(
-        ["a", "b", "c"], [Capacity("e1", 2), Capacity("e2", 9)], groups=groups, homes={"g": "e1"}
-    )
-    assert placed["a"] == placed["b"] == "e1"  # where the group already runs, not the emptiest
-    assert placed["c"] == "e2"  # no room left there: placed as any task
+def test_a_gang_that_does_not_fit_places_nothing_and_says_why() -> None:
+    short = place_gang(["a", "b", "c", "d"], [Capacity("e1", 1), Capacity("e2", 2)])
+    assert isinstance(short, Shortfall)
+    assert str(short) == "needs 4 slots, 3 free on 2 executors"
+    assert str(place_gang(["a"], [])) == "needs 1 slot, 0 free on 0 executors"

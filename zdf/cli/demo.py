@@ -231,7 +231,7 @@ def run_job(
 ) -> dict[str, Any]:
     client = cluster.client()
     submitted = time.monotonic()
-    job_id = submit(client, spec)
+    job_id = str(submit(client, spec)["job_id"])
     console.print(f"submitted {job_id}: {len(spec.tasks)} tasks")
     all_running_at: float | None = None
     deadline = submitted + timeout

@@ -22,6 +22,7 @@ from zdf.cli.common import (
 from zdf.config import read_toml
 from zdf.errors import Timeout
 from zdf.jobs.spec import JobSpec
+from zdf.jobs.submit import submit_spec
 from zdf.wire.rpc import RpcClient
 
 TERMINAL = {"finished", "failed", "canceled"}
@@ -34,9 +35,10 @@ def load_job_file(path: str) -> JobSpec:
     return build_job(read_toml(path), path)
 
 
-def submit(client: RpcClient, spec: JobSpec) -> str:
-    result = client.call(P.SUBMIT_JOB, {"spec": spec.to_dict(), "token": uuid.uuid4().hex})
-    return str(result["job_id"])
+def submit(client: RpcClient, spec: JobSpec) -> dict[str, Any]:
+    """Submit ``spec``: the master's answer, ``job_id`` and (when it cannot be placed
+    yet) the ``reason`` it waits."""
+    return submit_spec(client, spec, uuid.uuid4().hex)
 
 
 def job_total(job: dict[str, Any]) -> float:
@@ -64,8 +66,14 @@ def wait_for_job(
     ) as progress:
         bar = progress.add_task(job_id, total=expected or 1, rate="")
         last = (time.monotonic(), 0.0)
+        said = None
         while True:
             job = client.call(P.JOB_STATUS, {"job_id": job_id})
+            reason = job.get("reason")
+            if reason and reason != said:
+                console.print(f"{job_id} pending: {reason}")
+            said = reason
+            progress.update(bar, description=f"{job_id} (waiting)" if reason else job_id)
             now, done = time.monotonic(), job_total(job)
             rate = (done - last[1]) / max(1e-6, now - last[0])
             if done:
@@ -89,6 +97,8 @@ def print_job(job: dict[str, Any]) -> None:
     if job.get("finished_at") and job.get("submitted_at"):
         elapsed = f" in {job['finished_at'] - job['submitted_at']:.2f}s"
     console.print(f"job [bold]{job['id']}[/] ({job.get('name')}): [bold]{job['state']}[/]{elapsed}")
+    if job.get("reason"):
+        console.print(f"waiting: {job['reason']}")
     if job.get("error"):
         console.print(f"error: {job['error'].splitlines()[0]}")
     print_table(
@@ -120,12 +130,16 @@ def submit_job(master_addr: str, config_path: str, wait: bool, timeout: float, f
     """Submit a job described by a TOML file."""
     spec = load_job_file(config_path)
     with RpcClient(master_endpoints(master_addr), timeout=10.0) as client:
-        job_id = submit(client, spec)
+        answer = submit(client, spec)
+        job_id = str(answer["job_id"])
+        reason = answer.get("reason")
         if not wait:
             if fmt == "json":
-                print_json({"job_id": job_id})
+                print_json({"job_id": job_id, **({"reason": reason} if reason else {})})
             else:
                 click.echo(f"submitted {job_id} ({len(spec.tasks)} tasks)")
+                if reason:
+                    click.echo(f"pending: {reason}")
             return
         expected = float(spec.settings.get("expected_records", 0) or 0)
         job = wait_for_job(client, job_id, timeout, fmt != "json", expected)

@@ -16,12 +16,15 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 2.0
+UNKNOWN_ROOM = 1 << 30
+"""The room of a worker that did not say its budget: not counted."""
 
 
 @dataclass
@@ -32,6 +35,35 @@ class WorkerSlot:
     tasks: set[tuple[str, str]] = field(default_factory=set)
     functions: int = 0  # function tasks here; a function occupies its worker until it returns
     restarts: int = 0
+    budget: int = 0  # descriptors its tasks may use (zdf.executor.limits); 0: not known
+    costs: dict[tuple[str, str], int] = field(default_factory=dict)  # task -> descriptors
+    used: int = 0  # the sum of costs
+    jobs: Counter[str] = field(default_factory=Counter)  # tasks here by job
+
+    def room(self) -> int:
+        return self.budget - self.used if self.budget else UNKNOWN_ROOM
+
+    def add_task(self, key: tuple[str, str], cost: int) -> None:
+        self.drop_task(key)
+        self.tasks.add(key)
+        self.costs[key] = cost
+        self.used += cost
+        self.jobs[key[0]] += 1
+
+    def drop_task(self, key: tuple[str, str]) -> None:
+        if key not in self.tasks:
+            return
+        self.tasks.discard(key)
+        self.used -= self.costs.pop(key, 0)
+        self.jobs[key[0]] -= 1
+        if self.jobs[key[0]] <= 0:
+            del self.jobs[key[0]]
+
+    def clear(self) -> None:
+        self.tasks.clear()
+        self.costs.clear()
+        self.jobs.clear()
+        self.used = 0
 
     @property
     def identity(self) -> bytes:
@@ -50,7 +82,9 @@ class WorkerPool:
         executor_id: str = "",
         frozen_limit: float = 1.0,
         allow_pickle: bool = False,
+        sockets: int = 0,
     ) -> None:
+        self.sockets = sockets
         self.frozen_limit = frozen_limit
         self.allow_pickle = allow_pickle
         self.executor_id = executor_id
@@ -67,7 +101,7 @@ class WorkerPool:
 
     def _spawn(self, slot: WorkerSlot) -> None:
         slot.ready = False
-        slot.tasks.clear()
+        slot.clear()
         slot.functions = 0
         cmd = [
             sys.executable,
@@ -92,22 +126,36 @@ class WorkerPool:
         ]
         if self.allow_pickle:
             cmd.append("--allow-pickle")
+        if self.sockets:
+            cmd += ["--sockets", str(self.sockets)]
         slot.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
 
-    def mark_ready(self, name: str) -> WorkerSlot | None:
+    def mark_ready(self, name: str, budget: int = 0) -> WorkerSlot | None:
         slot = self.slots.get(name)
         if slot is not None:
             slot.ready = True
+            slot.budget = budget
         return slot
+
+    def budget(self) -> int:
+        """The smallest budget of a ready worker: what one task may take at most."""
+        return min((s.budget for s in self.slots.values() if s.ready), default=0)
 
     def all_ready(self) -> bool:
         return all(s.ready for s in self.slots.values())
 
-    def least_loaded(self, function: bool = False, prefer: str | None = None) -> WorkerSlot | None:
-        """The ready worker with the fewest tasks; for a function, only an idle one.
+    def least_loaded(
+        self, function: bool = False, prefer: str | None = None, cost: int = 0
+    ) -> WorkerSlot | None:
+        """The ready worker with the fewest tasks; for a function, only an idle one;
+        only one with room for ``cost`` descriptors.
 
         ``prefer`` names a worker to take if it is ready (a placement group's)."""
-        ready = [s for s in self.slots.values() if s.ready and not (function and s.functions)]
+        ready = [
+            s
+            for s in self.slots.values()
+            if s.ready and not (function and s.functions) and s.room() >= cost
+        ]
         for slot in ready:
             if slot.name == prefer:
                 return slot

@@ -28,6 +28,7 @@ from zdf import protocol as P
 from zdf.config import ExecutorConfig
 from zdf.errors import JobError, NotLeader, Timeout, ZdfError
 from zdf.executor.pool import WorkerPool, WorkerSlot
+from zdf.jobs.cost import task_cost
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
@@ -116,6 +117,7 @@ class Executor:
             executor_id=self.executor_id,
             frozen_limit=config.keepalive_ttl,
             allow_pickle=config.allow_pickle,
+            sockets=config.worker_sockets,
         )
         self._handlers = handlers
         self.reactor.call_every(config.keepalive_interval, self._beat, now=True)
@@ -167,6 +169,7 @@ class Executor:
             "slots": self.config.slots,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "worker_budget": self.pool.budget(),
             "tasks": [vars(t) for t in self.tasks.values()],
             "resources": self.resources,
             "reports": list(self._unacked.values()),
@@ -248,7 +251,7 @@ class Executor:
         if old is not None:
             self._cancel_on_worker(old)
         self._backlog = [b for b in self._backlog if _task_key(b) != key]
-        if not self._place(body):
+        if not self._place(body):  # JobError: no worker has room for its sockets
             self._backlog.append(body)  # started when a worker is ready or idle
             return {"worker": None, "queued": True}
         return {"worker": self.tasks[key].worker}
@@ -265,11 +268,18 @@ class Executor:
                 (t.worker for t in self.tasks.values() if t.group == group and t.job_id == key[0]),
                 None,
             )
-        slot = self.pool.least_loaded(function=kind == "function", prefer=home)
+        cost = task_cost(body["task"])
+        slot = self.pool.least_loaded(function=kind == "function", prefer=home, cost=cost)
         if slot is None:
+            if self.pool.least_loaded(function=kind == "function", prefer=home) is not None:
+                room = max((s.room() for s in self.pool.slots.values() if s.ready), default=0)
+                raise JobError(
+                    f"task {key[1]} refused by {self.executor_id}: it needs about {cost} "
+                    f"file descriptors and its worker processes have at most {room} to spare"
+                )
             return False
         self.tasks[key] = RunningTask(key[0], key[1], body["attempt"], slot.name, kind, group)
-        slot.tasks.add(key)
+        slot.add_task(key, cost)
         if kind == "function":
             slot.functions += 1
         self.ctl.notify(P.START_TASK, body, peer=slot.identity)
@@ -278,7 +288,20 @@ class Executor:
     def _drain_backlog(self) -> None:
         backlog, self._backlog = self._backlog, []
         for i, body in enumerate(backlog):
-            if not self._place(body):
+            try:
+                placed = self._place(body)
+            except JobError as exc:
+                self._report_final(
+                    {
+                        "job_id": str(body["job_id"]),
+                        "task_id": _task_key(body)[1],
+                        "attempt": body["attempt"],
+                        "state": "failed",
+                        "info": {"error": str(exc)},
+                    }
+                )
+                continue
+            if not placed:
                 self._backlog = backlog[i:] + self._backlog
                 return
 
@@ -296,7 +319,7 @@ class Executor:
         if slot is None:
             return
         key = (running.job_id, running.task_id)
-        slot.tasks.discard(key)
+        slot.drop_task(key)
         if running.kind == "function":
             # A function cannot be interrupted from outside its process: replace the worker.
             slot.functions = max(0, slot.functions - 1)
@@ -311,14 +334,15 @@ class Executor:
     def on_endpoints(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, endpoints=list)
         for slot in self.pool.slots.values():
-            if any(job_id == body["job_id"] for job_id, _ in slot.tasks):
+            if body["job_id"] in slot.jobs:
                 self.ctl.notify(P.ENDPOINTS, body, peer=slot.identity)
         return None
 
     # -- workers ------------------------------------------------------------
     def on_worker_ready(self, call: Call) -> Any:
         name = call.peer.decode() if call.peer else ""
-        slot = self.pool.mark_ready(name)
+        budget = call.body.get("budget") if isinstance(call.body, dict) else None
+        slot = self.pool.mark_ready(name, budget if isinstance(budget, int) else 0)
         if slot is None:
             return None
         log.debug("worker %s ready", name)
@@ -339,7 +363,7 @@ class Executor:
             self.tasks.pop(key, None)
             slot = self.pool.slots.get(running.worker)
             if slot is not None:
-                slot.tasks.discard(key)
+                slot.drop_task(key)
                 if running.kind == "function":
                     slot.functions = max(0, slot.functions - 1)
             self._report_final(body)

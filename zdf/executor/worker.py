@@ -27,6 +27,8 @@ import zmq
 from zdf import protocol as P
 from zdf.errors import JobError
 from zdf.executor.fnrunner import FunctionRunner
+from zdf.executor.limits import check_room, raise_limits
+from zdf.jobs.cost import task_cost
 from zdf.jobs.spec import TaskSpec
 from zdf.wire.codec import packb, unpackb
 from zdf.wire.reactor import Reactor
@@ -64,8 +66,10 @@ class Worker:
         executor_id: str = "",
         frozen_limit: float = 1.0,
         allow_pickle: bool = False,
+        budget: int = 0,
     ) -> None:
         self.name = name
+        self.budget = budget  # descriptors its tasks may use (zdf.executor.limits)
         self.allow_pickle = allow_pickle
         self.host = host
         self.ipc_dir = ipc_dir
@@ -98,7 +102,7 @@ class Worker:
         self._parent_proc = psutil.Process(parent)
         self._parent_stopped_since: float | None = None
         self.reactor.call_every(PARENT_CHECK_INTERVAL, self._check_parent)
-        self.channel.notify("ready", {"pid": os.getpid()})
+        self.channel.notify("ready", {"pid": os.getpid(), "budget": budget})
 
     def _check_parent(self) -> None:
         if os.getppid() != self.parent:
@@ -191,6 +195,8 @@ class Worker:
             from zdf.executor.task_context import WorkerTaskContext
             from zdf.runtime import launch
 
+            if self.budget:
+                check_room(spec.task_id, task_cost(body["task"]), self.budget)
             checkpoint = body.get("checkpoint")
             state = unpackb(checkpoint) if isinstance(checkpoint, bytes) else None
             ctx = WorkerTaskContext(self, job_id, spec, attempt, state)
@@ -344,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--allow-pickle", action="store_true", help="run pickled functions (see the README)"
     )
+    parser.add_argument(
+        "--sockets", type=int, default=0, help="descriptors its tasks may use (0: the limit)"
+    )
     args = parser.parse_args(argv)
+    budget = raise_limits(args.sockets)  # before any socket: libzmq reads MAX_SOCKETS once
     logging.basicConfig(
         level=args.log_level.upper(),
         format=f"%(asctime)s worker-{args.name} %(levelname)s %(message)s",
@@ -360,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         args.executor_id,
         args.frozen_limit,
         args.allow_pickle,
+        budget,
     )
 
     def on_term(*_: object) -> None:

@@ -6,6 +6,12 @@ stream and one coordinator for the DDL barrier: 10 producers + 3 x 4 stream
 tasks + 1 coordinator = 23 tasks for the example.
 Every task's params carry the whole bench config (small) plus its own index, so
 an operator needs nothing but its params.
+
+Slots (``TaskSpec.slot``): a stream's four stages are one pipeline slice and
+share one slot; the producers are spread over the slices (producer t joins
+slice t mod streams) and the coordinator joins slice 0, so the job takes one
+slot per stream whatever its number of tables: the producers' work is the same
+records, split in more ways.
 """
 
 from __future__ import annotations
@@ -84,6 +90,12 @@ class BenchConfig:
         "checkpoint-interval", parse_duration, 1.0, "between checkpoints"
     )
     window: int = key("window", int_range(1, 1024), 8, "batches in flight per data pipe")
+    placement_timeout: float = key(
+        "placement-timeout",
+        parse_duration,
+        0.0,
+        "fail the job if it cannot be placed this long (0: wait for room)",
+    )
 
     def validate(self) -> None:
         if not self.flow_id:
@@ -118,7 +130,15 @@ def load_bench_config(data: dict[str, Any], source: str) -> BenchConfig:
 def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
     cfg = load_bench_config(data, source)
     common = cfg.params()
-    tasks = [TaskSpec("coordinator", "coordinator", f"{OPS}.coordinator:Coordinator", dict(common))]
+    tasks = [
+        TaskSpec(
+            "coordinator",
+            "coordinator",
+            f"{OPS}.coordinator:Coordinator",
+            {**common, "sockets": 2 * cfg.streams + 2},
+            slot="stream-0",
+        )
+    ]
     # Each pipeline stage ends when the stage after it is done for good (its done flag),
     # so that a task restarted late can still replay its input (zdf.runtime.operator).
     binlogs = [f"binlog-{s}" for s in range(cfg.streams)]
@@ -131,9 +151,11 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
                 **common,
                 "table": t,
                 "done-after": binlogs,
+                "sockets": cfg.streams + 1,  # its port and one peer per stream
                 # Paced producers share one schedule: the binlogs merge them in rounds.
                 **({"pace-with": "producer-0"} if t and cfg.rate > 0 else {}),
             },
+            slot=f"stream-{t % cfg.streams}",
         )
         for t in range(cfg.table_num)
     ]
@@ -151,7 +173,12 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
                     f"binlog-{s}",
                     "binlog",
                     f"{OPS}.binlog:Binlog",
-                    {**chain, "server": server, "done-after": [f"receive-{s}"]},
+                    {
+                        **chain,
+                        "server": server,
+                        "done-after": [f"receive-{s}"],
+                        "sockets": cfg.table_num + 2,  # a pipe from every producer
+                    },
                     group,
                 ),
                 TaskSpec(
@@ -162,6 +189,7 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
                         **chain,
                         "input": {"task": f"binlog-{s}", "port": "stream", "channel": 0},
                         "done-after": [f"syncer-{s}"],
+                        "sockets": 3,
                     },
                     group,
                 ),
@@ -173,10 +201,11 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
                         **chain,
                         "input": {"task": f"receive-{s}", "port": "out", "channel": 0},
                         "done-after": [f"sink-{s}"],
+                        "sockets": cfg.streams + 3,  # and a barrier link per stream
                     },
                     group,
                 ),
-                TaskSpec(f"sink-{s}", "sink", f"{OPS}.sink:Sink", {**chain}, group),
+                TaskSpec(f"sink-{s}", "sink", f"{OPS}.sink:Sink", {**chain, "sockets": 3}, group),
             ]
         )
     # Stage by stage across the streams: placements that deal tasks in order (the
@@ -190,4 +219,6 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
         "source": source,
         "expected_records": cfg.table_num * cfg.rcd_cnt,
     }
+    if cfg.placement_timeout > 0:
+        settings["placement-timeout"] = cfg.placement_timeout
     return JobSpec(cfg.flow_id, "bench", tasks, settings)

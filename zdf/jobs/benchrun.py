@@ -14,6 +14,7 @@ from zdf import protocol as P
 from zdf.cli.verify_sink import VerifyReport, verify
 from zdf.jobs.bench import BenchConfig, build_bench_job, load_bench_config
 from zdf.jobs.recovery import Recovery, measure_recovery, sink_times
+from zdf.jobs.submit import submit_spec
 from zdf.localcluster import Child, LocalCluster, wait_until
 
 # 4 tables x 2 streams x 20,000 records, paced to last about 4 s: long enough to be
@@ -108,7 +109,7 @@ def start_bench(cluster: LocalCluster, sink_dir: str, **keys: Any) -> BenchRun:
     data = {**SMALL_FAULT_JOB, "sink-dir": sink_dir, **keys}
     spec = build_bench_job(data, "<test>")
     config = load_bench_config(data, "<test>")
-    job_id = str(cluster.client().call(P.SUBMIT_JOB, {"spec": spec.to_dict()})["job_id"])
+    job_id = str(submit_spec(cluster.client(), spec)["job_id"])
     return BenchRun(cluster, config, job_id)
 
 

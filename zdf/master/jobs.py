@@ -2,11 +2,24 @@
 
 This module holds the bookkeeping only; it sends nothing. The master calls it
 and acts on what it returns (tasks to start, tasks to cancel), which keeps it
-testable without sockets. Every change marks the job dirty; the master persists
-dirty jobs to the metastore's framework prefix in one batch.
+testable without sockets. Every change marks the task (``dirty_tasks``) or the
+job's header (``dirty``) dirty; the master writes what changed to the
+metastore's framework prefix in batches (``zdf.master.persist``).
 
 Each placement of a task is a new ``attempt``; reports that name an older
 attempt come from a zombie and are ignored.
+
+Placement (``zdf.master.scheduler``) counts slots, not tasks: the tasks of one
+slot-sharing group (``TaskSpec.slot_key``) take one slot of their executor. A
+streaming job is placed whole or not at all (``JobSpec.gang``); one that does not
+fit waits as Pending with its ``reason`` ("needs N slots, M free on K
+executors"), and fails with it once its ``placement-timeout`` (a job setting, in
+seconds) has passed. A batch job (function tasks) runs as slots free up.
+
+Each job keeps indexes that ``_move_task`` (the one place a task changes state)
+updates: its pending tasks in order, its task counts by state, and the slots it
+holds (slot key -> executor and live tasks). So placing, reporting and counting
+cost in proportion to what changes, not to the size of the job.
 """
 
 from __future__ import annotations
@@ -19,8 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zdf.errors import JobError
+from zdf.jobs.cost import task_sockets
 from zdf.jobs.spec import JobSpec, TaskSpec
-from zdf.master.scheduler import Capacity, place_tasks
+from zdf.master.scheduler import Capacity, Shortfall, place_gang, place_tasks
 from zdf.master.states import (
     JOB_TRANSITIONS,
     TASK_TRANSITIONS,
@@ -31,6 +45,10 @@ from zdf.master.states import (
 )
 
 DEFAULT_MAX_RETRIES = 3
+ACTIVE_TASK_STATES = frozenset({TaskState.SCHEDULED, TaskState.RUNNING})
+PLACEMENT_TIMEOUT = "placement-timeout"
+"""The job setting (seconds, 0 or absent: wait forever) after which a job that
+could not be placed fails with the reason."""
 
 
 @dataclass
@@ -75,9 +93,45 @@ class JobRecord:
     finished_at: float | None = None
     error: str | None = None
     token: str | None = None
+    stored: bool = True  # False until its submission is in the metastore: not placed
+    reason: str | None = None  # why it waits for a placement, while it does
+    waiting_since: float | None = None  # monotonic, while it cannot be placed
+    pending: dict[str, None] = field(default_factory=dict)  # pending task ids, in order
+    state_counts: Counter[TaskState] = field(default_factory=Counter)
+    held: dict[str, tuple[str, int]] = field(default_factory=dict)  # slot -> executor, tasks
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def __post_init__(self) -> None:
+        if not self.state_counts:  # else given, for a new job (all pending: see fresh)
+            self.reindex()
+
+    @classmethod
+    def fresh(
+        cls, job_id: str, spec: JobSpec, tasks: dict[str, TaskRecord], **kw: Any
+    ) -> JobRecord:
+        """A new job, every task pending: its indexes without a pass over its tasks."""
+        return cls(
+            job_id,
+            spec,
+            tasks,
+            pending=dict.fromkeys(tasks),
+            state_counts=Counter({TaskState.PENDING: len(tasks)}),
+            **kw,
+        )
+
+    def reindex(self) -> None:
+        """Rebuild the indexes from the tasks (after a restore)."""
+        self.pending = {
+            t.task_id: None for t in self.tasks.values() if t.state is TaskState.PENDING
+        }
+        self.state_counts = Counter(t.state for t in self.tasks.values())
+        self.held = {}
+        for task in self.tasks.values():
+            if task.executor and task.state in ACTIVE_TASK_STATES:
+                _, n = self.held.get(task.spec.slot_key, (task.executor, 0))
+                self.held[task.spec.slot_key] = (task.executor, n + 1)
+
+    def to_dict(self, tasks: bool = True) -> dict[str, Any]:
+        doc: dict[str, Any] = {
             "id": self.job_id,
             "name": self.spec.name,
             "type": self.spec.job_type,
@@ -87,11 +141,15 @@ class JobRecord:
             "finished_at": self.finished_at,
             "error": self.error,
             "token": self.token,
-            "tasks": [t.to_dict() for t in self.tasks.values()],
+            "reason": self.reason,
+            "slots": self.spec.slots_needed,
         }
+        if tasks:
+            doc["tasks"] = [t.to_dict() for t in self.tasks.values()]
+        return doc
 
     def counts(self) -> Counter[str]:
-        return Counter(t.state.value for t in self.tasks.values())
+        return Counter({s.value: n for s, n in self.state_counts.items() if n})
 
 
 @dataclass(frozen=True)
@@ -108,22 +166,49 @@ class JobManager:
     def __init__(self) -> None:
         self.jobs: dict[str, JobRecord] = {}
         self.dirty: set[str] = set()
+        self.dirty_tasks: dict[str, set[str]] = {}  # job -> tasks changed since written
+        self.used: Counter[str] = Counter()  # executor -> slots held by live tasks
         self._tokens: dict[str, str] = {}
         self._seq = itertools.count(1)
 
     # -- submission ---------------------------------------------------------
-    def submit(self, spec: JobSpec, token: str | None = None) -> JobRecord:
-        """Accept a job; a retried submission with the same token gets the same job."""
+    @staticmethod
+    def new_job_id() -> str:
+        return f"job-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+    def submit(
+        self,
+        spec: JobSpec,
+        token: str | None = None,
+        stored: bool = True,
+        job_id: str | None = None,
+        tasks: dict[str, TaskRecord] | None = None,
+    ) -> JobRecord:
+        """Accept a job; a retried submission with the same token gets the same job.
+
+        ``stored=False``: its submission is being written; it is not placed until
+        ``stored`` is set (or it is ``forget``-ten if the write fails). ``job_id``
+        and ``tasks``: made already (a submission in parts, ``zdf.master.staging``)."""
         if token and token in self._tokens:
             return self.jobs[self._tokens[token]]
-        job_id = f"job-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        tasks = {t.task_id: TaskRecord(job_id, t) for t in spec.tasks}
-        job = JobRecord(job_id, spec, tasks, token=token)
+        job_id = job_id or self.new_job_id()
+        if tasks is None:
+            tasks = {t.task_id: TaskRecord(job_id, t) for t in spec.tasks}
+        job = JobRecord.fresh(job_id, spec, tasks, token=token, stored=stored)
         self.jobs[job_id] = job
         if token:
             self._tokens[token] = job_id
-        self.dirty.add(job_id)
+        if stored:
+            self.dirty.add(job_id)
         return job
+
+    def forget(self, job_id: str) -> None:
+        """Drop a job whose submission could not be stored (it was never acknowledged)."""
+        job = self.jobs.pop(job_id, None)
+        if job is not None and job.token:
+            self._tokens.pop(job.token, None)
+        self.dirty.discard(job_id)
+        self.dirty_tasks.pop(job_id, None)
 
     def restore(self, doc: dict[str, Any]) -> JobRecord:
         """Rebuild a job from its metastore record (a new leader taking over)."""
@@ -141,6 +226,9 @@ class JobManager:
             task.progress = dict(saved.get("progress") or {})
             if task.state is TaskState.SCHEDULED:
                 task.state = TaskState.RUNNING  # confirmed or requeued once its executor speaks
+        for task in tasks.values():
+            if task.state in ACTIVE_TASK_STATES and not task.executor:
+                task.state = TaskState.PENDING
         job = JobRecord(
             doc["id"],
             spec,
@@ -153,6 +241,8 @@ class JobManager:
             doc.get("token"),
         )
         self.jobs[job.job_id] = job
+        for executor, _ in job.held.values():
+            self.used[executor] += 1
         if job.token:
             self._tokens[job.token] = job.job_id
         return job
@@ -196,45 +286,88 @@ class JobManager:
 
     # -- placement ----------------------------------------------------------
     def used_slots(self) -> Counter[str]:
-        used: Counter[str] = Counter()
-        for job in self.jobs.values():
-            for task in job.tasks.values():
-                if task.executor and task.state in (TaskState.SCHEDULED, TaskState.RUNNING):
-                    used[task.executor] += 1
-        return used
+        return Counter({e: n for e, n in self.used.items() if n})
 
     def place_pending(self, slots: dict[str, int]) -> list[Dispatch]:
-        """Place every pending task that fits; ``slots`` is executor id -> total slots."""
-        used = self.used_slots()
-        free = {e: n - used[e] for e, n in slots.items()}
+        """Place what can be placed; ``slots`` is live executor id -> its total slots.
+
+        Jobs are served in the order they came; a streaming job that does not fit
+        whole waits (with its reason) and lets a later, smaller job by."""
+        free = {e: n - self.used[e] for e, n in slots.items()}
         dispatches: list[Dispatch] = []
         for job in self.jobs.values():
-            if job.state in TERMINAL_JOB_STATES:
+            if job.state in TERMINAL_JOB_STATES or not job.pending or not job.stored:
                 continue
-            pending = [t.task_id for t in job.tasks.values() if t.state is TaskState.PENDING]
-            if not pending:
-                continue
-            load = Counter(
-                t.executor
-                for t in job.tasks.values()
-                if t.executor and t.state is not TaskState.PENDING
-            )
-            capacity = [Capacity(e, n) for e, n in free.items() if n > 0]
-            groups = {t.task_id: t.spec.group for t in job.tasks.values() if t.spec.group}
-            homes = {
-                t.spec.group: t.executor
-                for t in job.tasks.values()
-                if t.spec.group and t.executor and t.state is not TaskState.PENDING
-            }
-            placed = place_tasks(pending, capacity, load, groups, homes)
-            for task_id, executor_id in placed.items():
-                task = job.tasks[task_id]
-                task.attempt += 1
-                task.executor = executor_id
-                self._move_task(job, task, TaskState.SCHEDULED)
-                free[executor_id] -= 1
-                dispatches.append(Dispatch(executor_id, job.job_id, task.spec, task.attempt))
+            if job.spec.gang:
+                self._place_gang(job, free, dispatches)
+            else:
+                self._place_batch(job, free, dispatches)
         return dispatches
+
+    def _place_gang(self, job: JobRecord, free: dict[str, int], out: list[Dispatch]) -> None:
+        """Every pending task of the job, or none: slots it holds take their tasks
+        back; the slots it lacks must all fit now."""
+        lacking: dict[str, None] = {}
+        for task_id in job.pending:
+            key = job.tasks[task_id].spec.slot_key
+            if key not in job.held:
+                lacking[key] = None
+            elif job.held[key][0] not in free:
+                return  # its executor is not alive (suspect): wait for its verdict
+        load = Counter(executor for executor, _ in job.held.values())
+        capacity = [Capacity(e, max(0, n)) for e, n in free.items()]
+        placed = place_gang(list(lacking), capacity, load)
+        if isinstance(placed, Shortfall):
+            if job.reason is None:
+                job.waiting_since = time.monotonic()
+            job.reason = str(placed)
+            return
+        job.reason = job.waiting_since = None
+        homes = {key: executor for key, (executor, _) in job.held.items()}
+        homes.update(placed)
+        for executor in placed.values():
+            free[executor] -= 1
+        # The costliest first, so that an executor fits its big tasks (a binlog with a
+        # pipe per table) into its worker processes before the many small ones.
+        tasks = sorted((job.tasks[t] for t in job.pending), key=lambda t: -_cost(t.spec))
+        for task in tasks:
+            out.append(self._assign(job, task, homes[task.spec.slot_key]))
+
+    def _place_batch(self, job: JobRecord, free: dict[str, int], out: list[Dispatch]) -> None:
+        """As many pending tasks as there are free slots (a task shares no slot)."""
+        room = sum(n for n in free.values() if n > 0)
+        if room <= 0:
+            return
+        load = Counter(executor for executor, _ in job.held.values())
+        capacity = [Capacity(e, n) for e, n in free.items() if n > 0]
+        pending = list(itertools.islice(job.pending, room))
+        for task_id, executor in place_tasks(pending, capacity, load).items():
+            free[executor] -= 1
+            out.append(self._assign(job, job.tasks[task_id], executor))
+
+    def _assign(self, job: JobRecord, task: TaskRecord, executor: str) -> Dispatch:
+        task.attempt += 1
+        task.executor = executor
+        self._move_task(job, task, TaskState.SCHEDULED)
+        return Dispatch(executor, job.job_id, task.spec, task.attempt)
+
+    def expired(self, now: float) -> list[JobRecord]:
+        """Jobs that waited for a placement longer than their ``placement-timeout``."""
+        out = []
+        for job in self.jobs.values():
+            if job.waiting_since is None or job.state in TERMINAL_JOB_STATES:
+                continue
+            timeout = float(job.spec.settings.get(PLACEMENT_TIMEOUT) or 0)
+            if timeout > 0 and now - job.waiting_since >= timeout:
+                out.append(job)
+        return out
+
+    def fail_unplaced(self, job: JobRecord) -> list[tuple[str, str, str]]:
+        """Fail a job that could not be placed in time; (executor, job, task) to cancel."""
+        timeout = float(job.spec.settings.get(PLACEMENT_TIMEOUT) or 0)
+        job.error = f"not placed within {timeout:g}s: {job.reason}"
+        job.waiting_since = None
+        return self._finish_job(job, JobState.FAILED)
 
     def unplace(self, dispatches: list[Dispatch]) -> None:
         """Take back placements that could not be recorded; the tasks wait as Pending.
@@ -265,6 +398,7 @@ class JobManager:
             return []
         if info:
             task.info.update(info)
+            self.dirty_tasks.setdefault(job.job_id, set()).add(task_id)
         if state is TaskState.FAILED:
             task.failures += 1
             retries = int(task.spec.params.get("max_retries", DEFAULT_MAX_RETRIES))
@@ -322,30 +456,62 @@ class JobManager:
         return to_cancel
 
     def _update_job(self, job: JobRecord) -> None:
-        states = [t.state for t in job.tasks.values()]
-        if all(s is TaskState.FINISHED for s in states):
+        counts = job.state_counts
+        if counts[TaskState.FINISHED] == len(job.tasks):
             self._move_job(job, JobState.FINISHED)
-        elif any(s is TaskState.RUNNING for s in states) and job.state is JobState.PENDING:
+        elif counts[TaskState.RUNNING] and job.state is JobState.PENDING:
             self._move_job(job, JobState.RUNNING)
 
     def _move_task(self, job: JobRecord, task: TaskRecord, state: TaskState) -> None:
-        if not can_move(TASK_TRANSITIONS, task.state, state):  # type: ignore[arg-type]
+        old = task.state
+        if not can_move(TASK_TRANSITIONS, old, state):  # type: ignore[arg-type]
             return
         task.state = state
+        if old is not state:
+            self._reindex_move(job, task, old, state)
         now = time.time()
         if state is TaskState.RUNNING and task.started_at is None:
             task.started_at = now
         if state in (TaskState.FINISHED, TaskState.CANCELED):
             task.finished_at = now
-        self.dirty.add(job.job_id)
+        self.dirty_tasks.setdefault(job.job_id, set()).add(task.task_id)
+
+    def _reindex_move(
+        self, job: JobRecord, task: TaskRecord, old: TaskState, new: TaskState
+    ) -> None:
+        job.state_counts[old] -= 1
+        job.state_counts[new] += 1
+        if old is TaskState.PENDING:
+            job.pending.pop(task.task_id, None)
+        elif new is TaskState.PENDING:
+            job.pending[task.task_id] = None
+        was, now = old in ACTIVE_TASK_STATES, new in ACTIVE_TASK_STATES
+        if was == now or not task.executor:
+            return
+        key = task.spec.slot_key
+        executor, n = job.held.get(key, (task.executor, 0))
+        n += 1 if now else -1
+        if n > 0:
+            if key not in job.held:
+                self.used[executor] += 1
+            job.held[key] = (executor, n)
+        elif key in job.held:
+            del job.held[key]
+            self.used[executor] -= 1
 
     def _move_job(self, job: JobRecord, state: JobState) -> None:
         if not can_move(JOB_TRANSITIONS, job.state, state):  # type: ignore[arg-type]
             return
         job.state = state
         now = time.time()
+        if state in TERMINAL_JOB_STATES:
+            job.reason = job.waiting_since = None
         if state is JobState.RUNNING and job.started_at is None:
             job.started_at = now
         if state in TERMINAL_JOB_STATES:
             job.finished_at = now
         self.dirty.add(job.job_id)
+
+
+def _cost(spec: TaskSpec) -> int:
+    return task_sockets({"params": spec.params})

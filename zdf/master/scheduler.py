@@ -1,18 +1,23 @@
-"""Placement: which executor runs which task.
+"""Placement: which executor runs which slot of a job.
 
-``place_tasks`` is a pure function so it can be tested alone: tasks go, one by
+The unit of placement is a *slot*: the tasks of one job that share a slot
+(``TaskSpec.slot_key``: a pipeline slice, Flink's slot sharing) go to one
+executor together and take one of its slots between them; a task sharing with
+no other takes a slot of its own.
+
+``place_tasks`` is a pure function so it can be tested alone: units go, one by
 one, to the live executor with the most free slots (spread), ties broken by
-fewest tasks of the same job there, then by id, so a job's tasks fan out across
-the cluster. A task of a placement group (``TaskSpec.group``) goes where its
-group already is, while that executor has a free slot: a stream's stages stay
-together so their pipes stay inside one process. A task that finds no free slot
-stays unplaced (Pending).
+fewest units of the same job there, then by id, so a job fans out across the
+cluster. It places as many units as fit (a batch job: each task runs when a
+slot frees up). ``place_gang`` places all the units or none: a streaming job
+started in part would only hold slots that its other tasks need (a capacity
+deadlock); when they do not all fit it returns a ``Shortfall`` that says why.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -22,34 +27,48 @@ class Capacity:
     free_slots: int
 
 
+@dataclass(frozen=True)
+class Shortfall:
+    """A job that does not fit: what it needs and what the cluster has free now."""
+
+    needed: int
+    free: int
+    executors: int
+
+    def __str__(self) -> str:
+        slots = "slot" if self.needed == 1 else "slots"
+        executors = "executor" if self.executors == 1 else "executors"
+        return f"needs {self.needed} {slots}, {self.free} free on {self.executors} {executors}"
+
+
 def place_tasks(
-    task_ids: Iterable[str],
+    units: Iterable[str],
     capacity: Iterable[Capacity],
     job_load: Mapping[str, int] | None = None,
-    groups: Mapping[str, str] | None = None,
-    homes: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Map task id -> executor id for as many tasks as there are free slots.
-
-    ``groups``: task id -> its placement group; ``homes``: group -> the executor
-    already running some of it (placements made here are added as they go)."""
+    """Map unit -> executor id for as many units as there are free slots, spread."""
     free = {c.executor_id: c.free_slots for c in capacity if c.free_slots > 0}
     same_job: Counter[str] = Counter(job_load or {})
-    group_of = groups or {}
-    home = dict(homes or {})
     placement: dict[str, str] = {}
-    for task_id in task_ids:
+    for unit in units:
         if not free:
             break
-        group = group_of.get(task_id, "")
-        best = home.get(group) if group else None
-        if best not in free:
-            best = min(free, key=lambda e: (-free[e], same_job[e], e))
-        placement[task_id] = best
-        if group:
-            home.setdefault(group, best)
+        best = min(free, key=lambda e: (-free[e], same_job[e], e))
+        placement[unit] = best
         same_job[best] += 1
         free[best] -= 1
         if free[best] == 0:
             del free[best]
     return placement
+
+
+def place_gang(
+    units: Sequence[str],
+    capacity: Sequence[Capacity],
+    job_load: Mapping[str, int] | None = None,
+) -> dict[str, str] | Shortfall:
+    """Every unit placed (spread as ``place_tasks``), or a ``Shortfall`` and none."""
+    free = sum(max(0, c.free_slots) for c in capacity)
+    if len(units) > free:
+        return Shortfall(len(units), free, len(capacity))
+    return place_tasks(units, capacity, job_load)

@@ -19,6 +19,7 @@ a stale view.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -30,14 +31,18 @@ import zmq
 from zdf import protocol as P
 from zdf.config import MasterConfig
 from zdf.errors import JobError, NotLeader, ProtocolError, Timeout, ZdfError
+from zdf.jobs.cost import task_cost
 from zdf.jobs.spec import JobSpec
+from zdf.master import persist
 from zdf.master.election import LeaderInfo, LeaderWatch, LostLeadership, MasterElection
 from zdf.master.fnqueue import FunctionQueue
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.master.jobs import Dispatch, JobManager, JobRecord
 from zdf.master.liveness import ExecutorLiveness, Transition
 from zdf.master.persist import FrameworkStore
+from zdf.master.staging import SubmissionStaging
 from zdf.master.states import TERMINAL_JOB_STATES, ExecutorState, TaskState
+from zdf.master.writebatch import FencedBatch
 from zdf.metastore.client import MetaClient
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
@@ -55,6 +60,10 @@ ELECTION_RECHECK = 1.0
 """How often a standby whose watch works looks anyway (a safety net, one read)."""
 TAKEOVER_GRACE_TTLS = 2
 RETRY_SCHEDULE = 0.2
+FREEZE_TASKS = 10_000
+"""A job this large is moved out of the garbage collector's sight once stored."""
+PLACEMENT_CHECK = 0.25
+"""How often jobs waiting for a placement are checked against their placement-timeout."""
 STANDBY_OPS = frozenset({P.PING, P.CLUSTER_STATUS})  # what a standby still answers
 EXECUTOR_SESSION_TTL = 10.0
 
@@ -67,6 +76,7 @@ class ExecutorInfo:
     host: str
     pid: int
     peer: bytes
+    worker_budget: int = 0  # descriptors a worker process lets its tasks use (0: unknown)
     registered_at: float = field(default_factory=time.time)
     heartbeats: int = 0
 
@@ -108,6 +118,7 @@ class Master:
             else None
         )
         self.jobs = JobManager()
+        self.staging = SubmissionStaging()
         self.store = FrameworkStore(meta) if meta is not None else None
         self.liveness = ExecutorLiveness(config.keepalive_interval, config.keepalive_ttl)
         self.executors: dict[str, ExecutorInfo] = {}
@@ -129,6 +140,7 @@ class Master:
             P.PUBLISH_ENDPOINT: self.on_publish_endpoint,
             P.CHECKPOINT: self.on_checkpoint,
             P.SUBMIT_JOB: self.on_submit_job,
+            P.SUBMIT_PART: self.on_submit_part,
             P.JOB_LIST: self.on_job_list,
             P.JOB_STATUS: self.on_job_status,
             P.JOB_CANCEL: self.on_job_cancel,
@@ -160,7 +172,14 @@ class Master:
         self._liveness_due: Timer | None = None
         self.reactor.call_every(config.keepalive_interval / 2, self._check_liveness)
         self.reactor.call_every(PERSIST_INTERVAL, self._persist)
+        self.reactor.call_every(PLACEMENT_CHECK, self._expire_unplaced)
         self.reactor.call_every(EXECUTOR_SESSION_TTL / 3, self._keep_leases)
+        self.batch = (
+            FencedBatch(self.reactor, self.store.apply_fenced, self._step_down)
+            if self.store is not None
+            else None
+        )
+        self._schedule_due: Timer | None = None
         self.lost_leadership = False
         self._master_lease: int | None = None
         self._leader_watch: LeaderWatch | None = None
@@ -332,6 +351,8 @@ class Master:
 
     def close(self) -> None:
         self._persist()
+        if self.batch is not None:
+            self.batch.flush()
         self._close_leader_watch()
         self.channel.close()
         self.publisher.close()
@@ -453,6 +474,7 @@ class Master:
             str(body.get("host", "")),
             int(body.get("pid", 0) or 0),
             call.peer,
+            int(body.get("worker_budget") or 0),
         )
         self.executors[executor_id] = info
         self.functions.set_resources(executor_id, body.get("resources"))
@@ -500,36 +522,50 @@ class Master:
         ]
 
     # -- scheduling ---------------------------------------------------------
+    def _schedule_soon(self) -> None:
+        """One placement round after the reactor has read what is waiting: a burst of
+        reports costs one round and one write, not one per report."""
+        if self._schedule_due is None:
+            self._schedule_due = self.reactor.call_later(0, self._schedule)
+
     def _schedule(self) -> None:
         """Place what can be placed; record the placements, then send them (write-ahead).
 
         A placement is durable before its task starts, so a new leader never
         hands out the same attempt number again."""
+        if self._schedule_due is not None:
+            self._schedule_due.cancel()
+            self._schedule_due = None
         if not self.leading:
             return
         dispatches = self.jobs.place_pending(self._alive_slots())
         if not dispatches:
             return
-        if self.store is not None:
-            try:
-                for job_id in sorted({d.job_id for d in dispatches}):
-                    self.store.save_job(self.jobs.jobs[job_id])
-                    self.jobs.dirty.discard(job_id)
-            except LostLeadership as exc:
-                self._step_down(str(exc))
+        if self.batch is None:
+            for dispatch in dispatches:
+                self._dispatch(dispatch)
+            return
+        ops, put_back = persist.take_dirty(self.jobs, sorted({d.job_id for d in dispatches}))
+
+        def recorded(error: ZdfError | None) -> None:
+            if error is None:
+                for dispatch in dispatches:
+                    self._dispatch(dispatch)
                 return
-            except ZdfError as exc:
-                log.warning("could not record placements (%s); retrying soon", exc)
-                self.jobs.unplace(dispatches)
-                self.reactor.call_later(RETRY_SCHEDULE, self._schedule)
+            put_back()
+            if isinstance(error, NotLeader):
                 return
-        for dispatch in dispatches:
-            self._dispatch(dispatch)
+            log.warning("could not record placements (%s); retrying soon", error)
+            self.jobs.unplace(dispatches)
+            self.reactor.call_later(RETRY_SCHEDULE, self._schedule)
+
+        self.batch.add(ops, recorded)
 
     def _dispatch(self, d: Dispatch) -> None:
         info = self.executors[d.executor_id]
         job = self.jobs.jobs.get(d.job_id)
-        known = self._job_endpoints(job) if job is not None else {}
+        # A batch job's tasks have no peers: no endpoints (they would grow with the job).
+        known = self._job_endpoints(job) if job is not None and job.spec.gang else {}
         body = {
             "job_id": d.job_id,
             "task": d.spec.to_dict(),
@@ -564,14 +600,15 @@ class Master:
         task_rec = job_rec.tasks.get(task_id) if job_rec is not None else None
         was_finished = task_rec is not None and task_rec.state is TaskState.FINISHED
         cancels = self.jobs.task_state(job_id, task_id, attempt, state, info, executor_id)
-        if task_rec is not None and not was_finished and task_rec.state is TaskState.FINISHED:
-            self._announce_done(job_id, task_id, task_rec.attempt)
+        finished = task_rec is not None and task_rec.state is TaskState.FINISHED
+        if finished and not was_finished and job_rec is not None and job_rec.spec.gang:
+            self._announce_done(job_id, task_id, task_rec.attempt)  # type: ignore[union-attr]
         for executor, job, task in cancels:
             self._send_cancel(executor, job, task)
         job_rec = self.jobs.jobs.get(job_id)
         if job_rec is not None and job_rec.state in TERMINAL_JOB_STATES:
             self._job_done(job_rec)
-        self._schedule()
+        self._schedule_soon()
 
     def _send_cancel(self, executor_id: str, job_id: str, task_id: str) -> None:
         info = self.executors.get(executor_id)
@@ -604,18 +641,33 @@ class Master:
     def on_checkpoint(self, call: Call) -> Any:
         """Store a task's state; only the current attempt on its own executor may write."""
         body = P.fields(call.body, job_id=str, task_id=str, attempt=int, state=bytes)
-        job = self.jobs.jobs.get(body["job_id"])
-        task = job.tasks.get(body["task_id"]) if job else None
         executor_id = self._by_peer.get(call.peer or b"")
         if executor_id is None:
             # Not registered (yet) with this master, e.g. just after a failover: try later.
             raise ZdfError("executor not registered with this master", retry=True)
-        if task is None or task.attempt != body["attempt"] or task.executor != executor_id:
-            raise JobError(f"stale checkpoint from attempt {body['attempt']} refused")
-        if self.store is not None:
-            self._fenced(self.store.save_checkpoint, body["job_id"], body["task_id"], body["state"])
-        self.checkpoints[(body["job_id"], body["task_id"])] = body["state"]
-        return {"saved": True}
+
+        def check() -> None:
+            job = self.jobs.jobs.get(body["job_id"])
+            task = job.tasks.get(body["task_id"]) if job else None
+            if task is None or task.attempt != body["attempt"] or task.executor != executor_id:
+                raise JobError(f"stale checkpoint from attempt {body['attempt']} refused")
+
+        check()
+        key = (body["job_id"], body["task_id"])
+        if self.batch is None:
+            self.checkpoints[key] = body["state"]
+            return {"saved": True}
+
+        def saved(error: ZdfError | None) -> None:
+            if error is not None:
+                call.fail(error)
+                return
+            self.checkpoints[key] = body["state"]
+            call.reply({"saved": True})
+
+        op = persist.checkpoint_op(body["job_id"], body["task_id"], body["state"])
+        self.batch.add([op], saved, check)
+        return DEFER
 
     def on_progress(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, task_id=str, attempt=int, counters=dict)
@@ -625,9 +677,10 @@ class Master:
     def _job_endpoints(self, job: JobRecord) -> dict[tuple[str, str], str]:
         """Published endpoints plus the done flags of finished tasks."""
         known = dict(self._endpoints.get(job.job_id, {}))
-        for task in job.tasks.values():
-            if task.state is TaskState.FINISHED:
-                known[(task.task_id, DONE_FLAG)] = str(task.attempt)
+        if job.spec.gang and job.state_counts[TaskState.FINISHED]:  # batch tasks have no peers
+            for task in job.tasks.values():
+                if task.state is TaskState.FINISHED:
+                    known[(task.task_id, DONE_FLAG)] = str(task.attempt)
         return known
 
     def _push_endpoints(self, executor_id: str) -> None:
@@ -642,7 +695,7 @@ class Master:
         for job in self.jobs.jobs.values():
             if job.state in TERMINAL_JOB_STATES:
                 continue
-            if any(t.executor == executor_id for t in job.tasks.values()):
+            if any(executor == executor_id for executor, _ in job.held.values()):
                 known = self._job_endpoints(job)
                 update = {
                     "job_id": job.job_id,
@@ -665,42 +718,127 @@ class Master:
     def _broadcast_endpoint(self, job_id: str, task_id: str, name: str, addr: str) -> None:
         update = {"job_id": job_id, "endpoints": [[task_id, name, addr]]}
         job = self.jobs.jobs[job_id]
-        for executor_id in {t.executor for t in job.tasks.values() if t.executor}:
+        for executor_id in {executor for executor, _ in job.held.values()}:
             info = self.executors.get(executor_id)
             if info is not None:
                 self.channel.notify(P.ENDPOINTS, update, peer=info.peer)
 
     def on_publish_endpoint(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, task_id=str, name=str, addr=str)
-        job_id = body["job_id"]
-        if job_id not in self.jobs.jobs:
-            raise JobError(f"no job {job_id!r}")
-        task = self.jobs.jobs[job_id].tasks.get(body["task_id"])
+        job_id, task_id, name, addr = body["job_id"], body["task_id"], body["name"], body["addr"]
         attempt = body.get("attempt")
-        if task is None or (isinstance(attempt, int) and attempt != task.attempt):
-            # A zombie's late publish must not redirect the task's peers to it.
-            raise JobError(f"stale endpoint of {body['task_id']} (attempt {attempt}) refused")
-        table = self._endpoints.setdefault(job_id, {})
-        table[(body["task_id"], body["name"])] = body["addr"]
-        if self.store is not None:
-            self._fenced(
-                self.store.save_endpoint, job_id, body["task_id"], body["name"], body["addr"]
-            )
-        self._broadcast_endpoint(job_id, body["task_id"], body["name"], body["addr"])
-        return None
+
+        def check() -> None:
+            if job_id not in self.jobs.jobs:
+                raise JobError(f"no job {job_id!r}")
+            task = self.jobs.jobs[job_id].tasks.get(task_id)
+            if task is None or (isinstance(attempt, int) and attempt != task.attempt):
+                # A zombie's late publish must not redirect the task's peers to it.
+                raise JobError(f"stale endpoint of {task_id} (attempt {attempt}) refused")
+
+        def recorded(error: ZdfError | None) -> None:
+            if error is not None:
+                call.fail(error)
+                return
+            if job_id in self.jobs.jobs:
+                self._endpoints.setdefault(job_id, {})[(task_id, name)] = addr
+                self._broadcast_endpoint(job_id, task_id, name, addr)
+            call.reply(None)
+
+        check()
+        if self.batch is None:
+            recorded(None)
+        else:
+            self.batch.add([persist.endpoint_op(job_id, task_id, name, addr)], recorded, check)
+        return DEFER
 
     # -- jobs ---------------------------------------------------------------
     def on_submit_job(self, call: Call) -> Any:
         body = P.fields(call.body, spec=dict)
-        spec = JobSpec.from_dict(body["spec"])
         token = body.get("token") if isinstance(body.get("token"), str) else None
-        job = self.jobs.submit(spec, token)
-        if self.store is not None:
-            self._fenced(self.store.save_job, job)  # durable before it is acknowledged
-            self.jobs.dirty.discard(job.job_id)
-        log.info("job %s (%s) submitted with %d tasks", job.job_id, spec.name, len(job.tasks))
+        parts = body.get("parts")
+        if token is not None and token in self.jobs._tokens:  # a retry of a submission
+            return self._accepted(self.jobs.jobs[self.jobs._tokens[token]])
+        pieces = None
+        if isinstance(parts, int) and parts > 0 and token is not None:
+            staged = self.staging.take(token)  # the tasks came in parts, checked already
+            spec = JobSpec.from_dict(body["spec"], staged.tasks(parts))
+            # What the parts made already, rather than a pass over the whole job here.
+            spec.__dict__["as_dict"] = {**spec.to_dict_header(), "tasks": staged.task_dicts(parts)}
+            spec.__dict__["slots_needed"] = len(staged.slot_keys)
+            self._check_worker_room(spec, staged.max_cost)
+            pieces = staged.all_pieces(parts)
+            job = self.jobs.submit(
+                spec, token, self.batch is None, staged.job_id, staged.task_records(parts)
+            )
+        else:
+            spec = JobSpec.from_dict(body["spec"])  # the whole job is valid before any is kept
+            self._check_worker_room(spec)
+            job = self.jobs.submit(spec, token, stored=self.batch is None)
+        if self.batch is None:
+            return self._accepted(job)
+        try:  # may refuse a task too big to keep: nothing is kept then
+            ops = persist.submission_ops(job, pieces)
+        except JobError:
+            self.jobs.forget(job.job_id)
+            raise
+
+        def stored(error: ZdfError | None) -> None:
+            if error is not None:
+                self.jobs.forget(job.job_id)
+                call.fail(error)
+                return
+            job.stored = True
+            if len(job.tasks) >= FREEZE_TASKS:
+                _freeze_long_lived()
+            call.reply(self._accepted(job))
+
+        self.batch.add(ops, stored)  # durable before it is acknowledged (header last)
+        return DEFER
+
+    def on_submit_part(self, call: Call) -> Any:
+        """A part of a large job's tasks (``zdf.master.staging``)."""
+        body = P.fields(call.body, token=str, index=int, tasks=list)
+        staged = self.staging.add_part(body["token"], body["index"], body["tasks"])
+        _freeze_long_lived()  # the staged tasks live until the job does
+        return {"staged": staged}
+
+    def _check_worker_room(self, spec: JobSpec, max_cost: int | None = None) -> None:
+        """Refuse at once a job with a task no worker process has the descriptors for
+        (``zdf.jobs.cost``): it would fail as it starts, after its others had."""
+        budgets = [
+            info.worker_budget
+            for e, info in self.executors.items()
+            if info.worker_budget and self.liveness.state(e) is ExecutorState.ALIVE
+        ]
+        if not budgets:
+            return
+        if max_cost is not None and max_cost <= max(budgets):
+            return
+        biggest = max(spec.as_dict["tasks"], key=task_cost)
+        if task_cost(biggest) > max(budgets):
+            raise JobError(
+                f"task {biggest['task_id']} needs about {task_cost(biggest)} file descriptors; "
+                f"a worker process allows its tasks at most {max(budgets)} "
+                "(executor key worker-sockets, or the process's descriptor limit)"
+            )
+
+    def _accepted(self, job: JobRecord) -> dict[str, Any]:
+        log.info("job %s (%s) submitted with %d tasks", job.job_id, job.spec.name, len(job.tasks))
         self._schedule()
-        return {"job_id": job.job_id}
+        if job.reason:
+            log.info("job %s waits: %s", job.job_id, job.reason)
+        return {"job_id": job.job_id, "state": job.state.value, "reason": job.reason}
+
+    def _expire_unplaced(self) -> None:
+        """Fail the jobs that waited longer than their ``placement-timeout`` to be placed."""
+        if not self.leading:
+            return
+        for job in self.jobs.expired(time.monotonic()):
+            log.warning("job %s failed: %s", job.job_id, job.reason)
+            for executor, job_id, task_id in self.jobs.fail_unplaced(job):
+                self._send_cancel(executor, job_id, task_id)
+            self._job_done(job)
 
     def on_job_list(self, call: Call) -> Any:
         return [self._job_summary(job) for job in self.jobs.jobs.values()]
@@ -713,20 +851,27 @@ class Master:
         body = P.fields(call.body, job_id=str)
         job = self.jobs.get(body["job_id"])
         cancels = self.jobs.cancel(job.job_id)
-        if self.store is not None:
+
+        def recorded(error: ZdfError | None) -> None:
             # Recorded before the executors are told, so that a deposed master is
             # refused here instead of stopping the new leader's tasks.
-            try:
-                self._fenced(self.store.save_job, job)
-                self.jobs.dirty.discard(job.job_id)
-            except NotLeader:
-                raise
-            except ZdfError as exc:
-                log.warning("could not record the cancel of %s yet: %s", job.job_id, exc)
-        for executor, job_id, task_id in cancels:
-            self._send_cancel(executor, job_id, task_id)
-        self._job_done(job)
-        return self._job_summary(job)
+            if isinstance(error, NotLeader):
+                call.fail(error)
+                return
+            if error is not None:
+                put_back()
+                log.warning("could not record the cancel of %s yet: %s", job.job_id, error)
+            for executor, job_id, task_id in cancels:
+                self._send_cancel(executor, job_id, task_id)
+            self._job_done(job)
+            call.reply(self._job_summary(job))
+
+        if self.batch is None:
+            recorded(None)
+            return DEFER
+        ops, put_back = persist.take_dirty(self.jobs, [job.job_id])
+        self.batch.add(ops, recorded)
+        return DEFER
 
     def on_wait_job(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str)
@@ -763,6 +908,7 @@ class Master:
             "tasks": len(job.tasks),
             "running": counts.get("running", 0),
             "finished": counts.get("finished", 0),
+            "reason": job.reason,
             "submitted_at": job.submitted_at,
             "finished_at": job.finished_at,
         }
@@ -789,8 +935,27 @@ class Master:
         }
 
     def _persist(self) -> None:
-        if self.leading and self.store is not None and self.jobs.dirty:
-            try:
-                self.store.flush(self.jobs)
-            except LostLeadership as exc:
-                self._step_down(str(exc))
+        if not self.leading or self.batch is None:
+            return
+        if not (self.jobs.dirty or self.jobs.dirty_tasks):
+            return
+        ops, put_back = persist.take_dirty(self.jobs)
+        if not ops:
+            return
+
+        def written(error: ZdfError | None) -> None:
+            if error is not None:
+                put_back()
+
+        self.batch.add(ops, written)
+
+
+def _freeze_long_lived() -> None:
+    """Move what exists now out of the garbage collector's sight (``gc.freeze``).
+
+    A big job's records live as long as the master; left in the collector's
+    oldest generation, every full collection walks them all: over a second for
+    100,000 tasks, long enough to lose the election lease. Frozen objects are
+    still freed when their last reference goes; only a reference cycle among
+    them would stay (the job records have none)."""
+    gc.freeze()

@@ -1,0 +1,59 @@
+"""How many sockets a worker process may open, and what a task will take of them.
+
+A worker process hosts many tasks (a 1,000-table benchmark job puts hundreds of
+producers in one process, and a binlog task opens one data pipe per table).
+Every ZeroMQ socket costs file descriptors (its mailbox, its listener, one per
+connection) and counts against libzmq's ``MAX_SOCKETS`` (1,023 by default). A
+limit hit in the middle of a job fails a task in the middle of its work, so:
+
+* at start a worker raises its soft descriptor limit to the hard one and sets its
+  context's ``MAX_SOCKETS`` from it (``raise_limits``), before any socket exists;
+* its *budget* is that many descriptors, less a reserve for the process's own
+  sockets and files, or less if the executor's ``worker-sockets`` says so;
+* a task costs what its spec declares (``zdf.jobs.cost``); the executor places a
+  task only on a worker with room for it, and the master refuses at once a job
+  with a task larger than any worker's budget, before any of its tasks starts;
+* a worker checks its real descriptor count before it starts a task
+  (``check_room``), a backstop for estimates that were wrong.
+"""
+
+from __future__ import annotations
+
+import resource
+
+import psutil
+import zmq
+
+from zdf.errors import JobError
+
+RESERVE_FDS = 128
+"""Kept for the worker's own sockets (control, function tasks) and its files."""
+MAX_FDS = 1 << 16
+
+
+def raise_limits(budget: int = 0) -> int:
+    """Raise this process's descriptor limit as far as allowed and size the ZeroMQ
+    context to it; returns the budget (descriptors tasks may use). Call before the
+    first socket is made: libzmq reads ``MAX_SOCKETS`` once."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard if hard != resource.RLIM_INFINITY else MAX_FDS, MAX_FDS)
+    if wanted > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    zmq.Context.instance().set(zmq.MAX_SOCKETS, max(1024, soft))
+    available = max(0, soft - RESERVE_FDS)
+    return min(budget, available) if budget > 0 else available
+
+
+def check_room(task_id: str, cost: int, budget: int) -> None:
+    """``JobError`` unless this process has ``cost`` descriptors to spare in ``budget``."""
+    in_use = psutil.Process().num_fds()
+    if in_use + cost > budget + RESERVE_FDS:
+        raise JobError(
+            f"task {task_id} refused: it needs about {cost} file descriptors and this "
+            f"worker process has {max(0, budget + RESERVE_FDS - in_use)} to spare "
+            f"({in_use} in use, limit {budget + RESERVE_FDS})"
+        )
