@@ -51,6 +51,7 @@ overrides ``steps()`` and ``batch(step)``.
 from __future__ import annotations
 
 import functools
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -361,9 +362,23 @@ class Transform(FlowOperator):
 
 
 class Source(FlowOperator):
-    """An operator without inputs: ``steps()`` batches, batch ``s`` from ``batch(s)``."""
+    """An operator without inputs: ``steps()`` batches, batch ``s`` from ``batch(s)``.
+
+    param ``rate`` (rows/s per instance, 0: as fast as it can): batch ``s`` is due
+    ``s * batch_rows / rate`` seconds after the pace's start (wall clock, saved in
+    the checkpoint, so that a restarted source catches up rather than starts over).
+    """
 
     stateless = True
+    batch_rows = 1
+    _t0: float | None = None
+
+    def restore(self, state: dict[str, Any]) -> None:
+        t0 = state.get("t0")
+        self._t0 = float(t0) if isinstance(t0, int | float) else None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"t0": self._t0}
 
     @classmethod
     def output_dtype(
@@ -379,9 +394,26 @@ class Source(FlowOperator):
 
     def setup(self) -> None:
         self._steps = self.steps()
+        self.rate = float(self.user.get("rate", 0) or 0)
+        self._waking = False
+        if self.rate > 0 and self._t0 is None:
+            self._t0 = time.time()
+            self.checkpoint()
 
     def _ready(self) -> bool:
-        return True
+        if self.rate <= 0 or self._t0 is None or self.step >= self._steps:
+            return True
+        delay = self._t0 + self.step * self.batch_rows / self.rate - time.time()
+        if delay <= 0:
+            return True
+        if not self._waking:
+            self._waking = True
+            self.call_later(delay, self._wake)
+        return False
+
+    def _wake(self) -> None:
+        self._waking = False
+        self._pump()
 
     def _make_step(self) -> None:
         step = self.step
