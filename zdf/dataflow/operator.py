@@ -258,8 +258,7 @@ class FlowOperator(Operator):
         if not live:
             for inp in self.inputs:
                 inp.port.ack_eos()
-        if not live or self.step % 16 == 0:
-            self.progress(records=float(self.rows_in))
+        self.progress(records=float(self.rows_in))  # the host rate-limits what it forwards
 
     # -- output ---------------------------------------------------------------------------
     def _emit(self, step: int, pieces: list[np.ndarray]) -> None:
@@ -426,8 +425,7 @@ class Source(FlowOperator):
         self._emit(step, [rows] if len(rows) else [])
         self.step = step + 1
         self.step_done(step)
-        if self.step % 16 == 0:
-            self.progress(records=float(self.rows_in))
+        self.progress(records=float(self.rows_in))
 
     def _flush_all(self) -> None:
         for e in range(len(self.edges)):
