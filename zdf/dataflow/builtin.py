@@ -408,6 +408,7 @@ class FileSink(Transform):
             return
         self._resume = self.file.recover()
         FlowOperator.open(self)
+        self.rows_in = self.file.rows  # what earlier attempts wrote
 
     def start_step(self) -> int:
         return self._resume

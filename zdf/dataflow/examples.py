@@ -21,7 +21,11 @@ import numpy as np
 from zdf.dataflow.operator import Source
 
 WORDS = np.array(
-    [b"zero", b"mq", b"data", b"flow", b"exactly", b"once", b"key", b"sum"], dtype="S8"
+    [
+        *(b"zero", b"mq", b"data", b"flow", b"exactly", b"once", b"key", b"sum"),
+        *(b"hash", b"step", b"sink", b"batch", b"replay", b"window", b"credit", b"pipe"),
+    ],
+    dtype="S8",
 )
 WORD_DTYPE = np.dtype([("word", "S8"), ("count", "<i8")])
 EVENT_DTYPE = np.dtype([("key", "<i8"), ("ts", "<i8"), ("value", "<i8")])

@@ -149,7 +149,12 @@ class FlowOperator(Operator):
             self.finish(self.summary())
 
     def summary(self) -> dict[str, Any]:
-        return {"records": self.rows_in, "records_out": self.rows_out, "steps": self.step}
+        return {
+            "records": self.rows_in,
+            "records_out": self.rows_out,
+            "steps": self.step,
+            "replayed": self.replayed,
+        }
 
     # -- the engine ---------------------------------------------------------------------
     def open(self) -> None:
@@ -163,7 +168,11 @@ class FlowOperator(Operator):
         self.step = self.start_step()  # the next step to make
         self.current_input = 0  # the ``inputs`` entry of the piece being processed
         self.live_inputs: list[bool] = []  # which input channels had a batch this step
-        self.rows_in = self.rows_out = 0
+        # Rows in and out of the steps before the current one (a roll-back takes them
+        # back to the step it returns to: they count the stream, not the work), and
+        # the rows taken in again after roll-backs.
+        self.rows_in = self.rows_out = self.replayed = 0
+        self._counts: list[tuple[int, int]] = [(0, 0)] * self.step  # at each step's start
         self.ended_at: int | None = None  # the output's step count, once known
         self._completed = False
         self.edges: list[_Edge] = []
@@ -230,8 +239,13 @@ class FlowOperator(Operator):
             self._make_step()
         self._maybe_complete()
 
+    def _count_step(self, step: int) -> None:
+        if step == len(self._counts):
+            self._counts.append((self.rows_in, self.rows_out))
+
     def _make_step(self) -> None:
         step = self.step
+        self._count_step(step)
         out: list[np.ndarray] = []
         self.live_inputs = [bool(inp.queue) for inp in self.inputs]
         live = any(self.live_inputs)
@@ -326,6 +340,11 @@ class FlowOperator(Operator):
     def _roll_back(self, step: int) -> None:
         """Make the steps from ``step`` again (see the module docstring)."""
         self.log.info("rolling back from step %d to step %d", self.step, step)
+        if step < len(self._counts):
+            rows_in, self.rows_out = self._counts[step]
+            self.replayed += self.rows_in - rows_in
+            self.rows_in = rows_in
+            del self._counts[step:]
         self.step = step
         self.ended_at = None
         self._completed = False
@@ -420,6 +439,7 @@ class Source(FlowOperator):
             self.ended_at = step
             self._flush_all()
             return
+        self._count_step(step)
         rows = self.batch(step)
         self.rows_in += len(rows)
         self._emit(step, [rows] if len(rows) else [])

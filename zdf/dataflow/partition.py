@@ -23,6 +23,7 @@ PARTITIONS = ("forward", "hash", "broadcast", "rebalance")
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads consecutive keys
 _FNV_PRIME = np.uint64(0x100000001B3)
 _FNV_BASIS = np.uint64(0xCBF29CE484222325)
+_FMIX = np.uint64(0xFF51AFD7ED558CCD)
 
 
 def stable_hash(values: np.ndarray) -> np.ndarray:
@@ -40,6 +41,10 @@ def stable_hash(values: np.ndarray) -> np.ndarray:
         for col in range(raw.shape[1]):
             h ^= raw[:, col].astype(np.uint64)
             h *= _FNV_PRIME
+        # FNV's last bytes reach its top bits weakly: finish with MurmurHash3's fmix64.
+        h ^= h >> np.uint64(33)
+        h *= _FMIX
+        h ^= h >> np.uint64(33)
     return h
 
 
