@@ -3,21 +3,47 @@ executor killed (SIGKILL) mid-job with a hash edge; the sums must still be exact
 
 from __future__ import annotations
 
+import json
 import random
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from zdf.cli.main import main
 from zdf.client.client import Client
 from zdf.dataflow import Flow
 from zdf.dataflow.builtin import KeyedSum, Sequence
 from zdf.dataflow.verify import verify_flow
+from zdf.jobs import build_job
 from zdf.localcluster import LocalCluster, wait_until
 
 from .test_local_flow import check_sums
 
 pytestmark = pytest.mark.timeout(120)
+
+JOB_FILE = """
+job-type = "dataflow"
+flow-id = "sums"
+[[task]]
+name = "numbers"
+operator = "zdf.dataflow.builtin:Sequence"
+parallelism = 2
+params = {{ stop = 300000, keys = 97 }}
+[[task]]
+name = "sum"
+operator = "zdf.dataflow.builtin:KeyedSum"
+parallelism = 3
+inputs = [{{ from = "numbers", partition = "hash", key = "key" }}]
+[[task]]
+name = "out"
+operator = "zdf.dataflow.builtin:FileSink"
+parallelism = 3
+inputs = [{{ from = "sum" }}]
+params = {{ dir = "{dir}" }}
+"""
 
 
 def sums_flow(out: Path, stop: int, rate: int = 0) -> Flow:
@@ -45,6 +71,14 @@ def test_a_flow_submitted_from_python_runs_exactly(cluster: LocalCluster, tmp_pa
     # zdf job status shows records per task.
     assert summed(job) == 1_000_000
     assert verify_flow(flow.to_job()).ok
+    # The same graph as a job file, through zdf submit-job.
+    path = tmp_path / "sums.toml"
+    path.write_text(JOB_FILE.format(dir=tmp_path / "cli"))
+    args = ["submit-job", "--master-addr", cluster.master_addr, "--config", str(path)]
+    result = CliRunner().invoke(main, [*args, "--wait", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["state"] == "finished"
+    assert verify_flow(build_job(tomllib.loads(path.read_text()), str(path))).ok
 
 
 def kill_executor_mid_flow(cluster: LocalCluster, tmp_path: Path, seed: int) -> None:

@@ -198,3 +198,42 @@ def test_tumbling_windows_match_a_numpy_reference(tmp_path: Path, restart: bool)
     assert all(summaries[f"win-{i}"]["late"] == 0 for i in range(2))
     # The watermark emitted windows during the stream, not only at its end.
     assert sum(summaries[f"win-{i}"]["fired_early"] for i in range(2)) > 0
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_two_inputs_into_one_keyed_sum_survive_restarts(tmp_path: Path, seed: int) -> None:
+    flow = Flow("union")
+    low = flow.source("low", Sequence, parallelism=2, stop=300_000, keys=31, batch=2048)
+    high = flow.source(
+        "high", Sequence, parallelism=3, start=300_000, stop=500_000, keys=31, batch=1500
+    )
+    flow.apply("sum", KeyedSum, low.key_by("key"), high.key_by("key"), parallelism=2).sink(
+        "out", dir=str(tmp_path)
+    )
+    job = flow.to_job()
+    run_with_restarts(job, 20 + seed, failures=3)
+    rows = np.concatenate(files(tmp_path, "union", "out", 2))
+    rows = rows[np.argsort(rows["key"])]
+    total, count = sequence_sums(0, 500_000, 31)
+    assert (rows["sum"] == total).all() and (rows["count"] == count).all()
+
+
+def test_a_source_serves_a_second_roll_back_from_what_it_holds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """sum-0 and sum-1 restarted together: the first subscription rolls the sources back
+    to step 0, the second asks for step 0 of a channel whose unacknowledged steps they
+    still hold: they must make step 0 again, not send what they hold."""
+    job = sums_flow(tmp_path, stop=600_000, batch=2048)
+    with LocalRunner(job) as runner:
+        runner.start()
+        runner.reactor.run(
+            until=lambda: (
+                min(h.operator.step for t, h in runner.handles.items() if "sum" in t) > 20
+            ),
+            deadline=time.monotonic() + 10,
+        )
+        runner.restart(["sum-0", "sum-1"])
+        runner.run(timeout=30)
+    check_sums(tmp_path, 600_000, 97)
+    assert not [r for r in caplog.records if "bad message" in r.getMessage()]

@@ -32,7 +32,7 @@ import numpy as np
 
 from zdf.dataflow.dtypes import dtype_from_wire, require_fields
 from zdf.dataflow.npyfile import StepFile, safe_dir
-from zdf.dataflow.operator import FlowOperator, Source, Transform
+from zdf.dataflow.operator import FlowOperator, Source, Transform, input_dtype
 
 DENSE_KEYS = 1 << 22
 """Integer keys in [0, DENSE_KEYS) are summed into arrays indexed by key; others into a dict."""
@@ -184,8 +184,7 @@ class KeyedSum(Transform):
 
     @classmethod
     def output_dtype(cls, params: dict[str, Any], inputs: list[np.dtype[Any]]) -> np.dtype[Any]:
-        dtype = super().output_dtype(params, inputs)
-        assert dtype is not None
+        dtype = input_dtype(inputs)
         key, field = str(params.get("key", "key")), str(params.get("field", "value"))
         require_fields(dtype, key, field)
         return np.dtype([("key", dtype[key]), ("sum", _sum_dtype(dtype, field)), ("count", "<i8")])
@@ -212,8 +211,7 @@ class TumblingWindow(Transform):
 
     @classmethod
     def output_dtype(cls, params: dict[str, Any], inputs: list[np.dtype[Any]]) -> np.dtype[Any]:
-        dtype = super().output_dtype(params, inputs)
-        assert dtype is not None
+        dtype = input_dtype(inputs)
         key, field, time = (
             str(params.get(n, d)) for n, d in (("key", "key"), ("field", "value"), ("time", "ts"))
         )
@@ -319,8 +317,7 @@ class Map(Transform):
 
     @classmethod
     def output_dtype(cls, params: dict[str, Any], inputs: list[np.dtype[Any]]) -> np.dtype[Any]:
-        dtype = super().output_dtype(params, inputs)
-        assert dtype is not None
+        dtype = input_dtype(inputs)
         load_function(params.get("fn"))
         return dtype if params.get("dtype") is None else dtype_from_wire(params["dtype"])
 
@@ -342,10 +339,8 @@ class Filter(Transform):
 
     @classmethod
     def output_dtype(cls, params: dict[str, Any], inputs: list[np.dtype[Any]]) -> np.dtype[Any]:
-        dtype = super().output_dtype(params, inputs)
         load_function(params.get("fn"))
-        assert dtype is not None
-        return dtype
+        return input_dtype(inputs)
 
     def setup(self) -> None:
         self.fn = load_function(self.user["fn"])
@@ -365,7 +360,7 @@ class FileSink(Transform):
 
     @classmethod
     def output_dtype(cls, params: dict[str, Any], inputs: list[np.dtype[Any]]) -> None:
-        super().output_dtype(params, inputs)
+        input_dtype(inputs)
         if not isinstance(params.get("dir", "/tmp/dataflow"), str):
             raise ValueError("param 'dir' must be a path")
         return None

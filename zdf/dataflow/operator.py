@@ -95,6 +95,17 @@ class _Input:
     end: int | None = None  # the step count, once the end of stream arrived
 
 
+def input_dtype(inputs: list[np.dtype[Any]]) -> np.dtype[Any]:
+    """The dtype every input shares; ``ValueError`` when there is none or they differ."""
+    if not inputs:
+        raise ValueError("needs an input")
+    first = inputs[0]
+    for other in inputs[1:]:
+        if other != first:
+            raise ValueError(f"inputs of different dtypes: {first} and {other}")
+    return first
+
+
 class FlowOperator(Operator):
     """The step engine (see the module docstring); subclass ``Source`` or ``Transform``."""
 
@@ -110,14 +121,9 @@ class FlowOperator(Operator):
     ) -> np.dtype[Any] | None:
         """The dtype of this operator's output for these input dtypes (None: a sink).
 
-        Raise ``ValueError`` with a short reason when the inputs do not fit."""
-        if not inputs:
-            raise ValueError("needs an input")
-        first = inputs[0]
-        for other in inputs[1:]:
-            if other != first:
-                raise ValueError(f"inputs of different dtypes: {first} and {other}")
-        return first
+        Raise ``ValueError`` with a short reason when the inputs do not fit. By default:
+        the one dtype all inputs share (``input_dtype``), unchanged."""
+        return input_dtype(inputs)
 
     # -- to override --------------------------------------------------------------
     def setup(self) -> None:
@@ -324,10 +330,11 @@ class FlowOperator(Operator):
 
     def _on_subscribe(self, e: int, ch: int, start: int) -> None:
         chan = self.edges[e].channels[ch]
+        # What the channel holds (sent and unacknowledged, then unsent) is contiguous
+        # and may run ahead of ``self.step`` after a roll-back made for another channel.
         held = [*chan.unacked, *chan.pending]
         chan.unacked.clear()
-        first = held[0][0] if held else chan.next_send
-        if start >= first or start >= self.step:
+        if (held and start >= held[0][0]) or (not held and start >= self.step):
             # Served from what is held; steps the receiver has already are skipped.
             chan.pending = deque(item for item in held if item[0] >= start)
             chan.next_send = start
