@@ -86,8 +86,8 @@ def test_tasks_restarted_at_random_moments_keep_the_sums_exact(tmp_path: Path, s
     runner = run_with_restarts(job, seed, failures=3)
     assert max(runner.attempts.values()) >= 1
     check_sums(tmp_path, 600_000, 97)
-    # Records count the stream, not the work: rows taken in again are "replayed".
-    assert [runner.finished[f"numbers-{i}"]["records"] for i in range(2)] == [300_000] * 2
+    # Records count the stream, not the work (rows taken in again are "replayed"). (A
+    # source restarted after its receivers were done ends at once, with a part only.)
     assert sum(runner.finished[f"sum-{i}"]["records"] for i in range(3)) == 600_000
 
 
