@@ -32,5 +32,9 @@ from zdf.cli.verify_sink import verify_sink  # noqa: E402
 
 main.add_command(verify_sink)
 
+from zdf.cli.verify_flow import verify_flow_cmd  # noqa: E402
+
+main.add_command(verify_flow_cmd)
+
 if __name__ == "__main__":
     main()

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from zdf import protocol as P
+from zdf.client import jobs
 from zdf.client.chunks import PickledChunk
 from zdf.client.futures import Future, remote_exception
 from zdf.client.options import DEFAULT as DEFAULT_OPTIONS
@@ -74,6 +75,7 @@ class Client:
         direct_results: bool = True,
     ) -> None:
         endpoints = master_endpoints(master_addr)
+        self.endpoints = endpoints
         self.master_addr = find_leader(endpoints, timeout)
         self.max_retries = max_retries
         self.timeout = timeout
@@ -263,6 +265,18 @@ class Client:
             if not self.allow_pickle:
                 raise
             return fn
+
+    # -- jobs (zdf.client.jobs) ----------------------------------------------
+    def submit_job(self, job: Any) -> str:
+        """Submit a job: a ``zdf.dataflow.Flow``, a ``JobSpec`` or a job file's table; its id."""
+        return jobs.submit_job(self.endpoints, job, self.timeout)
+
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        return jobs.job_status(self.endpoints, job_id, self.timeout)
+
+    def wait_job(self, job_id: str, timeout: float = 3600.0) -> dict[str, Any]:
+        """Wait for the job to end; its final status (``Timeout`` after ``timeout`` s)."""
+        return jobs.wait_job(self.endpoints, job_id, timeout, self.timeout)
 
     def close(self) -> None:
         """Close the connection (and stop the cluster ``connect()`` started for it)."""

@@ -18,7 +18,19 @@ from zdf.jobs.spec import JobSpec, TaskSpec
 
 JobBuilder = Callable[[dict[str, Any], str], JobSpec]
 
-JOB_TYPES: dict[str, JobBuilder] = {"bench": build_bench_job, "function": build_function_job}
+
+def build_dataflow_job(data: dict[str, Any], source: str) -> JobSpec:
+    """``job-type = "dataflow"`` (``zdf.dataflow.graph``; imported on use: it loads operators)."""
+    from zdf.dataflow.graph import build_dataflow_job as build
+
+    return build(data, source)
+
+
+JOB_TYPES: dict[str, JobBuilder] = {
+    "bench": build_bench_job,
+    "function": build_function_job,
+    "dataflow": build_dataflow_job,
+}
 
 
 def job_type_of(data: dict[str, Any]) -> str | None:
