@@ -148,6 +148,12 @@ class FunctionQueue:
         self._sends = itertools.count(1)
         self._cancels: dict[int, PendingCancel] = {}
         self._steal_timer: Timer | None = None
+        # Submissions and reports read together are placed together, once the channel
+        # has read what was waiting (fuller batches, one pass): see ``_pump_soon``.
+        self._dirty = False
+        self._deferred = hasattr(channel, "on_drained")
+        if self._deferred:
+            channel.on_drained = self._on_drained
         self.leases = Leases(channel)
         self.stats = {
             "submitted": 0,
@@ -283,7 +289,7 @@ class FunctionQueue:
             self.leases.grant(
                 client, self.workers.values(), self.executor_alive, self._free_for(client)
             )
-        self.pump()
+        self._pump_soon()
         return None
 
     def _free_for(self, client: bytes) -> Callable[[Any], bool]:
@@ -347,6 +353,17 @@ class FunctionQueue:
         self.queue.remove(task)
 
     # -- dispatch -----------------------------------------------------------
+    def _pump_soon(self) -> None:
+        if self._deferred:
+            self._dirty = True
+        else:
+            self.pump()
+
+    def _on_drained(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            self.pump()
+
     def pump(self) -> None:
         """Place what is queued (see ``zdf.master.fnplacement``), then look for work to
         take back from a busy worker for an idle one."""
@@ -524,7 +541,7 @@ class FunctionQueue:
                 pending.call.reply({"canceled": pending.canceled})
         if worker is not None and taken:
             worker.since = self.clock()
-        self.pump()
+        self._pump_soon()
         return None
 
     # -- results --------------------------------------------------------------
@@ -576,7 +593,7 @@ class FunctionQueue:
             worker.done += len(body["results"])
         for client, results in per_client.items():
             self._send_results(client, results)
-        self.pump()
+        self._pump_soon()
         return None
 
     def _send_results(
