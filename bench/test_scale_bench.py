@@ -39,6 +39,7 @@ TABLES = (10, 100, 1000)
 STREAMS = (3, 8, 16)
 ROUNDS = 2
 FUNCTION_TASKS = (1_000, 10_000, 100_000)
+STATUS_PAGE = 5_000
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +108,22 @@ def run_bench_job(cluster: LocalCluster, sink: Path, tables: int, streams: int) 
 
 
 def wait_end(client: Any, job_id: str, timeout: float) -> dict[str, Any]:
-    def ended() -> dict[str, Any] | None:
-        job = client.call(P.JOB_LIST)
-        row = next(j for j in job if j["id"] == job_id)
-        if row["state"] in ("finished", "failed", "canceled"):
-            return dict(client.call(P.JOB_STATUS, {"job_id": job_id}, timeout=60.0))
-        return None
+    def ended() -> bool:
+        row = next(j for j in client.call(P.JOB_LIST) if j["id"] == job_id)
+        return row["state"] in ("finished", "failed", "canceled")
 
-    return dict(wait_until(ended, timeout, f"job {job_id} to end", interval=0.05))
+    wait_until(ended, timeout, f"job {job_id} to end", interval=0.05)
+    return job_status(client, job_id)
+
+
+def job_status(client: Any, job_id: str) -> dict[str, Any]:
+    """The job with all its tasks, read a page at a time (``STATUS_PAGE`` tasks)."""
+    query = {"job_id": job_id, "offset": 0, "limit": STATUS_PAGE}
+    job = dict(client.call(P.JOB_STATUS, query))
+    while len(job["tasks"]) < job["task_count"]:
+        page = client.call(P.JOB_STATUS, {**query, "offset": len(job["tasks"])})
+        job["tasks"] += page["tasks"]
+    return job
 
 
 def test_bench_job_at_scale(cluster: LocalCluster, tmp_path: Path, benchmark) -> None:

@@ -264,3 +264,7 @@ def test_a_job_submitted_in_parts_runs_whole(
     job = wait_state(cluster, job_id, {"finished", "failed"}, timeout=30)
     assert job["state"] == "finished", job.get("error")
     assert [t["info"]["result"] for t in job["tasks"]] == [i * i for i in range(35)]
+    page = cluster.client().call(P.JOB_STATUS, {"job_id": job_id, "offset": 30, "limit": 10})
+    assert page["task_count"] == 35 and [t["id"] for t in page["tasks"]] == [
+        f"call-{i}" for i in range(30, 35)
+    ]

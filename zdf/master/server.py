@@ -20,6 +20,7 @@ a stale view.
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -844,8 +845,19 @@ class Master:
         return [self._job_summary(job) for job in self.jobs.jobs.values()]
 
     def on_job_status(self, call: Call) -> Any:
+        """A job and its tasks; ``offset``/``limit`` ask for a page of them (a job of
+        100,000 tasks in one answer keeps the master busy for most of a second)."""
         body = P.fields(call.body, job_id=str)
-        return self.jobs.get(body["job_id"]).to_dict()
+        job = self.jobs.get(body["job_id"])
+        offset, limit = body.get("offset"), body.get("limit")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+            return job.to_dict()
+        start = offset if isinstance(offset, int) and offset > 0 else 0
+        doc = job.to_dict(tasks=False)
+        doc["task_count"] = len(job.tasks)
+        page = itertools.islice(job.tasks.values(), start, start + limit)
+        doc["tasks"] = [t.to_dict() for t in page]
+        return doc
 
     def on_job_cancel(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str)
