@@ -225,7 +225,17 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
-class MetastoreConfig(LogConfig):
+class SecurityConfig:
+    security_dir: str = key(
+        "security-dir", parse_str, "", "CURVE keys (zdf security init); none: loopback only"
+    )
+    insecure: bool = key(
+        "insecure", parse_bool, False, "without security-dir, bind non-loopback addresses too"
+    )
+
+
+@dataclass(frozen=True)
+class MetastoreConfig(LogConfig, SecurityConfig):
     name: str = key("name", parse_name, "meta-1", "this replica's name in initial-cluster")
     addr: str = key("addr", parse_addr, "127.0.0.1:10340", "address for clients")
     peer_addr: str = key("peer-addr", parse_addr, "127.0.0.1:10380", "address for peers")
@@ -255,7 +265,7 @@ class MetastoreConfig(LogConfig):
 
 
 @dataclass(frozen=True)
-class MasterConfig(LogConfig):
+class MasterConfig(LogConfig, SecurityConfig):
     name: str = key("name", parse_name, "master-1", "this master's name")
     master_addr: str = key("master-addr", parse_addr, "127.0.0.1:10240", "ROUTER address")
     heartbeat_addr: str = key("heartbeat-addr", parse_addr, "127.0.0.1:10250", "PUB address")
@@ -281,7 +291,7 @@ class MasterConfig(LogConfig):
 
 
 @dataclass(frozen=True)
-class ExecutorConfig(LogConfig):
+class ExecutorConfig(LogConfig, SecurityConfig):
     name: str = key("name", parse_str, "", "executor id (default: derived from worker-addr)")
     join: list[str] = key("join", parse_addr_list, ["127.0.0.1:10240"], "master addresses")
     worker_addr: str = key(

@@ -32,5 +32,9 @@ from zdf.cli.verify_sink import verify_sink  # noqa: E402
 
 main.add_command(verify_sink)
 
+from zdf.cli.security_cmd import security_group  # noqa: E402
+
+main.add_command(security_group)
+
 if __name__ == "__main__":
     main()

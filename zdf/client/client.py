@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import logging
+import os
 import threading
 import weakref
 from collections import deque
@@ -271,6 +272,19 @@ class Client:
                 pass  # canceled by the caller while the result was on its way
 
 
-def connect(master_addr: str | list[str] = "127.0.0.1:10240", **options: Any) -> Client:
-    """A client of the master at ``host:port`` (or the leader of a comma-separated list)."""
+def connect(
+    master_addr: str | list[str] = "127.0.0.1:10240",
+    *,
+    security_dir: str | None = None,
+    **options: Any,
+) -> Client:
+    """A client of the master at ``host:port`` (or the leader of a comma-separated list).
+
+    ``security_dir`` (default: ``ZDF_SECURITY_DIR``) holds the cluster's CURVE keys;
+    this process then speaks as the ``client`` role on every socket it makes."""
+    from zdf.wire import security
+
+    security_dir = os.environ.get("ZDF_SECURITY_DIR", "") if security_dir is None else security_dir
+    if security_dir:
+        security.configure(security_dir, "client")
     return Client(master_addr, **options)

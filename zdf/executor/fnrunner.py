@@ -50,6 +50,7 @@ from zdf.wire.codec import Kind, encode
 from zdf.wire.payload import pack, unpack
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import Call, Channel
+from zdf.wire.security import CLIENTS
 from zdf.wire.sockets import close_socket, make_socket
 
 log = logging.getLogger(__name__)
@@ -106,13 +107,13 @@ class FunctionRunner:
         identity = f"{executor_id}/{name}/{os.getpid()}".encode()
         self.channel = Channel(
             reactor,
-            make_socket(zmq.DEALER, connect=master_addr, identity=identity),
+            make_socket(zmq.DEALER, connect=master_addr, identity=identity, server_role="master"),
             {P.FN_RUN: self.on_run, P.FN_LEASE: self.on_lease, P.FN_REVOKE: self.on_revoke},
             name=f"fn-{name}",
         )
         self.direct = Channel(
             reactor,
-            make_socket(zmq.ROUTER, bind=f"tcp://{host}:*"),
+            make_socket(zmq.ROUTER, bind=f"tcp://{host}:*", allow=CLIENTS),
             {P.FN_DIRECT: self.on_direct},
             name=f"fn-direct-{name}",
         )
@@ -245,7 +246,11 @@ class FunctionRunner:
         entry = self.replies.get(addr)
         # Unbounded queue: a client never has more results due than its own
         # max_inflight, and a result must not be dropped.
-        sock = entry[0] if entry is not None else make_socket(zmq.PUSH, connect=addr, sndhwm=0)
+        sock = (
+            entry[0]
+            if entry is not None
+            else make_socket(zmq.PUSH, connect=addr, sndhwm=0, server_role="client")
+        )
         self.replies[addr] = (sock, time.monotonic())
         body["token"] = token
         sock.send_multipart([encode(Kind.EVENT, op, 0, body), *frames], copy=False)

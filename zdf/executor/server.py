@@ -31,6 +31,7 @@ from zdf.executor.pool import WorkerPool, WorkerSlot
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
+from zdf.wire.security import MASTERS
 from zdf.wire.sockets import make_socket
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,10 @@ class Executor:
         self.masters = list(config.join)
         self.master_addr = self.masters[0]
         self.master = self._connect_master(handlers)
-        self.publisher = HeartbeatPublisher(config.worker_addr, self.executor_id, 0)
-        self.master_sub = HeartbeatSubscriber(self.reactor, self._on_master_beat)
+        self.publisher = HeartbeatPublisher(config.worker_addr, self.executor_id, 0, allow=MASTERS)
+        self.master_sub = HeartbeatSubscriber(
+            self.reactor, self._on_master_beat, server_role="master"
+        )
         workers = config.workers or os.cpu_count() or 1
         self.pool = WorkerPool(
             workers,
@@ -119,7 +122,7 @@ class Executor:
         self.reactor.call_every(config.keepalive_interval, self._check_master)
 
     def _connect_master(self, handlers: dict[str, Callable[[Call], Any]]) -> Channel:
-        sock = make_socket(zmq.DEALER, connect=self.master_addr)
+        sock = make_socket(zmq.DEALER, connect=self.master_addr, server_role="master")
         return Channel(self.reactor, sock, handlers, name="executor")
 
     def _switch_master(self, hint: str | None) -> None:

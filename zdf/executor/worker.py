@@ -28,6 +28,7 @@ from zdf import protocol as P
 from zdf.errors import JobError
 from zdf.executor.fnrunner import FunctionRunner
 from zdf.jobs.spec import TaskSpec
+from zdf.wire import security
 from zdf.wire.codec import packb, unpackb
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import Call, Channel
@@ -343,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s worker-{args.name} %(levelname)s %(message)s",
     )
     _warm_imports()
+    security.configure(  # the executor's keys, handed down in the environment
+        os.environ.get("ZDF_SECURITY_DIR", ""),
+        "executor",
+        insecure=os.environ.get("ZDF_INSECURE") == "true",
+    )
     worker = Worker(
         args.ctl,
         args.name,

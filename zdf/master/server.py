@@ -152,6 +152,7 @@ class Master:
         self.subscriber = HeartbeatSubscriber(
             self.reactor,
             self._on_heartbeat,
+            server_role="executor",
             on_down=self._on_connection_down,
             on_gone=self._on_connection_gone,
             heartbeat_ms=max(1, int(config.keepalive_interval * 1000)),

@@ -62,6 +62,7 @@ from zdf.records import RECORD_DTYPE
 from zdf.wire import inproc
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.reactor import Reactor
+from zdf.wire.security import EXECUTORS
 from zdf.wire.sockets import close_socket, make_socket
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class OutPort:
         self._attempts = [-1] * channels  # the highest subscriber attempt per channel
         # Credits bound what is queued per peer; the HWM only has to stay above them.
         self.sock = make_socket(
-            zmq.ROUTER, bind=addr, sndhwm=MAX_WINDOW + 16, rcvhwm=4 * MAX_WINDOW
+            zmq.ROUTER, bind=addr, sndhwm=MAX_WINDOW + 16, rcvhwm=4 * MAX_WINDOW, allow=EXECUTORS
         )
         self.addr = inproc.bind_alias(self.sock)  # receivers in this process skip the kernel
         self._handlers = {"sub": self._on_sub, "ack": self._on_ack, "eos-ack": self._on_eos_ack}
