@@ -85,8 +85,8 @@ def parse_str(value: Any) -> str:
 
 def parse_name(value: Any) -> str:
     text = parse_str(value)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text):
-        raise ValueError("a name of 1-64 letters, digits, '.', '_' or '-'")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text) or text in (".", ".."):
+        raise ValueError("a name of 1-64 letters, digits, '.', '_' or '-' (not '.' or '..')")
     return text
 
 
@@ -157,6 +157,8 @@ def read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
 def load_config(
@@ -250,6 +252,10 @@ class MetastoreConfig(LogConfig, SecurityConfig):
     snapshot_entries: int = key(
         "snapshot-entries", int_range(100, 10**9), 10000, "log entries kept before a snapshot"
     )
+    max_leases: int = key("max-leases", int_range(32, 10**7), 10_000, "live leases at most")
+    max_client_lease_ttl: float = key(
+        "max-client-lease-ttl", parse_duration, 86400.0, "longest lease a non-master may take"
+    )
 
     def validate(self) -> None:
         if self.heartbeat_interval * 2 > self.election_timeout:
@@ -284,6 +290,13 @@ class MasterConfig(LogConfig, SecurityConfig):
     allow_pickle: bool = key(
         "allow-pickle", parse_bool, False, "accept pickled functions from clients"
     )
+    max_queued_fn_per_client: int = key(
+        "max-queued-fn-per-client", int_range(1, 10**8), 50_000, "function tasks one client queues"
+    )
+    max_job_spec_bytes: int = key(
+        "max-job-spec-bytes", int_range(1024, 1 << 30), 4 << 20, "largest job spec (msgpack bytes)"
+    )
+    max_job_tasks: int = key("max-job-tasks", int_range(1, 10**7), 10_000, "most tasks in one job")
 
     def validate(self) -> None:
         if self.keepalive_interval >= self.keepalive_ttl:

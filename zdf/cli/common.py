@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import click
+import zmq
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
@@ -107,9 +108,12 @@ def load_from_flags(cls: type[T], config_path: str | None, flags: dict[str, Any]
 
 
 def setup_logging(level: str, log_file: str = "", name: str = "zdf") -> None:
-    handler: logging.Handler = (
-        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    )
+    try:
+        handler: logging.Handler = (
+            logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+        )
+    except OSError as exc:
+        raise ConfigError(f"key 'log-file': cannot open {log_file}: {exc.strerror}") from None
     handler.setFormatter(logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -132,6 +136,8 @@ def handle_errors(fn: F) -> F:
             fail(exc.message, 2)
         except ZdfError as exc:
             fail(str(exc) or type(exc).__name__, 1)
+        except zmq.ZMQError as exc:  # a socket that cannot bind, most often
+            fail(str(exc), 1)
 
     return wrapper  # type: ignore[return-value]
 

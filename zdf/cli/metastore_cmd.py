@@ -32,6 +32,6 @@ def metastore_cmd(config_path: str | None, **flags: Any) -> None:
     try:
         run_server(config)
     except zmq.ZMQError as exc:
-        fail(f"cannot listen on {config.addr}: {exc}")
+        fail(str(exc))
     except plyvel.Error as exc:  # e.g. another server holds the data-dir's lock
         fail(f"cannot open {config.data_dir}: {exc}")

@@ -64,6 +64,14 @@ REPLY_IDLE_CLOSE = 60.0  # a client's result socket unused this long is closed
 MAX_PICKLED_CACHE = 256
 
 DIRECT: Any = None  # the key of a task sent under a lease (the master has none for it)
+MAX_REPLY_SOCKETS = 256  # clients' result sockets kept open; the least used goes first
+PICKLE_REFUSED_BY_MASTER = "!pickle-refused"
+
+
+def direct_path(fn: str, master_allows_pickle: bool) -> str:
+    """A task under a lease passes the master by: its allow-pickle is applied here."""
+    return PICKLE_REFUSED_BY_MASTER if fn == P.PICKLED_FN and not master_allows_pickle else fn
+
 
 Task = tuple[int | None, str, list[Any], str, int]  # key, fn, frames, reply address, client tid
 
@@ -118,6 +126,7 @@ class FunctionRunner:
             name=f"fn-direct-{name}",
         )
         self.direct_addr = self.direct.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.master_allows_pickle = False  # the lease path obeys the master's allow-pickle
         self.leases: dict[str, None] = {}  # insertion-ordered: the oldest go first
         self.queue: deque[Task] = deque()
         self.functions: dict[str, Any] = {}
@@ -145,6 +154,7 @@ class FunctionRunner:
             self.reactor.call_later(HELLO_RETRY, self.hello)
         elif isinstance(result, dict) and isinstance(result.get("window"), int):
             self.window = max(1, result["window"])
+            self.master_allows_pickle = result.get("allow_pickle") is True
 
     def close(self) -> None:
         self.closed = True
@@ -191,7 +201,10 @@ class FunctionRunner:
             tids = [tid for tid, _, _, _ in tasks]
             self._send_to_client(reply, P.FN_REFUSED, {"tids": tids}, [])
             return None
-        self.queue.extend((DIRECT, fn, frames, reply, tid) for tid, fn, _, frames in tasks)
+        self.queue.extend(
+            (DIRECT, direct_path(fn, self.master_allows_pickle), frames, reply, tid)
+            for tid, fn, _, frames in tasks
+        )
         if not self._scheduled:
             self.run_slice()
         return None
@@ -252,6 +265,9 @@ class FunctionRunner:
             else make_socket(zmq.PUSH, connect=addr, sndhwm=0, server_role="client")
         )
         self.replies[addr] = (sock, time.monotonic())
+        if len(self.replies) > MAX_REPLY_SOCKETS:  # a client naming ever new addresses
+            oldest = min(self.replies, key=lambda a: self.replies[a][1])
+            close_socket(self.replies.pop(oldest)[0])
         body["token"] = token
         sock.send_multipart([encode(Kind.EVENT, op, 0, body), *frames], copy=False)
 
@@ -264,6 +280,8 @@ class FunctionRunner:
 
     def _run_one(self, path: str, frames: list[Any]) -> tuple[bool, list[Any]]:
         try:
+            if path == PICKLE_REFUSED_BY_MASTER:
+                raise PermissionError("the master does not accept pickled functions")
             if path == P.PICKLED_FN:
                 fn = self._unpickle(frames[0])
                 frames = frames[1:]

@@ -28,6 +28,7 @@ from zdf import protocol as P
 from zdf.config import ExecutorConfig
 from zdf.errors import JobError, NotLeader, Timeout, ZdfError
 from zdf.executor.pool import WorkerPool, WorkerSlot
+from zdf.files import private_dir
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
@@ -60,12 +61,14 @@ class Executor:
         self.executor_id = config.executor_id
         self.host = config.worker_addr.rpartition(":")[0] or "127.0.0.1"
         run_dir = os.path.join(config.data_dir, self.executor_id)
-        os.makedirs(run_dir, exist_ok=True)
+        private_dir(config.data_dir)
+        private_dir(run_dir)
         self.ipc_dir = run_dir
         ctl_addr = f"ipc://{run_dir}/ctl-{os.getpid()}.sock"
         self.tasks: dict[tuple[str, str], RunningTask] = {}
         self.master_epoch: int | None = None
         self.registered = False
+        self._session = ""  # the master's proof that a registration or heartbeat is ours
         self._backoff = REGISTER_BACKOFF_MIN
         self._last_master_beat = time.monotonic()
         self._last_check = time.monotonic()
@@ -168,6 +171,7 @@ class Executor:
             "pid": os.getpid(),
             "tasks": [vars(t) for t in self.tasks.values()],
             "reports": list(self._unacked.values()),
+            "session": self._session,
         }
         self.master.request(
             P.REGISTER, body, timeout=max(0.5, self._backoff * 4), callback=self._on_registered
@@ -187,6 +191,7 @@ class Executor:
             return
         self._backoff = REGISTER_BACKOFF_MIN
         self.registered = True
+        self._session = str(result.get("session") or "")
         self.master_epoch = int(result.get("epoch", 0))
         self._last_master_beat = time.monotonic()
         heartbeat_addr = result.get("heartbeat_addr")
@@ -229,7 +234,7 @@ class Executor:
         self._register()
 
     def _beat(self) -> None:
-        self.publisher.beat({"tasks": len(self.tasks)})
+        self.publisher.beat({"tasks": len(self.tasks), "session": self._session})
 
     # -- tasks --------------------------------------------------------------
     def on_start_task(self, call: Call) -> Any:

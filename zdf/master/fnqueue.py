@@ -43,6 +43,7 @@ from typing import Any
 from zdf import protocol as P
 from zdf.errors import ProtocolError, worker_lost
 from zdf.master.fnleases import Leases
+from zdf.master.limits import DEFAULT_MAX_QUEUED_PER_CLIENT, TasksByClient
 from zdf.wire.payload import pack
 from zdf.wire.rpc import Call, Channel
 
@@ -89,6 +90,7 @@ class FunctionQueue:
         window: int = DEFAULT_WINDOW,
         executor_alive: Callable[[str], bool] | None = None,
         allow_pickle: bool = False,
+        max_per_client: int = DEFAULT_MAX_QUEUED_PER_CLIENT,
     ) -> None:
         self.channel = channel
         self.window = window
@@ -97,7 +99,8 @@ class FunctionQueue:
         self.queue: deque[FnTask] = deque()
         self.inflight: dict[int, FnTask] = {}
         self.workers: dict[bytes, FnWorker] = {}
-        self.by_client: dict[tuple[bytes, int], FnTask] = {}
+        self.by_client: TasksByClient[FnTask] = TasksByClient()
+        self.max_per_client = max_per_client
         self._keys = itertools.count(1)
         self.leases = Leases(channel)
         self.stats = {
@@ -130,7 +133,7 @@ class FunctionQueue:
             self._requeue(old)
         self.workers[call.peer] = FnWorker(call.peer, body["executor_id"], body["worker"], direct)
         self.pump()
-        return {"window": self.window}
+        return {"window": self.window, "allow_pickle": self.allow_pickle}
 
     def worker_lost(self, executor_id: str, worker: str | None = None) -> None:
         """A worker process (or, with ``worker=None``, a whole executor) is gone."""
@@ -173,6 +176,7 @@ class FunctionQueue:
         if not isinstance(reply, str):
             raise ProtocolError("field 'reply' is not a string")
         refused: list[tuple[int, bool, Sequence[Any]]] = []
+        self.by_client.check_room(client, len(body["tasks"]), self.max_per_client)
         for tid, fn, retries, frames in P.submitted_tasks(body["tasks"], call.frames):
             if (client, tid) in self.by_client:
                 continue  # submitted again after a failover: it is already here

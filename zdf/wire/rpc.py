@@ -248,8 +248,9 @@ class Channel:
             msg = decode(parts[0] if not self.zero_copy else parts[0].buffer)
         except ProtocolError as exc:
             self.stats["malformed"] += 1
-            if peer is not None:
-                self.send(Kind.ERROR, "error", 0, wire_error(exc), peer=peer)
+            rid = exc.data.get("rid", 0) if exc.data.get("kind") == Kind.REQUEST.value else 0
+            if peer is not None or rid:
+                self.send(Kind.ERROR, "error", rid, wire_error(exc), peer=peer)
             return
         frames = parts[1:]
         if msg.kind is Kind.REQUEST or msg.kind is Kind.EVENT:

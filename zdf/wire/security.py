@@ -39,6 +39,7 @@ from zmq.auth.certs import create_certificates, load_certificate
 from zmq.auth.thread import ThreadAuthenticator
 
 from zdf.errors import ConfigError
+from zdf.files import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ MASTERS = frozenset({"master"})  # an executor's heartbeat PUB
 EXECUTORS = frozenset({"executor"})  # a client's result socket, data pipes
 CLIENTS = frozenset({"client"})  # a worker's port for tasks under a lease
 DOMAIN_PREFIX = "zdf:"
-PRIVATE_DIR_MODE = 0o700
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o644
 
@@ -85,30 +85,6 @@ def init_dir(path: str, roles: tuple[str, ...] = ROLES, *, rotate: bool = False)
     finally:
         os.umask(old_umask)
     return written
-
-
-def private_dir(path: str) -> str:
-    """Make ``path`` (and its parents) a directory only this user can enter: mode 0700.
-
-    Refused (one-line ``ConfigError``) when it is a symlink or owned by someone
-    else, as a path in a shared /tmp planted by another user would be."""
-    try:
-        os.makedirs(path, mode=PRIVATE_DIR_MODE, exist_ok=True)
-        info = os.lstat(path)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot create directory: {exc.strerror}") from None
-    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"{path}: not a directory (a symlink is refused)")
-    if info.st_uid != os.getuid():
-        raise ConfigError(f"{path}: owned by another user (uid {info.st_uid})")
-    if stat.S_IMODE(info.st_mode) != PRIVATE_DIR_MODE:
-        try:
-            os.chmod(path, PRIVATE_DIR_MODE)
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot make it private: {exc.strerror}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"{path}: not writable")
-    return path
 
 
 @dataclass(frozen=True)
@@ -207,17 +183,18 @@ def is_insecure() -> bool:
 
 
 def check_bind(url: str) -> None:
-    """Protected mode: without keys, a tcp:// bind must be loopback unless insecure."""
-    if _current is not None or _insecure or not url.startswith("tcp://"):
+    """A tcp:// bind names an IP address; in protected mode (no keys, not insecure)
+    a loopback one."""
+    if not url.startswith("tcp://"):
         return
     host = url[len("tcp://") :].rpartition(":")[0].strip("[]")
     if host == "localhost":
         return
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
+        loopback = host != "*" and ipaddress.ip_address(host).is_loopback
     except ValueError:
         raise ConfigError(f"cannot bind {url}: {host!r} is not an IP address") from None
-    if not loopback:
+    if not loopback and _current is None and not _insecure:
         raise ConfigError(
             f"refusing to bind {url} without a security dir (set security-dir, or insecure = true)"
         )

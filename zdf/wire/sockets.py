@@ -122,7 +122,10 @@ def make_socket(
         )
         if bind is not None:
             security.check_bind(urls[0])
-            sock.bind(urls[0])
+            try:
+                sock.bind(urls[0])
+            except zmq.ZMQError as exc:  # say where: "Address already in use" alone does not
+                raise zmq.ZMQError(exc.errno, f"cannot bind {urls[0]}: {exc.strerror}") from None
             urls = urls[1:]
         for url in urls if connect is not None else ():
             sock.connect(url)
