@@ -116,6 +116,9 @@ def load(directory: str, role: str) -> SecurityContext:
         raise ConfigError(f"security dir {directory}: does not exist (zdf security init)") from None
     if not stat.S_ISDIR(info.st_mode):
         raise ConfigError(f"security dir {directory}: not a directory")
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        # Someone else's dir (a planted /tmp path) could hold keys they know.
+        raise ConfigError(f"security dir {directory}: not ours alone (owner uid {info.st_uid})")
     secret_file = os.path.join(directory, role + ".key_secret")
     public_keys: dict[str, bytes] = {}
     for name in ROLES:
@@ -127,7 +130,10 @@ def load(directory: str, role: str) -> SecurityContext:
     except OSError as exc:
         raise ConfigError(f"{secret_file}: cannot open: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as fh:
-        mode = stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
+        secret_info = os.fstat(fh.fileno())
+    mode = stat.S_IMODE(secret_info.st_mode)
+    if secret_info.st_uid != os.getuid():
+        raise ConfigError(f"{secret_file}: owned by another user (uid {secret_info.st_uid})")
     if mode & 0o077:
         raise ConfigError(f"{secret_file}: readable by others (mode {mode:o}; chmod 600 it)")
     public, secret = _read_key(secret_file)
