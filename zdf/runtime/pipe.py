@@ -68,6 +68,8 @@ from zdf.wire.sockets import close_socket, make_socket
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 8
+MAX_ATTEMPT = 1 << 20
+"""A placement number is counted up from 1; one far beyond would fence out every real one."""
 MAX_WINDOW = 1024
 MAX_MESSAGES_PER_WAKEUP = 128
 """Bounded so that one busy pipe cannot starve the other sockets of the reactor."""
@@ -230,7 +232,7 @@ class OutPort:
         sid = _int(body, "sid")
         start = _int(body, "from")
         window = _int(body, "window", 1, MAX_WINDOW)
-        attempt = _int(body, "attempt") if "attempt" in body else 0
+        attempt = _int(body, "attempt", 0, MAX_ATTEMPT) if "attempt" in body else 0
         if attempt < self._attempts[ch]:
             self.stats["fenced"] += 1
             log.info("%s[%d]: ignored a subscription from stale attempt %d", self.name, ch, attempt)
