@@ -68,17 +68,13 @@ def fn_submit_system(command: str) -> tuple[dict[str, Any], list[Any]]:
     return {"tasks": [[1, "os:system", 0, 2]], "reply": ""}, pack(command)
 
 
+def function_job(name: str, function: str, tasks: int, arg: Any) -> dict[str, Any]:
+    data = {"job-type": "function", "name": name, "function": function, "tasks": tasks}
+    return build_function_job({**data, "args": [arg]}, "<test>").to_dict()
+
+
 def run_function_job(cluster: LocalCluster, tasks: int = 4) -> list[Any]:
-    spec = build_function_job(
-        {
-            "job-type": "function",
-            "name": "ok",
-            "function": "zdf.jobs.examples:square",
-            "tasks": tasks,
-            "args": [3],
-        },
-        "<test>",
-    ).to_dict()
+    spec = function_job("ok", "zdf.jobs.examples:square", tasks, 3)
     job_id = call(cluster, P.SUBMIT_JOB, {"spec": spec})["job_id"]
     job = wait_until(
         lambda: (
@@ -141,16 +137,7 @@ def test_hostile_peers_are_refused_and_the_cluster_keeps_serving(
         call(cluster, P.REGISTER, {"executor_id": "exec-1", "addr": "127.0.0.1:9", "slots": 1})
     # 5. publish_endpoint: without an attempt, or from a connection that is not the
     # task's executor (even with executor keys and the right attempt): refused.
-    spec = build_function_job(
-        {
-            "job-type": "function",
-            "name": "slow",
-            "function": "zdf.jobs.examples:spin",
-            "tasks": 1,
-            "args": [30],
-        },
-        "<test>",
-    ).to_dict()
+    spec = function_job("slow", "zdf.jobs.examples:spin", 1, 30)
     job_id = call(cluster, P.SUBMIT_JOB, {"spec": spec})["job_id"]
     task = wait_until(
         lambda: [
@@ -200,16 +187,7 @@ def test_hostile_peers_are_refused_and_the_cluster_keeps_serving(
         with pytest.raises(ProtocolError, match="addr"):
             call(cluster, P.REGISTER, {"executor_id": "e9", "addr": "nocolon", "slots": 1})
     # 10. a job too large is refused before anything of it is kept.
-    big = build_function_job(
-        {
-            "job-type": "function",
-            "name": "big",
-            "function": "zdf.jobs.examples:square",
-            "tasks": 20_000,
-            "args": [1],
-        },
-        "<test>",
-    ).to_dict()
+    big = function_job("big", "zdf.jobs.examples:square", 20_000, 1)
     jobs_before = len(call(cluster, P.JOB_LIST, None))
     with pytest.raises(LimitExceeded):
         call(cluster, P.SUBMIT_JOB, {"spec": big})
