@@ -11,6 +11,7 @@ bind without keys).
 
 from __future__ import annotations
 
+import os
 import random
 import socket as _socket
 from collections import deque
@@ -125,7 +126,8 @@ def make_socket(
             try:
                 sock.bind(urls[0])
             except zmq.ZMQError as exc:  # say where: "Address already in use" alone does not
-                raise zmq.ZMQError(exc.errno, f"cannot bind {urls[0]}: {exc.strerror}") from None
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise zmq.ZMQError(exc.errno, f"cannot listen on {urls[0]}: {reason}") from None
             urls = urls[1:]
         for url in urls if connect is not None else ():
             sock.connect(url)
