@@ -170,7 +170,7 @@ def install(ctx: SecurityContext | None, *, insecure: bool = False) -> None:
     _current = ctx
     _insecure = insecure
     if ctx is None and insecure:
-        log.warning("insecure = true: no CURVE, binding any address; anyone who reaches a port")
+        log.warning("insecure = true: no CURVE; anyone who reaches a port can run code here")
 
 
 def configure(security_dir: str, role: str, *, insecure: bool = False) -> SecurityContext | None:
