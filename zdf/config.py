@@ -85,8 +85,8 @@ def parse_str(value: Any) -> str:
 
 def parse_name(value: Any) -> str:
     text = parse_str(value)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text):
-        raise ValueError("a name of 1-64 letters, digits, '.', '_' or '-'")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text) or text in (".", ".."):
+        raise ValueError("a name of 1-64 letters, digits, '.', '_' or '-' (not '.' or '..')")
     return text
 
 
@@ -174,6 +174,8 @@ def read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
 def load_config(
@@ -242,7 +244,17 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
-class MetastoreConfig(LogConfig):
+class SecurityConfig:
+    security_dir: str = key(
+        "security-dir", parse_str, "", "CURVE keys (zdf security init); none: loopback only"
+    )
+    insecure: bool = key(
+        "insecure", parse_bool, False, "without security-dir, bind non-loopback addresses too"
+    )
+
+
+@dataclass(frozen=True)
+class MetastoreConfig(LogConfig, SecurityConfig):
     name: str = key("name", parse_name, "meta-1", "this replica's name in initial-cluster")
     addr: str = key("addr", parse_addr, "127.0.0.1:10340", "address for clients")
     peer_addr: str = key("peer-addr", parse_addr, "127.0.0.1:10380", "address for peers")
@@ -256,6 +268,10 @@ class MetastoreConfig(LogConfig):
     )
     snapshot_entries: int = key(
         "snapshot-entries", int_range(100, 10**9), 10000, "log entries kept before a snapshot"
+    )
+    max_leases: int = key("max-leases", int_range(32, 10**7), 10_000, "live leases at most")
+    max_client_lease_ttl: float = key(
+        "max-client-lease-ttl", parse_duration, 86400.0, "longest lease a non-master may take"
     )
 
     def validate(self) -> None:
@@ -272,7 +288,7 @@ class MetastoreConfig(LogConfig):
 
 
 @dataclass(frozen=True)
-class MasterConfig(LogConfig):
+class MasterConfig(LogConfig, SecurityConfig):
     name: str = key("name", parse_name, "master-1", "this master's name")
     master_addr: str = key("master-addr", parse_addr, "127.0.0.1:10240", "ROUTER address")
     heartbeat_addr: str = key("heartbeat-addr", parse_addr, "127.0.0.1:10250", "PUB address")
@@ -291,6 +307,15 @@ class MasterConfig(LogConfig):
     allow_pickle: bool = key(
         "allow-pickle", parse_bool, False, "accept pickled functions from clients"
     )
+    max_queued_fn_per_client: int = key(
+        "max-queued-fn-per-client", int_range(1, 10**8), 50_000, "function tasks one client queues"
+    )
+    max_job_spec_bytes: int = key(
+        "max-job-spec-bytes", int_range(1024, 1 << 30), 4 << 20, "largest job spec (msgpack bytes)"
+    )
+    max_job_tasks: int = key(
+        "max-job-tasks", int_range(1, 10**7), 1_000_000, "most tasks in one job"
+    )
 
     def validate(self) -> None:
         if self.keepalive_interval >= self.keepalive_ttl:
@@ -298,7 +323,7 @@ class MasterConfig(LogConfig):
 
 
 @dataclass(frozen=True)
-class ExecutorConfig(LogConfig):
+class ExecutorConfig(LogConfig, SecurityConfig):
     name: str = key("name", parse_str, "", "executor id (default: derived from worker-addr)")
     join: list[str] = key("join", parse_addr_list, ["127.0.0.1:10240"], "master addresses")
     worker_addr: str = key(

@@ -12,7 +12,9 @@
     ├── CompactedError         a watch or read asked for a revision that is gone
     ├── LeaseNotFound
     ├── JobError               a bad job spec, an unknown job, a failed job
-    └── Canceled
+    ├── Canceled
+    ├── PermissionDenied       the caller's role may not do this (CURVE, zdf.wire.security)
+    └── LimitExceeded          a request over a configured limit (queue, leases, size)
 
 Errors raised inside a handler travel back as data (``to_wire``) and are rebuilt
 on the caller as the same class where it is known (``from_wire``), else as
@@ -92,6 +94,14 @@ class JobError(ZdfError):
 
 class Canceled(ZdfError):
     pass
+
+
+class PermissionDenied(ZdfError):
+    """A peer's role may not do what it asked (an error reply, never a crash)."""
+
+
+class LimitExceeded(ZdfError):
+    """A request over one of the configured limits; the request is not kept."""
 
 
 _BY_NAME: dict[str, type[ZdfError]] = {}

@@ -2,8 +2,11 @@
 
 Used by ``zdf demo``, the integration tests and the benchmarks: one metastore,
 one master and N executors, each a real process started with the same CLI a
-user runs. Every child is tracked by its pid and stopped by it (SIGTERM, then
-SIGKILL after a grace period); ``stop()`` is safe to call more than once and is
+user runs. With ``secure=True`` (the default) it first creates CURVE keys in
+its folder (``zdf security init``): every child runs with ``--security-dir``, and
+this process uses the client role's keys while the cluster runs. Every child
+is tracked by its pid and stopped by it (SIGTERM, then SIGKILL after a grace
+period); ``stop()`` is safe to call more than once and is
 registered with ``atexit`` so an interrupted run leaves nothing behind.
 """
 
@@ -23,6 +26,7 @@ from typing import Any
 
 from zdf import protocol as P
 from zdf.errors import Timeout, ZdfError
+from zdf.wire import security
 from zdf.wire.rpc import RpcClient
 from zdf.wire.sockets import free_port
 
@@ -79,10 +83,14 @@ class LocalCluster:
         masters: int = 1,
         metastores: int = 1,
         resources: dict[str, float] | None = None,
+        secure: bool = True,
     ) -> None:
         self._owned_dir = base_dir is None
         self.base_dir = os.path.abspath(base_dir or tempfile.mkdtemp(prefix="zdf-cluster-"))
         self.resources = resources
+        self.security_dir = os.path.join(self.base_dir, "keys") if secure else ""
+        self._outer_security: tuple[security.SecurityContext | None, bool] | None = None
+        self._outer_env: str | None = None
         self.n_executors = executors
         self.workers = workers
         self.slots = slots
@@ -90,6 +98,8 @@ class LocalCluster:
         self.keepalive_ttl = keepalive_ttl
         self.log_level = log_level
         self.env = {**os.environ, **(extra_env or {})}
+        if not secure:
+            self.env["ZDF_SECURITY_DIR"] = ""  # not the keys of some cluster around us
         self.children: list[Child] = []
         self.n_metastores = metastores
         self.meta_addrs = [f"{HOST}:{free_port()}" for _ in range(metastores)]
@@ -109,6 +119,9 @@ class LocalCluster:
     # -- starting -----------------------------------------------------------
     def _spawn(self, name: str, args: list[str], addr: str = "") -> Child:
         log_path = os.path.join(self.base_dir, f"{name}.log")
+        self.use_keys()
+        if self.security_dir:
+            args = [*args, "--security-dir", self.security_dir]
         cmd = [sys.executable, "-m", "zdf.cli.main", *args]
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
@@ -280,6 +293,17 @@ class LocalCluster:
                 return str(row["state"])
         return None
 
+    def use_keys(self) -> None:
+        """Create the cluster's keys (secured) and use the client's in this process
+        and in the commands it runs (``ZDF_SECURITY_DIR``)."""
+        if not self.security_dir or self._outer_security is not None:
+            return
+        security.init_dir(self.security_dir)
+        self._outer_security = (security.current(), security.is_insecure())
+        self._outer_env = os.environ.get("ZDF_SECURITY_DIR")
+        security.install(security.load(self.security_dir, "client"))
+        os.environ["ZDF_SECURITY_DIR"] = self.security_dir
+
     # -- stopping -----------------------------------------------------------
     def stop(self) -> None:
         if self._client is not None:
@@ -305,6 +329,14 @@ class LocalCluster:
                     child.proc.wait()
         self.children.clear()
         self.executors.clear()
+        if self._outer_security is not None:
+            outer, insecure = self._outer_security
+            security.install(outer, insecure=insecure)
+            self._outer_security = None
+            if self._outer_env is None:
+                os.environ.pop("ZDF_SECURITY_DIR", None)
+            else:
+                os.environ["ZDF_SECURITY_DIR"] = self._outer_env
         if self._owned_dir and os.path.isdir(self.base_dir):
             shutil.rmtree(self.base_dir, ignore_errors=True)
 

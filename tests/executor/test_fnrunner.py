@@ -160,3 +160,38 @@ def test_tasks_come_straight_from_clients_only_under_a_lease_it_holds(reactor: R
         client.close(0)
         fn.close()
         pull.close(0)
+
+
+def test_a_client_naming_ever_new_result_addresses_cannot_exhaust_sockets(
+    reactor: Reactor,
+) -> None:
+    """Each refused task under a lease is answered on the address it names: the worker
+    keeps at most ``MAX_REPLY_SOCKETS`` of those sockets open (1,100 used to break it)."""
+    from zdf.executor.fnrunner import MAX_REPLY_SOCKETS
+
+    fn = runner(reactor, allow_pickle=False)
+    try:
+        for i in range(MAX_REPLY_SOCKETS + 50):
+            body = {"reply": f"tcp://127.0.0.1:{20000 + i}#t", "lease": "none", "tasks": []}
+            fn.on_direct(Call(fn.direct, b"c", P.FN_DIRECT, 0, body, [], True))
+        assert len(fn.replies) == MAX_REPLY_SOCKETS
+    finally:
+        fn.close()
+
+
+def test_a_task_under_a_lease_obeys_the_masters_allow_pickle(reactor: Reactor) -> None:
+    blob = cloudpickle.dumps(lambda: 1)
+    fn = runner(reactor, allow_pickle=True)  # the executor allows pickles, the master not
+    try:
+        fn.leases["L"] = None
+        sent: list[tuple[str, Any, list[Any]]] = []
+        fn._send_to_client = lambda reply, op, body, frames: sent.append((op, body, frames))  # type: ignore[method-assign]
+        frames = [blob, *pack([[], {}])]
+        task = [1, P.PICKLED_FN, 0, len(frames)]
+        body = {"reply": "tcp://127.0.0.1:9#t", "lease": "L", "tasks": [task]}
+        fn.on_direct(Call(fn.direct, b"c", P.FN_DIRECT, 0, body, frames, True))
+        ((_op, header, out),) = [s for s in sent if s[0] == P.FN_RESULT]
+        assert header["results"][0][1] is False  # not run
+        assert "master" in unpack(out)["message"]
+    finally:
+        fn.close()

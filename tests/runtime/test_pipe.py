@@ -250,3 +250,23 @@ def test_restart_forgets_unacked_batches_and_replays(reactor: Reactor, no_leaks:
     finally:
         dst.port.close()
         src.port.close()
+
+
+def test_an_absurd_attempt_cannot_fence_out_the_real_subscriber(
+    reactor: Reactor, no_leaks: None
+) -> None:
+    """A subscription claiming attempt 2**62 is refused: it would fence out every real one."""
+    src = Source(reactor, total=1000)
+    hostile = Sink(reactor, window=2, auto_ack=False)
+    hostile.port.attempt = 2**62
+    real = Sink(reactor, window=2, auto_ack=False)
+    real.port.attempt = 2
+    try:
+        hostile.port.connect(src.port.addr)
+        run_until(reactor, lambda: src.port.stats["malformed"] >= 1)
+        real.port.connect(src.port.addr)
+        run_until(reactor, lambda: len(real.batches) == 2)
+        assert hostile.batches == []
+    finally:
+        for port in (real.port, hostile.port, src.port):
+            port.close()

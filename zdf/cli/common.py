@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import click
+import zmq
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
@@ -32,13 +34,51 @@ FORMAT_OPTION = click.option(
     help="Output format.",
 )
 
-MASTER_OPTION = click.option(
-    "--master-addr",
-    envvar="ZDF_MASTER_ADDR",
-    default="127.0.0.1:10240",
-    show_default=True,
-    help="The master's host:port (a comma-separated list with standbys).",
+
+def _client_security(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    from zdf.wire import security
+
+    try:
+        security.configure(value or "", "client")
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message) from None
+
+
+SECURITY_OPTION = click.option(
+    "--security-dir",
+    envvar="ZDF_SECURITY_DIR",
+    default=None,
+    expose_value=False,
+    callback=_client_security,
+    help="CURVE keys of the cluster (zdf security init); the client role's are used.",
 )
+"""A client command's keys: installed for every socket it makes."""
+
+
+def MASTER_OPTION(fn: F) -> F:
+    """``--master-addr`` and ``--security-dir``: what a command that asks the master takes."""
+    fn = SECURITY_OPTION(fn)
+    return click.option(  # type: ignore[no-any-return]
+        "--master-addr",
+        envvar="ZDF_MASTER_ADDR",
+        default="127.0.0.1:10240",
+        show_default=True,
+        help="The master's host:port (a comma-separated list with standbys).",
+    )(fn)
+
+
+def setup_security(config: Any, role: str, *binds: str) -> None:
+    """A process's keys from its ``security-dir`` (and ``insecure``) config keys; its
+    children (workers) find them in the environment. ``binds``: the addresses it
+    will bind, refused now (one line) if protected mode forbids them."""
+    from zdf.wire import security
+    from zdf.wire.sockets import endpoint
+
+    security.configure(config.security_dir, role, insecure=config.insecure)
+    for addr in binds:
+        security.check_bind(endpoint(addr))
+    os.environ["ZDF_SECURITY_DIR"] = config.security_dir
+    os.environ["ZDF_INSECURE"] = "true" if config.insecure else "false"
 
 
 def master_endpoints(master_addr: str) -> list[str]:
@@ -68,9 +108,12 @@ def load_from_flags(cls: type[T], config_path: str | None, flags: dict[str, Any]
 
 
 def setup_logging(level: str, log_file: str = "", name: str = "zdf") -> None:
-    handler: logging.Handler = (
-        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    )
+    try:
+        handler: logging.Handler = (
+            logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+        )
+    except OSError as exc:
+        raise ConfigError(f"key 'log-file': cannot open {log_file}: {exc.strerror}") from None
     handler.setFormatter(logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -93,6 +136,8 @@ def handle_errors(fn: F) -> F:
             fail(exc.message, 2)
         except ZdfError as exc:
             fail(str(exc) or type(exc).__name__, 1)
+        except zmq.ZMQError as exc:  # a socket that cannot bind, most often
+            fail(str(exc), 1)
 
     return wrapper  # type: ignore[return-value]
 

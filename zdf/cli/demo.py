@@ -143,7 +143,8 @@ def demo(
                 cluster.start()
             console.print(
                 f"cluster up in {time.monotonic() - started:.2f}s: master {cluster.master_addr}, "
-                f"metastore {cluster.meta_addr} (logs in {base_dir})"
+                f"metastore {cluster.meta_addr} (logs in {base_dir}), "
+                f"secured with the keys in {cluster.security_dir}"
             )
             rows = cluster.client().call(P.EXECUTOR_LIST)
             print_table(

@@ -36,5 +36,9 @@ from zdf.cli.verify_flow import verify_flow_cmd  # noqa: E402
 
 main.add_command(verify_flow_cmd)
 
+from zdf.cli.security_cmd import security_group  # noqa: E402
+
+main.add_command(security_group)
+
 if __name__ == "__main__":
     main()

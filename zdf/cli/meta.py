@@ -15,7 +15,14 @@ from typing import Any, TypeVar
 
 import click
 
-from zdf.cli.common import FORMAT_OPTION, fail, handle_errors, print_json, print_table
+from zdf.cli.common import (
+    FORMAT_OPTION,
+    SECURITY_OPTION,
+    fail,
+    handle_errors,
+    print_json,
+    print_table,
+)
 from zdf.config import parse_addr_list
 from zdf.metastore.client import DEFAULT_ENDPOINT, MetaClient
 from zdf.metastore.kv import KeyValue
@@ -46,6 +53,7 @@ def _kv_rows(kvs: list[KeyValue]) -> list[list[Any]]:
 
 def client_options(fn: F) -> F:
     fn = FORMAT_OPTION(fn)
+    fn = SECURITY_OPTION(fn)
     fn = click.option(
         "--timeout", type=float, default=5.0, show_default=True, help="Deadline per request (s)."
     )(fn)

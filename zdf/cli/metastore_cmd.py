@@ -8,7 +8,14 @@ import click
 import plyvel
 import zmq
 
-from zdf.cli.common import config_options, fail, handle_errors, load_from_flags, setup_logging
+from zdf.cli.common import (
+    config_options,
+    fail,
+    handle_errors,
+    load_from_flags,
+    setup_logging,
+    setup_security,
+)
 from zdf.config import MetastoreConfig
 
 
@@ -21,9 +28,10 @@ def metastore_cmd(config_path: str | None, **flags: Any) -> None:
 
     config = load_from_flags(MetastoreConfig, config_path, flags)
     setup_logging(config.log_level, config.log_file, f"metastore[{config.name}]")
+    setup_security(config, "metastore", config.addr, config.peer_addr)
     try:
         run_server(config)
     except zmq.ZMQError as exc:
-        fail(f"cannot listen on {config.addr}: {exc}")
+        fail(str(exc))
     except plyvel.Error as exc:  # e.g. another server holds the data-dir's lock
         fail(f"cannot open {config.data_dir}: {exc}")

@@ -23,6 +23,7 @@ from zdf.cli.common import (
     print_json,
     print_table,
     setup_logging,
+    setup_security,
 )
 from zdf.config import ExecutorConfig, MasterConfig
 from zdf.errors import ZdfError
@@ -44,6 +45,7 @@ def master_cmd(config_path: str | None, **flags: Any) -> None:
 
     config = load_from_flags(MasterConfig, config_path, flags)
     setup_logging(config.log_level, config.log_file, f"master[{config.name}]")
+    setup_security(config, "master", config.master_addr, config.heartbeat_addr)
     meta = MetaClient(config.meta_endpoints, timeout=config.rpc_timeout)
     _wait_for_metastore(meta, config.meta_endpoints)
     master = Master(config, meta)
@@ -82,6 +84,7 @@ def executor_group(ctx: click.Context, /, config_path: str | None, **flags: Any)
 
     config = load_from_flags(ExecutorConfig, config_path, flags)
     setup_logging(config.log_level, config.log_file, f"executor[{config.executor_id}]")
+    setup_security(config, "executor", config.worker_addr)
     executor = Executor(config)
     executor.reactor.stop_on_signals(signal.SIGINT, signal.SIGTERM)
     try:

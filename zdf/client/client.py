@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -367,22 +368,34 @@ class Client:
                 pass  # canceled by the caller while the result was on its way
 
 
-def connect(master_addr: str | list[str] | None = None, **options: Any) -> Client:
+def connect(
+    master_addr: str | list[str] | None = None,
+    *,
+    security_dir: str | None = None,
+    **options: Any,
+) -> Client:
     """A client of the master at ``host:port`` (or the leader of a comma-separated list).
 
     With no address, a whole cluster is started on this machine for this client
-    (``zdf.LocalCluster()``, as ``ray.init()`` or Dask's ``Client()`` do), and
-    stopped when the client closes.
-    """
-    if master_addr is not None:
-        return Client(master_addr, **options)
-    from zdf.localcluster import LocalCluster
+    (``zdf.LocalCluster()``, secured with keys of its own, as ``ray.init()`` or
+    Dask's ``Client()`` do), and stopped when the client closes.
 
-    cluster = LocalCluster().start()
-    try:
-        client = Client(cluster.master_addr, **options)
-    except BaseException:
-        cluster.stop()
-        raise
-    client._owned_cluster = cluster
-    return client
+    ``security_dir`` (default: ``ZDF_SECURITY_DIR``) holds the cluster's CURVE keys;
+    this process then speaks as the ``client`` role on every socket it makes."""
+    if master_addr is None:
+        from zdf.localcluster import LocalCluster
+
+        cluster = LocalCluster().start()
+        try:
+            client = Client(cluster.master_addr, **options)
+        except BaseException:
+            cluster.stop()
+            raise
+        client._owned_cluster = cluster
+        return client
+    from zdf.wire import security
+
+    security_dir = os.environ.get("ZDF_SECURITY_DIR", "") if security_dir is None else security_dir
+    if security_dir:
+        security.configure(security_dir, "client")
+    return Client(master_addr, **options)

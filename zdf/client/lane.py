@@ -39,7 +39,7 @@ class DirectLane:
         self.lease = lease
         self.addr = addr
         self.tids: set[int] = set()  # sent and not answered
-        self.sock = make_socket(zmq.DEALER, connect=addr, sndhwm=0)
+        self.sock = make_socket(zmq.DEALER, connect=addr, sndhwm=0, server_role="executor")
 
     def send(self, task: Outgoing, reply: str) -> None:
         body = {"reply": reply, "lease": self.lease}

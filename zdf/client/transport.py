@@ -74,6 +74,7 @@ from zdf.errors import ProtocolError, Timeout, ZdfError, from_wire, worker_lost
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.payload import pack
 from zdf.wire.rpc import RpcClient
+from zdf.wire.security import EXECUTORS
 from zdf.wire.sockets import close_socket, endpoint, make_socket
 
 log = logging.getLogger(__name__)
@@ -130,13 +131,21 @@ class Transport:
         self._lease_asked = 0.0  # when a lone task last asked for a lease (0: ask at once)
         self._io_waits_for_results = False  # the I/O thread found the results socket taken
         self._sock = make_socket(
-            zmq.DEALER, connect=master_addr, identity=self.identity, sndhwm=0, rcvhwm=0
+            zmq.DEALER,
+            connect=master_addr,
+            identity=self.identity,
+            sndhwm=0,
+            rcvhwm=0,
+            server_role="master",
         )
         self._results: zmq.Socket[bytes] | None = None
         try:
             if direct_results:
                 self._results = make_socket(
-                    zmq.PULL, bind=f"tcp://{reply_host(master_addr)}:*", rcvhwm=0
+                    zmq.PULL,
+                    bind=f"tcp://{reply_host(master_addr)}:*",
+                    rcvhwm=0,
+                    allow=EXECUTORS,
                 )
                 self.reply_addr = self._results.getsockopt_string(zmq.LAST_ENDPOINT)
             self.hello = self._hello()

@@ -53,6 +53,7 @@ from zdf.wire.codec import Kind, encode
 from zdf.wire.payload import pack, unpack
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import Call, Channel
+from zdf.wire.security import CLIENTS
 from zdf.wire.sockets import close_socket, make_socket
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,14 @@ REPLY_IDLE_CLOSE = 60.0  # a client's result socket unused this long is closed
 MAX_PICKLED_CACHE = 256
 
 DIRECT: Any = None  # the key of a task sent under a lease (the master has none for it)
+MAX_REPLY_SOCKETS = 256  # clients' result sockets kept open; the least used goes first
+PICKLE_REFUSED_BY_MASTER = "!pickle-refused"
+
+
+def direct_path(fn: str, master_allows_pickle: bool) -> str:
+    """A task under a lease passes the master by: its allow-pickle is applied here."""
+    return PICKLE_REFUSED_BY_MASTER if fn == P.PICKLED_FN and not master_allows_pickle else fn
+
 
 Task = tuple[int | None, str, list[Any], str, int]  # key, fn, frames, reply address, client tid
 
@@ -109,7 +118,7 @@ class FunctionRunner:
         identity = f"{executor_id}/{name}/{os.getpid()}".encode()
         self.channel = Channel(
             reactor,
-            make_socket(zmq.DEALER, connect=master_addr, identity=identity),
+            make_socket(zmq.DEALER, connect=master_addr, identity=identity, server_role="master"),
             {
                 P.FN_RUN: self.on_run,
                 P.FN_LEASE: self.on_lease,
@@ -120,7 +129,7 @@ class FunctionRunner:
         )
         self.direct = Channel(
             reactor,
-            make_socket(zmq.ROUTER, bind=f"tcp://{host}:*"),
+            make_socket(zmq.ROUTER, bind=f"tcp://{host}:*", allow=CLIENTS),
             {P.FN_DIRECT: self.on_direct},
             name=f"fn-direct-{name}",
         )
@@ -129,6 +138,7 @@ class FunctionRunner:
         # (a lone task waits no loop turn), so that a steal read with them comes first.
         self.channel.on_drained = self._after_read
         self.direct.on_drained = self._after_read
+        self.master_allows_pickle = False  # the lease path obeys the master's allow-pickle
         self.leases: dict[str, None] = {}  # insertion-ordered: the oldest go first
         self.queue: deque[Task] = deque()
         self.functions: dict[str, Any] = {}
@@ -164,6 +174,7 @@ class FunctionRunner:
             self.reactor.call_later(HELLO_RETRY, self.hello)
         elif isinstance(result, dict) and isinstance(result.get("window"), int):
             self.window = max(1, result["window"])
+            self.master_allows_pickle = result.get("allow_pickle") is True
 
     def close(self) -> None:
         self.closed = True
@@ -212,7 +223,10 @@ class FunctionRunner:
             tids = [task[0] for task in tasks]
             self._send_to_client(reply, P.FN_REFUSED, {"tids": tids}, [])
             return None
-        self.queue.extend((DIRECT, fn, frames, reply, tid) for tid, fn, _, frames, _ in tasks)
+        self.queue.extend(
+            (DIRECT, direct_path(fn, self.master_allows_pickle), frames, reply, tid)
+            for tid, fn, _, frames, _ in tasks
+        )
         return None
 
     def on_steal(self, call: Call) -> Any:
@@ -290,8 +304,15 @@ class FunctionRunner:
         entry = self.replies.get(addr)
         # Unbounded queue: a client never has more results due than its own
         # max_inflight, and a result must not be dropped.
-        sock = entry[0] if entry is not None else make_socket(zmq.PUSH, connect=addr, sndhwm=0)
+        sock = (
+            entry[0]
+            if entry is not None
+            else make_socket(zmq.PUSH, connect=addr, sndhwm=0, server_role="client")
+        )
         self.replies[addr] = (sock, time.monotonic())
+        if len(self.replies) > MAX_REPLY_SOCKETS:  # a client naming ever new addresses
+            oldest = min(self.replies, key=lambda a: self.replies[a][1])
+            close_socket(self.replies.pop(oldest)[0])
         body["token"] = token
         sock.send_multipart([encode(Kind.EVENT, op, 0, body), *frames], copy=False)
 
@@ -304,6 +325,8 @@ class FunctionRunner:
 
     def _run_one(self, path: str, frames: list[Any]) -> tuple[bool, list[Any]]:
         try:
+            if path == PICKLE_REFUSED_BY_MASTER:
+                raise PermissionError("the master does not accept pickled functions")
             if path == P.PICKLED_FN:
                 fn = self._unpickle(frames[0])
                 frames = frames[1:]

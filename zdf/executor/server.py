@@ -28,10 +28,12 @@ from zdf import protocol as P
 from zdf.config import ExecutorConfig
 from zdf.errors import JobError, NotLeader, Timeout, ZdfError
 from zdf.executor.pool import WorkerPool, WorkerSlot
+from zdf.files import private_dir
 from zdf.jobs.cost import task_cost
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
+from zdf.wire.security import MASTERS
 from zdf.wire.sockets import make_socket
 
 log = logging.getLogger(__name__)
@@ -60,12 +62,14 @@ class Executor:
         self.executor_id = config.executor_id
         self.host = config.worker_addr.rpartition(":")[0] or "127.0.0.1"
         run_dir = os.path.join(config.data_dir, self.executor_id)
-        os.makedirs(run_dir, exist_ok=True)
+        private_dir(config.data_dir)
+        private_dir(run_dir)
         self.ipc_dir = run_dir
         ctl_addr = f"ipc://{run_dir}/ctl-{os.getpid()}.sock"
         self.tasks: dict[tuple[str, str], RunningTask] = {}
         self.master_epoch: int | None = None
         self.registered = False
+        self._session = ""  # the master's proof that a registration or heartbeat is ours
         self._backoff = REGISTER_BACKOFF_MIN
         self._last_master_beat = time.monotonic()
         self._last_check = time.monotonic()
@@ -104,8 +108,10 @@ class Executor:
         # What function tasks may ask of this executor (zdf.master.fnplacement).
         self.resources = {"cpu": workers_n, **config.resources}
         self.master = self._connect_master(handlers)
-        self.publisher = HeartbeatPublisher(config.worker_addr, self.executor_id, 0)
-        self.master_sub = HeartbeatSubscriber(self.reactor, self._on_master_beat)
+        self.publisher = HeartbeatPublisher(config.worker_addr, self.executor_id, 0, allow=MASTERS)
+        self.master_sub = HeartbeatSubscriber(
+            self.reactor, self._on_master_beat, server_role="master"
+        )
         workers = config.workers or os.cpu_count() or 1
         self.pool = WorkerPool(
             workers,
@@ -125,7 +131,7 @@ class Executor:
         self.reactor.call_every(config.keepalive_interval, self._check_master)
 
     def _connect_master(self, handlers: dict[str, Callable[[Call], Any]]) -> Channel:
-        sock = make_socket(zmq.DEALER, connect=self.master_addr)
+        sock = make_socket(zmq.DEALER, connect=self.master_addr, server_role="master")
         return Channel(self.reactor, sock, handlers, name="executor")
 
     def _switch_master(self, hint: str | None) -> None:
@@ -173,6 +179,7 @@ class Executor:
             "tasks": [vars(t) for t in self.tasks.values()],
             "resources": self.resources,
             "reports": list(self._unacked.values()),
+            "session": self._session,
         }
         self.master.request(
             P.REGISTER, body, timeout=max(0.5, self._backoff * 4), callback=self._on_registered
@@ -193,6 +200,7 @@ class Executor:
         self._backoff = REGISTER_BACKOFF_MIN
         self.registered = True
         self.registrations += 1
+        self._session = str(result.get("session") or "")
         self.master_epoch = int(result.get("epoch", 0))
         self._last_master_beat = time.monotonic()
         heartbeat_addr = result.get("heartbeat_addr")
@@ -241,7 +249,7 @@ class Executor:
         self._register()
 
     def _beat(self) -> None:
-        self.publisher.beat({"tasks": len(self.tasks)})
+        self.publisher.beat({"tasks": len(self.tasks), "session": self._session})
 
     # -- tasks --------------------------------------------------------------
     def on_start_task(self, call: Call) -> Any:

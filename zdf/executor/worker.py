@@ -30,6 +30,7 @@ from zdf.executor.fnrunner import FunctionRunner
 from zdf.executor.limits import check_room, raise_limits
 from zdf.jobs.cost import task_cost
 from zdf.jobs.spec import TaskSpec
+from zdf.wire import security
 from zdf.wire.codec import packb, unpackb
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import Call, Channel
@@ -360,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s worker-{args.name} %(levelname)s %(message)s",
     )
     _warm_imports()
+    security.configure(  # the executor's keys, handed down in the environment
+        os.environ.get("ZDF_SECURITY_DIR", ""),
+        "executor",
+        insecure=os.environ.get("ZDF_INSECURE") == "true",
+    )
     worker = Worker(
         args.ctl,
         args.name,

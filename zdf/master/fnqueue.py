@@ -61,6 +61,7 @@ from zdf.errors import ProtocolError, worker_lost
 from zdf.master import fnplacement as place
 from zdf.master.fnleases import Leases
 from zdf.master.fnorder import TaskOrder
+from zdf.master.limits import DEFAULT_MAX_QUEUED_PER_CLIENT, TasksByClient
 from zdf.wire.payload import pack
 from zdf.wire.reactor import Timer
 from zdf.wire.rpc import DEFER, Call, Channel
@@ -131,6 +132,7 @@ class FunctionQueue:
         window: int = DEFAULT_WINDOW,
         executor_alive: Callable[[str], bool] | None = None,
         allow_pickle: bool = False,
+        max_per_client: int = DEFAULT_MAX_QUEUED_PER_CLIENT,
     ) -> None:
         self.channel = channel
         self.window = window
@@ -139,7 +141,8 @@ class FunctionQueue:
         self.queue: TaskOrder[FnTask] = TaskOrder()
         self.inflight: dict[int, FnTask] = {}
         self.workers: dict[bytes, FnWorker] = {}
-        self.by_client: dict[tuple[bytes, int], FnTask] = {}
+        self.by_client: TasksByClient[FnTask] = TasksByClient()
+        self.max_per_client = max_per_client
         self.resources: dict[str, place.Resources] = {}  # what executors advertise
         self.durations = place.Durations()
         self.clock: Callable[[], float] = time.monotonic
@@ -188,7 +191,7 @@ class FunctionQueue:
             self._requeue(old)
         self.workers[call.peer] = FnWorker(call.peer, body["executor_id"], body["worker"], direct)
         self.pump()
-        return {"window": self.window}
+        return {"window": self.window, "allow_pickle": self.allow_pickle}
 
     def set_resources(self, executor_id: str, resources: Any) -> None:
         """What ``executor_id`` advertised when it registered (None: one cpu per worker)."""
@@ -256,6 +259,7 @@ class FunctionQueue:
         if not isinstance(reply, str):
             raise ProtocolError("field 'reply' is not a string")
         refused: list[tuple[int, bool, Sequence[Any]]] = []
+        self.by_client.check_room(client, len(body["tasks"]), self.max_per_client)
         for tid, fn, retries, frames, options in P.submitted_tasks(body["tasks"], call.frames):
             if (client, tid) in self.by_client:
                 continue  # submitted again after a failover: it is already here

@@ -34,8 +34,10 @@ RECONNECT_IVL_MS = 10
 
 
 class HeartbeatPublisher:
-    def __init__(self, bind: str, sender_id: str, epoch: int) -> None:
-        self.sock = make_socket(zmq.PUB, bind=bind, sndhwm=100)
+    def __init__(
+        self, bind: str, sender_id: str, epoch: int, allow: frozenset[str] | None = None
+    ) -> None:
+        self.sock = make_socket(zmq.PUB, bind=bind, sndhwm=100, allow=allow)
         self.sender_id = sender_id
         self.epoch = epoch
         self.seq = 0
@@ -67,9 +69,12 @@ class HeartbeatSubscriber:
         on_down: Callable[[str], None] | None = None,
         on_gone: Callable[[str], None] | None = None,
         heartbeat_ms: int | None = None,
+        server_role: str | None = None,
     ) -> None:
         self.reactor = reactor
-        self.sock = make_socket(zmq.SUB, subscribe=HEARTBEAT_TOPIC, heartbeat_ms=heartbeat_ms)
+        self.sock = make_socket(
+            zmq.SUB, subscribe=HEARTBEAT_TOPIC, heartbeat_ms=heartbeat_ms, server_role=server_role
+        )
         self.sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
         self.on_beat = on_beat
         self.on_down = on_down

@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,14 +32,16 @@ import zmq
 
 from zdf import protocol as P
 from zdf.config import MasterConfig
-from zdf.errors import JobError, NotLeader, ProtocolError, Timeout, ZdfError
+from zdf.errors import JobError, NotLeader, PermissionDenied, ProtocolError, Timeout, ZdfError
 from zdf.jobs.cost import task_cost
 from zdf.jobs.spec import JobSpec
-from zdf.master import persist
+from zdf.master import access, persist
+from zdf.master.access import validate_registration
 from zdf.master.election import LeaderInfo, LeaderWatch, LostLeadership, MasterElection
 from zdf.master.fnqueue import FunctionQueue
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.master.jobs import Dispatch, JobManager, JobRecord
+from zdf.master.limits import check_job
 from zdf.master.liveness import ExecutorLiveness, Transition
 from zdf.master.persist import FrameworkStore
 from zdf.master.staging import SubmissionStaging
@@ -80,6 +83,9 @@ class ExecutorInfo:
     worker_budget: int = 0  # descriptors a worker process lets its tasks use (0: unknown)
     registered_at: float = field(default_factory=time.time)
     heartbeats: int = 0
+    # Given at registration, over the executor's own connection: its heartbeats and
+    # its registering again must show it (no one else can take over its id).
+    session: str = field(default_factory=lambda: os.urandom(16).hex())
 
     def to_dict(self, state: ExecutorState | None, last_seen: float | None) -> dict[str, Any]:
         return {
@@ -150,7 +156,11 @@ class Master:
             P.CLUSTER_STATUS: self.on_cluster_status,
         }
         self.channel = Channel(
-            self.reactor, make_socket(zmq.ROUTER, bind=config.master_addr), handlers, name="master"
+            self.reactor,
+            make_socket(zmq.ROUTER, bind=config.master_addr),
+            handlers,
+            name="master",
+            roles=access.OPERATIONS,
         )
         self.channel.on_traffic = self._on_traffic
         self.channel.gate = self._gate
@@ -158,6 +168,7 @@ class Master:
             self.channel,
             executor_alive=lambda e: self.liveness.state(e) is ExecutorState.ALIVE,
             allow_pickle=config.allow_pickle,
+            max_per_client=config.max_queued_fn_per_client,
         )
         self.channel.handlers.update(self.functions.handlers())
         self.channel.handlers[P.WORKER_LOST] = self.on_worker_lost
@@ -165,6 +176,7 @@ class Master:
         self.subscriber = HeartbeatSubscriber(
             self.reactor,
             self._on_heartbeat,
+            server_role="executor",
             on_down=self._on_connection_down,
             on_gone=self._on_connection_gone,
             heartbeat_ms=max(1, int(config.keepalive_interval * 1000)),
@@ -372,7 +384,7 @@ class Master:
     def _on_heartbeat(self, body: dict[str, Any]) -> None:
         executor_id = body["id"]
         info = self.executors.get(executor_id)
-        if info is not None:
+        if info is not None and body.get("session") == info.session:
             info.heartbeats += 1
             self._apply_liveness(self.liveness.seen(executor_id, time.monotonic()))
 
@@ -452,6 +464,13 @@ class Master:
         executor_id = body["executor_id"]
         assert call.peer is not None
         old = self.executors.get(executor_id)
+        validate_registration(body)
+        if (
+            old is not None
+            and body.get("session") != old.session
+            and self.liveness.state(executor_id) is not ExecutorState.DEAD
+        ):
+            raise PermissionDenied(f"executor id {executor_id!r} is taken by a live executor")
         if old is not None:
             self.subscriber.disconnect(old.addr)
             self._by_peer.pop(old.peer, None)
@@ -502,6 +521,7 @@ class Master:
             "heartbeat_addr": self.config.heartbeat_addr,
             "keepalive_interval": self.config.keepalive_interval,
             "keepalive_ttl": self.config.keepalive_ttl,
+            "session": info.session,
         }
 
     def on_worker_lost(self, call: Call) -> Any:
@@ -725,15 +745,16 @@ class Master:
                 self.channel.notify(P.ENDPOINTS, update, peer=info.peer)
 
     def on_publish_endpoint(self, call: Call) -> Any:
-        body = P.fields(call.body, job_id=str, task_id=str, name=str, addr=str)
+        body = P.fields(call.body, job_id=str, task_id=str, name=str, addr=str, attempt=int)
         job_id, task_id, name, addr = body["job_id"], body["task_id"], body["name"], body["addr"]
-        attempt = body.get("attempt")
+        attempt = body["attempt"]
+        caller = self._by_peer.get(call.peer or b"")
 
         def check() -> None:
             if job_id not in self.jobs.jobs:
                 raise JobError(f"no job {job_id!r}")
             task = self.jobs.jobs[job_id].tasks.get(task_id)
-            if task is None or (isinstance(attempt, int) and attempt != task.attempt):
+            if task is None or attempt != task.attempt or caller != task.executor:
                 # A zombie's late publish must not redirect the task's peers to it.
                 raise JobError(f"stale endpoint of {task_id} (attempt {attempt}) refused")
 
@@ -764,6 +785,7 @@ class Master:
         if isinstance(parts, int) and parts > 0 and token is not None:
             staged = self.staging.take(token)  # the tasks came in parts, checked already
             spec = JobSpec.from_dict(body["spec"], staged.tasks(parts))
+            check_job(body["spec"], spec, self.config.max_job_spec_bytes, self.config.max_job_tasks)
             # What the parts made already, rather than a pass over the whole job here.
             spec.__dict__["as_dict"] = {**spec.to_dict_header(), "tasks": staged.task_dicts(parts)}
             spec.__dict__["slots_needed"] = len(staged.slot_keys)
@@ -774,6 +796,7 @@ class Master:
             )
         else:
             spec = JobSpec.from_dict(body["spec"])  # the whole job is valid before any is kept
+            check_job(body["spec"], spec, self.config.max_job_spec_bytes, self.config.max_job_tasks)
             self._check_worker_room(spec)
             job = self.jobs.submit(spec, token, stored=self.batch is None)
         if self.batch is None:

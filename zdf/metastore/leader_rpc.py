@@ -91,7 +91,7 @@ class LeaderRpc:
             self._req_prefix = os.urandom(8)  # nor its request ids
         sock = self._sockets.get(addr)
         if sock is None:
-            sock = make_socket(zmq.DEALER, connect=addr)
+            sock = make_socket(zmq.DEALER, connect=addr, server_role="metastore")
             # Replies are awaited by blocking recv calls of this length, checking the
             # deadline between them: one call per reply, no Poller built per wait.
             sock.setsockopt(zmq.RCVTIMEO, RECV_SLICE_MS)

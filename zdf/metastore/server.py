@@ -32,6 +32,7 @@ import zmq
 
 from zdf.config import MetastoreConfig
 from zdf.errors import LeaseNotFound, ProtocolError, ZdfError
+from zdf.metastore import access
 from zdf.metastore.commands import (
     MAX_KEY_BYTES,
     MAX_RANGE_LIMIT,
@@ -126,7 +127,9 @@ class MetaServer:
             "watch_cancel": self._watch_cancel,
         }
         handlers = {op: _requests_only(handler) for op, handler in handlers.items()}
-        self.channel = Channel(self.reactor, sock, handlers, name=f"metastore {config.name}")
+        self.channel = Channel(
+            self.reactor, sock, handlers, name=f"metastore {config.name}", roles=access.OPERATIONS
+        )
         self.channel.on_drained = self.replica.process_now
         self._expiring: set[int] = set()
         self.stats: Counter[str] = Counter()
@@ -169,6 +172,15 @@ class MetaServer:
         def handle(call: Call) -> Any:
             body = as_map(call.body, "request body")
             parsed = build(body)
+            access.check_write(call.role, parsed)
+            if isinstance(parsed, LeaseGrant):
+                access.check_lease(
+                    call.role,
+                    parsed,
+                    len(self.state.leases),
+                    self.config.max_leases,
+                    self.config.max_client_lease_ttl,
+                )
             command = parsed.to_dict()
             req = field(body, "req", request_id, None)
             if req is not None:

@@ -29,7 +29,6 @@ fork-safe: never fork while a ``MetaState`` is open.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import plyvel
 
 from zdf.errors import CompactedError, ProtocolError, ZdfError, from_wire
+from zdf.files import private_dir
 from zdf.metastore import keys
 from zdf.metastore.apply import Applier, Counters, LeaseInfo
 from zdf.metastore.commands import MAX_REQUEST_ID_BYTES, Command, parse_command
@@ -79,7 +79,7 @@ class HistoryChunk:
 
 class MetaState:
     def __init__(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
+        private_dir(path)
         self.path = path
         self._db: Any = plyvel.DB(
             path,

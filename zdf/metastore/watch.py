@@ -57,7 +57,7 @@ class Watch:
         self.resubscribes = 0
         self._endpoints = list(endpoints)
         self._index = 0
-        self._sock = make_socket(zmq.DEALER, connect=self._endpoints[0])
+        self._sock = make_socket(zmq.DEALER, connect=self._endpoints[0], server_role="metastore")
         self._rids = itertools.count(1)
         self._buffer: deque[Event] = deque()
         self._next_revision = start_revision

@@ -62,11 +62,14 @@ from zdf.records import RECORD_DTYPE
 from zdf.wire import inproc
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.reactor import Reactor
+from zdf.wire.security import EXECUTORS
 from zdf.wire.sockets import close_socket, make_socket
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 8
+MAX_ATTEMPT = 1 << 20
+"""A placement number is counted up from 1; one far beyond would fence out every real one."""
 MAX_WINDOW = 1024
 MAX_MESSAGES_PER_WAKEUP = 128
 """Bounded so that one busy pipe cannot starve the other sockets of the reactor."""
@@ -141,7 +144,7 @@ class OutPort:
         self._attempts = [-1] * channels  # the highest subscriber attempt per channel
         # Credits bound what is queued per peer; the HWM only has to stay above them.
         self.sock = make_socket(
-            zmq.ROUTER, bind=addr, sndhwm=MAX_WINDOW + 16, rcvhwm=4 * MAX_WINDOW
+            zmq.ROUTER, bind=addr, sndhwm=MAX_WINDOW + 16, rcvhwm=4 * MAX_WINDOW, allow=EXECUTORS
         )
         self.addr = inproc.bind_alias(self.sock)  # receivers in this process skip the kernel
         self._handlers = {"sub": self._on_sub, "ack": self._on_ack, "eos-ack": self._on_eos_ack}
@@ -229,7 +232,7 @@ class OutPort:
         sid = _int(body, "sid")
         start = _int(body, "from")
         window = _int(body, "window", 1, MAX_WINDOW)
-        attempt = _int(body, "attempt") if "attempt" in body else 0
+        attempt = _int(body, "attempt", 0, MAX_ATTEMPT) if "attempt" in body else 0
         if attempt < self._attempts[ch]:
             self.stats["fenced"] += 1
             log.info("%s[%d]: ignored a subscription from stale attempt %d", self.name, ch, attempt)

@@ -6,8 +6,9 @@ A control message is one msgpack map, optionally followed by raw frames
     {"v": 1, "k": "req" | "rep" | "err" | "ev", "op": str, "rid": int, "b": body}
 
 ``rid`` pairs a reply with its request (0 for one-way events). A frame that is
-not a map, has a wrong version, kind or field type raises ``ProtocolError``;
-callers count it and drop it or answer with an error, never crash.
+not a map, has a wrong version, kind or field type, or a body nested deeper than
+``MAX_DEPTH`` (which would break whatever stores or re-packs it) raises
+``ProtocolError``; callers count it and drop it or answer with an error, never crash.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from zdf.errors import ProtocolError
 
 PROTOCOL_VERSION = 1
 MAX_OP_LENGTH = 64
+MAX_DEPTH = 32
+_CONTAINERS = (dict, list)
 
 
 class Kind(str, Enum):
@@ -84,4 +87,27 @@ def decode(frame: bytes | memoryview) -> Message:
         raise ProtocolError("operation name missing or not a short string")
     if not isinstance(rid, int) or isinstance(rid, bool):
         raise ProtocolError("request id is not an integer")
-    return Message(kind, op, rid, obj.get("b"))
+    body = obj.get("b")
+    if type(body) in _CONTAINERS:
+        try:
+            check_depth(body)
+        except ProtocolError as exc:  # the envelope is sound: the error can answer it
+            raise ProtocolError(exc.message, rid=rid, kind=kind.value) from None
+    return Message(kind, op, rid, body)
+
+
+def check_depth(obj: Any, limit: int = MAX_DEPTH) -> None:
+    """Refuse containers nested more than ``limit`` deep (level by level, no recursion)."""
+    level: list[Any] = [obj]
+    for _ in range(limit):
+        below: list[Any] = []
+        keep = below.append
+        for item in level:
+            for value in item.values() if type(item) is dict else item:
+                kind = type(value)
+                if kind is list or kind is dict:
+                    keep(value)
+        if not below:
+            return
+        level = below
+    raise ProtocolError(f"a message nested more than {limit} deep")

@@ -26,10 +26,19 @@ from typing import Any
 
 import zmq
 
-from zdf.errors import NotLeader, ProtocolError, RemoteError, Timeout, ZdfError, from_wire
+from zdf.errors import (
+    NotLeader,
+    PermissionDenied,
+    ProtocolError,
+    RemoteError,
+    Timeout,
+    ZdfError,
+    from_wire,
+)
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.reactor import Reactor, Timer
-from zdf.wire.sockets import close_socket, make_socket, recv_routed
+from zdf.wire.security import current as current_security
+from zdf.wire.sockets import close_socket, make_socket, recv_routed, recv_routed_role, role_of
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +64,9 @@ class Call:
     frames: list[Any] = field(default_factory=list)
     is_event: bool = False
     answered: bool = False
+    role: str | None = None
+    """The caller's role from its CURVE key; None on a socket without CURVE (protected
+    mode, ipc, inproc) or on a DEALER, whose one peer CURVE checked at connect."""
 
     def reply(self, result: Any = None, frames: Sequence[Any] = ()) -> None:
         if self.is_event or self.answered:
@@ -83,6 +95,7 @@ def wire_error(error: BaseException) -> dict[str, Any]:
 class _Pending:
     callback: ReplyCallback
     timer: Timer | None
+    peer: bytes | None
 
 
 class Channel:
@@ -96,6 +109,7 @@ class Channel:
         *,
         name: str = "",
         zero_copy: bool = False,
+        roles: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.reactor = reactor
         self.sock = sock
@@ -103,6 +117,9 @@ class Channel:
         self.name = name or ("router" if sock.type == zmq.ROUTER else "dealer")
         self.is_router = sock.type == zmq.ROUTER
         self.zero_copy = zero_copy
+        # op -> the roles that may call it; checked for every call that has a role.
+        self.roles = roles
+        self.secured = self.is_router and bool(sock.getsockopt(zmq.CURVE_SERVER))
         self.stats: Counter[str] = Counter()
         self.on_traffic: Callable[[bytes | None], None] | None = None
         # Called before every handler; raising refuses the call (a standby's NotLeader).
@@ -177,7 +194,7 @@ class Channel:
             timer = None
             if timeout is not None:
                 timer = self.reactor.call_later(timeout, lambda: self._expire(rid, op))
-            self._pending[rid] = _Pending(callback, timer)
+            self._pending[rid] = _Pending(callback, timer, peer)
         if not self.send(Kind.REQUEST, op, rid, body, peer=peer, frames=frames):
             self._complete(rid, None, ZdfError(f"{self.name}: could not send {op!r}"))
         return rid
@@ -197,20 +214,27 @@ class Channel:
     def _on_readable(self) -> None:
         sock = self.sock
         fast = self.is_router and not self.zero_copy
+        secured = self.secured
         parts: list[Any]
+        role: str | None = None
         for _ in range(MAX_MESSAGES_PER_WAKEUP):
             try:
                 if fast:
-                    parts = recv_routed(sock)
+                    if secured:
+                        parts, role = recv_routed_role(sock)
+                    else:
+                        parts = recv_routed(sock)
                 else:
                     parts = sock.recv_multipart(zmq.NOBLOCK, copy=not self.zero_copy)
+                    if secured:
+                        role = role_of(parts[0])
             except zmq.ZMQError:  # Again: drained
                 break
-            self._dispatch(parts)
+            self._dispatch(parts, role)
         if self.on_drained is not None:
             self.on_drained()
 
-    def _dispatch(self, parts: list[Any]) -> None:
+    def _dispatch(self, parts: list[Any], role: str | None = None) -> None:
         peer: bytes | None = None
         if self.is_router:
             if len(parts) < 2:
@@ -224,16 +248,25 @@ class Channel:
             msg = decode(parts[0] if not self.zero_copy else parts[0].buffer)
         except ProtocolError as exc:
             self.stats["malformed"] += 1
-            if peer is not None:
-                self.send(Kind.ERROR, "error", 0, wire_error(exc), peer=peer)
+            rid = exc.data.get("rid", 0) if exc.data.get("kind") == Kind.REQUEST.value else 0
+            if peer is not None or rid:
+                self.send(Kind.ERROR, "error", rid, wire_error(exc), peer=peer)
             return
         frames = parts[1:]
         if msg.kind is Kind.REQUEST or msg.kind is Kind.EVENT:
-            self._serve(Call(self, peer, msg.op, msg.rid, msg.body, frames, msg.kind is Kind.EVENT))
+            call = Call(self, peer, msg.op, msg.rid, msg.body, frames, msg.kind is Kind.EVENT)
+            call.role = role
+            self._serve(call)
+        elif not self._asked(msg.rid, peer):
+            self.stats["stray_reply"] += 1  # not an answer from the peer that was asked
         elif msg.kind is Kind.REPLY:
             self._complete_frames(msg.rid, msg.body, frames)
         else:
             self._complete(msg.rid, None, from_wire(msg.body))
+
+    def _asked(self, rid: int, peer: bytes | None) -> bool:
+        pending = self._pending.get(rid)
+        return pending is None or pending.peer == peer
 
     def _complete_frames(self, rid: int, body: Any, frames: list[Any]) -> None:
         self._complete(rid, (body, frames) if frames else body, None)
@@ -244,6 +277,12 @@ class Channel:
             self.stats["unknown_op"] += 1
             call.fail(ProtocolError(f"unknown operation {call.op!r}"))
             return
+        if call.role is not None and self.roles is not None:
+            allowed = self.roles.get(call.op)
+            if allowed is None or call.role not in allowed:
+                self.stats["refused"] += 1
+                call.fail(PermissionDenied(f"{call.op!r} is not for role {call.role!r}"))
+                return
         try:
             if self.gate is not None:
                 self.gate(call)
@@ -271,8 +310,10 @@ class RpcClient:
         timeout: float = 5.0,
         attempt_timeout: float | None = None,
         identity: bytes | None = None,
+        server_role: str = "master",
     ) -> None:
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self.server_role = server_role  # whose key the server must hold (with CURVE)
         if not self.endpoints:
             raise ValueError("RpcClient needs at least one endpoint")
         self.timeout = timeout
@@ -293,7 +334,12 @@ class RpcClient:
     def _socket(self) -> zmq.Socket[bytes]:
         if self._sock is None or self._pid != os.getpid():
             self._pid = os.getpid()
-            self._sock = make_socket(zmq.DEALER, connect=self.endpoint, identity=self._identity)
+            self._sock = make_socket(
+                zmq.DEALER,
+                connect=self.endpoint,
+                identity=self._identity,
+                server_role=self.server_role,
+            )
         return self._sock
 
     def _rotate(self, to: str | None = None) -> None:
@@ -369,7 +415,8 @@ class RpcClient:
                 raise last_error
         if isinstance(last_error, NotLeader):
             raise Timeout(f"{op!r}: no leader answered within the deadline ({last_error.message})")
-        raise Timeout(f"{op!r} to {self.endpoint} got no reply within the deadline")
+        hint = "" if current_security() else " (a secured cluster needs --security-dir)"
+        raise Timeout(f"{op!r} to {self.endpoint} got no reply within the deadline{hint}")
 
     def _await(self, sock: zmq.Socket[bytes], rid: int, deadline: float) -> tuple[Any, list[bytes]]:
         while True:

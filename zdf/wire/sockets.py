@@ -3,36 +3,24 @@
 One place sets the options every socket needs (linger 0 so shutdown never
 hangs, a maximum message size so a hostile peer cannot exhaust memory, TCP
 keepalive and ZMTP heartbeats so a dead peer is noticed) and is the single hook
-where CURVE authentication can be switched on for all of them.
+where CURVE authentication is switched on for all of them (``zdf.wire.security``:
+a socket that binds tcp:// is a CURVE server, one that connects names the role
+of the server it expects, ``server_role``; protected mode refuses a non-loopback
+bind without keys).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import socket as _socket
 from collections import deque
-from dataclasses import dataclass
 
 import zmq
 
+from zdf.wire import security
+
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Security:
-    """CURVE keys; when set with ``set_security`` every socket made afterwards uses them."""
-
-    public_key: bytes
-    secret_key: bytes
-    server_public_key: bytes
-
-
-_security: Security | None = None
-
-
-def set_security(security: Security | None) -> None:
-    global _security
-    _security = security
 
 
 def context() -> zmq.Context[zmq.Socket[bytes]]:
@@ -90,8 +78,16 @@ def make_socket(
     heartbeat_ms: int | None = None,
     subscribe: bytes | None = None,
     server: bool | None = None,
+    server_role: str | None = None,
+    allow: frozenset[str] | None = None,
 ) -> zmq.Socket[bytes]:
-    """Create a socket with zdf's defaults, then bind or connect it."""
+    """Create a socket with zdf's defaults, then bind or connect it.
+
+    With keys installed (``zdf.wire.security``), a tcp:// socket is CURVE: a
+    server (it binds) lets in the roles in ``allow`` (default: every known
+    key), a client checks that the server holds ``server_role``'s key (default:
+    this process's own role). A socket made with nothing to bind or connect yet
+    (it connects later) is taken to be for tcp:// peers."""
     sock = context().socket(kind)
     sock.linger = 0
     sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
@@ -113,29 +109,32 @@ def make_socket(
         sock.setsockopt(zmq.HEARTBEAT_TTL, heartbeat_ms * 3)
     if kind == zmq.SUB:
         sock.setsockopt(zmq.SUBSCRIBE, subscribe or b"")
-    _apply_security(sock, is_server=bind is not None if server is None else server)
+    is_server = bind is not None if server is None else server
+    urls = [endpoint(a) for a in ([connect] if isinstance(connect, str) else connect or [])]
+    if bind is not None:
+        urls.insert(0, endpoint(bind))
     try:
+        security.secure(
+            sock,
+            urls[0] if urls else "tcp://",
+            server=is_server,
+            server_role=server_role,
+            allow=allow,
+        )
         if bind is not None:
-            sock.bind(endpoint(bind))
-        if connect is not None:
-            for addr in [connect] if isinstance(connect, str) else connect:
-                sock.connect(endpoint(addr))
+            security.check_bind(urls[0])
+            try:
+                sock.bind(urls[0])
+            except zmq.ZMQError as exc:  # say where: "Address already in use" alone does not
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise zmq.ZMQError(exc.errno, f"cannot listen on {urls[0]}: {reason}") from None
+            urls = urls[1:]
+        for url in urls if connect is not None else ():
+            sock.connect(url)
     except Exception:
         sock.close(0)
         raise
     return sock
-
-
-def _apply_security(sock: zmq.Socket[bytes], *, is_server: bool) -> None:
-    sec = _security
-    if sec is None:
-        return
-    sock.curve_secretkey = sec.secret_key
-    sock.curve_publickey = sec.public_key
-    if is_server:
-        sock.curve_server = True
-    else:
-        sock.curve_serverkey = sec.server_public_key
 
 
 def close_socket(sock: zmq.Socket[bytes] | None, linger: float = 0.0) -> None:
@@ -167,3 +166,24 @@ def recv_routed(sock: zmq.Socket[bytes]) -> list[bytes]:
     while sock.getsockopt(_RCVMORE):
         parts.append(recv(_NOBLOCK))
     return parts
+
+
+def recv_routed_role(sock: zmq.Socket[bytes]) -> tuple[list[bytes], str | None]:
+    """``recv_routed``, and the sender's role: the ``User-Id`` that the ZAP handler
+    gave its CURVE connection (None for a message that came in without one, over
+    an inproc alias of the socket)."""
+    first = sock.recv(_NOBLOCK, copy=False)
+    parts = [first.bytes, sock.recv(_NOBLOCK)]
+    while sock.getsockopt(_RCVMORE):
+        parts.append(sock.recv(_NOBLOCK))
+    return parts, role_of(first)
+
+
+def role_of(frame: object) -> str | None:
+    """The role of the CURVE peer a received frame came from, if it came over CURVE
+    (a ``zmq.Frame``; copied bytes carry no properties)."""
+    try:
+        role = frame.get("User-Id") if isinstance(frame, zmq.Frame) else None
+    except zmq.ZMQError:
+        return None
+    return role if isinstance(role, str) and role else None

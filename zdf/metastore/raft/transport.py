@@ -43,6 +43,7 @@ from zdf.metastore.raft.messages import MESSAGES, Message, parse_message
 from zdf.wire.codec import PROTOCOL_VERSION, Kind, encode, packb, unpackb
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import wire_error
+from zdf.wire.security import PEERS
 from zdf.wire.sockets import close_socket, endpoint, has_input, make_socket, recv_routed
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,9 @@ class PeerTransport:
         self.on_drained: Callable[[], None] | None = None  # after each read of the waiting
         self._reactor = reactor
         self._dealers: dict[str, zmq.Socket[bytes]] = {}
-        self._router = make_socket(zmq.ROUTER, bind=bind, max_message_bytes=MAX_PEER_MESSAGE_BYTES)
+        self._router = make_socket(
+            zmq.ROUTER, bind=bind, max_message_bytes=MAX_PEER_MESSAGE_BYTES, allow=PEERS
+        )
         self._router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer takes its name back
         reactor.add_reader(self._router, self._on_readable)
         try:

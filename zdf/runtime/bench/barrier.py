@@ -55,6 +55,7 @@ from zdf.runtime.link import PeerLink
 from zdf.runtime.operator import DONE
 from zdf.wire import inproc
 from zdf.wire.rpc import Call, Channel
+from zdf.wire.security import EXECUTORS
 from zdf.wire.sockets import make_socket
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class SinkBarrier:
         self._learned: dict[int, int] = {}  # table -> version learned written, not yet taken
         self._outbox: dict[tuple[str, int], list[list[int]]] = defaultdict(list)
         self._change_scheduled = False
-        sock = make_socket(zmq.ROUTER, bind=op.data_address("barrier"))
+        sock = make_socket(zmq.ROUTER, bind=op.data_address("barrier"), allow=EXECUTORS)
         handlers = {"hello": self._on_hello, "arrive": self._on_arrive, "written": self._on_written}
         guarded = {
             name: op.guard_handler(self._dropping_malformed(h)) for name, h in handlers.items()

@@ -16,6 +16,7 @@ import functools
 import json
 import os
 
+from zdf.files import write_file
 from zdf.runtime.bench.latency import LatencyHistogram
 from zdf.runtime.bench.params import BenchParams
 from zdf.runtime.bench.sink import sink_summary, summary_path
@@ -64,7 +65,6 @@ class Coordinator(Operator):
         summary["streams"] = p.streams
         summary["tables"] = p.tables
         summary["barriers"] = ddls
-        os.makedirs(p.out_dir, exist_ok=True)
-        with open(os.path.join(p.out_dir, "summary.json"), "w") as fh:
-            json.dump(summary, fh, indent=2)
+        os.makedirs(p.out_dir, mode=0o700, exist_ok=True)
+        write_file(os.path.join(p.out_dir, "summary.json"), json.dumps(summary, indent=2))
         self.finish(summary)

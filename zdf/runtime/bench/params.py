@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from zdf.files import check_name
+
 
 @dataclass(frozen=True)
 class BenchParams:
@@ -25,7 +27,7 @@ class BenchParams:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> BenchParams:
         return cls(
-            flow_id=str(params["flow-id"]),
+            flow_id=check_name(str(params["flow-id"]), "flow-id"),
             tables=int(params["tables"]),
             streams=int(params["streams"]),
             rcd_cnt=int(params["rcd-cnt"]),

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from zdf.files import write_file
 from zdf.runtime.bench.barrier import Pair, SinkBarrier
 from zdf.runtime.bench.gate import Stop, TableGate
 from zdf.runtime.bench.latency import LatencyHistogram, WriteFigures
@@ -124,7 +125,7 @@ class Sink(Operator):
             self.mark_done()  # the last attempt finished everything but its report
             self.finish(self._checkpoint.get("summary") or {})
             return
-        os.makedirs(p.out_dir, exist_ok=True)
+        os.makedirs(p.out_dir, mode=0o700, exist_ok=True)
         self.file = SinkFile(self.path)
         self.on_close(self.file.close)
         self._take_file()
@@ -295,16 +296,17 @@ class Sink(Operator):
             figures["hist"],
         )
         summary.update(stream=self.stream, bytes=figures["bytes"])
-        with open(summary_path(self.bench, self.stream), "w") as fh:
-            json.dump(
+        write_file(
+            summary_path(self.bench, self.stream),
+            json.dumps(
                 {
                     **summary,
                     "first_ts": figures["first_ts"],
                     "last_ts": figures["last_ts"],
                     "hist": figures["hist"].to_wire(),
-                },
-                fh,
-            )
+                }
+            ),
+        )
         self.inp.ack_eos()
         self._final = {**self.state.to_wire(), "done": True, "summary": summary}
         self.checkpoint(self.guard(lambda: self._done(summary)))

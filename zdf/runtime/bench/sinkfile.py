@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from zdf.files import open_nofollow
 from zdf.records import DATA, DDL, RECORD_DTYPE, SINK_DTYPE
 from zdf.runtime.bench.latency import LatencyHistogram
 
@@ -142,7 +143,7 @@ class SinkFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
         self.locked = False
 
     def try_lock(self) -> bool:
