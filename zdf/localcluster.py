@@ -72,6 +72,7 @@ class LocalCluster:
         extra_env: dict[str, str] | None = None,
         masters: int = 1,
         metastores: int = 1,
+        http: bool = True,
     ) -> None:
         self.base_dir = os.path.abspath(base_dir)
         self.n_executors = executors
@@ -83,6 +84,7 @@ class LocalCluster:
         self.env = {**os.environ, **(extra_env or {})}
         self.children: list[Child] = []
         self.n_metastores = metastores
+        self.http = http  # every process serves /metrics and /health on a free port
         self.meta_addrs = [f"{HOST}:{free_port()}" for _ in range(metastores)]
         self.meta_peers = [f"{HOST}:{free_port()}" for _ in range(metastores)]
         self.meta_addr = ",".join(self.meta_addrs)  # what --meta-endpoints takes
@@ -109,6 +111,20 @@ class LocalCluster:
         self.children.append(child)
         return child
 
+    def _http_flag(self) -> list[str]:
+        """``--http-addr`` on a free loopback port (``/metrics``, ``/health``, the dashboard)."""
+        return ["--http-addr", f"{HOST}:{free_port()}"] if self.http else []
+
+    @staticmethod
+    def _note_http(child: Child) -> None:
+        if "--http-addr" in child.args:
+            child.extra["http"] = child.args[child.args.index("--http-addr") + 1]
+
+    def http_url(self, child: Child | None = None, path: str = "/") -> str:
+        """The URL of ``path`` on ``child``'s HTTP listener (default: the first master's)."""
+        child = child or self.masters[0]
+        return f"http://{child.extra['http']}{path}"
+
     def start_metastore(self, index: int = 0) -> Child:
         """Replica ``index`` (of ``metastores``; one replica is named plain "metastore")."""
         name = "metastore" if self.n_metastores == 1 else f"metastore-{index + 1}"
@@ -128,9 +144,11 @@ class LocalCluster:
                 os.path.join(self.base_dir, name),
                 "--log-level",
                 self.log_level,
+                *self._http_flag(),
             ],
             self.meta_addrs[index],
         )
+        self._note_http(child)
         self.metastores.append(child)
         return child
 
@@ -166,9 +184,11 @@ class LocalCluster:
                 os.path.join(self.base_dir, f"master-{index + 1}"),
                 "--log-level",
                 self.log_level,
+                *self._http_flag(),
             ],
             self.master_addrs[index],
         )
+        self._note_http(child)
         child.extra["id"] = f"master-{index + 1}"
         self.masters.append(child)
         return child
@@ -200,9 +220,11 @@ class LocalCluster:
                 os.path.join(self.base_dir, f"executor-{index}"),
                 "--log-level",
                 self.log_level,
+                *self._http_flag(),
             ],
             addr,
         )
+        self._note_http(child)
         child.extra["id"] = f"exec-{index}"
         self.executors.append(child)
         return child

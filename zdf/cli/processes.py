@@ -48,14 +48,29 @@ def master_cmd(config_path: str | None, **flags: Any) -> None:
     _wait_for_metastore(meta, config.meta_endpoints)
     master = Master(config, meta)
     master.reactor.stop_on_signals(signal.SIGINT, signal.SIGTERM)
+    observer = _observe("master", master)
     try:
         master.run()
     finally:
+        if observer is not None:
+            observer.close()
         master.close()
         meta.close()
         log.info("master stopped")
     if master.lost_leadership:
         raise SystemExit(3)
+
+
+def _observe(role: str, process: Any) -> Any:
+    """The process's HTTP endpoints (``zdf.observe``); a port that cannot be bound is a
+    one-line error, after the process has closed its sockets."""
+    from zdf.observe import attach
+
+    try:
+        return getattr(attach, f"observe_{role}")(process)
+    except ZdfError:
+        process.close()
+        raise
 
 
 def _wait_for_metastore(meta: Any, endpoints: list[str]) -> None:
@@ -84,9 +99,12 @@ def executor_group(ctx: click.Context, /, config_path: str | None, **flags: Any)
     setup_logging(config.log_level, config.log_file, f"executor[{config.executor_id}]")
     executor = Executor(config)
     executor.reactor.stop_on_signals(signal.SIGINT, signal.SIGTERM)
+    observer = _observe("executor", executor)
     try:
         executor.run()
     finally:
+        if observer is not None:
+            observer.close()
         executor.close()
         log.info("executor stopped")
 
