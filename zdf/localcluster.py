@@ -73,6 +73,7 @@ class LocalCluster:
         masters: int = 1,
         metastores: int = 1,
         http: bool = True,
+        log_format: str = "text",
     ) -> None:
         self.base_dir = os.path.abspath(base_dir)
         self.n_executors = executors
@@ -85,6 +86,7 @@ class LocalCluster:
         self.children: list[Child] = []
         self.n_metastores = metastores
         self.http = http  # every process serves /metrics and /health on a free port
+        self.log_format = log_format
         self.meta_addrs = [f"{HOST}:{free_port()}" for _ in range(metastores)]
         self.meta_peers = [f"{HOST}:{free_port()}" for _ in range(metastores)]
         self.meta_addr = ",".join(self.meta_addrs)  # what --meta-endpoints takes
@@ -144,6 +146,8 @@ class LocalCluster:
                 os.path.join(self.base_dir, name),
                 "--log-level",
                 self.log_level,
+                "--log-format",
+                self.log_format,
                 *self._http_flag(),
             ],
             self.meta_addrs[index],
@@ -184,6 +188,8 @@ class LocalCluster:
                 os.path.join(self.base_dir, f"master-{index + 1}"),
                 "--log-level",
                 self.log_level,
+                "--log-format",
+                self.log_format,
                 *self._http_flag(),
             ],
             self.master_addrs[index],
@@ -220,6 +226,8 @@ class LocalCluster:
                 os.path.join(self.base_dir, f"executor-{index}"),
                 "--log-level",
                 self.log_level,
+                "--log-format",
+                self.log_format,
                 *self._http_flag(),
             ],
             addr,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import sys
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
@@ -67,14 +66,11 @@ def load_from_flags(cls: type[T], config_path: str | None, flags: dict[str, Any]
     return load_config(cls, config_path, overrides)
 
 
-def setup_logging(level: str, log_file: str = "", name: str = "zdf") -> None:
-    handler: logging.Handler = (
-        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-    )
-    handler.setFormatter(logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+def setup_logging(level: str, log_file: str = "", name: str = "zdf", fmt: str = "text") -> None:
+    """The process's log lines: ``zdf.observe.logs`` (text or JSON, rate-limited warnings)."""
+    from zdf.observe.logs import configure_logging
+
+    configure_logging(level, log_file, name, fmt)
 
 
 def fail(message: str, code: int = 1) -> None:

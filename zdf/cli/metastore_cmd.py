@@ -20,7 +20,7 @@ def metastore_cmd(config_path: str | None, **flags: Any) -> None:
     from zdf.metastore.server import run_server
 
     config = load_from_flags(MetastoreConfig, config_path, flags)
-    setup_logging(config.log_level, config.log_file, f"metastore[{config.name}]")
+    setup_logging(config.log_level, config.log_file, f"metastore[{config.name}]", config.log_format)
     try:
         run_server(config)
     except zmq.ZMQError as exc:

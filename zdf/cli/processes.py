@@ -43,7 +43,7 @@ def master_cmd(config_path: str | None, **flags: Any) -> None:
     from zdf.metastore.client import MetaClient
 
     config = load_from_flags(MasterConfig, config_path, flags)
-    setup_logging(config.log_level, config.log_file, f"master[{config.name}]")
+    setup_logging(config.log_level, config.log_file, f"master[{config.name}]", config.log_format)
     meta = MetaClient(config.meta_endpoints, timeout=config.rpc_timeout)
     _wait_for_metastore(meta, config.meta_endpoints)
     master = Master(config, meta)
@@ -96,7 +96,9 @@ def executor_group(ctx: click.Context, /, config_path: str | None, **flags: Any)
     from zdf.executor.server import Executor
 
     config = load_from_flags(ExecutorConfig, config_path, flags)
-    setup_logging(config.log_level, config.log_file, f"executor[{config.executor_id}]")
+    setup_logging(
+        config.log_level, config.log_file, f"executor[{config.executor_id}]", config.log_format
+    )
     executor = Executor(config)
     executor.reactor.stop_on_signals(signal.SIGINT, signal.SIGTERM)
     observer = _observe("executor", executor)

@@ -50,7 +50,11 @@ class WorkerPool:
         executor_id: str = "",
         frozen_limit: float = 1.0,
         allow_pickle: bool = False,
+        log_format: str = "text",
+        log_file: str = "",
     ) -> None:
+        self.log_format = log_format
+        self.log_file = log_file  # the executor's: its workers' lines go there too
         self.frozen_limit = frozen_limit
         self.allow_pickle = allow_pickle
         self.executor_id = executor_id
@@ -89,6 +93,10 @@ class WorkerPool:
             self.log_level,
             "--executor-id",
             self.executor_id,
+            "--log-format",
+            self.log_format,
+            "--log-file",
+            self.log_file,
         ]
         if self.allow_pickle:
             cmd.append("--allow-pickle")

@@ -112,6 +112,8 @@ class Executor:
             executor_id=self.executor_id,
             frozen_limit=config.keepalive_ttl,
             allow_pickle=config.allow_pickle,
+            log_format=config.log_format,
+            log_file=config.log_file,
         )
         self._handlers = handlers
         self.reactor.call_every(config.keepalive_interval, self._beat, now=True)

@@ -28,6 +28,7 @@ from zdf import protocol as P
 from zdf.errors import JobError
 from zdf.executor.fnrunner import FunctionRunner
 from zdf.jobs.spec import TaskSpec
+from zdf.observe.logs import configure_logging, task_fields
 from zdf.wire.codec import packb, unpackb
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import Call, Channel
@@ -197,7 +198,12 @@ class Worker:
             if not handle.done:  # one that finished as it opened is closed and forgotten
                 self.tasks[key] = handle
         except Exception as exc:
-            log.exception("task %s/%s failed to start", job_id, spec.task_id)
+            log.exception(
+                "task %s/%s failed to start",
+                job_id,
+                spec.task_id,
+                extra=task_fields(job_id, spec.task_id, attempt),
+            )
             self.report(job_id, spec.task_id, attempt, "failed", {"error": _describe(exc)})
         return None
 
@@ -326,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ipc-dir", default="")
     parser.add_argument("--parent", type=int, default=os.getppid())
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    parser.add_argument("--log-file", default="")
     parser.add_argument("--master", default="", help="master address for function tasks")
     parser.add_argument("--executor-id", default="")
     parser.add_argument(
@@ -338,10 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         "--allow-pickle", action="store_true", help="run pickled functions (see the README)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s worker-{args.name} %(levelname)s %(message)s",
-    )
+    process = f"worker[{args.executor_id}/{args.name}]" if args.executor_id else args.name
+    configure_logging(args.log_level, args.log_file, process, args.log_format)
     _warm_imports()
     worker = Worker(
         args.ctl,

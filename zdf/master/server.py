@@ -39,6 +39,7 @@ from zdf.master.liveness import ExecutorLiveness, Transition
 from zdf.master.persist import FrameworkStore
 from zdf.master.states import TERMINAL_JOB_STATES, ExecutorState, TaskState
 from zdf.metastore.client import MetaClient
+from zdf.observe.logs import task_fields
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
 from zdf.wire.sockets import make_socket
@@ -541,7 +542,13 @@ class Master:
             # A timeout means the executor is slow or gone: liveness decides that.
             # Any other error is the executor refusing the task.
             if error is not None and not isinstance(error, Timeout):
-                log.warning("start of %s/%s failed: %s", d.job_id, d.spec.task_id, error)
+                log.warning(
+                    "start of %s/%s failed: %s",
+                    d.job_id,
+                    d.spec.task_id,
+                    error,
+                    extra=task_fields(d.job_id, d.spec.task_id, d.attempt),
+                )
                 self._task_report(
                     d.job_id, d.spec.task_id, d.attempt, TaskState.FAILED, {"error": str(error)}
                 )
@@ -697,7 +704,13 @@ class Master:
         if self.store is not None:
             self._fenced(self.store.save_job, job)  # durable before it is acknowledged
             self.jobs.dirty.discard(job.job_id)
-        log.info("job %s (%s) submitted with %d tasks", job.job_id, spec.name, len(job.tasks))
+        log.info(
+            "job %s (%s) submitted with %d tasks",
+            job.job_id,
+            spec.name,
+            len(job.tasks),
+            extra=task_fields(job.job_id),
+        )
         self._schedule()
         return {"job_id": job.job_id}
 
@@ -749,7 +762,7 @@ class Master:
                 return
         for call in self._waiters.pop(job.job_id, []):
             call.reply(job.to_dict())
-        log.info("job %s %s", job.job_id, job.state.value)
+        log.info("job %s %s", job.job_id, job.state.value, extra=task_fields(job.job_id))
 
     @staticmethod
     def _job_summary(job: JobRecord) -> dict[str, Any]:
