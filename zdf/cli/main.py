@@ -32,5 +32,9 @@ from zdf.cli.verify_sink import verify_sink  # noqa: E402
 
 main.add_command(verify_sink)
 
+from zdf.cli.logs_cmd import logs_cmd  # noqa: E402
+
+main.add_command(logs_cmd)
+
 if __name__ == "__main__":
     main()

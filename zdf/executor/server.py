@@ -29,6 +29,7 @@ from zdf.config import ExecutorConfig
 from zdf.errors import JobError, NotLeader, Timeout, ZdfError
 from zdf.executor.pool import WorkerPool, WorkerSlot
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
+from zdf.observe.taskout import read_logs
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
 from zdf.wire.sockets import make_socket
@@ -95,6 +96,7 @@ class Executor:
             P.CANCEL_TASK: self.on_cancel_task,
             P.ENDPOINTS: self.on_endpoints,
             P.PING: lambda call: {"executor": self.executor_id},
+            P.TASK_LOGS: self.on_task_logs,
         }
         self.masters = list(config.join)
         self.master_addr = self.masters[0]
@@ -296,6 +298,18 @@ class Executor:
             P.CANCEL_TASK,
             {"job_id": running.job_id, "task_id": running.task_id},
             peer=slot.identity,
+        )
+
+    def on_task_logs(self, call: Call) -> Any:
+        """The output files this executor's workers kept for a job (``zdf.observe.taskout``)."""
+        body = P.fields(call.body, job_id=str, offsets=dict, limit=int)
+        return read_logs(
+            os.path.join(self.ipc_dir, "logs"),
+            body["job_id"],
+            body.get("task_id"),
+            body.get("attempt"),
+            {str(k): int(v) for k, v in body["offsets"].items()},
+            body["limit"],
         )
 
     def on_endpoints(self, call: Call) -> Any:

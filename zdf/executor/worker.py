@@ -29,6 +29,7 @@ from zdf.errors import JobError
 from zdf.executor.fnrunner import FunctionRunner
 from zdf.jobs.spec import TaskSpec
 from zdf.observe.logs import configure_logging, task_fields
+from zdf.observe.taskout import CapturingReactor, TaskOutput, install
 from zdf.wire.codec import packb, unpackb
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import Call, Channel
@@ -71,7 +72,9 @@ class Worker:
         self.host = host
         self.ipc_dir = ipc_dir
         self.parent = parent
-        self.reactor = Reactor()
+        # print() of a task goes to its attempt's file (zdf.observe.taskout)
+        self.output = TaskOutput(os.path.join(ipc_dir or ".", "logs"))
+        self.reactor: Reactor = CapturingReactor(self.output)
         self.tasks: dict[tuple[str, str], Any] = {}
         self.attempts: dict[tuple[str, str], int] = {}
         self.directory: dict[str, dict[tuple[str, str], str]] = {}
@@ -164,6 +167,7 @@ class Worker:
             cancel = getattr(handle, "cancel", None)
             if cancel is not None:
                 cancel()
+            self.output.close(job_id, task_id)
 
     # -- handlers -----------------------------------------------------------
     def on_start_task(self, call: Call) -> Any:
@@ -187,6 +191,12 @@ class Worker:
             self.tasks[key] = None
             self.reactor.call_later(0, lambda: self._run_function(job_id, spec, attempt))
             return None
+        with self.output.scope(job_id, spec.task_id, attempt):
+            self._launch(body, job_id, spec, attempt)
+        return None
+
+    def _launch(self, body: dict[str, Any], job_id: str, spec: TaskSpec, attempt: int) -> None:
+        key = (job_id, spec.task_id)
         try:
             from zdf.executor.task_context import WorkerTaskContext
             from zdf.runtime import launch
@@ -204,12 +214,16 @@ class Worker:
                 spec.task_id,
                 extra=task_fields(job_id, spec.task_id, attempt),
             )
+            traceback.print_exc()  # into the task's output, where `zdf logs` finds it
             self.report(job_id, spec.task_id, attempt, "failed", {"error": _describe(exc)})
-        return None
 
     def _run_function(self, job_id: str, spec: TaskSpec, attempt: int) -> None:
         if self.attempts.get((job_id, spec.task_id)) != attempt:
             return  # canceled before it started
+        with self.output.scope(job_id, spec.task_id, attempt):
+            self._call_function(job_id, spec, attempt)
+
+    def _call_function(self, job_id: str, spec: TaskSpec, attempt: int) -> None:
         started = time.perf_counter()
         try:
             fn = import_object(spec.operator)
@@ -221,6 +235,7 @@ class Worker:
             except (TypeError, ValueError):
                 result = repr(result)
         except Exception as exc:
+            traceback.print_exc()  # into the task's output, where `zdf logs` finds it
             self.report(job_id, spec.task_id, attempt, "failed", {"error": _describe(exc)})
             return
         elapsed = round(time.perf_counter() - started, 6)
@@ -365,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         # Unwind at once, from the poll or from inside a user's function alike.
         raise SystemExit(0)
 
+    install(worker.output)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides when workers stop
     die_with_parent(args.parent)

@@ -38,6 +38,7 @@ from zdf.master.jobs import Dispatch, JobManager, JobRecord
 from zdf.master.liveness import ExecutorLiveness, Transition
 from zdf.master.persist import FrameworkStore
 from zdf.master.states import TERMINAL_JOB_STATES, ExecutorState, TaskState
+from zdf.master.tasklogs import TaskLogRelay
 from zdf.metastore.client import MetaClient
 from zdf.observe.logs import task_fields
 from zdf.wire.reactor import Reactor, Timer
@@ -149,6 +150,8 @@ class Master:
         )
         self.channel.handlers.update(self.functions.handlers())
         self.channel.handlers[P.WORKER_LOST] = self.on_worker_lost
+        self.task_logs = TaskLogRelay(self.channel, self._alive_peers)
+        self.channel.handlers[P.TASK_LOGS] = self.task_logs.on_task_logs
         self.publisher = HeartbeatPublisher(config.heartbeat_addr, config.name, self.epoch)
         self.subscriber = HeartbeatSubscriber(
             self.reactor,
@@ -491,6 +494,13 @@ class Master:
             e: info.slots
             for e, info in self.executors.items()
             if self.liveness.state(e) is ExecutorState.ALIVE
+        }
+
+    def _alive_peers(self) -> dict[str, bytes]:
+        return {
+            e: info.peer
+            for e, info in self.executors.items()
+            if self.liveness.state(e) is not ExecutorState.DEAD
         }
 
     def on_executor_list(self, call: Call) -> Any:
