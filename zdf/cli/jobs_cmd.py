@@ -14,14 +14,16 @@ from zdf import protocol as P
 from zdf.cli.common import (
     FORMAT_OPTION,
     MASTER_OPTION,
+    TIMEOUT_OPTION,
     handle_errors,
-    master_endpoints,
+    master_client,
     print_json,
     print_table,
 )
 from zdf.config import read_toml
 from zdf.errors import Timeout
 from zdf.jobs.spec import JobSpec
+from zdf.observe.rates import RateMeter, records_done
 from zdf.wire.rpc import RpcClient
 
 TERMINAL = {"finished", "failed", "canceled"}
@@ -41,9 +43,7 @@ def submit(client: RpcClient, spec: JobSpec) -> str:
 
 def job_total(job: dict[str, Any]) -> float:
     """Records done so far, summed over the sinks' (or all tasks') progress counters."""
-    tasks = job.get("tasks", [])
-    sinks = [t for t in tasks if t.get("kind") == "sink"] or tasks
-    return float(sum(float(t.get("progress", {}).get("records", 0)) for t in sinks))
+    return records_done(job.get("tasks", []))
 
 
 def wait_for_job(
@@ -63,13 +63,11 @@ def wait_for_job(
         transient=False,
     ) as progress:
         bar = progress.add_task(job_id, total=expected or 1, rate="")
-        last = (time.monotonic(), 0.0)
+        meter = RateMeter()  # over the last few seconds: a paced job's rate does not flicker
         while True:
             job = client.call(P.JOB_STATUS, {"job_id": job_id})
             now, done = time.monotonic(), job_total(job)
-            rate = (done - last[1]) / max(1e-6, now - last[0])
-            if done:
-                last = (now, done)
+            rate = meter.add(now, done)
             tasks = job.get("tasks", [])
             if not expected:
                 finished = sum(1 for t in tasks if t["state"] == "finished")
@@ -119,7 +117,7 @@ def print_job(job: dict[str, Any]) -> None:
 def submit_job(master_addr: str, config_path: str, wait: bool, timeout: float, fmt: str) -> None:
     """Submit a job described by a TOML file."""
     spec = load_job_file(config_path)
-    with RpcClient(master_endpoints(master_addr), timeout=10.0) as client:
+    with master_client(master_addr, 10.0) as client:
         job_id = submit(client, spec)
         if not wait:
             if fmt == "json":
@@ -128,7 +126,15 @@ def submit_job(master_addr: str, config_path: str, wait: bool, timeout: float, f
                 click.echo(f"submitted {job_id} ({len(spec.tasks)} tasks)")
             return
         expected = float(spec.settings.get("expected_records", 0) or 0)
-        job = wait_for_job(client, job_id, timeout, fmt != "json", expected)
+        try:
+            job = wait_for_job(client, job_id, timeout, fmt != "json", expected)
+        except KeyboardInterrupt:
+            click.echo(
+                f"\nstopped waiting; job {job_id} goes on running. To cancel it: "
+                f"zdf job cancel {job_id} --master-addr {master_addr}",
+                err=True,
+            )
+            raise SystemExit(130) from None
     if fmt == "json":
         print_json(job)
     else:
@@ -144,11 +150,12 @@ def job_group() -> None:
 
 @job_group.command("list")
 @MASTER_OPTION
+@TIMEOUT_OPTION
 @FORMAT_OPTION
 @handle_errors
-def job_list(master_addr: str, fmt: str) -> None:
+def job_list(master_addr: str, rpc_timeout: float, fmt: str) -> None:
     """List the jobs the master knows."""
-    with RpcClient(master_endpoints(master_addr), timeout=5.0) as client:
+    with master_client(master_addr, rpc_timeout) as client:
         jobs = client.call(P.JOB_LIST)
     if fmt == "json":
         print_json(jobs)
@@ -167,11 +174,12 @@ def job_list(master_addr: str, fmt: str) -> None:
 @job_group.command("status")
 @click.argument("job_id")
 @MASTER_OPTION
+@TIMEOUT_OPTION
 @FORMAT_OPTION
 @handle_errors
-def job_status(job_id: str, master_addr: str, fmt: str) -> None:
+def job_status(job_id: str, master_addr: str, rpc_timeout: float, fmt: str) -> None:
     """Show one job and its tasks."""
-    with RpcClient(master_endpoints(master_addr), timeout=5.0) as client:
+    with master_client(master_addr, rpc_timeout) as client:
         job = client.call(P.JOB_STATUS, {"job_id": job_id})
     if fmt == "json":
         print_json(job)
@@ -182,11 +190,12 @@ def job_status(job_id: str, master_addr: str, fmt: str) -> None:
 @job_group.command("cancel")
 @click.argument("job_id")
 @MASTER_OPTION
+@TIMEOUT_OPTION
 @FORMAT_OPTION
 @handle_errors
-def job_cancel(job_id: str, master_addr: str, fmt: str) -> None:
+def job_cancel(job_id: str, master_addr: str, rpc_timeout: float, fmt: str) -> None:
     """Cancel a job: its running tasks are stopped."""
-    with RpcClient(master_endpoints(master_addr), timeout=5.0) as client:
+    with master_client(master_addr, rpc_timeout) as client:
         job = client.call(P.JOB_CANCEL, {"job_id": job_id})
     if fmt == "json":
         print_json(job)
@@ -196,11 +205,12 @@ def job_cancel(job_id: str, master_addr: str, fmt: str) -> None:
 
 @click.command("status")
 @MASTER_OPTION
+@TIMEOUT_OPTION
 @FORMAT_OPTION
 @handle_errors
-def cluster_status(master_addr: str, fmt: str) -> None:
+def cluster_status(master_addr: str, rpc_timeout: float, fmt: str) -> None:
     """A cluster overview: master, executors, slots and jobs."""
-    with RpcClient(master_endpoints(master_addr), timeout=5.0) as client:
+    with master_client(master_addr, rpc_timeout) as client:
         status = client.call(P.CLUSTER_STATUS)
         executors = client.call(P.EXECUTOR_LIST)
     status["executor_list"] = executors

@@ -15,9 +15,8 @@ from typing import Any
 import click
 
 from zdf import protocol as P
-from zdf.cli.common import MASTER_OPTION, handle_errors, master_endpoints
+from zdf.cli.common import MASTER_OPTION, TIMEOUT_OPTION, handle_errors, master_client
 from zdf.errors import JobError
-from zdf.wire.rpc import RpcClient
 
 FOLLOW_INTERVAL = 0.5
 TERMINAL = {"finished", "failed", "canceled"}
@@ -29,14 +28,20 @@ TERMINAL = {"finished", "failed", "canceled"}
 @click.option("--attempt", type=int, default=None, help="Only this attempt (default: all).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
 @MASTER_OPTION
+@TIMEOUT_OPTION
 @handle_errors
 def logs_cmd(
-    job_id: str, task_id: str | None, attempt: int | None, follow: bool, master_addr: str
+    job_id: str,
+    task_id: str | None,
+    attempt: int | None,
+    follow: bool,
+    master_addr: str,
+    rpc_timeout: float,
 ) -> None:
     """Print what a job's tasks wrote to stdout and stderr (kept per attempt)."""
     offsets: dict[str, int] = {}
     shown: str | None = None
-    with RpcClient(master_endpoints(master_addr), timeout=10.0) as client:
+    with master_client(master_addr, rpc_timeout) as client:
         client.call(P.JOB_STATUS, {"job_id": job_id})  # an unknown job is an error
         while True:
             answer = client.call(

@@ -16,10 +16,11 @@ import click
 from zdf.cli.common import (
     FORMAT_OPTION,
     MASTER_OPTION,
+    TIMEOUT_OPTION,
     config_options,
     handle_errors,
     load_from_flags,
-    master_endpoints,
+    master_client,
     print_json,
     print_table,
     setup_logging,
@@ -27,7 +28,6 @@ from zdf.cli.common import (
 from zdf.config import ExecutorConfig, MasterConfig
 from zdf.errors import ZdfError
 from zdf.protocol import EXECUTOR_LIST
-from zdf.wire.rpc import RpcClient
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,12 @@ def executor_group(ctx: click.Context, /, config_path: str | None, **flags: Any)
 
 @executor_group.command("list")
 @MASTER_OPTION
+@TIMEOUT_OPTION
 @FORMAT_OPTION
 @handle_errors
-def executor_list(master_addr: str, fmt: str) -> None:
+def executor_list(master_addr: str, rpc_timeout: float, fmt: str) -> None:
     """List the executors the master knows, with their state."""
-    with RpcClient(master_endpoints(master_addr), timeout=5.0) as client:
+    with master_client(master_addr, rpc_timeout) as client:
         rows = client.call(EXECUTOR_LIST)
     if fmt == "json":
         print_json(rows)
