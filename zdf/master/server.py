@@ -37,7 +37,12 @@ from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.master.jobs import Dispatch, JobManager, JobRecord
 from zdf.master.liveness import ExecutorLiveness, Transition
 from zdf.master.persist import FrameworkStore
-from zdf.master.states import TERMINAL_JOB_STATES, ExecutorState, TaskState
+from zdf.master.states import (
+    GONE_EXECUTOR_STATES,
+    TERMINAL_JOB_STATES,
+    ExecutorState,
+    TaskState,
+)
 from zdf.master.tasklogs import TaskLogRelay
 from zdf.metastore.client import MetaClient
 from zdf.observe.logs import task_fields
@@ -150,6 +155,7 @@ class Master:
         )
         self.channel.handlers.update(self.functions.handlers())
         self.channel.handlers[P.WORKER_LOST] = self.on_worker_lost
+        self.channel.handlers[P.DEREGISTER] = self.on_deregister
         self.task_logs = TaskLogRelay(self.channel, self._alive_peers)
         self.channel.handlers[P.TASK_LOGS] = self.task_logs.on_task_logs
         self.publisher = HeartbeatPublisher(config.heartbeat_addr, config.name, self.epoch)
@@ -396,7 +402,7 @@ class Master:
             return
         executor_id, old, new = move
         log.info("executor %s: %s -> %s", executor_id, old.value, new.value)
-        if new is ExecutorState.DEAD:
+        if new in GONE_EXECUTOR_STATES:
             self._executor_dead(executor_id)
         elif new is ExecutorState.ALIVE:
             # Its workers were skipped while it was suspect: nothing else may come to
@@ -420,7 +426,7 @@ class Master:
     def _keep_leases(self) -> None:
         if self.store is None or not self.leading:
             return
-        alive = [e for e in self.executors if self.liveness.state(e) is not ExecutorState.DEAD]
+        alive = [e for e in self.executors if self.liveness.state(e) not in GONE_EXECUTOR_STATES]
         try:
             if self._master_lease is not None:
                 self.store.meta.lease_keepalive(self._master_lease)
@@ -484,6 +490,15 @@ class Master:
             "keepalive_ttl": self.config.keepalive_ttl,
         }
 
+    def on_deregister(self, call: Call) -> Any:
+        """A graceful shutdown: the executor has stopped its tasks; they move at once."""
+        executor_id = self._by_peer.get(call.peer or b"")
+        if executor_id is None:
+            return {"left": False}  # not registered here (a failover): nothing to move
+        log.info("executor %s is shutting down", executor_id)
+        self._apply_liveness(self.liveness.left(executor_id))
+        return {"left": True}
+
     def on_worker_lost(self, call: Call) -> Any:
         body = P.fields(call.body, executor_id=str, worker=str)
         self.functions.worker_lost(body["executor_id"], body["worker"])
@@ -500,7 +515,7 @@ class Master:
         return {
             e: info.peer
             for e, info in self.executors.items()
-            if self.liveness.state(e) is not ExecutorState.DEAD
+            if self.liveness.state(e) not in GONE_EXECUTOR_STATES
         }
 
     def on_executor_list(self, call: Call) -> Any:
