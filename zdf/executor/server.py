@@ -201,6 +201,12 @@ class Executor:
                 self._switch_master(hint if isinstance(hint, str) else None)
             elif isinstance(error, Timeout) and len(self.masters) > 1:
                 self._switch_master(None)
+            elif isinstance(error, Timeout):
+                # A fresh socket: the unanswered registrations queued for a master that
+                # is away would all reach it when it is back (one executor registering
+                # a dozen times in half a second after a restart).
+                self.master.close()
+                self.master = self._connect_master(self._handlers)
             self._backoff = min(REGISTER_BACKOFF_MAX, self._backoff * 2)
             if self._register_timer is None:
                 self._register_timer = self.reactor.call_later(self._backoff, self._register)
