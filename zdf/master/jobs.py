@@ -273,7 +273,10 @@ class JobManager:
                 self._requeue(job, task)
                 return []
             self._move_task(job, task, TaskState.FAILED)
-            job.error = f"task {task_id} failed: {task.info.get('error', 'unknown error')}"
+            if job.state not in TERMINAL_JOB_STATES:
+                # Only the failure that ends the job names it: a late report of a task
+                # canceled meanwhile must not rewrite the error (it stays canceled).
+                job.error = f"task {task_id} failed: {task.info.get('error', 'unknown error')}"
             return self._finish_job(job, JobState.FAILED)
         self._move_task(job, task, state)
         self._update_job(job)
