@@ -294,6 +294,12 @@ class MasterConfig(LogConfig):
     allow_pickle: bool = key(
         "allow-pickle", parse_bool, False, "accept pickled functions from clients"
     )
+    job_retention: float = key(
+        "job-retention",
+        parse_duration,
+        7 * 24 * 3600.0,
+        "ended jobs are forgotten this long after (0: never)",
+    )
 
     def validate(self) -> None:
         if self.keepalive_interval >= self.keepalive_ttl:

@@ -59,6 +59,7 @@ FN_REFUSED = "fn_refused"  # worker -> client: tasks under a lease it does not h
 PICKLED_FN = "!cloudpickle"  # fn_submit/fn_run: the task's first frame is the function
 WORKER_LOST = "worker_lost"  # executor -> master: a worker process died
 LEADER = "leader"  # executor -> worker: the leading master's address (for function tasks)
+JOB_DELETE = "job_delete"  # client -> master: forget an ended job (and its record)
 DEREGISTER = "deregister"  # executor -> master: it is shutting down (state left)
 TASK_LOGS = "task_logs"  # client -> master -> every executor: a job's task output files
 

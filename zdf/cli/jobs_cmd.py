@@ -20,6 +20,7 @@ from zdf.cli.common import (
     print_json,
     print_table,
 )
+from zdf.cli.timefmt import clock, duration, job_duration
 from zdf.config import read_toml
 from zdf.errors import Timeout
 from zdf.jobs.spec import JobSpec
@@ -27,6 +28,18 @@ from zdf.observe.rates import RateMeter, records_done
 from zdf.wire.rpc import RpcClient
 
 TERMINAL = {"finished", "failed", "canceled"}
+JOB_COLUMNS = [
+    "id",
+    "name",
+    "type",
+    "state",
+    "tasks",
+    "running",
+    "finished",
+    "submitted",
+    "ended",
+    "duration",
+]
 POLL_INTERVAL = 0.2
 
 
@@ -86,6 +99,8 @@ def print_job(job: dict[str, Any]) -> None:
     elapsed = ""
     if job.get("finished_at") and job.get("submitted_at"):
         elapsed = f" in {job['finished_at'] - job['submitted_at']:.2f}s"
+    elif job.get("submitted_at"):
+        elapsed = f" for {duration(job_duration(job))} (since {clock(job['submitted_at'])})"
     console.print(f"job [bold]{job['id']}[/] ({job.get('name')}): [bold]{job['state']}[/]{elapsed}")
     if job.get("error"):
         console.print(f"error: {job['error'].splitlines()[0]}")
@@ -162,9 +177,14 @@ def job_list(master_addr: str, rpc_timeout: float, fmt: str) -> None:
         return
     print_table(
         "jobs",
-        ["id", "name", "type", "state", "tasks", "running", "finished"],
+        [*JOB_COLUMNS],
         [
-            [j["id"], j["name"], j["type"], j["state"], j["tasks"], j["running"], j["finished"]]
+            [
+                *(j[k] for k in ("id", "name", "type", "state", "tasks", "running", "finished")),
+                clock(j.get("submitted_at")),
+                clock(j.get("finished_at")),
+                duration(job_duration(j)),
+            ]
             for j in jobs
         ],
         whole=("id",),
@@ -203,6 +223,19 @@ def job_cancel(job_id: str, master_addr: str, rpc_timeout: float, fmt: str) -> N
         click.echo(f"{job['id']}: {job['state']}")
 
 
+@job_group.command("delete")
+@click.argument("job_ids", nargs=-1, required=True)
+@MASTER_OPTION
+@TIMEOUT_OPTION
+@handle_errors
+def job_delete(job_ids: tuple[str, ...], master_addr: str, rpc_timeout: float) -> None:
+    """Forget ended jobs (their records too); a running job must be canceled first."""
+    with master_client(master_addr, rpc_timeout) as client:
+        for job_id in job_ids:
+            client.call(P.JOB_DELETE, {"job_id": job_id})
+            click.echo(f"{job_id}: deleted")
+
+
 @click.command("status")
 @MASTER_OPTION
 @TIMEOUT_OPTION
@@ -220,13 +253,25 @@ def cluster_status(master_addr: str, rpc_timeout: float, fmt: str) -> None:
     console = Console()
     console.print(
         f"master [bold]{status['master']}[/] at {status['addr']} "
-        f"(epoch {status['epoch']}, up {status['uptime_s']}s); "
-        f"{status['slots']} slots on {status['executors'].get('alive', 0)} live executors"
+        f"({status.get('role', 'leader')}, epoch {status['epoch']}, "
+        f"up {duration(status['uptime_s'])}); "
+        f"{status.get('slots_used', 0)}/{status['slots']} slots in use on "
+        f"{status['executors'].get('alive', 0)} live executors"
     )
     jobs = ", ".join(f"{n} {s}" for s, n in status["jobs"].items()) or "none"
     console.print(f"jobs: {jobs}")
+    fn = status.get("functions") or {}
+    console.print(
+        f"function tasks: {fn.get('submitted', 0):,} submitted, {fn.get('completed', 0):,} "
+        f"completed, {fn.get('failed', 0):,} failed, {fn.get('queued', 0):,} queued, "
+        f"{fn.get('inflight', 0):,} running on {fn.get('workers', 0)} workers"
+    )
     print_table(
         "executors",
-        ["id", "addr", "slots", "state"],
-        [[e["id"], e["addr"], e["slots"], e["state"]] for e in executors],
+        ["id", "addr", "state", "slots in use", "last seen (s)"],
+        [
+            [e["id"], e["addr"], e["state"], f"{e.get('used', 0)}/{e['slots']}", e["last_seen_s"]]
+            for e in executors
+        ],
+        whole=("id",),
     )

@@ -125,7 +125,15 @@ def executor_list(master_addr: str, rpc_timeout: float, fmt: str) -> None:
         return
     print_table(
         "executors",
-        ["id", "addr", "slots", "state", "last seen (s)", "pid"],
-        [[r["id"], r["addr"], r["slots"], r["state"], r["last_seen_s"], r["pid"]] for r in rows],
+        ["id", "addr", "slots", "in use", "state", "last seen (s)", "pid"],
+        [
+            [
+                *(
+                    r.get(k, "")
+                    for k in ("id", "addr", "slots", "used", "state", "last_seen_s", "pid")
+                )
+            ]
+            for r in rows
+        ],
         whole=("id", "pid"),
     )

@@ -125,6 +125,15 @@ class JobManager:
         self.dirty.add(job_id)
         return job
 
+    def forget(self, job_id: str) -> JobRecord | None:
+        """Drop an ended job (``zdf job delete``, retention); its token may be reused."""
+        job = self.jobs.pop(job_id, None)
+        if job is not None:
+            self.dirty.discard(job_id)
+            if job.token:
+                self._tokens.pop(job.token, None)
+        return job
+
     def restore(self, doc: dict[str, Any]) -> JobRecord:
         """Rebuild a job from its metastore record (a new leader taking over)."""
         spec = JobSpec.from_dict(doc["spec"])

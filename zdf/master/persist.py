@@ -86,6 +86,10 @@ class FrameworkStore:
         """Write a job record (with its tasks and their placements), fenced."""
         self._fenced([put_op(FRAMEWORK_JOBS + job.job_id, _dumps(job_document(job)))])
 
+    def delete_job(self, job_id: str) -> None:
+        """Forget a job record for good (fenced)."""
+        self._fenced([delete_op(FRAMEWORK_JOBS + job_id)])
+
     def flush(self, jobs: JobManager) -> None:
         for job_id in sorted(jobs.dirty):
             try:

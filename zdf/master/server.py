@@ -37,6 +37,7 @@ from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.master.jobs import Dispatch, JobManager, JobRecord
 from zdf.master.liveness import ExecutorLiveness, Transition
 from zdf.master.persist import FrameworkStore
+from zdf.master.retention import SWEEP_INTERVAL, JobRetention
 from zdf.master.states import (
     GONE_EXECUTOR_STATES,
     TERMINAL_JOB_STATES,
@@ -156,6 +157,9 @@ class Master:
         self.channel.handlers.update(self.functions.handlers())
         self.channel.handlers[P.WORKER_LOST] = self.on_worker_lost
         self.channel.handlers[P.DEREGISTER] = self.on_deregister
+        self.retention = JobRetention(self.jobs, self.store, config.job_retention, self._fenced)
+        self.channel.handlers.update(self.retention.handlers())
+        self.reactor.call_every(SWEEP_INTERVAL, self._sweep_jobs)
         self.task_logs = TaskLogRelay(self.channel, self._alive_peers)
         self.channel.handlers[P.TASK_LOGS] = self.task_logs.on_task_logs
         self.publisher = HeartbeatPublisher(config.heartbeat_addr, config.name, self.epoch)
@@ -519,8 +523,12 @@ class Master:
         }
 
     def on_executor_list(self, call: Call) -> Any:
+        used = self.jobs.used_slots()
         return [
-            info.to_dict(self.liveness.state(e), self.liveness.last_seen(e))
+            {
+                **info.to_dict(self.liveness.state(e), self.liveness.last_seen(e)),
+                "used": used.get(e, 0),
+            }
             for e, info in sorted(self.executors.items())
         ]
 
@@ -801,7 +809,9 @@ class Master:
             "running": counts.get("running", 0),
             "finished": counts.get("finished", 0),
             "submitted_at": job.submitted_at,
+            "started_at": job.started_at,
             "finished_at": job.finished_at,
+            "failed": counts.get("failed", 0),
         }
 
     def on_cluster_status(self, call: Call) -> Any:
@@ -820,10 +830,23 @@ class Master:
                 for e, i in self.executors.items()
                 if self.liveness.state(e) is ExecutorState.ALIVE
             ),
+            "slots_used": sum(
+                n
+                for e, n in self.jobs.used_slots().items()
+                if self.liveness.state(e) is ExecutorState.ALIVE
+            ),
             "jobs": {s: jobs.count(s) for s in sorted(set(jobs))},
             "dropped": dict(self.channel.stats),
             "functions": self.functions.status(),
         }
+
+    def _sweep_jobs(self) -> None:
+        if not self.leading:
+            return
+        try:
+            self.retention.sweep()
+        except LostLeadership as exc:
+            self._step_down(str(exc))
 
     def _persist(self) -> None:
         if self.leading and self.store is not None and self.jobs.dirty:
