@@ -10,11 +10,11 @@ import sys
 import pytest
 
 from zdf import protocol as P
-from zdf.cli.timefmt import duration
 from zdf.jobs.function import build_function_job
 from zdf.localcluster import LocalCluster
 from zdf.master.persist import FRAMEWORK_JOBS
 from zdf.metastore.client import MetaClient
+from zdf.observe.timefmt import duration
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,20 +12,13 @@ from typing import Any
 
 import pytest
 
+from tests.cli.test_demo import HOLD_JOB
 from zdf import protocol as P
 from zdf.cli import jobs_cmd
 from zdf.localcluster import LocalCluster, wait_until
 from zdf.wire.sockets import free_port
 
 pytestmark = pytest.mark.timeout(120)
-
-HOLD_JOB = """\
-job-type = "function"
-name = "hold"
-function = "zdf.jobs.examples:hold"
-tasks = 1
-args = [300]
-"""
 
 
 def zdf_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -20,11 +20,11 @@ from zdf.cli.common import (
     print_json,
     print_table,
 )
-from zdf.cli.timefmt import clock, duration, job_duration
 from zdf.config import read_toml
 from zdf.errors import Timeout
 from zdf.jobs.spec import JobSpec
 from zdf.observe.rates import RateMeter, records_done
+from zdf.observe.timefmt import clock, duration, job_duration
 from zdf.wire.rpc import RpcClient
 
 TERMINAL = {"finished", "failed", "canceled"}

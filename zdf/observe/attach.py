@@ -7,10 +7,12 @@ be bound is a one-line ``ZdfError``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from zdf.observe import executor_view, master_view, metastore_view
 from zdf.observe.endpoints import Observer, RoleView
+from zdf.wire.reactor import Reactor
 
 if TYPE_CHECKING:
     from zdf.executor.server import Executor
@@ -18,21 +20,24 @@ if TYPE_CHECKING:
     from zdf.metastore.server import MetaServer
 
 
+def _observer(
+    addr: str, reactor: Reactor, role: str, name: str, view: ModuleType, process: Any
+) -> Observer:
+    """``view`` is the role's module: ``snapshot(process)``, ``healthy``, ``metrics``."""
+    role_view = RoleView(role, name, lambda: view.snapshot(process), view.healthy, view.metrics)
+    return Observer(addr, reactor, role_view)
+
+
 def observe_master(master: Master) -> Observer | None:
     from zdf.observe.dashboard import Dashboard
 
-    addr = master.config.http_addr
-    if not addr:
+    config = master.config
+    if not config.http_addr:
         return None
-    view = RoleView(
-        "master",
-        master.config.name,
-        lambda: master_view.snapshot(master),
-        master_view.healthy,
-        master_view.metrics,
+    observer = _observer(
+        config.http_addr, master.reactor, "master", config.name, master_view, master
     )
-    observer = Observer(addr, master.reactor, view)
-    dashboard = Dashboard(observer, list(master.config.meta_endpoints))
+    dashboard = Dashboard(observer, list(config.meta_endpoints))
     observer.add_routes(dashboard.routes())
     observer.on_close(dashboard.close)
     return observer.start()
@@ -42,25 +47,13 @@ def observe_executor(executor: Executor) -> Observer | None:
     addr = executor.config.http_addr
     if not addr:
         return None
-    view = RoleView(
-        "executor",
-        executor.executor_id,
-        lambda: executor_view.snapshot(executor),
-        executor_view.healthy,
-        executor_view.metrics,
-    )
-    return Observer(addr, executor.reactor, view).start()
+    name = executor.executor_id
+    return _observer(addr, executor.reactor, "executor", name, executor_view, executor).start()
 
 
 def observe_metastore(server: MetaServer) -> Observer | None:
     addr = server.config.http_addr
     if not addr:
         return None
-    view = RoleView(
-        "metastore",
-        server.config.name,
-        lambda: metastore_view.snapshot(server),
-        metastore_view.healthy,
-        metastore_view.metrics,
-    )
-    return Observer(addr, server.reactor, view).start()
+    name = server.config.name
+    return _observer(addr, server.reactor, "metastore", name, metastore_view, server).start()

@@ -25,6 +25,7 @@ from zdf.metastore.client import MetaClient
 from zdf.observe.endpoints import Observer
 from zdf.observe.rates import RateBoard, records_done
 from zdf.observe.server import Query, Response, Route
+from zdf.observe.timefmt import clock, duration
 
 META_STATUS_TTL = 1.0
 META_STATUS_TIMEOUT = 1.0
@@ -70,23 +71,6 @@ class MetaStatus:
                 self._client = None
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
-def _clock(stamp: float | None) -> str:
-    return "" if not stamp else time.strftime("%H:%M:%S", time.localtime(stamp))
-
-
 def _number(value: float | None) -> str:
     return "" if value is None else f"{value:,.0f}"
 
@@ -100,7 +84,7 @@ class Dashboard:
             loader=PackageLoader("zdf.observe", "templates"),
             autoescape=select_autoescape(["html"]),
         )
-        self.env.filters.update(duration=_duration, clock=_clock, number=_number)
+        self.env.filters.update(duration=duration, clock=clock, number=_number)
         self._htmx = resources.files("zdf.observe").joinpath("static/htmx.min.js").read_bytes()
 
     def routes(self) -> dict[str, Route]:

@@ -62,10 +62,4 @@ def metrics(snap: dict[str, Any]) -> Iterator[Metric]:
     yield F.gauge(
         "executor_functions_running", "Function tasks running here", snap["functions_running"]
     )
-    yield F.labelled_counter(
-        "messages_dropped",
-        "Control messages dropped or refused, by reason",
-        ["reason"],
-        (([reason], n) for reason, n in snap["dropped"].items()),
-    )
-    yield F.counter("callback_errors", "Reactor callbacks that raised", snap["callback_errors"])
+    yield from F.loop_counters(snap)

@@ -103,10 +103,4 @@ def metrics(snap: dict[str, Any]) -> Iterator[Metric]:
     yield F.gauge("function_tasks_queued", "Function tasks waiting for a worker", fn["queued"])
     yield F.gauge("function_tasks_inflight", "Function tasks on a worker now", fn["inflight"])
     yield F.gauge("function_workers", "Workers that run function tasks", fn["workers"])
-    yield F.labelled_counter(
-        "messages_dropped",
-        "Control messages dropped or refused, by reason",
-        ["reason"],
-        (([reason], n) for reason, n in snap["dropped"].items()),
-    )
-    yield F.counter("callback_errors", "Reactor callbacks that raised", snap["callback_errors"])
+    yield from F.loop_counters(snap)

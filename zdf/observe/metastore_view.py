@@ -60,4 +60,4 @@ def metrics(snap: dict[str, Any]) -> Iterator[Metric]:
         snap["latency_buckets"],
         snap["latency_sum"],
     )
-    yield F.counter("callback_errors", "Reactor callbacks that raised", snap["callback_errors"])
+    yield from F.loop_counters(snap)
