@@ -52,6 +52,21 @@ def parse_addr(value: Any) -> str:
     return text
 
 
+def parse_http_addr(value: Any) -> str:
+    """'host:port' for an HTTP listener, or empty (no listener)."""
+    text = str(value).strip()
+    if not text:
+        return ""
+    if "/" in text or " " in text:
+        raise ValueError("an address host:port with a port from 1 to 65535, or empty (off)")
+    try:
+        return parse_addr(text)
+    except ValueError:
+        raise ValueError(
+            "an address host:port with a port from 1 to 65535, or empty (off)"
+        ) from None
+
+
 def parse_addr_list(value: Any) -> list[str]:
     """A list of host:port, or one string of them separated by commas."""
     items = value.split(",") if isinstance(value, str) else value
@@ -146,6 +161,7 @@ def one_of(*choices: str) -> Parser:
 
 
 LOG_LEVEL = one_of("debug", "info", "warning", "error")
+LOG_FORMAT = one_of("text", "json")
 
 
 def key(name: str, parse: Parser, default: Any, help: str = "") -> Any:
@@ -241,6 +257,10 @@ def load_config(
 class LogConfig:
     log_level: str = key("log-level", LOG_LEVEL, "info", "debug, info, warning or error")
     log_file: str = key("log-file", parse_str, "", "file to log to (default: standard error)")
+    log_format: str = key("log-format", LOG_FORMAT, "text", "text, or json (one object a line)")
+    http_addr: str = key(
+        "http-addr", parse_http_addr, "", "host:port for /metrics, /health (and the dashboard)"
+    )
 
 
 @dataclass(frozen=True)
@@ -315,6 +335,12 @@ class MasterConfig(LogConfig, SecurityConfig):
     )
     max_job_tasks: int = key(
         "max-job-tasks", int_range(1, 10**7), 1_000_000, "most tasks in one job"
+    )
+    job_retention: float = key(
+        "job-retention",
+        parse_duration,
+        7 * 24 * 3600.0,
+        "ended jobs are forgotten this long after (0: never)",
     )
 
     def validate(self) -> None:

@@ -84,6 +84,8 @@ class LocalCluster:
         metastores: int = 1,
         resources: dict[str, float] | None = None,
         secure: bool = True,
+        http: bool = True,
+        log_format: str = "text",
     ) -> None:
         self._owned_dir = base_dir is None
         self.base_dir = os.path.abspath(base_dir or tempfile.mkdtemp(prefix="zdf-cluster-"))
@@ -102,6 +104,8 @@ class LocalCluster:
             self.env["ZDF_SECURITY_DIR"] = ""  # not the keys of some cluster around us
         self.children: list[Child] = []
         self.n_metastores = metastores
+        self.http = http  # every process serves /metrics and /health on a free port
+        self.log_format = log_format
         self.meta_addrs = [f"{HOST}:{free_port()}" for _ in range(metastores)]
         self.meta_peers = [f"{HOST}:{free_port()}" for _ in range(metastores)]
         self.meta_addr = ",".join(self.meta_addrs)  # what --meta-endpoints takes
@@ -131,6 +135,20 @@ class LocalCluster:
         self.children.append(child)
         return child
 
+    def _http_flag(self) -> list[str]:
+        """``--http-addr`` on a free loopback port (``/metrics``, ``/health``, the dashboard)."""
+        return ["--http-addr", f"{HOST}:{free_port()}"] if self.http else []
+
+    @staticmethod
+    def _note_http(child: Child) -> None:
+        if "--http-addr" in child.args:
+            child.extra["http"] = child.args[child.args.index("--http-addr") + 1]
+
+    def http_url(self, child: Child | None = None, path: str = "/") -> str:
+        """The URL of ``path`` on ``child``'s HTTP listener (default: the first master's)."""
+        child = child or self.masters[0]
+        return f"http://{child.extra['http']}{path}"
+
     def start_metastore(self, index: int = 0) -> Child:
         """Replica ``index`` (of ``metastores``; one replica is named plain "metastore")."""
         name = "metastore" if self.n_metastores == 1 else f"metastore-{index + 1}"
@@ -150,9 +168,13 @@ class LocalCluster:
                 os.path.join(self.base_dir, name),
                 "--log-level",
                 self.log_level,
+                "--log-format",
+                self.log_format,
+                *self._http_flag(),
             ],
             self.meta_addrs[index],
         )
+        self._note_http(child)
         self.metastores.append(child)
         return child
 
@@ -188,9 +210,13 @@ class LocalCluster:
                 os.path.join(self.base_dir, f"master-{index + 1}"),
                 "--log-level",
                 self.log_level,
+                "--log-format",
+                self.log_format,
+                *self._http_flag(),
             ],
             self.master_addrs[index],
         )
+        self._note_http(child)
         child.extra["id"] = f"master-{index + 1}"
         self.masters.append(child)
         return child
@@ -223,9 +249,13 @@ class LocalCluster:
                 "--log-level",
                 self.log_level,
                 *(["--resources", _resources_flag(self.resources)] if self.resources else []),
+                "--log-format",
+                self.log_format,
+                *self._http_flag(),
             ],
             addr,
         )
+        self._note_http(child)
         child.extra["id"] = f"exec-{index}"
         self.executors.append(child)
         return child

@@ -62,6 +62,9 @@ FN_STOLEN = "fn_stolen"  # worker -> master: the tasks it gave back (for a steal
 PICKLED_FN = "!cloudpickle"  # fn_submit/fn_run: the task's first frame is the function
 WORKER_LOST = "worker_lost"  # executor -> master: a worker process died
 LEADER = "leader"  # executor -> worker: the leading master's address (for function tasks)
+JOB_DELETE = "job_delete"  # client -> master: forget an ended job (and its record)
+DEREGISTER = "deregister"  # executor -> master: it is shutting down (state left)
+TASK_LOGS = "task_logs"  # client -> master -> every executor: a job's task output files
 
 
 T = TypeVar("T")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -25,6 +28,16 @@ args = [300]
 """
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[str]:
+    """A short temporary directory for the demo's own (ipc:// paths must stay short)."""
+    path = tempfile.mkdtemp(prefix="zt-", dir="/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def read_lines(proc: subprocess.Popen[str], lines: list[str]) -> threading.Thread:
     def pump() -> None:
         assert proc.stdout is not None
@@ -37,7 +50,9 @@ def read_lines(proc: subprocess.Popen[str], lines: list[str]) -> threading.Threa
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_a_stop_signal_stops_the_whole_demo_cluster(tmp_path: Path, signum: int) -> None:
+def test_a_stop_signal_stops_the_whole_demo_cluster(
+    tmp_path: Path, short_tmp: str, signum: int
+) -> None:
     job = tmp_path / "hold.toml"
     job.write_text(HOLD_JOB)
     proc = subprocess.Popen(
@@ -46,6 +61,7 @@ def test_a_stop_signal_stops_the_whole_demo_cluster(tmp_path: Path, signum: int)
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
+        env={**os.environ, "TMPDIR": short_tmp},  # a failed demo keeps its folder there
     )
     lines: list[str] = []
     reader = read_lines(proc, lines)
@@ -85,3 +101,30 @@ def kill_all(proc: subprocess.Popen[str], known: list[psutil.Process]) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(everyone, timeout=10)
+
+
+FAIL_JOB = """\
+job-type = "function"
+name = "fails"
+function = "zdf.jobs.examples:fail"
+tasks = 1
+args = ["on purpose"]
+max-retries = 0
+"""
+
+
+def test_a_failed_demo_keeps_its_logs(tmp_path: Path, short_tmp: str) -> None:
+    job = tmp_path / "fail.toml"
+    job.write_text(FAIL_JOB)
+    out = subprocess.run(
+        [sys.executable, "-m", "zdf.cli.main", "demo", "--config", str(job), "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env={**os.environ, "TMPDIR": short_tmp, "COLUMNS": "200"},
+    )
+    assert out.returncode == 1
+    assert "demo failed" in out.stdout
+    assert "dashboard: http://127.0.0.1:" in out.stdout
+    kept = out.stdout.rsplit("logs and outputs kept in ", 1)[1].split()[0]
+    assert Path(kept).is_dir() and (Path(kept) / "master-1.log").exists()

@@ -47,7 +47,7 @@ class FakeClient:
 
 
 def test_job_list_piped_shows_whole_job_ids(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs_cmd, "RpcClient", FakeClient)
+    monkeypatch.setattr(jobs_cmd, "master_client", FakeClient)
     monkeypatch.setenv("COLUMNS", "80")
     result = CliRunner().invoke(jobs_cmd.job_group, ["list", "--master-addr", "127.0.0.1:1"])
     assert result.exit_code == 0, result.output

@@ -70,3 +70,17 @@ def test_cancel() -> None:
     assert job.state is JobState.CANCELED and len(cancels) == 1
     assert all(t.state is TaskState.CANCELED for t in job.tasks.values())
     assert jm.place_pending({"e1": 5}) == []
+
+
+def test_a_late_failure_does_not_rename_the_failed_job() -> None:
+    """The job's error names the task shown failed, not a canceled one reporting late."""
+    jm = JobManager()
+    job = jm.submit(spec(2, retries=0))
+    for d in jm.place_pending({"e1": 4}):
+        jm.task_state(job.job_id, d.spec.task_id, d.attempt, TaskState.RUNNING)
+    jm.task_state(job.job_id, "t0", 1, TaskState.FAILED, {"error": "first"})
+    assert job.error == "task t0 failed: first"
+    jm.task_state(job.job_id, "t1", 1, TaskState.FAILED, {"error": "late"})
+    assert job.error == "task t0 failed: first"
+    assert job.tasks["t0"].state is TaskState.FAILED
+    assert job.tasks["t1"].state is TaskState.CANCELED

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Collection, Sequence
@@ -16,8 +15,9 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from zdf.config import fields_of, load_config
-from zdf.errors import ConfigError, ZdfError
+from zdf.config import fields_of, load_config, parse_addr
+from zdf.errors import ConfigError, Timeout, UnknownOutcome, ZdfError
+from zdf.wire.rpc import RpcClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -81,8 +81,56 @@ def setup_security(config: Any, role: str, *binds: str) -> None:
     os.environ["ZDF_INSECURE"] = "true" if config.insecure else "false"
 
 
+TIMEOUT_OPTION = click.option(
+    "--timeout",
+    "rpc_timeout",
+    type=float,
+    default=5.0,
+    envvar="ZDF_TIMEOUT",
+    show_default=True,
+    help="Seconds to wait for the master's answer.",
+)
+
+
 def master_endpoints(master_addr: str) -> list[str]:
-    return [a.strip() for a in master_addr.split(",") if a.strip()]
+    """The addresses of ``--master-addr``; a malformed one is a one-line ``ConfigError``."""
+    endpoints = [a.strip() for a in master_addr.split(",") if a.strip()]
+    if not endpoints:
+        raise ConfigError("--master-addr: expected host:port (e.g. 127.0.0.1:10240), got nothing")
+    for addr in endpoints:
+        try:
+            parse_addr(addr)
+        except ValueError:
+            raise ConfigError(
+                f"--master-addr: expected host:port (e.g. 127.0.0.1:10240), got {addr!r}"
+            ) from None
+        if "/" in addr.rpartition(":")[0]:
+            raise ConfigError(
+                f"--master-addr: expected host:port without a scheme (e.g. 127.0.0.1:10240), "
+                f"got {addr!r}"
+            )
+    return endpoints
+
+
+class MasterClient(RpcClient):
+    """An ``RpcClient`` to the master whose silence is a message a user can act on."""
+
+    def call_frames(self, op: str, body: Any = None, **kwargs: Any) -> tuple[Any, list[bytes]]:
+        try:
+            return super().call_frames(op, body, **kwargs)
+        except Timeout as exc:
+            if isinstance(exc, UnknownOutcome):
+                raise
+            waited = kwargs.get("timeout") or self.timeout
+            where = ", ".join(self.endpoints)
+            raise Timeout(
+                f"no master answered at {where} within {waited:g}s: is a master running "
+                "there? (--master-addr or ZDF_MASTER_ADDR say where; --timeout how long to wait)"
+            ) from None
+
+
+def master_client(master_addr: str, timeout: float = 5.0) -> MasterClient:
+    return MasterClient(master_endpoints(master_addr), timeout=timeout)
 
 
 def config_options(cls: type) -> Callable[[F], F]:
@@ -107,17 +155,11 @@ def load_from_flags(cls: type[T], config_path: str | None, flags: dict[str, Any]
     return load_config(cls, config_path, overrides)
 
 
-def setup_logging(level: str, log_file: str = "", name: str = "zdf") -> None:
-    try:
-        handler: logging.Handler = (
-            logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-        )
-    except OSError as exc:
-        raise ConfigError(f"key 'log-file': cannot open {log_file}: {exc.strerror}") from None
-    handler.setFormatter(logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+def setup_logging(level: str, log_file: str = "", name: str = "zdf", fmt: str = "text") -> None:
+    """The process's log lines: ``zdf.observe.logs`` (text or JSON, rate-limited warnings)."""
+    from zdf.observe.logs import configure_logging
+
+    configure_logging(level, log_file, name, fmt)
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -146,6 +146,7 @@ def demo(
                 f"metastore {cluster.meta_addr} (logs in {base_dir}), "
                 f"secured with the keys in {cluster.security_dir}"
             )
+            console.print(f"dashboard: {cluster.http_url(path='/')}")
             rows = cluster.client().call(P.EXECUTOR_LIST)
             print_table(
                 "executors",
@@ -165,9 +166,11 @@ def demo(
             with _signals(signal.SIG_IGN, (signal.SIGINT, *STOP_SIGNALS)):
                 with console.status("stopping the cluster"):
                     cluster.stop()
-                if not keep:
+                if not keep and ok:
                     shutil.rmtree(base_dir, ignore_errors=True)
     console.print("[green]demo finished[/]" if ok else "[red]demo failed[/]")
+    if keep or not ok:
+        console.print(f"logs and outputs kept in {base_dir}")
     if not ok:
         raise SystemExit(1)
 

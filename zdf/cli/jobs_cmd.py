@@ -14,8 +14,9 @@ from zdf import protocol as P
 from zdf.cli.common import (
     FORMAT_OPTION,
     MASTER_OPTION,
+    TIMEOUT_OPTION,
     handle_errors,
-    master_endpoints,
+    master_client,
     print_json,
     print_table,
 )
@@ -23,9 +24,23 @@ from zdf.config import read_toml
 from zdf.errors import Timeout
 from zdf.jobs.spec import JobSpec
 from zdf.jobs.submit import submit_spec
+from zdf.observe.rates import RateMeter, records_done
+from zdf.observe.timefmt import clock, duration, job_duration
 from zdf.wire.rpc import RpcClient
 
 TERMINAL = {"finished", "failed", "canceled"}
+JOB_COLUMNS = [
+    "id",
+    "name",
+    "type",
+    "state",
+    "tasks",
+    "running",
+    "finished",
+    "submitted",
+    "ended",
+    "duration",
+]
 POLL_INTERVAL = 0.2
 
 
@@ -43,9 +58,7 @@ def submit(client: RpcClient, spec: JobSpec) -> dict[str, Any]:
 
 def job_total(job: dict[str, Any]) -> float:
     """Records done so far, summed over the sinks' (or all tasks') progress counters."""
-    tasks = job.get("tasks", [])
-    sinks = [t for t in tasks if t.get("kind") == "sink"] or tasks
-    return float(sum(float(t.get("progress", {}).get("records", 0)) for t in sinks))
+    return records_done(job.get("tasks", []))
 
 
 def wait_for_job(
@@ -65,7 +78,7 @@ def wait_for_job(
         transient=False,
     ) as progress:
         bar = progress.add_task(job_id, total=expected or 1, rate="")
-        last = (time.monotonic(), 0.0)
+        meter = RateMeter()  # over the last few seconds: a paced job's rate does not flicker
         said = None
         while True:
             job = client.call(P.JOB_STATUS, {"job_id": job_id})
@@ -75,9 +88,7 @@ def wait_for_job(
             said = reason
             progress.update(bar, description=f"{job_id} (waiting)" if reason else job_id)
             now, done = time.monotonic(), job_total(job)
-            rate = (done - last[1]) / max(1e-6, now - last[0])
-            if done:
-                last = (now, done)
+            rate = meter.add(now, done)
             tasks = job.get("tasks", [])
             if not expected:
                 finished = sum(1 for t in tasks if t["state"] == "finished")
@@ -96,6 +107,8 @@ def print_job(job: dict[str, Any]) -> None:
     elapsed = ""
     if job.get("finished_at") and job.get("submitted_at"):
         elapsed = f" in {job['finished_at'] - job['submitted_at']:.2f}s"
+    elif job.get("submitted_at"):
+        elapsed = f" for {duration(job_duration(job))} (since {clock(job['submitted_at'])})"
     console.print(f"job [bold]{job['id']}[/] ({job.get('name')}): [bold]{job['state']}[/]{elapsed}")
     if job.get("reason"):
         console.print(f"waiting: {job['reason']}")
@@ -129,7 +142,7 @@ def print_job(job: dict[str, Any]) -> None:
 def submit_job(master_addr: str, config_path: str, wait: bool, timeout: float, fmt: str) -> None:
     """Submit a job described by a TOML file."""
     spec = load_job_file(config_path)
-    with RpcClient(master_endpoints(master_addr), timeout=10.0) as client:
+    with master_client(master_addr, 10.0) as client:
         answer = submit(client, spec)
         job_id = str(answer["job_id"])
         reason = answer.get("reason")
@@ -142,7 +155,15 @@ def submit_job(master_addr: str, config_path: str, wait: bool, timeout: float, f
                     click.echo(f"pending: {reason}")
             return
         expected = float(spec.settings.get("expected_records", 0) or 0)
-        job = wait_for_job(client, job_id, timeout, fmt != "json", expected)
+        try:
+            job = wait_for_job(client, job_id, timeout, fmt != "json", expected)
+        except KeyboardInterrupt:
+            click.echo(
+                f"\nstopped waiting; job {job_id} goes on running. To cancel it: "
+                f"zdf job cancel {job_id} --master-addr {master_addr}",
+                err=True,
+            )
+            raise SystemExit(130) from None
     if fmt == "json":
         print_json(job)
     else:
@@ -158,20 +179,26 @@ def job_group() -> None:
 
 @job_group.command("list")
 @MASTER_OPTION
+@TIMEOUT_OPTION
 @FORMAT_OPTION
 @handle_errors
-def job_list(master_addr: str, fmt: str) -> None:
+def job_list(master_addr: str, rpc_timeout: float, fmt: str) -> None:
     """List the jobs the master knows."""
-    with RpcClient(master_endpoints(master_addr), timeout=5.0) as client:
+    with master_client(master_addr, rpc_timeout) as client:
         jobs = client.call(P.JOB_LIST)
     if fmt == "json":
         print_json(jobs)
         return
     print_table(
         "jobs",
-        ["id", "name", "type", "state", "tasks", "running", "finished"],
+        [*JOB_COLUMNS],
         [
-            [j["id"], j["name"], j["type"], j["state"], j["tasks"], j["running"], j["finished"]]
+            [
+                *(j[k] for k in ("id", "name", "type", "state", "tasks", "running", "finished")),
+                clock(j.get("submitted_at")),
+                clock(j.get("finished_at")),
+                duration(job_duration(j)),
+            ]
             for j in jobs
         ],
         whole=("id",),
@@ -181,11 +208,12 @@ def job_list(master_addr: str, fmt: str) -> None:
 @job_group.command("status")
 @click.argument("job_id")
 @MASTER_OPTION
+@TIMEOUT_OPTION
 @FORMAT_OPTION
 @handle_errors
-def job_status(job_id: str, master_addr: str, fmt: str) -> None:
+def job_status(job_id: str, master_addr: str, rpc_timeout: float, fmt: str) -> None:
     """Show one job and its tasks."""
-    with RpcClient(master_endpoints(master_addr), timeout=5.0) as client:
+    with master_client(master_addr, rpc_timeout) as client:
         job = client.call(P.JOB_STATUS, {"job_id": job_id})
     if fmt == "json":
         print_json(job)
@@ -196,11 +224,12 @@ def job_status(job_id: str, master_addr: str, fmt: str) -> None:
 @job_group.command("cancel")
 @click.argument("job_id")
 @MASTER_OPTION
+@TIMEOUT_OPTION
 @FORMAT_OPTION
 @handle_errors
-def job_cancel(job_id: str, master_addr: str, fmt: str) -> None:
+def job_cancel(job_id: str, master_addr: str, rpc_timeout: float, fmt: str) -> None:
     """Cancel a job: its running tasks are stopped."""
-    with RpcClient(master_endpoints(master_addr), timeout=5.0) as client:
+    with master_client(master_addr, rpc_timeout) as client:
         job = client.call(P.JOB_CANCEL, {"job_id": job_id})
     if fmt == "json":
         print_json(job)
@@ -208,13 +237,27 @@ def job_cancel(job_id: str, master_addr: str, fmt: str) -> None:
         click.echo(f"{job['id']}: {job['state']}")
 
 
+@job_group.command("delete")
+@click.argument("job_ids", nargs=-1, required=True)
+@MASTER_OPTION
+@TIMEOUT_OPTION
+@handle_errors
+def job_delete(job_ids: tuple[str, ...], master_addr: str, rpc_timeout: float) -> None:
+    """Forget ended jobs (their records too); a running job must be canceled first."""
+    with master_client(master_addr, rpc_timeout) as client:
+        for job_id in job_ids:
+            client.call(P.JOB_DELETE, {"job_id": job_id})
+            click.echo(f"{job_id}: deleted")
+
+
 @click.command("status")
 @MASTER_OPTION
+@TIMEOUT_OPTION
 @FORMAT_OPTION
 @handle_errors
-def cluster_status(master_addr: str, fmt: str) -> None:
+def cluster_status(master_addr: str, rpc_timeout: float, fmt: str) -> None:
     """A cluster overview: master, executors, slots and jobs."""
-    with RpcClient(master_endpoints(master_addr), timeout=5.0) as client:
+    with master_client(master_addr, rpc_timeout) as client:
         status = client.call(P.CLUSTER_STATUS)
         executors = client.call(P.EXECUTOR_LIST)
     status["executor_list"] = executors
@@ -224,13 +267,25 @@ def cluster_status(master_addr: str, fmt: str) -> None:
     console = Console()
     console.print(
         f"master [bold]{status['master']}[/] at {status['addr']} "
-        f"(epoch {status['epoch']}, up {status['uptime_s']}s); "
-        f"{status['slots']} slots on {status['executors'].get('alive', 0)} live executors"
+        f"({status.get('role', 'leader')}, epoch {status['epoch']}, "
+        f"up {duration(status['uptime_s'])}); "
+        f"{status.get('slots_used', 0)}/{status['slots']} slots in use on "
+        f"{status['executors'].get('alive', 0)} live executors"
     )
     jobs = ", ".join(f"{n} {s}" for s, n in status["jobs"].items()) or "none"
     console.print(f"jobs: {jobs}")
+    fn = status.get("functions") or {}
+    console.print(
+        f"function tasks: {fn.get('submitted', 0):,} submitted, {fn.get('completed', 0):,} "
+        f"completed, {fn.get('failed', 0):,} failed, {fn.get('queued', 0):,} queued, "
+        f"{fn.get('inflight', 0):,} running on {fn.get('workers', 0)} workers"
+    )
     print_table(
         "executors",
-        ["id", "addr", "slots", "state"],
-        [[e["id"], e["addr"], e["slots"], e["state"]] for e in executors],
+        ["id", "addr", "state", "slots in use", "last seen (s)"],
+        [
+            [e["id"], e["addr"], e["state"], f"{e.get('used', 0)}/{e['slots']}", e["last_seen_s"]]
+            for e in executors
+        ],
+        whole=("id",),
     )

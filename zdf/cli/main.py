@@ -40,5 +40,13 @@ from zdf.cli.security_cmd import security_group  # noqa: E402
 
 main.add_command(security_group)
 
+from zdf.cli.logs_cmd import logs_cmd  # noqa: E402
+
+main.add_command(logs_cmd)
+
+from zdf.cli.configs_cmd import configs_cmd  # noqa: E402
+
+main.add_command(configs_cmd)
+
 if __name__ == "__main__":
     main()

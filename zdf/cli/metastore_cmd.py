@@ -27,7 +27,7 @@ def metastore_cmd(config_path: str | None, **flags: Any) -> None:
     from zdf.metastore.server import run_server
 
     config = load_from_flags(MetastoreConfig, config_path, flags)
-    setup_logging(config.log_level, config.log_file, f"metastore[{config.name}]")
+    setup_logging(config.log_level, config.log_file, f"metastore[{config.name}]", config.log_format)
     setup_security(config, "metastore", config.addr, config.peer_addr)
     try:
         run_server(config)

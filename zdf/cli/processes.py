@@ -16,10 +16,11 @@ import click
 from zdf.cli.common import (
     FORMAT_OPTION,
     MASTER_OPTION,
+    TIMEOUT_OPTION,
     config_options,
     handle_errors,
     load_from_flags,
-    master_endpoints,
+    master_client,
     print_json,
     print_table,
     setup_logging,
@@ -28,7 +29,6 @@ from zdf.cli.common import (
 from zdf.config import ExecutorConfig, MasterConfig
 from zdf.errors import ZdfError
 from zdf.protocol import EXECUTOR_LIST
-from zdf.wire.rpc import RpcClient
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +44,35 @@ def master_cmd(config_path: str | None, **flags: Any) -> None:
     from zdf.metastore.client import MetaClient
 
     config = load_from_flags(MasterConfig, config_path, flags)
-    setup_logging(config.log_level, config.log_file, f"master[{config.name}]")
+    setup_logging(config.log_level, config.log_file, f"master[{config.name}]", config.log_format)
     setup_security(config, "master", config.master_addr, config.heartbeat_addr)
     meta = MetaClient(config.meta_endpoints, timeout=config.rpc_timeout)
     _wait_for_metastore(meta, config.meta_endpoints)
     master = Master(config, meta)
     master.reactor.stop_on_signals(signal.SIGINT, signal.SIGTERM)
+    observer = _observe("master", master)
     try:
         master.run()
     finally:
+        if observer is not None:
+            observer.close()
         master.close()
         meta.close()
         log.info("master stopped")
     if master.lost_leadership:
         raise SystemExit(3)
+
+
+def _observe(role: str, process: Any) -> Any:
+    """The process's HTTP endpoints (``zdf.observe``); a port that cannot be bound is a
+    one-line error, after the process has closed its sockets."""
+    from zdf.observe import attach
+
+    try:
+        return getattr(attach, f"observe_{role}")(process)
+    except ZdfError:
+        process.close()
+        raise
 
 
 def _wait_for_metastore(meta: Any, endpoints: list[str]) -> None:
@@ -83,31 +98,45 @@ def executor_group(ctx: click.Context, /, config_path: str | None, **flags: Any)
     from zdf.executor.server import Executor
 
     config = load_from_flags(ExecutorConfig, config_path, flags)
-    setup_logging(config.log_level, config.log_file, f"executor[{config.executor_id}]")
+    setup_logging(
+        config.log_level, config.log_file, f"executor[{config.executor_id}]", config.log_format
+    )
     setup_security(config, "executor", config.worker_addr)
     executor = Executor(config)
     executor.reactor.stop_on_signals(signal.SIGINT, signal.SIGTERM)
+    observer = _observe("executor", executor)
     try:
         executor.run()
     finally:
+        if observer is not None:
+            observer.close()
         executor.close()
         log.info("executor stopped")
 
 
 @executor_group.command("list")
 @MASTER_OPTION
+@TIMEOUT_OPTION
 @FORMAT_OPTION
 @handle_errors
-def executor_list(master_addr: str, fmt: str) -> None:
+def executor_list(master_addr: str, rpc_timeout: float, fmt: str) -> None:
     """List the executors the master knows, with their state."""
-    with RpcClient(master_endpoints(master_addr), timeout=5.0) as client:
+    with master_client(master_addr, rpc_timeout) as client:
         rows = client.call(EXECUTOR_LIST)
     if fmt == "json":
         print_json(rows)
         return
     print_table(
         "executors",
-        ["id", "addr", "slots", "state", "last seen (s)", "pid"],
-        [[r["id"], r["addr"], r["slots"], r["state"], r["last_seen_s"], r["pid"]] for r in rows],
+        ["id", "addr", "slots", "in use", "state", "last seen (s)", "pid"],
+        [
+            [
+                *(
+                    r.get(k, "")
+                    for k in ("id", "addr", "slots", "used", "state", "last_seen_s", "pid")
+                )
+            ]
+            for r in rows
+        ],
         whole=("id", "pid"),
     )

@@ -111,6 +111,7 @@ class Transport:
         self._sent: dict[int, Outgoing] = {}  # sent, not answered: what a failover resends
         self._incarnation: tuple[Any, Any] | None = None  # (master name, epoch)
         self._last_heard = time.monotonic()
+        self._silence_told = False  # "master silent" was logged for the silence now
         self._probe_rid: int | None = None
         self._probe_sent = 0.0
         self._rids = itertools.count(3)
@@ -520,7 +521,11 @@ class Transport:
             if now - self._last_heard > self.timeout + MASTER_SILENCE:
                 self._give_up(ZdfError(f"no master answered for {self.timeout:.0f}s"))
             elif now - self._probe_sent > MASTER_SILENCE:
-                log.warning("master at %s silent for %.1fs", self.master_addr, MASTER_SILENCE)
+                # Once per silence (the search goes on every MASTER_SILENCE, quietly).
+                level = logging.DEBUG if self._silence_told else logging.WARNING
+                self._silence_told = True
+                silent = now - self._last_heard
+                log.log(level, "master at %s silent for %.1fs", self.master_addr, silent)
                 self._fail_over()
         elif now - self._last_heard >= PROBE_INTERVAL:
             self._probe()
@@ -534,6 +539,7 @@ class Transport:
 
     def _on_probe(self, body: Any) -> None:
         self._probe_rid = None
+        self._silence_told = False
         if not isinstance(body, dict):
             return
         if not body.get("leading"):

@@ -83,8 +83,12 @@ class WorkerPool:
         frozen_limit: float = 1.0,
         allow_pickle: bool = False,
         sockets: int = 0,
+        log_format: str = "text",
+        log_file: str = "",
     ) -> None:
         self.sockets = sockets
+        self.log_format = log_format
+        self.log_file = log_file  # the executor's: its workers' lines go there too
         self.frozen_limit = frozen_limit
         self.allow_pickle = allow_pickle
         self.executor_id = executor_id
@@ -123,6 +127,10 @@ class WorkerPool:
             self.log_level,
             "--executor-id",
             self.executor_id,
+            "--log-format",
+            self.log_format,
+            "--log-file",
+            self.log_file,
         ]
         if self.allow_pickle:
             cmd.append("--allow-pickle")

@@ -31,6 +31,7 @@ from zdf.executor.pool import WorkerPool, WorkerSlot
 from zdf.files import private_dir
 from zdf.jobs.cost import task_cost
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
+from zdf.observe.taskout import read_logs
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
 from zdf.wire.security import MASTERS
@@ -43,6 +44,7 @@ REGISTER_BACKOFF_MAX = 2.0
 REAP_INTERVAL = 0.05
 RELAY_TIMEOUT = 5.0
 REPORT_TIMEOUT = 2.0
+DEREGISTER_TIMEOUT = 1.0
 
 
 @dataclass
@@ -100,6 +102,7 @@ class Executor:
             P.CANCEL_TASK: self.on_cancel_task,
             P.ENDPOINTS: self.on_endpoints,
             P.PING: lambda call: {"executor": self.executor_id},
+            P.TASK_LOGS: self.on_task_logs,
         }
         self.masters = list(config.join)
         self.master_addr = self.masters[0]
@@ -124,6 +127,8 @@ class Executor:
             frozen_limit=config.keepalive_ttl,
             allow_pickle=config.allow_pickle,
             sockets=config.worker_sockets,
+            log_format=config.log_format,
+            log_file=config.log_file,
         )
         self._handlers = handlers
         self.reactor.call_every(config.keepalive_interval, self._beat, now=True)
@@ -161,10 +166,28 @@ class Executor:
 
     def close(self) -> None:
         self.pool.stop()
+        self.leave()
         self.master.close()
         self.ctl.close()
         self.publisher.close()
         self.master_sub.close()
+
+    def leave(self, timeout: float = DEREGISTER_TIMEOUT) -> None:
+        """Tell the master this executor is going (its tasks are stopped): it is listed
+        ``left``, not ``dead``, and its tasks run elsewhere at once, without waiting for
+        its silence to run out. Bounded by ``timeout``; a master away misses nothing
+        that liveness would not find."""
+        if not self.registered:
+            return
+        answered: list[ZdfError | None] = []
+        self.master.request(
+            P.DEREGISTER,
+            {"executor_id": self.executor_id},
+            timeout=timeout,
+            callback=lambda result, error: answered.append(error),
+        )
+        self.reactor.run(until=lambda: bool(answered), deadline=time.monotonic() + timeout)
+        self.registered = False
 
     # -- master link --------------------------------------------------------
     def _register(self) -> None:
@@ -193,6 +216,12 @@ class Executor:
                 self._switch_master(hint if isinstance(hint, str) else None)
             elif isinstance(error, Timeout) and len(self.masters) > 1:
                 self._switch_master(None)
+            elif isinstance(error, Timeout):
+                # A fresh socket: the unanswered registrations queued for a master that
+                # is away would all reach it when it is back (one executor registering
+                # a dozen times in half a second after a restart).
+                self.master.close()
+                self.master = self._connect_master(self._handlers)
             self._backoff = min(REGISTER_BACKOFF_MAX, self._backoff * 2)
             if self._register_timer is None:
                 self._register_timer = self.reactor.call_later(self._backoff, self._register)
@@ -337,6 +366,18 @@ class Executor:
             P.CANCEL_TASK,
             {"job_id": running.job_id, "task_id": running.task_id},
             peer=slot.identity,
+        )
+
+    def on_task_logs(self, call: Call) -> Any:
+        """The output files this executor's workers kept for a job (``zdf.observe.taskout``)."""
+        body = P.fields(call.body, job_id=str, offsets=dict, limit=int)
+        return read_logs(
+            os.path.join(self.ipc_dir, "logs"),
+            body["job_id"],
+            body.get("task_id"),
+            body.get("attempt"),
+            {str(k): int(v) for k, v in body["offsets"].items()},
+            body["limit"],
         )
 
     def on_endpoints(self, call: Call) -> Any:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from zdf import protocol as P
 from zdf.errors import Timeout, ZdfError
 from zdf.jobs.spec import TaskSpec
+from zdf.observe.logs import task_fields
 from zdf.runtime.context import TaskContext
 from zdf.wire.codec import packb
 
@@ -100,7 +101,12 @@ class WorkerTaskContext(TaskContext):
                 if on_saved is not None:
                     on_saved()
             elif isinstance(error, Timeout) or error.data.get("retry"):
-                log.warning("checkpoint of %s not taken now (%s)", self.task_id, error)
+                log.warning(
+                    "checkpoint of %s not taken now (%s)",
+                    self.task_id,
+                    error,
+                    extra=task_fields(self.job_id, self.task_id, self.attempt),
+                )
             else:
                 # Stop the operator too: a zombie must not go on writing after its
                 # replacement started (reporting alone leaves it running).

@@ -30,6 +30,8 @@ from zdf.executor.fnrunner import FunctionRunner
 from zdf.executor.limits import check_room, raise_limits
 from zdf.jobs.cost import task_cost
 from zdf.jobs.spec import TaskSpec
+from zdf.observe.logs import configure_logging, task_fields
+from zdf.observe.taskout import CapturingReactor, TaskOutput, install
 from zdf.wire import security
 from zdf.wire.codec import packb, unpackb
 from zdf.wire.reactor import Reactor
@@ -75,7 +77,9 @@ class Worker:
         self.host = host
         self.ipc_dir = ipc_dir
         self.parent = parent
-        self.reactor = Reactor()
+        # print() of a task goes to its attempt's file (zdf.observe.taskout)
+        self.output = TaskOutput(os.path.join(ipc_dir or ".", "logs"))
+        self.reactor: Reactor = CapturingReactor(self.output)
         self.tasks: dict[tuple[str, str], Any] = {}
         self.attempts: dict[tuple[str, str], int] = {}
         self.directory: dict[str, dict[tuple[str, str], str]] = {}
@@ -169,6 +173,7 @@ class Worker:
             cancel = getattr(handle, "cancel", None)
             if cancel is not None:
                 cancel()
+            self.output.close(job_id, task_id)
 
     # -- handlers -----------------------------------------------------------
     def on_start_task(self, call: Call) -> Any:
@@ -192,6 +197,12 @@ class Worker:
             self.tasks[key] = None
             self.reactor.call_later(0, lambda: self._run_function(job_id, spec, attempt))
             return None
+        with self.output.scope(job_id, spec.task_id, attempt):
+            self._launch(body, job_id, spec, attempt)
+        return None
+
+    def _launch(self, body: dict[str, Any], job_id: str, spec: TaskSpec, attempt: int) -> None:
+        key = (job_id, spec.task_id)
         try:
             from zdf.executor.task_context import WorkerTaskContext
             from zdf.runtime import launch
@@ -205,13 +216,22 @@ class Worker:
             if not handle.done:  # one that finished as it opened is closed and forgotten
                 self.tasks[key] = handle
         except Exception as exc:
-            log.exception("task %s/%s failed to start", job_id, spec.task_id)
+            log.exception(
+                "task %s/%s failed to start",
+                job_id,
+                spec.task_id,
+                extra=task_fields(job_id, spec.task_id, attempt),
+            )
+            traceback.print_exc()  # into the task's output, where `zdf logs` finds it
             self.report(job_id, spec.task_id, attempt, "failed", {"error": _describe(exc)})
-        return None
 
     def _run_function(self, job_id: str, spec: TaskSpec, attempt: int) -> None:
         if self.attempts.get((job_id, spec.task_id)) != attempt:
             return  # canceled before it started
+        with self.output.scope(job_id, spec.task_id, attempt):
+            self._call_function(job_id, spec, attempt)
+
+    def _call_function(self, job_id: str, spec: TaskSpec, attempt: int) -> None:
         started = time.perf_counter()
         try:
             fn = import_object(spec.operator)
@@ -223,6 +243,7 @@ class Worker:
             except (TypeError, ValueError):
                 result = repr(result)
         except Exception as exc:
+            traceback.print_exc()  # into the task's output, where `zdf logs` finds it
             self.report(job_id, spec.task_id, attempt, "failed", {"error": _describe(exc)})
             return
         elapsed = round(time.perf_counter() - started, 6)
@@ -340,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ipc-dir", default="")
     parser.add_argument("--parent", type=int, default=os.getppid())
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    parser.add_argument("--log-file", default="")
     parser.add_argument("--master", default="", help="master address for function tasks")
     parser.add_argument("--executor-id", default="")
     parser.add_argument(
@@ -356,10 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     budget = raise_limits(args.sockets)  # before any socket: libzmq reads MAX_SOCKETS once
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s worker-{args.name} %(levelname)s %(message)s",
-    )
+    process = f"worker[{args.executor_id}/{args.name}]" if args.executor_id else args.name
+    configure_logging(args.log_level, args.log_file, process, args.log_format)
     _warm_imports()
     security.configure(  # the executor's keys, handed down in the environment
         os.environ.get("ZDF_SECURITY_DIR", ""),
@@ -383,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         # Unwind at once, from the poll or from inside a user's function alike.
         raise SystemExit(0)
 
+    install(worker.output)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides when workers stop
     die_with_parent(args.parent)

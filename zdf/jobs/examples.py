@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -58,3 +59,14 @@ def raise_custom(message: str) -> None:
 def total(array: Any) -> Any:
     """Sum of a numpy array, and the array doubled (arrays travel both ways)."""
     return {"sum": float(array.sum()), "doubled": array * 2}
+
+
+def chatty(lines: int = 3, fail: bool = False) -> int:
+    """Print ``lines`` lines to stdout and one to stderr, then raise if ``fail``: a task
+    whose output ``zdf logs`` shows."""
+    for i in range(lines):
+        print(f"line {i + 1} of {lines}")
+    print("a word on stderr", file=sys.stderr)
+    if fail:
+        raise RuntimeError(f"chatty failed after {lines} lines")
+    return lines

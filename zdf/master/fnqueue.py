@@ -161,6 +161,7 @@ class FunctionQueue:
         self.stats = {
             "submitted": 0,
             "completed": 0,
+            "failed": 0,  # of the completed: the function raised (counted for metrics)
             "direct": 0,  # of the completed: sent to a leased worker, not through the queue
             "retried": 0,
             "lost": 0,
@@ -584,6 +585,7 @@ class FunctionQueue:
                     timed[1] += 1
             self._unassign(worker, task)
             self.stats["completed"] += 1
+            self.stats["failed"] += not ok
             if (
                 self.by_client.pop((task.client, task.tid), None) is not None
                 and task.client

@@ -202,13 +202,15 @@ class JobManager:
             self.dirty.add(job_id)
         return job
 
-    def forget(self, job_id: str) -> None:
-        """Drop a job whose submission could not be stored (it was never acknowledged)."""
+    def forget(self, job_id: str) -> JobRecord | None:
+        """Drop a job: one whose submission could not be stored (never acknowledged), or
+        an ended one (``zdf job delete``, retention); its token may be reused."""
         job = self.jobs.pop(job_id, None)
         if job is not None and job.token:
             self._tokens.pop(job.token, None)
         self.dirty.discard(job_id)
         self.dirty_tasks.pop(job_id, None)
+        return job
 
     def restore(self, doc: dict[str, Any]) -> JobRecord:
         """Rebuild a job from its metastore record (a new leader taking over)."""
@@ -407,7 +409,10 @@ class JobManager:
                 self._requeue(job, task)
                 return []
             self._move_task(job, task, TaskState.FAILED)
-            job.error = f"task {task_id} failed: {task.info.get('error', 'unknown error')}"
+            if job.state not in TERMINAL_JOB_STATES:
+                # Only the failure that ends the job names it: a late report of a task
+                # canceled meanwhile must not rewrite the error (it stays canceled).
+                job.error = f"task {task_id} failed: {task.info.get('error', 'unknown error')}"
             return self._finish_job(job, JobState.FAILED)
         self._move_task(job, task, state)
         self._update_job(job)

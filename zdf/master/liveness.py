@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from zdf.master.states import EXECUTOR_TRANSITIONS, ExecutorState
+from zdf.master.states import EXECUTOR_TRANSITIONS, GONE_EXECUTOR_STATES, ExecutorState
 
 
 @dataclass
@@ -80,6 +80,11 @@ class ExecutorLiveness:
             return None
         return self._move(executor_id, peer, ExecutorState.DEAD)
 
+    def left(self, executor_id: str) -> Transition | None:
+        """It deregistered: a graceful shutdown, its tasks can move at once."""
+        peer = self._peers.get(executor_id)
+        return None if peer is None else self._move(executor_id, peer, ExecutorState.LEFT)
+
     def tick(self, now: float) -> list[Transition]:
         """Judge every peer's silence; call it about every ``interval / 2``."""
         if self._last_tick is not None and now - self._last_tick > self.max_tick_gap:
@@ -110,7 +115,7 @@ class ExecutorLiveness:
         due = [
             peer.last_seen + (self.suspect_after if peer.state is ExecutorState.ALIVE else self.ttl)
             for peer in self._peers.values()
-            if peer.state is not ExecutorState.DEAD
+            if peer.state not in GONE_EXECUTOR_STATES
         ]
         return min(due) if due else None
 

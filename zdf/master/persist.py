@@ -171,6 +171,22 @@ def checkpoint_op(job_id: str, task_id: str, state: bytes) -> TxnOp:
     return put_op(f"{FRAMEWORK_CHECKPOINTS}{job_id}/{task_id}", state)
 
 
+def delete_job_ops(job_id: str) -> list[TxnOp]:
+    """Every piece of a job: header, specs, tasks, checkpoints, endpoints."""
+    return [
+        delete_op(FRAMEWORK_JOBS + job_id),
+        *(
+            delete_op(f"{prefix}{job_id}/", prefix=True)
+            for prefix in (
+                FRAMEWORK_SPECS,
+                FRAMEWORK_TASKS,
+                FRAMEWORK_CHECKPOINTS,
+                FRAMEWORK_ENDPOINTS,
+            )
+        ),
+    ]
+
+
 def endpoint_op(job_id: str, task_id: str, name: str, addr: str) -> TxnOp:
     return put_op(f"{FRAMEWORK_ENDPOINTS}{job_id}/{task_id}/{name}", addr)
 
@@ -215,6 +231,10 @@ class FrameworkStore:
         """Write a whole job (specs, every task that has moved, header last), fenced."""
         moved = [t.task_id for t in job.tasks.values() if t.attempt or t.state.value != "pending"]
         self.apply_fenced([*spec_ops(job), *task_ops(job, moved), header_op(job)])
+
+    def delete_job(self, job_id: str) -> None:
+        """Forget a job for good, every piece of it (fenced, one txn)."""
+        self._fenced(delete_job_ops(job_id))
 
     def save_checkpoint(self, job_id: str, task_id: str, state: bytes) -> None:
         """A task's checkpoint (msgpack), fenced, durable before the task is told it is saved."""

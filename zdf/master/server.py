@@ -44,10 +44,18 @@ from zdf.master.jobs import Dispatch, JobManager, JobRecord
 from zdf.master.limits import check_job
 from zdf.master.liveness import ExecutorLiveness, Transition
 from zdf.master.persist import FrameworkStore
+from zdf.master.retention import SWEEP_INTERVAL, JobRetention
 from zdf.master.staging import SubmissionStaging
-from zdf.master.states import TERMINAL_JOB_STATES, ExecutorState, TaskState
+from zdf.master.states import (
+    GONE_EXECUTOR_STATES,
+    TERMINAL_JOB_STATES,
+    ExecutorState,
+    TaskState,
+)
+from zdf.master.tasklogs import TaskLogRelay
 from zdf.master.writebatch import FencedBatch
 from zdf.metastore.client import MetaClient
+from zdf.observe.logs import task_fields
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
 from zdf.wire.sockets import make_socket
@@ -172,6 +180,12 @@ class Master:
         )
         self.channel.handlers.update(self.functions.handlers())
         self.channel.handlers[P.WORKER_LOST] = self.on_worker_lost
+        self.channel.handlers[P.DEREGISTER] = self.on_deregister
+        self.retention = JobRetention(self.jobs, self.store, config.job_retention, self._fenced)
+        self.channel.handlers.update(self.retention.handlers())
+        self.reactor.call_every(SWEEP_INTERVAL, self._sweep_jobs)
+        self.task_logs = TaskLogRelay(self.channel, self._alive_peers)
+        self.channel.handlers[P.TASK_LOGS] = self.task_logs.on_task_logs
         self.publisher = HeartbeatPublisher(config.heartbeat_addr, config.name, self.epoch)
         self.subscriber = HeartbeatSubscriber(
             self.reactor,
@@ -426,7 +440,7 @@ class Master:
             return
         executor_id, old, new = move
         log.info("executor %s: %s -> %s", executor_id, old.value, new.value)
-        if new is ExecutorState.DEAD:
+        if new in GONE_EXECUTOR_STATES:
             self._executor_dead(executor_id)
         elif new is ExecutorState.ALIVE:
             # Its workers were skipped while it was suspect: nothing else may come to
@@ -450,7 +464,7 @@ class Master:
     def _keep_leases(self) -> None:
         if self.store is None or not self.leading:
             return
-        alive = [e for e in self.executors if self.liveness.state(e) is not ExecutorState.DEAD]
+        alive = [e for e in self.executors if self.liveness.state(e) not in GONE_EXECUTOR_STATES]
         try:
             if self._master_lease is not None:
                 self.store.meta.lease_keepalive(self._master_lease)
@@ -524,6 +538,15 @@ class Master:
             "session": info.session,
         }
 
+    def on_deregister(self, call: Call) -> Any:
+        """A graceful shutdown: the executor has stopped its tasks; they move at once."""
+        executor_id = self._by_peer.get(call.peer or b"")
+        if executor_id is None:
+            return {"left": False}  # not registered here (a failover): nothing to move
+        log.info("executor %s is shutting down", executor_id)
+        self._apply_liveness(self.liveness.left(executor_id))
+        return {"left": True}
+
     def on_worker_lost(self, call: Call) -> Any:
         body = P.fields(call.body, executor_id=str, worker=str)
         self.functions.worker_lost(body["executor_id"], body["worker"])
@@ -536,9 +559,20 @@ class Master:
             if self.liveness.state(e) is ExecutorState.ALIVE
         }
 
+    def _alive_peers(self) -> dict[str, bytes]:
+        return {
+            e: info.peer
+            for e, info in self.executors.items()
+            if self.liveness.state(e) not in GONE_EXECUTOR_STATES
+        }
+
     def on_executor_list(self, call: Call) -> Any:
+        used = self.jobs.used_slots()
         return [
-            info.to_dict(self.liveness.state(e), self.liveness.last_seen(e))
+            {
+                **info.to_dict(self.liveness.state(e), self.liveness.last_seen(e)),
+                "used": used.get(e, 0),
+            }
             for e, info in sorted(self.executors.items())
         ]
 
@@ -599,7 +633,13 @@ class Master:
             # A timeout means the executor is slow or gone: liveness decides that.
             # Any other error is the executor refusing the task.
             if error is not None and not isinstance(error, Timeout):
-                log.warning("start of %s/%s failed: %s", d.job_id, d.spec.task_id, error)
+                log.warning(
+                    "start of %s/%s failed: %s",
+                    d.job_id,
+                    d.spec.task_id,
+                    error,
+                    extra=task_fields(d.job_id, d.spec.task_id, d.attempt),
+                )
                 self._task_report(
                     d.job_id, d.spec.task_id, d.attempt, TaskState.FAILED, {"error": str(error)}
                 )
@@ -848,7 +888,13 @@ class Master:
             )
 
     def _accepted(self, job: JobRecord) -> dict[str, Any]:
-        log.info("job %s (%s) submitted with %d tasks", job.job_id, job.spec.name, len(job.tasks))
+        log.info(
+            "job %s (%s) submitted with %d tasks",
+            job.job_id,
+            job.spec.name,
+            len(job.tasks),
+            extra=task_fields(job.job_id),
+        )
         self._schedule()
         if job.reason:
             log.info("job %s waits: %s", job.job_id, job.reason)
@@ -930,7 +976,7 @@ class Master:
                 return
         for call in self._waiters.pop(job.job_id, []):
             call.reply(job.to_dict())
-        log.info("job %s %s", job.job_id, job.state.value)
+        log.info("job %s %s", job.job_id, job.state.value, extra=task_fields(job.job_id))
 
     @staticmethod
     def _job_summary(job: JobRecord) -> dict[str, Any]:
@@ -945,7 +991,9 @@ class Master:
             "finished": counts.get("finished", 0),
             "reason": job.reason,
             "submitted_at": job.submitted_at,
+            "started_at": job.started_at,
             "finished_at": job.finished_at,
+            "failed": counts.get("failed", 0),
         }
 
     def on_cluster_status(self, call: Call) -> Any:
@@ -964,10 +1012,23 @@ class Master:
                 for e, i in self.executors.items()
                 if self.liveness.state(e) is ExecutorState.ALIVE
             ),
+            "slots_used": sum(
+                n
+                for e, n in self.jobs.used_slots().items()
+                if self.liveness.state(e) is ExecutorState.ALIVE
+            ),
             "jobs": {s: jobs.count(s) for s in sorted(set(jobs))},
             "dropped": dict(self.channel.stats),
             "functions": self.functions.status(),
         }
+
+    def _sweep_jobs(self) -> None:
+        if not self.leading:
+            return
+        try:
+            self.retention.sweep()
+        except LostLeadership as exc:
+            self._step_down(str(exc))
 
     def _persist(self) -> None:
         if not self.leading or self.batch is None:

@@ -14,6 +14,7 @@ class ExecutorState(str, Enum):
     ALIVE = "alive"
     SUSPECT = "suspect"
     DEAD = "dead"
+    LEFT = "left"  # deregistered on a graceful shutdown (SIGTERM): not a crash
 
 
 class TaskState(str, Enum):
@@ -34,10 +35,12 @@ class JobState(str, Enum):
 
 
 EXECUTOR_TRANSITIONS: dict[ExecutorState, set[ExecutorState]] = {
-    ExecutorState.ALIVE: {ExecutorState.SUSPECT, ExecutorState.DEAD},
-    ExecutorState.SUSPECT: {ExecutorState.ALIVE, ExecutorState.DEAD},
+    ExecutorState.ALIVE: {ExecutorState.SUSPECT, ExecutorState.DEAD, ExecutorState.LEFT},
+    ExecutorState.SUSPECT: {ExecutorState.ALIVE, ExecutorState.DEAD, ExecutorState.LEFT},
     ExecutorState.DEAD: set(),  # a dead executor comes back only by registering anew
+    ExecutorState.LEFT: set(),  # so does one that left
 }
+GONE_EXECUTOR_STATES = frozenset({ExecutorState.DEAD, ExecutorState.LEFT})
 
 TASK_TRANSITIONS: dict[TaskState, set[TaskState]] = {
     TaskState.PENDING: {TaskState.SCHEDULED, TaskState.CANCELED, TaskState.FAILED},

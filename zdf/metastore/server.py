@@ -55,6 +55,7 @@ from zdf.metastore.commands import (
 from zdf.metastore.replica import Replica
 from zdf.metastore.state import MetaState, Result
 from zdf.metastore.watch_hub import WatchHub
+from zdf.observe.latency import LatencyHistogram
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import DEFER, Call, Channel
 from zdf.wire.sockets import has_input, make_socket
@@ -133,6 +134,7 @@ class MetaServer:
         self.channel.on_drained = self.replica.process_now
         self._expiring: set[int] = set()
         self.stats: Counter[str] = Counter()
+        self.write_latency = LatencyHistogram()  # read at scrape time (zdf.observe)
         self._timers = [
             self.reactor.call_every(config.heartbeat_interval, self._check_leases),
             self.reactor.call_every(config.heartbeat_interval, self.watches.catch_up_all),
@@ -186,8 +188,10 @@ class MetaServer:
             if req is not None:
                 command["req"] = req
                 command["ts"] = int(time.time() * 1000)
+            arrived = time.perf_counter()
 
             def done(result: Result) -> None:
+                self.write_latency.observe(time.perf_counter() - arrived)
                 if isinstance(result, ZdfError):
                     call.fail(result)
                 else:
@@ -359,6 +363,17 @@ def _limit(value: Any, name: str) -> int:
 
 def run_server(config: MetastoreConfig, options: ServerOptions | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then shut down cleanly (pending writes committed)."""
+    from zdf.observe.attach import observe_metastore
+
     server = MetaServer(config, options)
     server.reactor.stop_on_signals(signal.SIGTERM, signal.SIGINT)
-    server.serve_forever()
+    try:
+        observer = observe_metastore(server)
+    except ZdfError:
+        server.close()
+        raise
+    try:
+        server.serve_forever()
+    finally:
+        if observer is not None:
+            observer.close()
