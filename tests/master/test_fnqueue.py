@@ -355,3 +355,17 @@ def test_the_oldest_lease_makes_room(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"lease": first}, b"c-1"),
         ({"lease": first}, holder),
     ]
+
+
+def test_a_worker_saying_hello_again_keeps_its_leases_and_its_tasks_retries() -> None:
+    channel = FakeChannel()
+    queue = FunctionQueue(channel)  # type: ignore[arg-type]
+    body = {"executor_id": "exec-1", "worker": "w0", "direct": "tcp://127.0.0.1:1"}
+    queue.on_hello(call(P.FN_HELLO, body, WORKER))
+    ask = {"tasks": [[1, "m:f", 0, 1]], "reply": "tcp://127.0.0.1:5555#t", "lease": True}
+    queue.on_submit(call(P.FN_SUBMIT, ask, CLIENT, pack([[1], {}])))
+    assert queue.status()["inflight"] == 1 and queue.status()["leases"] == 1
+    queue.on_hello(call(P.FN_HELLO, body, WORKER))  # its executor registered again
+    assert channel.of(P.FN_REVOKE) == [] and queue.status()["leases"] == 1
+    assert channel.of(P.FN_RESULT) == [], "a task out of retries is not lost: it runs again"
+    assert [t[4] for run, _, _ in channel.of(P.FN_RUN) for t in run["tasks"]] == [1, 1]

@@ -189,7 +189,9 @@ class FunctionQueue:
             raise ProtocolError("field 'direct' is not a string")
         old = self.workers.pop(call.peer, None)
         if old is not None:
-            self._requeue(old)
+            # The same process again (its executor registered anew): it dropped what it
+            # had not started and keeps its leases; nothing of it was lost.
+            self._requeue(old, rejoined=True)
         self.workers[call.peer] = FnWorker(call.peer, body["executor_id"], body["worker"], direct)
         self.pump()
         return {"window": self.window, "allow_pickle": self.allow_pickle}
@@ -223,8 +225,9 @@ class FunctionQueue:
                 self._requeue(w)
         self.pump()
 
-    def _requeue(self, worker: FnWorker) -> None:
-        self.leases.worker_gone(worker.peer)
+    def _requeue(self, worker: FnWorker, rejoined: bool = False) -> None:
+        if not rejoined:
+            self.leases.worker_gone(worker.peer)
         for ref, pending in list(self._cancels.items()):
             pending.peers.discard(worker.peer)
             if not pending.peers:  # its task is retried (it may run) or lost: not canceled
@@ -235,10 +238,11 @@ class FunctionQueue:
             if task is None:
                 continue
             task.worker = None
-            if task.retries > 0:
-                task.retries -= 1
+            if rejoined or task.retries > 0:
+                if not rejoined:
+                    task.retries -= 1
+                    self.stats["retried"] += 1
                 self.queue.push_front(task)  # ahead of the tasks that came after it
-                self.stats["retried"] += 1
             else:
                 self.stats["lost"] += 1
                 self.by_client.pop((task.client, task.tid), None)
