@@ -190,6 +190,7 @@ def test_a_task_under_a_lease_obeys_the_masters_allow_pickle(reactor: Reactor) -
         task = [1, P.PICKLED_FN, 0, len(frames)]
         body = {"reply": "tcp://127.0.0.1:9#t", "lease": "L", "tasks": [task]}
         fn.on_direct(Call(fn.direct, b"c", P.FN_DIRECT, 0, body, frames, True))
+        fn._after_read()  # what the channel does once it has read what was waiting
         ((_op, header, out),) = [s for s in sent if s[0] == P.FN_RESULT]
         assert header["results"][0][1] is False  # not run
         assert "master" in unpack(out)["message"]

@@ -186,8 +186,9 @@ def test_hostile_peers_are_refused_and_the_cluster_keeps_serving(
             )
         with pytest.raises(ProtocolError, match="addr"):
             call(cluster, P.REGISTER, {"executor_id": "e9", "addr": "nocolon", "slots": 1})
-    # 10. a job too large is refused before anything of it is kept.
-    big = function_job("big", "zdf.jobs.examples:square", 20_000, 1)
+    # 10. a job too large is refused before anything of it is kept (20,000 tasks of a
+    # 300-byte argument: a 6 MB spec, over max-job-spec-bytes).
+    big = function_job("big", "zdf.jobs.examples:square", 20_000, "x" * 300)
     jobs_before = len(call(cluster, P.JOB_LIST, None))
     with pytest.raises(LimitExceeded):
         call(cluster, P.SUBMIT_JOB, {"spec": big})
