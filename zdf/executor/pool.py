@@ -50,7 +50,9 @@ class WorkerPool:
         executor_id: str = "",
         frozen_limit: float = 1.0,
         allow_pickle: bool = False,
+        public_host: str = "",
     ) -> None:
+        self.public_host = public_host
         self.frozen_limit = frozen_limit
         self.allow_pickle = allow_pickle
         self.executor_id = executor_id
@@ -92,6 +94,8 @@ class WorkerPool:
         ]
         if self.allow_pickle:
             cmd.append("--allow-pickle")
+        if self.public_host:
+            cmd += ["--public-host", self.public_host]
         slot.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
 
     def mark_ready(self, name: str) -> WorkerSlot | None:

@@ -10,6 +10,21 @@ Theory of operation: one reactor with three kinds of traffic.
   to the master's PUB. When the master falls silent for ``keepalive-ttl`` the
   executor registers again (a restarted or new master), with its running tasks.
 * A control ROUTER over ipc:// that the worker processes connect to.
+
+Cut off: when no master at all has answered for ``keepalive-ttl`` (no heartbeat,
+no reply, not even a standby's "not the leader") and a registration sent to every
+known master since has gone unanswered, this executor is on the wrong side of a
+partition, and the master has declared it dead and started its tasks elsewhere
+by now. It stops its tasks then, by itself, so that nothing it runs
+goes on writing (or holds a sink's file) beside the replacements; it keeps
+registering and rejoins empty when the network heals. A master failover does
+not trip this: standbys answer while the new leader is elected.
+
+Addresses: the heartbeat PUB binds ``worker-addr``; the master dials
+``advertise-addr`` (``zdf.wire.addresses``). Data pipes bind on worker-addr's host
+and are published with the advertised host; they use ipc:// only when that host
+is loopback (a cluster on one machine), tcp:// otherwise. Given no ``join``, the
+masters are found in the metastore's discovery records (``zdf.discovery``).
 """
 
 from __future__ import annotations
@@ -26,9 +41,11 @@ import zmq
 
 from zdf import protocol as P
 from zdf.config import ExecutorConfig
+from zdf.discovery import find_masters
 from zdf.errors import JobError, NotLeader, Timeout, ZdfError
 from zdf.executor.pool import WorkerPool, WorkerSlot
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
+from zdf.wire.addresses import host_of, is_loopback
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
 from zdf.wire.sockets import make_socket
@@ -57,7 +74,8 @@ class Executor:
         self.config = config
         self.reactor = reactor or Reactor()
         self.executor_id = config.executor_id
-        self.host = config.worker_addr.rpartition(":")[0] or "127.0.0.1"
+        self.host = host_of(config.worker_addr) or "127.0.0.1"
+        self.public_host = host_of(config.public_addr) or self.host
         run_dir = os.path.join(config.data_dir, self.executor_id)
         os.makedirs(run_dir, exist_ok=True)
         self.ipc_dir = run_dir
@@ -67,6 +85,8 @@ class Executor:
         self.registered = False
         self._backoff = REGISTER_BACKOFF_MIN
         self._last_master_beat = time.monotonic()
+        self._last_master_contact = time.monotonic()  # any master, any answer
+        self._unanswered = 0  # registrations timed out since that contact
         self._last_check = time.monotonic()
         self._register_timer: Timer | None = None
         self._backlog: list[Any] = []
@@ -96,7 +116,7 @@ class Executor:
             P.ENDPOINTS: self.on_endpoints,
             P.PING: lambda call: {"executor": self.executor_id},
         }
-        self.masters = list(config.join)
+        self.masters = list(config.join) or self._discover()
         self.master_addr = self.masters[0]
         self.master = self._connect_master(handlers)
         self.publisher = HeartbeatPublisher(config.worker_addr, self.executor_id, 0)
@@ -106,12 +126,13 @@ class Executor:
             workers,
             ctl_addr,
             self.host,
-            run_dir,
+            run_dir if is_loopback(self.public_host) else "",  # ipc:// on one machine only
             config.log_level,
             self._on_worker_exit,
             executor_id=self.executor_id,
             frozen_limit=config.keepalive_ttl,
             allow_pickle=config.allow_pickle,
+            public_host=self.public_host,
         )
         self._handlers = handlers
         self.reactor.call_every(config.keepalive_interval, self._beat, now=True)
@@ -122,8 +143,24 @@ class Executor:
         sock = make_socket(zmq.DEALER, connect=self.master_addr)
         return Channel(self.reactor, sock, handlers, name="executor")
 
+    def _discover(self) -> list[str]:
+        """The masters' addresses from the metastore (at start, until some are found)."""
+        deadline = time.monotonic() + self.config.session_ttl
+        while True:
+            try:
+                found = find_masters(self.config.meta_endpoints)
+                log.info("found masters in the metastore: %s", ",".join(found))
+                return found
+            except ZdfError as exc:
+                if time.monotonic() > deadline:
+                    raise ZdfError(f"no master to join: {exc}") from None
+                log.info("waiting for a master in the metastore: %s", exc)
+                time.sleep(REGISTER_BACKOFF_MAX / 4)  # bounded by the deadline above
+
     def _switch_master(self, hint: str | None) -> None:
         """Talk to another master: the leader's address when a standby named it, else the next."""
+        if hint is None and not self.config.join:
+            self._rediscover()
         if hint and hint not in self.masters:
             self.masters.append(hint)
         if hint:
@@ -137,6 +174,14 @@ class Executor:
         self.master_addr = target
         self.master = self._connect_master(self._handlers)
 
+    def _rediscover(self) -> None:
+        try:
+            found = find_masters(self.config.meta_endpoints, timeout=0.5)
+        except ZdfError as exc:
+            log.info("masters not found in the metastore now: %s", exc)
+            return
+        self.masters += [addr for addr in found if addr not in self.masters]
+
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
         """Start the workers; registration follows once every one of them is ready."""
@@ -144,7 +189,12 @@ class Executor:
 
     def run(self) -> None:
         self.start()
-        log.info("executor %s at %s", self.executor_id, self.config.worker_addr)
+        log.info(
+            "executor %s at %s (dialed at %s)",
+            self.executor_id,
+            self.config.worker_addr,
+            self.config.public_addr,
+        )
         self.reactor.run()
 
     def close(self) -> None:
@@ -159,7 +209,7 @@ class Executor:
         self._register_timer = None
         body = {
             "executor_id": self.executor_id,
-            "addr": self.config.worker_addr,
+            "addr": self.config.public_addr,
             "slots": self.config.slots,
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -171,6 +221,11 @@ class Executor:
         )
 
     def _on_registered(self, result: Any, error: ZdfError | None) -> None:
+        if isinstance(error, Timeout):
+            self._unanswered += 1
+        else:
+            self._last_master_contact = time.monotonic()  # a master answered, if only "no"
+            self._unanswered = 0
         if error is not None or not isinstance(result, dict):
             log.info("registration not answered (%s); retrying", error)
             if isinstance(error, NotLeader):
@@ -199,7 +254,8 @@ class Executor:
             self.ctl.notify(P.LEADER, {"addr": self.master_addr}, peer=slot.identity)
 
     def _on_master_beat(self, body: dict[str, Any]) -> None:
-        self._last_master_beat = time.monotonic()
+        self._last_master_beat = self._last_master_contact = time.monotonic()
+        self._unanswered = 0
         epoch = body.get("epoch")
         if self.registered and isinstance(epoch, int) and epoch != self.master_epoch:
             log.info("a new master (epoch %s): registering again", epoch)
@@ -211,6 +267,12 @@ class Executor:
         silent = now - self._last_master_beat
         frozen = now - self._last_check
         self._last_check = now
+        cut_off = (
+            now - self._last_master_contact > self.config.keepalive_ttl
+            and self._unanswered >= len(self.masters)
+        )
+        if cut_off and (self.tasks or self._backlog):
+            self._stop_all_tasks(now - self._last_master_contact)
         if not self.registered:
             return
         if frozen > self.config.keepalive_ttl:
@@ -224,6 +286,18 @@ class Executor:
         self.registered = False
         self._last_master_beat = now
         self._register()
+
+    def _stop_all_tasks(self, silent: float) -> None:
+        """Cut off from every master: the tasks run elsewhere by now (see the docstring)."""
+        log.warning(
+            "no master answered for %.1fs: stopping %d tasks (they run elsewhere now)",
+            silent,
+            len(self.tasks) + len(self._backlog),
+        )
+        self._backlog.clear()
+        for running in list(self.tasks.values()):
+            self._cancel_on_worker(running)
+        self.tasks.clear()
 
     def _beat(self) -> None:
         self.publisher.beat({"tasks": len(self.tasks)})

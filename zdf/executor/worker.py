@@ -28,6 +28,7 @@ from zdf import protocol as P
 from zdf.errors import JobError
 from zdf.executor.fnrunner import FunctionRunner
 from zdf.jobs.spec import TaskSpec
+from zdf.wire.addresses import advertised
 from zdf.wire.codec import packb, unpackb
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import Call, Channel
@@ -64,8 +65,10 @@ class Worker:
         executor_id: str = "",
         frozen_limit: float = 1.0,
         allow_pickle: bool = False,
+        public_host: str = "",
     ) -> None:
         self.name = name
+        self.public_host = public_host  # published in place of ``host`` (advertise-addr)
         self.allow_pickle = allow_pickle
         self.host = host
         self.ipc_dir = ipc_dir
@@ -263,6 +266,7 @@ class Worker:
     def publish_endpoint(
         self, job_id: str, task_id: str, name: str, addr: str, attempt: int | None = None
     ) -> None:
+        addr = advertised(addr, self.public_host)
         body: dict[str, Any] = {"job_id": job_id, "task_id": task_id, "name": name, "addr": addr}
         if attempt is not None:
             body["attempt"] = attempt
@@ -322,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zdf-worker")
     parser.add_argument("--ctl", required=True)
     parser.add_argument("--name", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="where data sockets bind")
+    parser.add_argument("--public-host", default="", help="the host others dial them at")
     parser.add_argument("--ipc-dir", default="")
     parser.add_argument("--parent", type=int, default=os.getppid())
     parser.add_argument("--log-level", default="info")
@@ -353,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         args.executor_id,
         args.frozen_limit,
         args.allow_pickle,
+        args.public_host,
     )
 
     def on_term(*_: object) -> None:

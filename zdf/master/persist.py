@@ -83,8 +83,12 @@ class FrameworkStore:
             raise LostLeadership(f"the election key is no longer at epoch {self.epoch}")
 
     def save_job(self, job: JobRecord) -> None:
-        """Write a job record (with its tasks and their placements), fenced."""
-        self._fenced([put_op(FRAMEWORK_JOBS + job.job_id, _dumps(job_document(job)))])
+        """Write a job record (with its tasks and their placements), fenced.
+
+        The record names the epoch that wrote it, so the metastore's history shows
+        which leader wrote what (a deposed one writes nothing: the fence)."""
+        doc = {**job_document(job), "written_epoch": self.epoch}
+        self._fenced([put_op(FRAMEWORK_JOBS + job.job_id, _dumps(doc))])
 
     def flush(self, jobs: JobManager) -> None:
         for job_id in sorted(jobs.dirty):

@@ -99,8 +99,8 @@ class Master:
                 meta,
                 {
                     "name": config.name,
-                    "addr": config.master_addr,
-                    "heartbeat_addr": config.heartbeat_addr,
+                    "addr": config.public_addr,
+                    "heartbeat_addr": config.public_heartbeat_addr,
                 },
                 config.election_ttl,
             )
@@ -284,12 +284,12 @@ class Master:
         if self.store is not None and self.election is not None:
             self.store.epoch = epoch
         self.leader = LeaderInfo(
-            self.config.name, self.config.master_addr, self.config.heartbeat_addr, epoch
+            self.config.name, self.config.public_addr, self.config.public_heartbeat_addr, epoch
         )
         if self.store is not None:
             self._restore()
-            info = {"name": self.config.name, "addr": self.config.master_addr, "epoch": epoch}
-            info["heartbeat_addr"] = self.config.heartbeat_addr
+            info = {"name": self.config.name, "addr": self.config.public_addr, "epoch": epoch}
+            info["heartbeat_addr"] = self.config.public_heartbeat_addr
             try:
                 self._master_lease = self.store.register_master(
                     self.config.name, info, EXECUTOR_SESSION_TTL
@@ -475,7 +475,7 @@ class Master:
         return {
             "master": self.config.name,
             "epoch": self.epoch,
-            "heartbeat_addr": self.config.heartbeat_addr,
+            "heartbeat_addr": self.config.public_heartbeat_addr,
             "keepalive_interval": self.config.keepalive_interval,
             "keepalive_ttl": self.config.keepalive_ttl,
         }
@@ -771,7 +771,7 @@ class Master:
         jobs = [j.state.value for j in self.jobs.jobs.values()]
         return {
             "master": self.config.name,
-            "addr": self.config.master_addr,
+            "addr": self.config.public_addr,
             "epoch": self.epoch,
             "role": "leader" if self.leading else "standby",
             "leader": None if self.leader is None else self.leader.addr,
