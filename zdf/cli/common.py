@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
@@ -37,12 +38,21 @@ MASTER_OPTION = click.option(
     envvar="ZDF_MASTER_ADDR",
     default="127.0.0.1:10240",
     show_default=True,
-    help="The master's host:port (a comma-separated list with standbys).",
+    help="The master's host:port (a comma-separated list with standbys; empty: "
+    "find the masters in the metastore at ZDF_META_ENDPOINTS).",
 )
 
 
 def master_endpoints(master_addr: str) -> list[str]:
-    return [a.strip() for a in master_addr.split(",") if a.strip()]
+    """The masters to dial; given none, those the metastore's discovery records name."""
+    found = [a.strip() for a in master_addr.split(",") if a.strip()]
+    if found:
+        return found
+    from zdf.config import parse_addr_list
+    from zdf.discovery import find_masters
+
+    meta = os.environ.get("ZDF_META_ENDPOINTS", "127.0.0.1:10340")
+    return find_masters(parse_addr_list(meta))
 
 
 def config_options(cls: type) -> Callable[[F], F]:

@@ -271,6 +271,17 @@ class Client:
                 pass  # canceled by the caller while the result was on its way
 
 
-def connect(master_addr: str | list[str] = "127.0.0.1:10240", **options: Any) -> Client:
-    """A client of the master at ``host:port`` (or the leader of a comma-separated list)."""
+def connect(
+    master_addr: str | list[str] = "127.0.0.1:10240",
+    *,
+    meta_endpoints: str | list[str] | None = None,
+    **options: Any,
+) -> Client:
+    """A client of the master at ``host:port`` (or the leader of a comma-separated list);
+    given ``meta_endpoints``, of the masters the metastore's discovery records name."""
+    if meta_endpoints:
+        from zdf.config import parse_addr_list
+        from zdf.discovery import find_masters
+
+        master_addr = find_masters(parse_addr_list(meta_endpoints))
     return Client(master_addr, **options)
