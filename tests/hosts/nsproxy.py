@@ -4,7 +4,7 @@ The test process lives in the machine's own network namespace and cannot reach t
 hosts' addresses; this small process runs inside the ``client`` host (``ip netns
 exec``) and makes the calls for it. One JSON object a line on standard input:
 ``{"kind": "rpc", "endpoints": [...], "op", "body", "timeout"}``, or a
-``meta_status``, ``meta_get`` or ``meta_history`` request; one line back: ``{"ok":
+``meta_status``, ``meta_get``, ``meta_history`` or ``function_abs`` request; one line back: ``{"ok":
 result}`` or ``{"error": text, "type": class name}``. It exits at the end of its input.
 """
 
@@ -39,6 +39,11 @@ def answer(request: dict[str, Any], clients: dict[str, RpcClient]) -> Any:
                 ]
             finally:
                 watch.close()
+    if request["kind"] == "function_abs":  # a function task, masters found by discovery
+        import zdf
+
+        with zdf.connect(meta_endpoints=endpoints) as client:
+            return client.submit(abs, int(request["value"])).result(timeout=timeout)
     key = ",".join(endpoints)
     if key not in clients:
         clients[key] = RpcClient(endpoints, timeout=timeout)

@@ -72,3 +72,8 @@ def test_bind_any_advertise_and_discovery(
     )  # fmt: skip
     assert elsewhere.returncode != 0
     assert os.listdir(shared / "fault")
+    # A function task from another host: its direct port advertised, not 0.0.0.0.
+    answer = cluster.proxy.request(
+        kind="function_abs", endpoints=cluster.meta_addrs, value=-7, timeout=30.0
+    )
+    assert answer == 7

@@ -28,7 +28,7 @@ from zdf import protocol as P
 from zdf.errors import JobError
 from zdf.executor.fnrunner import FunctionRunner
 from zdf.jobs.spec import TaskSpec
-from zdf.wire.addresses import advertised
+from zdf.wire.addresses import WILDCARDS, advertised
 from zdf.wire.codec import packb, unpackb
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import Call, Channel
@@ -69,6 +69,8 @@ class Worker:
     ) -> None:
         self.name = name
         self.public_host = public_host  # published in place of ``host`` (advertise-addr)
+        # The function tasks' direct port publishes where it binds: not a wildcard.
+        self.fn_host = public_host if host in WILDCARDS and public_host else host
         self.allow_pickle = allow_pickle
         self.host = host
         self.ipc_dir = ipc_dir
@@ -92,7 +94,7 @@ class Worker:
         )
         self.executor_id = executor_id
         self.functions = (
-            FunctionRunner(self.reactor, master, executor_id, name, allow_pickle, host)
+            FunctionRunner(self.reactor, master, executor_id, name, allow_pickle, self.fn_host)
             if master
             else None
         )
@@ -233,7 +235,7 @@ class Worker:
         if self.functions is not None:
             self.functions.close()
         self.functions = FunctionRunner(
-            self.reactor, body["addr"], self.executor_id, self.name, self.allow_pickle, self.host
+            self.reactor, body["addr"], self.executor_id, self.name, self.allow_pickle, self.fn_host
         )
         return None
 
