@@ -27,6 +27,6 @@ def test_configs_load_and_advertise_routable_addresses(name: str, cls: type) -> 
     assert unit["Service"]["User"] == "zdf"
 
 
-def test_executor_finds_masters_in_the_metastore() -> None:
+def test_executor_knows_both_masters_and_the_metastore() -> None:
     config = load_config(ExecutorConfig, str(DEPLOY / "executor.toml"), env={})
-    assert config.join == [] and len(config.meta_endpoints) == 3
+    assert len(config.join) == 2 and len(config.meta_endpoints) == 3

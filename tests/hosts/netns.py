@@ -21,6 +21,7 @@ the namespaces; it is safe to call twice, and the fixtures call it in ``finally`
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -88,9 +89,14 @@ class Network:
         self.hosts: dict[str, Host] = {}
         self._faulted: set[str] = set()
         self._namespaces: list[str] = []
-        self._add_ns(self.bridge_ns)
-        self._in_bridge("ip", "link", "add", BRIDGE, "type", "bridge")
-        self._in_bridge("ip", "link", "set", BRIDGE, "up")
+        atexit.register(self.close)  # an interrupted run leaves no namespace behind
+        try:
+            self._add_ns(self.bridge_ns)
+            self._in_bridge("ip", "link", "add", BRIDGE, "type", "bridge")
+            self._in_bridge("ip", "link", "set", BRIDGE, "up")
+        except BaseException:
+            self.close()
+            raise
 
     def _add_ns(self, ns: str) -> None:
         _run("ip", "netns", "add", ns)
@@ -104,11 +110,11 @@ class Network:
         """The host called ``name``, made on first use."""
         if name in self.hosts:
             return self.hosts[name]
-        index = len(self.hosts) + 2
+        index = len(self._namespaces) + 1  # never reused within a run
         if index > 250:
             raise RuntimeError("too many hosts for one /24")
         host = Host(name, f"{self.tag}-{name}", f"{SUBNET}.{index}")
-        self._add_ns(host.ns)
+        self._add_ns(host.ns)  # recorded first: close() deletes it if the rest fails
         port = f"v{index}"  # inside the bridge namespace: no other run sees it
         _run(
             "ip", "link", "add", "eth0", "netns", host.ns,
@@ -190,6 +196,7 @@ class Network:
             _run("ip", "netns", "del", ns, check=False)
         self._namespaces.clear()
         self.hosts.clear()
+        self._faulted.clear()
 
     def _signal_all(self, sig: int) -> None:
         for pid in self.pids():

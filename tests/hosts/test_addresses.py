@@ -26,6 +26,7 @@ from .cluster import NetnsCluster
 from .netns import Network
 
 
+@pytest.mark.slow  # about 15-30 s; tests/integration/test_discovery.py is the short form
 @pytest.mark.cluster(executors=2, bind_any=True, discover=True)
 def test_bind_any_advertise_and_discovery(
     network: Network, hosts_cluster: NetnsCluster, tmp_path: Path
