@@ -30,9 +30,10 @@ DEAD_BOUND = 1.5
 BACK_AFTER_DEAD_BOUND = 1.0
 """Dead declaration to the sinks writing at 90 % of their rate again (the goal)."""
 
-ZOMBIE_STOP_BOUND = 3.0
-"""Cut to the cut-off executor stopping its tasks by itself: the TTL, then a
-registration to every master unanswered (0.5 s each), then a check interval."""
+ZOMBIE_STOP_BOUND = 2.5
+"""Cut to the cut-off executor stopping its tasks by itself: the TTL (its probe of
+every master, sent after half of it, unanswered), then a check interval; room for a
+loaded machine."""
 
 STANDBY_BOUND = 2.0
 """Leading master cut off to the standby serving as the leader."""

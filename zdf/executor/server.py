@@ -12,8 +12,8 @@ Theory of operation: one reactor with three kinds of traffic.
 * A control ROUTER over ipc:// that the worker processes connect to.
 
 Cut off: when no master at all has answered for ``keepalive-ttl`` (no heartbeat,
-no reply, not even a standby's "not the leader") and a registration sent to every
-known master since has gone unanswered, this executor is on the wrong side of a
+no reply, and no answer to a ping sent to every known master after half the TTL of
+silence: ``zdf.executor.probe``), this executor is on the wrong side of a
 partition, and the master has declared it dead and started its tasks elsewhere
 by now. It stops its tasks then, by itself, so that nothing it runs
 goes on writing (or holds a sink's file) beside the replacements; it keeps
@@ -44,6 +44,7 @@ from zdf.config import ExecutorConfig
 from zdf.discovery import find_masters
 from zdf.errors import JobError, NotLeader, Timeout, ZdfError
 from zdf.executor.pool import WorkerPool, WorkerSlot
+from zdf.executor.probe import MasterProbe
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.wire.addresses import host_of, is_loopback
 from zdf.wire.reactor import Reactor, Timer
@@ -86,7 +87,7 @@ class Executor:
         self._backoff = REGISTER_BACKOFF_MIN
         self._last_master_beat = time.monotonic()
         self._last_master_contact = time.monotonic()  # any master, any answer
-        self._unanswered = 0  # registrations timed out since that contact
+        self.probe = MasterProbe(self.reactor, self._heard_a_master)
         self._last_check = time.monotonic()
         self._register_timer: Timer | None = None
         self._backlog: list[Any] = []
@@ -203,6 +204,7 @@ class Executor:
         self.ctl.close()
         self.publisher.close()
         self.master_sub.close()
+        self.probe.close()
 
     # -- master link --------------------------------------------------------
     def _register(self) -> None:
@@ -221,11 +223,8 @@ class Executor:
         )
 
     def _on_registered(self, result: Any, error: ZdfError | None) -> None:
-        if isinstance(error, Timeout):
-            self._unanswered += 1
-        else:
-            self._last_master_contact = time.monotonic()  # a master answered, if only "no"
-            self._unanswered = 0
+        if error is None or isinstance(error, NotLeader):
+            self._heard_a_master()  # a master answered, if only "not the leader"
         if error is not None or not isinstance(result, dict):
             log.info("registration not answered (%s); retrying", error)
             if isinstance(error, NotLeader):
@@ -254,8 +253,8 @@ class Executor:
             self.ctl.notify(P.LEADER, {"addr": self.master_addr}, peer=slot.identity)
 
     def _on_master_beat(self, body: dict[str, Any]) -> None:
-        self._last_master_beat = self._last_master_contact = time.monotonic()
-        self._unanswered = 0
+        self._last_master_beat = time.monotonic()
+        self._heard_a_master()
         epoch = body.get("epoch")
         if self.registered and isinstance(epoch, int) and epoch != self.master_epoch:
             log.info("a new master (epoch %s): registering again", epoch)
@@ -267,12 +266,12 @@ class Executor:
         silent = now - self._last_master_beat
         frozen = now - self._last_check
         self._last_check = now
-        cut_off = (
-            now - self._last_master_contact > self.config.keepalive_ttl
-            and self._unanswered >= len(self.masters)
-        )
+        unheard = now - self._last_master_contact
+        cut_off = unheard > self.config.keepalive_ttl and self.probe.unanswered
         if cut_off and (self.tasks or self._backlog):
-            self._stop_all_tasks(now - self._last_master_contact)
+            self._stop_all_tasks(unheard)
+        if unheard > self.config.keepalive_ttl / 2:  # (a new round forgets the last)
+            self.probe.start(self.masters, self.config.keepalive_ttl / 2)
         if not self.registered:
             return
         if frozen > self.config.keepalive_ttl:
@@ -286,6 +285,10 @@ class Executor:
         self.registered = False
         self._last_master_beat = now
         self._register()
+
+    def _heard_a_master(self) -> None:
+        self._last_master_contact = time.monotonic()
+        self.probe.reset()
 
     def _stop_all_tasks(self, silent: float) -> None:
         """Cut off from every master: the tasks run elsewhere by now (see the docstring)."""
