@@ -129,6 +129,24 @@ class NetnsCluster(LocalCluster):
                 return next((c for c in self.metastores if c.addr == leader and c.alive()), None)
         return None
 
+    def meta_get(self, key: str) -> dict[str, Any] | None:
+        """``{value, create_revision, mod_revision}`` of ``key``, or None."""
+        found = self.proxy.request(kind="meta_get", endpoints=self.meta_addrs, key=key)
+        return None if found is None else dict(found)
+
+    def meta_history(self, prefix: str, since: int, quiet: float = 1.0) -> list[dict[str, Any]]:
+        """Every event under ``prefix`` from revision ``since`` (until ``quiet`` s pass
+        without one): ``{key, value, create_revision, mod_revision}``."""
+        events = self.proxy.request(
+            kind="meta_history",
+            endpoints=self.meta_addrs,
+            prefix=prefix,
+            quiet=quiet,
+            timeout=5.0,
+            **{"from": since},
+        )
+        return list(events)
+
     def stop(self) -> None:
         super().stop()
         self.proxy.close()

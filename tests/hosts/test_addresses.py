@@ -44,14 +44,7 @@ def test_bind_any_advertise_and_discovery(
     hosts_of_sinks = {t["executor"] for t in job["tasks"] if t["kind"] == "sink"}
     assert len(hosts_of_sinks) == 2, "sinks on both hosts wrote into the one folder"
     # Pipes between hosts went over tcp:// to advertised addresses, never ipc:// or 0.0.0.0.
-    endpoints = cluster.proxy.request(
-        kind="meta_history",
-        endpoints=cluster.meta_addrs,
-        prefix="/zdf/framework/endpoints/",
-        **{"from": 1},
-        quiet=0.5,
-        timeout=5.0,
-    )
+    endpoints = cluster.meta_history("/zdf/framework/endpoints/", since=1, quiet=0.5)
     addrs = {e["value"] for e in endpoints if "://" in e["value"]}  # (not done flags)
     assert addrs and all(a.startswith("tcp://10.77.0.") for a in addrs), addrs
     # verify-sink on another host (the client's), told where the shared folder is.

@@ -113,15 +113,15 @@ def test_executor_one_way_cut(network: Network, hosts_cluster: NetnsCluster, tmp
 
 def job_writes(cluster: NetnsCluster, since: int) -> list[dict[str, Any]]:
     """The job records written since revision ``since``, from the metastore's history."""
-    events = cluster.proxy.request(
-        kind="meta_history",
-        endpoints=cluster.meta_addrs,
-        prefix="/zdf/framework/jobs/",
-        **{"from": since},
-        quiet=1.0,
-        timeout=5.0,
-    )
+    events = cluster.meta_history("/zdf/framework/jobs/", since)
     return [{**e, "doc": json.loads(e["value"])} for e in events if e["value"]]
+
+
+def epoch(cluster: NetnsCluster) -> int:
+    """The leading master's epoch: the election key's create_revision."""
+    found = cluster.meta_get("/zdf/election/master")
+    assert found is not None, "a leader holds the election key"
+    return int(found["create_revision"])
 
 
 @pytest.mark.cluster(masters=2)
@@ -132,10 +132,7 @@ def test_leading_master_isolated_is_fenced(
     run = start_bench(cluster, str(tmp_path / "sink"))
     run.wait_sunk(0.25)
     old = wait_until(cluster.leader, 10, "a leader")
-    before = cluster.proxy.request(
-        kind="meta_get", endpoints=cluster.meta_addrs, key="/zdf/election/master"
-    )
-    old_epoch = before["create_revision"]
+    old_epoch = epoch(cluster)
     run.faults_ns.append(time.time_ns())
     cut_at = time.monotonic()
     network.isolate(cluster.host_of(old))
@@ -146,10 +143,7 @@ def test_leading_master_isolated_is_fenced(
     network.heal(cluster.host_of(old))
     job = run.wait_end(timeout=120)
     assert_exact(run, job)
-    after = cluster.proxy.request(
-        kind="meta_get", endpoints=cluster.meta_addrs, key="/zdf/election/master"
-    )
-    new_epoch = after["create_revision"]
+    new_epoch = epoch(cluster)
     assert new_epoch > old_epoch
     # The deposed leader, back on the network, must not write: every job record
     # written after the new epoch began carries the new epoch.
