@@ -37,6 +37,22 @@ def test_one_answering_master_is_enough() -> None:
         standby.close()
 
 
+def test_a_master_whose_loop_is_stalled_still_shows_it_is_there() -> None:
+    """Nobody reads its socket (a master blocked on the metastore): the handshake,
+    done by its ZeroMQ I/O thread, is the sign of life."""
+    reactor = Reactor()
+    addr = f"127.0.0.1:{free_port()}"
+    stalled = make_socket(zmq.ROUTER, bind=addr)  # bound, never read
+    heard: list[bool] = []
+    probe = MasterProbe(reactor, lambda: heard.append(True))
+    try:
+        run_round(reactor, probe, [addr])
+        assert heard and not probe.unanswered
+    finally:
+        probe.close()
+        stalled.close(0)
+
+
 def test_a_round_nobody_answers() -> None:
     reactor = Reactor()
     heard: list[bool] = []
