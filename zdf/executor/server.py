@@ -12,10 +12,10 @@ Theory of operation: one reactor with three kinds of traffic.
 * A control ROUTER over ipc:// that the worker processes connect to.
 
 Cut off: when no master at all has answered for ``keepalive-ttl`` (no heartbeat,
-no reply, and no answer to a ping sent to every known master after half the TTL of
-silence: ``zdf.executor.probe``), this executor is on the wrong side of a
-partition, and the master has declared it dead and started its tasks elsewhere
-by now. It stops its tasks then, by itself, so that nothing it runs
+no reply, and no sign of life -- a ping's answer or a ZeroMQ handshake -- from a
+probe of every known master after half the TTL: ``zdf.executor.probe``), this
+executor is on the wrong side of a partition, and the master has declared it dead
+and started its tasks elsewhere by now. It stops its tasks then, by itself, so that nothing it runs
 goes on writing (or holds a sink's file) beside the replacements; it keeps
 registering and rejoins empty when the network heals. A master failover does
 not trip this: standbys answer while the new leader is elected.
