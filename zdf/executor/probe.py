@@ -94,11 +94,18 @@ class MasterProbe:
         self._close()
 
     def _close(self) -> None:
+        # Monitoring stops before its reading end closes: libzmq's I/O thread would
+        # otherwise block sending an event to a monitor nobody reads, and stall every
+        # socket of this process.
+        for channel in self._channels:
+            try:
+                channel.sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            channel.close()
         for monitor in self._monitors:
             self.reactor.remove_reader(monitor)
             close_socket(monitor)
-        for channel in self._channels:
-            channel.close()
         self._monitors.clear()
         self._channels.clear()
 
