@@ -75,6 +75,13 @@ def parse_addr_list(value: Any) -> list[str]:
     return [parse_addr(item) for item in items if str(item).strip()]
 
 
+def parse_optional_addr_list(value: Any) -> list[str]:
+    """As ``parse_addr_list``, but "" or [] is allowed (an empty list)."""
+    if value == "" or value == []:
+        return []
+    return parse_addr_list(value)
+
+
 def parse_cluster(value: Any) -> dict[str, str]:
     """'a=host:port,b=host:port' or a table {a = "host:port"} -> {name: addr}."""
     if isinstance(value, dict):
@@ -253,6 +260,24 @@ def load_config(
 # The processes' configs
 
 
+def parse_optional_addr(value: Any) -> str:
+    """An address as ``parse_addr``, or "" (unset)."""
+    return "" if str(value).strip() == "" else parse_addr(value)
+
+
+def check_advertised(bind: str, advertise: str, bind_key: str, twin_key: str) -> None:
+    """A wildcard bind (``0.0.0.0``) names no host others can dial: it needs its twin."""
+    from zdf.wire.addresses import is_wildcard
+
+    if is_wildcard(bind) and not advertise:
+        raise ValueError(
+            f"key {bind_key!r} binds every interface; set its advertised twin "
+            f"{twin_key!r} to the address others dial"
+        )
+    if advertise and is_wildcard(advertise):
+        raise ValueError(f"key {twin_key!r}: must name a host others can dial")
+
+
 @dataclass(frozen=True)
 class LogConfig:
     log_level: str = key("log-level", LOG_LEVEL, "info", "debug, info, warning or error")
@@ -293,8 +318,29 @@ class MetastoreConfig(LogConfig, SecurityConfig):
     max_client_lease_ttl: float = key(
         "max-client-lease-ttl", parse_duration, 86400.0, "longest lease a non-master may take"
     )
+    advertise_addr: str = key(
+        "advertise-addr", parse_optional_addr, "", "client address others dial (default: addr)"
+    )
+    advertise_peer_addr: str = key(
+        "advertise-peer-addr",
+        parse_optional_addr,
+        "",
+        "peer address others dial (default: peer-addr; initial-cluster names it)",
+    )
+
+    @property
+    def public_addr(self) -> str:
+        return self.advertise_addr or self.addr
+
+    @property
+    def public_peer_addr(self) -> str:
+        return self.advertise_peer_addr or self.peer_addr
 
     def validate(self) -> None:
+        check_advertised(self.addr, self.advertise_addr, "addr", "advertise-addr")
+        check_advertised(
+            self.peer_addr, self.advertise_peer_addr, "peer-addr", "advertise-peer-addr"
+        )
         if self.heartbeat_interval * 2 > self.election_timeout:
             raise ValueError("key 'heartbeat-interval': must be at most half of 'election-timeout'")
         if self.initial_cluster and self.name not in self.initial_cluster:
@@ -304,7 +350,7 @@ class MetastoreConfig(LogConfig, SecurityConfig):
 
     @property
     def cluster(self) -> dict[str, str]:
-        return self.initial_cluster or {self.name: self.peer_addr}
+        return self.initial_cluster or {self.name: self.public_peer_addr}
 
 
 @dataclass(frozen=True)
@@ -342,16 +388,48 @@ class MasterConfig(LogConfig, SecurityConfig):
         7 * 24 * 3600.0,
         "ended jobs are forgotten this long after (0: never)",
     )
+    advertise_addr: str = key(
+        "advertise-addr",
+        parse_optional_addr,
+        "",
+        "ROUTER address others dial (default: master-addr)",
+    )
+    advertise_heartbeat_addr: str = key(
+        "advertise-heartbeat-addr",
+        parse_optional_addr,
+        "",
+        "PUB address others dial (default: heartbeat-addr)",
+    )
+
+    @property
+    def public_addr(self) -> str:
+        return self.advertise_addr or self.master_addr
+
+    @property
+    def public_heartbeat_addr(self) -> str:
+        return self.advertise_heartbeat_addr or self.heartbeat_addr
 
     def validate(self) -> None:
         if self.keepalive_interval >= self.keepalive_ttl:
             raise ValueError("key 'keepalive-interval': must be shorter than 'keepalive-ttl'")
+        check_advertised(self.master_addr, self.advertise_addr, "master-addr", "advertise-addr")
+        check_advertised(
+            self.heartbeat_addr,
+            self.advertise_heartbeat_addr,
+            "heartbeat-addr",
+            "advertise-heartbeat-addr",
+        )
 
 
 @dataclass(frozen=True)
 class ExecutorConfig(LogConfig, SecurityConfig):
     name: str = key("name", parse_str, "", "executor id (default: derived from worker-addr)")
-    join: list[str] = key("join", parse_addr_list, ["127.0.0.1:10240"], "master addresses")
+    join: list[str] = key(
+        "join",
+        parse_optional_addr_list,
+        ["127.0.0.1:10240"],
+        "master addresses (empty: find them in the metastore's discovery records)",
+    )
     worker_addr: str = key(
         "worker-addr", parse_addr, "127.0.0.1:10241", "this executor's address (heartbeat PUB)"
     )
@@ -390,11 +468,22 @@ class ExecutorConfig(LogConfig, SecurityConfig):
         {},
         "what function tasks may ask of it, e.g. {cpu = 4, gpu = 1} (cpu: workers by default)",
     )
+    advertise_addr: str = key(
+        "advertise-addr",
+        parse_optional_addr,
+        "",
+        "worker-addr as others dial it; its host is also published for the data pipes",
+    )
 
     def validate(self) -> None:
         if self.keepalive_interval >= self.keepalive_ttl:
             raise ValueError("key 'keepalive-interval': must be shorter than 'keepalive-ttl'")
+        check_advertised(self.worker_addr, self.advertise_addr, "worker-addr", "advertise-addr")
+
+    @property
+    def public_addr(self) -> str:
+        return self.advertise_addr or self.worker_addr
 
     @property
     def executor_id(self) -> str:
-        return self.name or "exec-" + self.worker_addr.replace(":", "-").replace("/", "_")
+        return self.name or "exec-" + self.public_addr.replace(":", "-").replace("/", "_")

@@ -33,6 +33,15 @@ from zdf.wire.sockets import free_port
 STOP_GRACE = 5.0
 HOST = "127.0.0.1"
 
+Placement = Callable[[str], tuple[list[str], str]]
+"""Where a child runs, by its name ("metastore-1", "master-1", "executor-2"): the command
+prefix that starts it there (``["ip", "netns", "exec", NS]``) and the host others dial it
+at. The default runs everything here, on loopback."""
+
+
+def on_this_host(name: str) -> tuple[list[str], str]:
+    return [], HOST
+
 
 def wait_until(
     condition: Callable[[], Any], timeout: float, what: str = "condition", interval: float = 0.01
@@ -86,7 +95,16 @@ class LocalCluster:
         secure: bool = True,
         http: bool = True,
         log_format: str = "text",
+        place: Placement = on_this_host,
+        bind_any: bool = False,
+        discover: bool = False,
     ) -> None:
+        """``bind_any``: every process binds 0.0.0.0 and advertises its host's address
+        (only where ``place`` puts processes on hosts of their own); ``discover``:
+        executors get no ``join`` and find the masters through the metastore."""
+        self.place = place
+        self.bind_any = bind_any
+        self.discover = discover
         self._owned_dir = base_dir is None
         self.base_dir = os.path.abspath(base_dir or tempfile.mkdtemp(prefix="zdf-cluster-"))
         self.resources = resources
@@ -106,13 +124,15 @@ class LocalCluster:
         self.n_metastores = metastores
         self.http = http  # every process serves /metrics and /health on a free port
         self.log_format = log_format
-        self.meta_addrs = [f"{HOST}:{free_port()}" for _ in range(metastores)]
-        self.meta_peers = [f"{HOST}:{free_port()}" for _ in range(metastores)]
+        meta_hosts = [self._host(self._metastore_name(i)) for i in range(metastores)]
+        self.meta_addrs = [f"{host}:{free_port()}" for host in meta_hosts]
+        self.meta_peers = [f"{host}:{free_port()}" for host in meta_hosts]
         self.meta_addr = ",".join(self.meta_addrs)  # what --meta-endpoints takes
         self.metastores: list[Child] = []
         self.n_masters = masters
-        self.master_addrs = [f"{HOST}:{free_port()}" for _ in range(masters)]
-        self.heartbeat_addrs = [f"{HOST}:{free_port()}" for _ in range(masters)]
+        master_hosts = [self._host(f"master-{i + 1}") for i in range(masters)]
+        self.master_addrs = [f"{host}:{free_port()}" for host in master_hosts]
+        self.heartbeat_addrs = [f"{host}:{free_port()}" for host in master_hosts]
         self.master_addr = ",".join(self.master_addrs)  # what --master-addr takes
         self.executors: list[Child] = []
         self.masters: list[Child] = []
@@ -121,12 +141,24 @@ class LocalCluster:
         atexit.register(self.stop)
 
     # -- starting -----------------------------------------------------------
+    def _host(self, name: str) -> str:
+        return self.place(name)[1]
+
+    def _listen(self, flag: str, twin: str, addr: str) -> list[str]:
+        """Flags to listen at ``addr``: bound there, or on 0.0.0.0 and advertised there."""
+        if not self.bind_any:
+            return [flag, addr]
+        return [flag, "0.0.0.0:" + addr.rpartition(":")[2], twin, addr]
+
+    def _metastore_name(self, index: int) -> str:
+        return "metastore" if self.n_metastores == 1 else f"metastore-{index + 1}"
+
     def _spawn(self, name: str, args: list[str], addr: str = "") -> Child:
         log_path = os.path.join(self.base_dir, f"{name}.log")
         self.use_keys()
         if self.security_dir:
             args = [*args, "--security-dir", self.security_dir]
-        cmd = [sys.executable, "-m", "zdf.cli.main", *args]
+        cmd = [*self.place(name)[0], sys.executable, "-m", "zdf.cli.main", *args]
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
@@ -151,7 +183,7 @@ class LocalCluster:
 
     def start_metastore(self, index: int = 0) -> Child:
         """Replica ``index`` (of ``metastores``; one replica is named plain "metastore")."""
-        name = "metastore" if self.n_metastores == 1 else f"metastore-{index + 1}"
+        name = self._metastore_name(index)
         initial = ",".join(f"meta-{i + 1}={peer}" for i, peer in enumerate(self.meta_peers))
         child = self._spawn(
             name,
@@ -159,10 +191,8 @@ class LocalCluster:
                 "metastore",
                 "--name",
                 f"meta-{index + 1}",
-                "--addr",
-                self.meta_addrs[index],
-                "--peer-addr",
-                self.meta_peers[index],
+                *self._listen("--addr", "--advertise-addr", self.meta_addrs[index]),
+                *self._listen("--peer-addr", "--advertise-peer-addr", self.meta_peers[index]),
                 *(["--initial-cluster", initial] if self.n_metastores > 1 else []),
                 "--data-dir",
                 os.path.join(self.base_dir, name),
@@ -196,10 +226,10 @@ class LocalCluster:
                 "master",
                 "--name",
                 f"master-{index + 1}",
-                "--master-addr",
-                self.master_addrs[index],
-                "--heartbeat-addr",
-                self.heartbeat_addrs[index],
+                *self._listen("--master-addr", "--advertise-addr", self.master_addrs[index]),
+                *self._listen(
+                    "--heartbeat-addr", "--advertise-heartbeat-addr", self.heartbeat_addrs[index]
+                ),
                 "--meta-endpoints",
                 self.meta_addr,
                 "--keepalive-interval",
@@ -223,7 +253,7 @@ class LocalCluster:
 
     def start_executor(self, index: int | None = None) -> Child:
         index = len(self.executors) + 1 if index is None else index
-        addr = f"{HOST}:{free_port()}"
+        addr = f"{self._host(f'executor-{index}')}:{free_port()}"
         child = self._spawn(
             f"executor-{index}",
             [
@@ -231,9 +261,8 @@ class LocalCluster:
                 "--name",
                 f"exec-{index}",
                 "--join",
-                self.master_addr,
-                "--worker-addr",
-                addr,
+                "" if self.discover else self.master_addr,
+                *self._listen("--worker-addr", "--advertise-addr", addr),
                 "--meta-endpoints",
                 self.meta_addr,
                 "--slots",

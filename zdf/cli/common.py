@@ -63,7 +63,8 @@ def MASTER_OPTION(fn: F) -> F:
         envvar="ZDF_MASTER_ADDR",
         default="127.0.0.1:10240",
         show_default=True,
-        help="The master's host:port (a comma-separated list with standbys).",
+        help="The master's host:port (a comma-separated list with standbys; empty: "
+        "find the masters in the metastore at ZDF_META_ENDPOINTS).",
     )(fn)
 
 
@@ -93,10 +94,15 @@ TIMEOUT_OPTION = click.option(
 
 
 def master_endpoints(master_addr: str) -> list[str]:
-    """The addresses of ``--master-addr``; a malformed one is a one-line ``ConfigError``."""
+    """The addresses of ``--master-addr``; given none, those the metastore's discovery
+    records name (at ``ZDF_META_ENDPOINTS``). A malformed one is a one-line ``ConfigError``."""
     endpoints = [a.strip() for a in master_addr.split(",") if a.strip()]
     if not endpoints:
-        raise ConfigError("--master-addr: expected host:port (e.g. 127.0.0.1:10240), got nothing")
+        from zdf.config import parse_addr_list
+        from zdf.discovery import find_masters
+
+        meta = os.environ.get("ZDF_META_ENDPOINTS", "127.0.0.1:10340")
+        return find_masters(parse_addr_list(meta))
     for addr in endpoints:
         try:
             parse_addr(addr)

@@ -372,17 +372,19 @@ def connect(
     master_addr: str | list[str] | None = None,
     *,
     security_dir: str | None = None,
+    meta_endpoints: str | list[str] | None = None,
     **options: Any,
 ) -> Client:
-    """A client of the master at ``host:port`` (or the leader of a comma-separated list).
+    """A client of the master at ``host:port`` (or the leader of a comma-separated list);
+    given ``meta_endpoints`` instead, of the masters the metastore's discovery records name.
 
-    With no address, a whole cluster is started on this machine for this client
+    With neither, a whole cluster is started on this machine for this client
     (``zdf.LocalCluster()``, secured with keys of its own, as ``ray.init()`` or
     Dask's ``Client()`` do), and stopped when the client closes.
 
     ``security_dir`` (default: ``ZDF_SECURITY_DIR``) holds the cluster's CURVE keys;
     this process then speaks as the ``client`` role on every socket it makes."""
-    if master_addr is None:
+    if master_addr is None and not meta_endpoints:
         from zdf.localcluster import LocalCluster
 
         cluster = LocalCluster().start()
@@ -398,4 +400,9 @@ def connect(
     security_dir = os.environ.get("ZDF_SECURITY_DIR", "") if security_dir is None else security_dir
     if security_dir:
         security.configure(security_dir, "client")
+    if master_addr is None:
+        from zdf.config import parse_addr_list
+        from zdf.discovery import find_masters
+
+        master_addr = find_masters(parse_addr_list(meta_endpoints))
     return Client(master_addr, **options)

@@ -85,10 +85,12 @@ class WorkerPool:
         sockets: int = 0,
         log_format: str = "text",
         log_file: str = "",
+        public_host: str = "",
     ) -> None:
         self.sockets = sockets
         self.log_format = log_format
         self.log_file = log_file  # the executor's: its workers' lines go there too
+        self.public_host = public_host
         self.frozen_limit = frozen_limit
         self.allow_pickle = allow_pickle
         self.executor_id = executor_id
@@ -136,6 +138,8 @@ class WorkerPool:
             cmd.append("--allow-pickle")
         if self.sockets:
             cmd += ["--sockets", str(self.sockets)]
+        if self.public_host:
+            cmd += ["--public-host", self.public_host]
         slot.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
 
     def mark_ready(self, name: str, budget: int = 0) -> WorkerSlot | None:

@@ -10,6 +10,21 @@ Theory of operation: one reactor with three kinds of traffic.
   to the master's PUB. When the master falls silent for ``keepalive-ttl`` the
   executor registers again (a restarted or new master), with its running tasks.
 * A control ROUTER over ipc:// that the worker processes connect to.
+
+Cut off: when no master at all has answered for ``keepalive-ttl`` (no heartbeat,
+no reply, and no sign of life -- a ping's answer or a ZeroMQ handshake -- from a
+probe of every known master after half the TTL: ``zdf.executor.probe``), this
+executor is on the wrong side of a partition, and the master has declared it dead
+and started its tasks elsewhere by now. It stops its tasks then, by itself, so that nothing it runs
+goes on writing (or holds a sink's file) beside the replacements; it keeps
+registering and rejoins empty when the network heals. A master failover does
+not trip this: standbys answer while the new leader is elected.
+
+Addresses: the heartbeat PUB binds ``worker-addr``; the master dials
+``advertise-addr`` (``zdf.wire.addresses``). Data pipes bind on worker-addr's host
+and are published with the advertised host; they use ipc:// only when that host
+is loopback (a cluster on one machine), tcp:// otherwise. Given no ``join``, the
+masters are found in the metastore's discovery records (``zdf.discovery``).
 """
 
 from __future__ import annotations
@@ -26,12 +41,15 @@ import zmq
 
 from zdf import protocol as P
 from zdf.config import ExecutorConfig
+from zdf.discovery import find_masters
 from zdf.errors import JobError, NotLeader, Timeout, ZdfError
 from zdf.executor.pool import WorkerPool, WorkerSlot
+from zdf.executor.probe import MasterProbe
 from zdf.files import private_dir
 from zdf.jobs.cost import task_cost
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.observe.taskout import read_logs
+from zdf.wire.addresses import host_of, is_loopback
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
 from zdf.wire.security import MASTERS
@@ -62,7 +80,8 @@ class Executor:
         self.config = config
         self.reactor = reactor or Reactor()
         self.executor_id = config.executor_id
-        self.host = config.worker_addr.rpartition(":")[0] or "127.0.0.1"
+        self.host = host_of(config.worker_addr) or "127.0.0.1"
+        self.public_host = host_of(config.public_addr) or self.host
         run_dir = os.path.join(config.data_dir, self.executor_id)
         private_dir(config.data_dir)
         private_dir(run_dir)
@@ -74,6 +93,8 @@ class Executor:
         self._session = ""  # the master's proof that a registration or heartbeat is ours
         self._backoff = REGISTER_BACKOFF_MIN
         self._last_master_beat = time.monotonic()
+        self._last_master_contact = time.monotonic()  # any master, any answer
+        self.probe = MasterProbe(self.reactor, self._heard_a_master)
         self._last_check = time.monotonic()
         self._register_timer: Timer | None = None
         self._backlog: list[Any] = []
@@ -104,7 +125,7 @@ class Executor:
             P.PING: lambda call: {"executor": self.executor_id},
             P.TASK_LOGS: self.on_task_logs,
         }
-        self.masters = list(config.join)
+        self.masters = list(config.join) or self._discover()
         self.master_addr = self.masters[0]
         self.registrations = 0  # successful registrations: workers say hello after each
         workers_n = config.workers or os.cpu_count() or 1
@@ -120,7 +141,7 @@ class Executor:
             workers,
             ctl_addr,
             self.host,
-            run_dir,
+            run_dir if is_loopback(self.public_host) else "",  # ipc:// on one machine only
             config.log_level,
             self._on_worker_exit,
             executor_id=self.executor_id,
@@ -129,6 +150,7 @@ class Executor:
             sockets=config.worker_sockets,
             log_format=config.log_format,
             log_file=config.log_file,
+            public_host=self.public_host,
         )
         self._handlers = handlers
         self.reactor.call_every(config.keepalive_interval, self._beat, now=True)
@@ -139,8 +161,24 @@ class Executor:
         sock = make_socket(zmq.DEALER, connect=self.master_addr, server_role="master")
         return Channel(self.reactor, sock, handlers, name="executor")
 
+    def _discover(self) -> list[str]:
+        """The masters' addresses from the metastore (at start, until some are found)."""
+        deadline = time.monotonic() + self.config.session_ttl
+        while True:
+            try:
+                found = find_masters(self.config.meta_endpoints)
+                log.info("found masters in the metastore: %s", ",".join(found))
+                return found
+            except ZdfError as exc:
+                if time.monotonic() > deadline:
+                    raise ZdfError(f"no master to join: {exc}") from None
+                log.info("waiting for a master in the metastore: %s", exc)
+                time.sleep(REGISTER_BACKOFF_MAX / 4)  # bounded by the deadline above
+
     def _switch_master(self, hint: str | None) -> None:
         """Talk to another master: the leader's address when a standby named it, else the next."""
+        if hint is None and not self.config.join:
+            self._rediscover()
         if hint and hint not in self.masters:
             self.masters.append(hint)
         if hint:
@@ -154,6 +192,14 @@ class Executor:
         self.master_addr = target
         self.master = self._connect_master(self._handlers)
 
+    def _rediscover(self) -> None:
+        try:
+            found = find_masters(self.config.meta_endpoints, timeout=0.5)
+        except ZdfError as exc:
+            log.info("masters not found in the metastore now: %s", exc)
+            return
+        self.masters += [addr for addr in found if addr not in self.masters]
+
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:
         """Start the workers; registration follows once every one of them is ready."""
@@ -161,7 +207,12 @@ class Executor:
 
     def run(self) -> None:
         self.start()
-        log.info("executor %s at %s", self.executor_id, self.config.worker_addr)
+        log.info(
+            "executor %s at %s (dialed at %s)",
+            self.executor_id,
+            self.config.worker_addr,
+            self.config.public_addr,
+        )
         self.reactor.run()
 
     def close(self) -> None:
@@ -171,6 +222,7 @@ class Executor:
         self.ctl.close()
         self.publisher.close()
         self.master_sub.close()
+        self.probe.close()
 
     def leave(self, timeout: float = DEREGISTER_TIMEOUT) -> None:
         """Tell the master this executor is going (its tasks are stopped): it is listed
@@ -194,7 +246,7 @@ class Executor:
         self._register_timer = None
         body = {
             "executor_id": self.executor_id,
-            "addr": self.config.worker_addr,
+            "addr": self.config.public_addr,
             "slots": self.config.slots,
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -209,6 +261,8 @@ class Executor:
         )
 
     def _on_registered(self, result: Any, error: ZdfError | None) -> None:
+        if error is None or isinstance(error, NotLeader):
+            self._heard_a_master()  # a master answered, if only "not the leader"
         if error is not None or not isinstance(result, dict):
             log.info("registration not answered (%s); retrying", error)
             if isinstance(error, NotLeader):
@@ -252,6 +306,7 @@ class Executor:
 
     def _on_master_beat(self, body: dict[str, Any]) -> None:
         self._last_master_beat = time.monotonic()
+        self._heard_a_master()
         epoch = body.get("epoch")
         if self.registered and isinstance(epoch, int) and epoch != self.master_epoch:
             log.info("a new master (epoch %s): registering again", epoch)
@@ -263,6 +318,12 @@ class Executor:
         silent = now - self._last_master_beat
         frozen = now - self._last_check
         self._last_check = now
+        unheard = now - self._last_master_contact
+        cut_off = unheard > self.config.keepalive_ttl and self.probe.unanswered
+        if cut_off and (self.tasks or self._backlog):
+            self._stop_all_tasks(unheard)
+        if unheard > self.config.keepalive_ttl / 2:  # (a new round forgets the last)
+            self.probe.start(self.masters, self.config.keepalive_ttl / 2)
         if not self.registered:
             return
         if frozen > self.config.keepalive_ttl:
@@ -276,6 +337,22 @@ class Executor:
         self.registered = False
         self._last_master_beat = now
         self._register()
+
+    def _heard_a_master(self) -> None:
+        self._last_master_contact = time.monotonic()
+        self.probe.reset()
+
+    def _stop_all_tasks(self, silent: float) -> None:
+        """Cut off from every master: the tasks run elsewhere by now (see the docstring)."""
+        log.warning(
+            "no master answered for %.1fs: stopping %d tasks (they run elsewhere now)",
+            silent,
+            len(self.tasks) + len(self._backlog),
+        )
+        self._backlog.clear()
+        for running in list(self.tasks.values()):
+            self._cancel_on_worker(running)
+        self.tasks.clear()
 
     def _beat(self) -> None:
         self.publisher.beat({"tasks": len(self.tasks), "session": self._session})

@@ -33,6 +33,7 @@ from zdf.jobs.spec import TaskSpec
 from zdf.observe.logs import configure_logging, task_fields
 from zdf.observe.taskout import CapturingReactor, TaskOutput, install
 from zdf.wire import security
+from zdf.wire.addresses import WILDCARDS, advertised
 from zdf.wire.codec import packb, unpackb
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import Call, Channel
@@ -70,9 +71,13 @@ class Worker:
         frozen_limit: float = 1.0,
         allow_pickle: bool = False,
         budget: int = 0,
+        public_host: str = "",
     ) -> None:
         self.name = name
         self.budget = budget  # descriptors its tasks may use (zdf.executor.limits)
+        self.public_host = public_host  # published in place of ``host`` (advertise-addr)
+        # The function tasks' direct port publishes where it binds: not a wildcard.
+        self.fn_host = public_host if host in WILDCARDS and public_host else host
         self.allow_pickle = allow_pickle
         self.host = host
         self.ipc_dir = ipc_dir
@@ -99,7 +104,7 @@ class Worker:
         self.executor_id = executor_id
         self._seen_registration: Any = None  # the executor's registration we said hello after
         self.functions = (
-            FunctionRunner(self.reactor, master, executor_id, name, allow_pickle, host)
+            FunctionRunner(self.reactor, master, executor_id, name, allow_pickle, self.fn_host)
             if master
             else None
         )
@@ -265,7 +270,7 @@ class Worker:
         if self.functions is not None:
             self.functions.close()
         self.functions = FunctionRunner(
-            self.reactor, body["addr"], self.executor_id, self.name, self.allow_pickle, self.host
+            self.reactor, body["addr"], self.executor_id, self.name, self.allow_pickle, self.fn_host
         )
         return None
 
@@ -298,6 +303,7 @@ class Worker:
     def publish_endpoint(
         self, job_id: str, task_id: str, name: str, addr: str, attempt: int | None = None
     ) -> None:
+        addr = advertised(addr, self.public_host)
         body: dict[str, Any] = {"job_id": job_id, "task_id": task_id, "name": name, "addr": addr}
         if attempt is not None:
             body["attempt"] = attempt
@@ -357,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zdf-worker")
     parser.add_argument("--ctl", required=True)
     parser.add_argument("--name", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="where data sockets bind")
+    parser.add_argument("--public-host", default="", help="the host others dial them at")
     parser.add_argument("--ipc-dir", default="")
     parser.add_argument("--parent", type=int, default=os.getppid())
     parser.add_argument("--log-level", default="info")
@@ -398,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         args.frozen_limit,
         args.allow_pickle,
         budget,
+        args.public_host,
     )
 
     def on_term(*_: object) -> None:

@@ -96,9 +96,9 @@ class BenchRun:
     def verify(self) -> VerifyReport:
         return verify(self.config)
 
-    def recovery(self, fault: int = 0) -> Recovery:
+    def recovery(self, fault: int = 0, since_ns: int | None = None) -> Recovery:
         times = sink_times(self.config_out_dir, self.config.streams)
-        return measure_recovery(times, self.faults_ns[fault])
+        return measure_recovery(times, self.faults_ns[fault], since_ns=since_ns)
 
     @property
     def config_out_dir(self) -> str:

@@ -30,7 +30,7 @@ DEFAULT_FRACTION = 0.9
 @dataclass(frozen=True)
 class Recovery:
     normal_rate: float  # records/s before the fault
-    recovered_s: float | None  # seconds from the fault to the rate back at ``fraction``
+    recovered_s: float | None  # seconds from the fault (or since_ns) to the rate back
     stalled_s: float  # the longest gap between two writes after the fault
 
 
@@ -54,7 +54,11 @@ def measure_recovery(
     window: float = DEFAULT_WINDOW,
     baseline: float = DEFAULT_BASELINE,
     fraction: float = DEFAULT_FRACTION,
+    since_ns: int | None = None,
 ) -> Recovery:
+    """``since_ns``: look for the recovered window only from then on (a partition is
+    noticed a keepalive TTL after the cut, while the pipes still drain: counted from
+    the dead declaration), still against the rate before ``fault_ns``."""
     before = np.searchsorted(times_ns, [fault_ns - int(baseline * 1e9), fault_ns])
     normal = float(before[1] - before[0]) / baseline
     after = times_ns[before[1] :]
@@ -63,8 +67,9 @@ def measure_recovery(
     if normal <= 0 or not len(after):
         return Recovery(normal, None, stalled)
     step = int(window * 1e9)
-    ends = np.arange(fault_ns + step, int(after[-1]) + step + 1, step // 4 or 1)
+    start = fault_ns if since_ns is None else max(fault_ns, since_ns)
+    ends = np.arange(start + step, int(after[-1]) + step + 1, step // 4 or 1)
     counts = np.searchsorted(after, ends) - np.searchsorted(after, ends - step)
     ok = np.flatnonzero(counts >= fraction * normal * window)
-    recovered = float(ends[ok[0]] - fault_ns) / 1e9 if len(ok) else None
+    recovered = float(ends[ok[0]] - start) / 1e9 if len(ok) else None
     return Recovery(normal, recovered, stalled)

@@ -168,6 +168,7 @@ class JobManager:
         self.dirty: set[str] = set()
         self.dirty_tasks: dict[str, set[str]] = {}  # job -> tasks changed since written
         self.used: Counter[str] = Counter()  # executor -> slots held by live tasks
+        self.epoch = 0  # the leading master's epoch: job headers name who wrote them
         self._tokens: dict[str, str] = {}
         self._seq = itertools.count(1)
 

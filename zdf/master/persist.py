@@ -72,9 +72,12 @@ class MetaLike(Protocol):
     def lease_revoke(self, lease_id: int) -> Any: ...
 
 
-def job_header(job: JobRecord) -> dict[str, Any]:
-    """The job without its tasks (``chunks``: its specs are in pieces)."""
+def job_header(job: JobRecord, epoch: int = 0) -> dict[str, Any]:
+    """The job without its tasks (``chunks``: its specs are in pieces). It names the
+    epoch that wrote it, so the metastore's history shows which leader wrote what (a
+    deposed one writes nothing: the fence)."""
     doc = job.to_dict(tasks=False)
+    doc["written_epoch"] = epoch
     doc["spec"] = {"name": job.spec.name, "job_type": job.spec.job_type}
     doc["settings"] = job.spec.settings
     doc["task_count"] = len(job.tasks)
@@ -117,13 +120,15 @@ def _split(specs: list[Any]) -> list[bytes]:
     return _split(specs[:half]) + _split(specs[half:])
 
 
-def submission_ops(job: JobRecord, pieces: list[bytes] | None = None) -> list[TxnOp]:
+def submission_ops(
+    job: JobRecord, pieces: list[bytes] | None = None, epoch: int = 0
+) -> list[TxnOp]:
     """What a submission writes: the spec pieces, then the header (the commit mark)."""
-    return [*spec_ops(job, pieces), header_op(job)]
+    return [*spec_ops(job, pieces), header_op(job, epoch)]
 
 
-def header_op(job: JobRecord) -> TxnOp:
-    return put_op(FRAMEWORK_JOBS + job.job_id, _dumps(job_header(job)))
+def header_op(job: JobRecord, epoch: int = 0) -> TxnOp:
+    return put_op(FRAMEWORK_JOBS + job.job_id, _dumps(job_header(job, epoch)))
 
 
 def task_ops(job: JobRecord, task_ids: Iterable[str]) -> list[TxnOp]:
@@ -154,7 +159,7 @@ def take_dirty(
         jobs.dirty.discard(job_id)
         ops.extend(task_ops(job, sorted(tasks)))
         if header:
-            ops.append(header_op(job))
+            ops.append(header_op(job, jobs.epoch))
         taken.append((job_id, tasks, header))
 
     def put_back() -> None:
@@ -230,7 +235,7 @@ class FrameworkStore:
     def save_job(self, job: JobRecord) -> None:
         """Write a whole job (specs, every task that has moved, header last), fenced."""
         moved = [t.task_id for t in job.tasks.values() if t.attempt or t.state.value != "pending"]
-        self.apply_fenced([*spec_ops(job), *task_ops(job, moved), header_op(job)])
+        self.apply_fenced([*spec_ops(job), *task_ops(job, moved), header_op(job, self.epoch or 0)])
 
     def delete_job(self, job_id: str) -> None:
         """Forget a job for good, every piece of it (fenced, one txn)."""

@@ -124,8 +124,8 @@ class Master:
                 meta,
                 {
                     "name": config.name,
-                    "addr": config.master_addr,
-                    "heartbeat_addr": config.heartbeat_addr,
+                    "addr": config.public_addr,
+                    "heartbeat_addr": config.public_heartbeat_addr,
                 },
                 config.election_ttl,
             )
@@ -311,6 +311,7 @@ class Master:
         log.error("master %s lost its leadership (%s); stopping", self.config.name, why)
         self.lost_leadership = True
         self.epoch = 0
+        self.jobs.epoch = 0
         self.reactor.stop()
 
     def _fenced(self, write: Callable[..., None], *args: Any) -> None:
@@ -326,16 +327,17 @@ class Master:
         """Lead from ``epoch``: rebuild jobs, checkpoints and endpoints from the metastore."""
         started = time.monotonic()
         self.epoch = epoch
+        self.jobs.epoch = epoch
         self.publisher.epoch = epoch
         if self.store is not None and self.election is not None:
             self.store.epoch = epoch
         self.leader = LeaderInfo(
-            self.config.name, self.config.master_addr, self.config.heartbeat_addr, epoch
+            self.config.name, self.config.public_addr, self.config.public_heartbeat_addr, epoch
         )
         if self.store is not None:
             self._restore()
-            info = {"name": self.config.name, "addr": self.config.master_addr, "epoch": epoch}
-            info["heartbeat_addr"] = self.config.heartbeat_addr
+            info = {"name": self.config.name, "addr": self.config.public_addr, "epoch": epoch}
+            info["heartbeat_addr"] = self.config.public_heartbeat_addr
             try:
                 self._master_lease = self.store.register_master(
                     self.config.name, info, EXECUTOR_SESSION_TTL
@@ -532,7 +534,7 @@ class Master:
         return {
             "master": self.config.name,
             "epoch": self.epoch,
-            "heartbeat_addr": self.config.heartbeat_addr,
+            "heartbeat_addr": self.config.public_heartbeat_addr,
             "keepalive_interval": self.config.keepalive_interval,
             "keepalive_ttl": self.config.keepalive_ttl,
             "session": info.session,
@@ -842,7 +844,7 @@ class Master:
         if self.batch is None:
             return self._accepted(job)
         try:  # may refuse a task too big to keep: nothing is kept then
-            ops = persist.submission_ops(job, pieces)
+            ops = persist.submission_ops(job, pieces, self.epoch)
         except JobError:
             self.jobs.forget(job.job_id)
             raise
@@ -1001,7 +1003,7 @@ class Master:
         jobs = [j.state.value for j in self.jobs.jobs.values()]
         return {
             "master": self.config.name,
-            "addr": self.config.master_addr,
+            "addr": self.config.public_addr,
             "epoch": self.epoch,
             "role": "leader" if self.leading else "standby",
             "leader": None if self.leader is None else self.leader.addr,

@@ -111,7 +111,7 @@ class Replica:
             config.name,
             cluster,
             self.log,
-            addr=config.addr,
+            addr=config.public_addr,
             timing=Timing(config.election_timeout, config.heartbeat_interval),
             commit_index=state.applied_index,
             now=now,
@@ -120,7 +120,8 @@ class Replica:
         self.transport: PeerTransport | None = None
         if not self.single:
             peers = {n: a for n, a in cluster.items() if n != config.name}
-            bind = cluster.get(config.name, config.peer_addr)
+            # initial-cluster names where peers dial; with a twin, peer-addr is the bind.
+            bind = config.peer_addr if config.advertise_peer_addr else cluster[config.name]
             self.transport = PeerTransport(reactor, config.name, bind, peers, self._on_peer)
             self.transport.on_drained = self.process_now
         self._proposals: dict[int, Proposal] = {}
@@ -450,7 +451,7 @@ class Replica:
             tuple(items),
             done,
             self.core.snapshot_round(),
-            self.config.addr,
+            self.config.public_addr,
         )
         self._send([(name, msg)])
 

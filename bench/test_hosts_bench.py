@@ -1,0 +1,140 @@
+"""Figures on namespaced hosts (tests/hosts), each against a baseline in the same run.
+
+* ``throughput``: the unpaced benchmark job (10 tables x 3 streams x 300,000
+  records) on a loopback cluster and on a cluster whose every process is on a host
+  of its own (data pipes over tcp:// through a bridge instead of ipc://), the two
+  clusters started once and the jobs alternated loopback, hosts, loopback, hosts...
+  (``ROUNDS`` each) so that drift on a shared machine hits both alike; rate = records
+  / (submit to finished, polled every 50 ms); goal: hosts >= 0.8 x loopback, reported
+  as the ratio of the medians and the median of the per-pair ratios.
+* ``detection``: on hosts, kill -9 of an idle executor until the master lists it
+  ``dead`` (goal <= 100 ms) and SIGSTOP until ``dead`` (goal <= 1 s), polled through
+  the namespace proxy (a call costs a few ms: the figures are that much late).
+
+Skips where namespaces cannot be made. Figures are printed (run with ``-s``) and
+kept in ``extra_info``; the goals are reported, asserted only with room for noise.
+"""
+
+from __future__ import annotations
+
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zdf.jobs.benchrun import assert_exact, start_bench
+from zdf.localcluster import LocalCluster, wait_until
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.hosts.cluster import NetnsCluster
+from tests.hosts.netns import Network, unavailable_reason
+
+ROUNDS = 5
+JOB: dict[str, Any] = {
+    "flow-id": "hosts",
+    "table-num": 10,
+    "servers": 3,
+    "rcd-cnt": 300_000,
+    "ddl-freq": 1000,
+    "batch-size": 4096,
+    "rate": 0,
+}
+DETECT_ROUNDS = 5
+
+
+@pytest.fixture
+def network() -> Any:
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"namespaced hosts unavailable: {reason}")
+    net = Network()
+    try:
+        yield net
+    finally:
+        net.close()
+
+
+def _rate(cluster: LocalCluster, sink: Path) -> float:
+    started = time.monotonic()
+    run = start_bench(cluster, str(sink), **JOB)
+    job = run.wait_end(timeout=300)
+    elapsed = time.monotonic() - started
+    assert_exact(run, job)
+    return run.expected / elapsed
+
+
+def test_throughput_hosts_vs_loopback(network: Network, tmp_path: Path, benchmark: Any) -> None:
+    loop = LocalCluster(str(tmp_path / "loop"), log_level="warning")
+    hosts = NetnsCluster(network, str(tmp_path / "hosts"), log_level="warning")
+    rates: dict[str, list[float]] = {"loopback": [], "hosts": []}
+    try:
+        loop.start()
+        hosts.start(timeout=60)
+
+        def one(i: int) -> None:
+            rates["loopback"].append(_rate(loop, tmp_path / f"l{i}"))
+            rates["hosts"].append(_rate(hosts, tmp_path / f"h{i}"))
+
+        rounds = iter(range(ROUNDS))
+        benchmark.pedantic(lambda: one(next(rounds)), rounds=ROUNDS, iterations=1)
+    finally:
+        hosts.stop()
+        loop.stop()
+    ratio = statistics.median(rates["hosts"]) / statistics.median(rates["loopback"])
+    pairs = [h / lo for h, lo in zip(rates["hosts"], rates["loopback"], strict=True)]
+    benchmark.extra_info.update({k: [round(r) for r in v] for k, v in rates.items()})
+    benchmark.extra_info["ratio_of_medians"] = round(ratio, 3)
+    benchmark.extra_info["pair_ratios"] = [round(p, 3) for p in pairs]
+    print(
+        f"\nbench job records/s: loopback {[round(r) for r in rates['loopback']]}, "
+        f"hosts {[round(r) for r in rates['hosts']]}; hosts/loopback: medians {ratio:.2f}, "
+        f"per pair {[round(p, 2) for p in pairs]} (median {statistics.median(pairs):.2f}; "
+        "goal >= 0.8)"
+    )
+    assert statistics.median(pairs) > 0.5
+
+
+def test_detection_on_hosts(network: Network, tmp_path: Path, benchmark: Any) -> None:
+    cluster = NetnsCluster(
+        network, str(tmp_path / "c"), executors=DETECT_ROUNDS * 2, workers=1, log_level="warning"
+    )
+    crash: list[float] = []
+    hang: list[float] = []
+    try:
+        cluster.start(timeout=120)
+        victims = iter(list(cluster.executors))
+
+        def dead_after(sig: int) -> float:
+            victim = next(victims)
+            at = time.monotonic()
+            cluster.kill(victim, sig)
+            wait_until(
+                lambda: cluster.executor_state(victim.extra["id"]) == "dead", 10, "dead", 0.001
+            )
+            return time.monotonic() - at
+
+        def one() -> None:
+            crash.append(dead_after(signal.SIGKILL))
+            hang.append(dead_after(signal.SIGSTOP))
+
+        benchmark.pedantic(one, rounds=DETECT_ROUNDS, iterations=1)
+    finally:
+        for child in cluster.executors:
+            if child.alive():
+                cluster.kill(child, signal.SIGCONT)
+        cluster.stop()
+    benchmark.extra_info.update(
+        {"kill_to_dead_ms": [round(x * 1000) for x in crash],
+         "stop_to_dead_ms": [round(x * 1000) for x in hang]}
+    )  # fmt: skip
+    print(
+        f"\non hosts: kill -9 -> dead median {statistics.median(crash) * 1000:.0f} ms "
+        f"({[round(x * 1000) for x in crash]}; goal <= 100 ms); SIGSTOP -> dead median "
+        f"{statistics.median(hang) * 1000:.0f} ms ({[round(x * 1000) for x in hang]}; goal <= 1 s)"
+    )
+    assert statistics.median(crash) < 0.5
+    assert statistics.median(hang) < 1.5
