@@ -91,7 +91,10 @@ class NetnsCluster(LocalCluster):
             return host.prefix, host.ip
 
         super().__init__(base_dir, place=place, **options)
-        self.proxy = ProxyClient(network.host("client"), self.env)
+        # The proxy speaks as a client of this cluster: its keys (made as the cluster starts).
+        self.proxy = ProxyClient(
+            network.host("client"), {**self.env, "ZDF_SECURITY_DIR": self.security_dir}
+        )
 
     def host_of(self, child: Child) -> Host:
         return self.network.hosts[child.name]

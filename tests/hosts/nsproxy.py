@@ -11,15 +11,26 @@ result}`` or ``{"error": text, "type": class name}``. It exits at the end of its
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 from zdf.errors import ZdfError
 from zdf.metastore.client import MetaClient
+from zdf.wire import security
 from zdf.wire.rpc import RpcClient
 
 
+def use_keys() -> None:
+    """The cluster's client keys, once they exist (the cluster makes them as it starts,
+    after this process has started)."""
+    keys = os.environ.get("ZDF_SECURITY_DIR", "")
+    if keys and security.current() is None:
+        security.configure(keys, "client")
+
+
 def answer(request: dict[str, Any], clients: dict[str, RpcClient]) -> Any:
+    use_keys()
     endpoints = list(request["endpoints"])
     timeout = float(request.get("timeout") or 5.0)
     if request["kind"] == "meta_status":

@@ -53,7 +53,7 @@ class MasterProbe:
             return
         self._answered = self.unanswered = False  # only a finished round tells
         for addr in masters:
-            sock = make_socket(zmq.DEALER)
+            sock = make_socket(zmq.DEALER, server_role="master")
             monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
             self._monitors.append(monitor)
             self.reactor.add_reader(monitor, functools.partial(self._on_event, monitor))

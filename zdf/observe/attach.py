@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from zdf.observe import executor_view, master_view, metastore_view
 from zdf.observe.endpoints import Observer, RoleView
+from zdf.wire import security
 from zdf.wire.reactor import Reactor
+from zdf.wire.sockets import endpoint
 
 if TYPE_CHECKING:
     from zdf.executor.server import Executor
@@ -24,6 +26,9 @@ def _observer(
     addr: str, reactor: Reactor, role: str, name: str, view: ModuleType, process: Any
 ) -> Observer:
     """``view`` is the role's module: ``snapshot(process)``, ``healthy``, ``metrics``."""
+    # Read-only pages without a login: in protected mode (no security dir, not
+    # insecure) they are served on loopback only, as every other port.
+    security.check_bind(endpoint(addr))
     role_view = RoleView(role, name, lambda: view.snapshot(process), view.healthy, view.metrics)
     return Observer(addr, reactor, role_view)
 
