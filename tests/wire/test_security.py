@@ -143,6 +143,7 @@ def test_protected_mode_binds_loopback_only_unless_insecure() -> None:
 
 def test_a_master_on_a_public_address_without_keys_stops_with_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "ZDF_SECURITY_DIR": ""}
+    port = free_port()
     out = subprocess.run(
         [
             sys.executable,
@@ -150,7 +151,9 @@ def test_a_master_on_a_public_address_without_keys_stops_with_one_line(tmp_path:
             "zdf.cli.main",
             "master",
             "--master-addr",
-            f"0.0.0.0:{free_port()}",
+            f"0.0.0.0:{port}",
+            "--advertise-addr",
+            f"127.0.0.1:{port}",
             "--data-dir",
             str(tmp_path / "m"),
             "--meta-endpoints",

@@ -97,12 +97,14 @@ def master_endpoints(master_addr: str) -> list[str]:
     """The addresses of ``--master-addr``; given none, those the metastore's discovery
     records name (at ``ZDF_META_ENDPOINTS``). A malformed one is a one-line ``ConfigError``."""
     endpoints = [a.strip() for a in master_addr.split(",") if a.strip()]
-    if not endpoints:
+    if not master_addr.strip():
         from zdf.config import parse_addr_list
         from zdf.discovery import find_masters
 
         meta = os.environ.get("ZDF_META_ENDPOINTS", "127.0.0.1:10340")
         return find_masters(parse_addr_list(meta))
+    if not endpoints:
+        raise ConfigError("--master-addr: expected host:port (e.g. 127.0.0.1:10240), got nothing")
     for addr in endpoints:
         try:
             parse_addr(addr)
