@@ -27,6 +27,7 @@ import zmq
 from zdf import protocol as P
 from zdf.config import ExecutorConfig
 from zdf.errors import JobError, NotLeader, Timeout, ZdfError
+from zdf.executor import sockdir
 from zdf.executor.pool import WorkerPool, WorkerSlot
 from zdf.files import private_dir
 from zdf.jobs.cost import task_cost
@@ -64,7 +65,8 @@ class Executor:
         run_dir = os.path.join(config.data_dir, self.executor_id)
         private_dir(config.data_dir)
         private_dir(run_dir)
-        self.ipc_dir = run_dir
+        # Data sockets on a tmpfs when there is one (zdf.executor.sockdir).
+        self.ipc_dir, self._own_ipc_dir = sockdir.data_socket_dir(run_dir)
         ctl_addr = f"ipc://{run_dir}/ctl-{os.getpid()}.sock"
         self.tasks: dict[tuple[str, str], RunningTask] = {}
         self.master_epoch: int | None = None
@@ -117,7 +119,7 @@ class Executor:
             workers,
             ctl_addr,
             self.host,
-            run_dir,
+            self.ipc_dir,
             config.log_level,
             self._on_worker_exit,
             executor_id=self.executor_id,
@@ -165,6 +167,8 @@ class Executor:
         self.ctl.close()
         self.publisher.close()
         self.master_sub.close()
+        if self._own_ipc_dir:
+            sockdir.remove(self.ipc_dir)
 
     # -- master link --------------------------------------------------------
     def _register(self) -> None:

@@ -27,7 +27,7 @@ import zmq
 from zdf import protocol as P
 from zdf.errors import JobError
 from zdf.executor.fnrunner import FunctionRunner
-from zdf.executor.limits import check_room, raise_limits
+from zdf.executor.limits import RoomCheck, raise_limits
 from zdf.jobs.cost import task_cost
 from zdf.jobs.spec import TaskSpec
 from zdf.wire import security
@@ -71,6 +71,7 @@ class Worker:
     ) -> None:
         self.name = name
         self.budget = budget  # descriptors its tasks may use (zdf.executor.limits)
+        self.room = RoomCheck(budget)
         self.allow_pickle = allow_pickle
         self.host = host
         self.ipc_dir = ipc_dir
@@ -197,7 +198,7 @@ class Worker:
             from zdf.runtime import launch
 
             if self.budget:
-                check_room(spec.task_id, task_cost(body["task"]), self.budget)
+                self.room.check(spec.task_id, task_cost(body["task"]))
             checkpoint = body.get("checkpoint")
             state = unpackb(checkpoint) if isinstance(checkpoint, bytes) else None
             ctx = WorkerTaskContext(self, job_id, spec, attempt, state)
@@ -290,10 +291,16 @@ class Worker:
         if addr is not None:
             callback(addr)
 
-    def forget(self, job_id: str, task_id: str, callback: Callable[[str], None]) -> None:
-        for key, callbacks in list(self.watchers.items()):
-            if key[0] == job_id and callback in callbacks:
-                callbacks.remove(callback)
+    def forget(self, job_id: str, task_id: str, name: str, callback: Callable[[str], None]) -> None:
+        """Stop telling ``callback`` of ``task_id``'s ``name`` (it was given to
+        ``resolve_endpoint`` with these): one key's list, not every watcher of the
+        worker (a thousand tasks ending together each walked them all)."""
+        key = (job_id, task_id, name)
+        callbacks = self.watchers.get(key)
+        if callbacks is not None and callback in callbacks:
+            callbacks.remove(callback)
+            if not callbacks:
+                del self.watchers[key]
 
 
 def _describe(exc: BaseException) -> str:
