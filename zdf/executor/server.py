@@ -87,7 +87,11 @@ class Executor:
 
         self.ctl = Channel(
             self.reactor,
-            make_socket(zmq.ROUTER, bind=ctl_addr),
+            # No high-water mark (ZeroMQ's default, 1,000, drops what a ROUTER sends to a
+            # busy peer beyond it, silently): a 1,000-table job sends a worker a start
+            # and an endpoint update per task, then a done flag per task, in bursts, and
+            # a lost done flag leaves the tasks waiting on it running for ever.
+            make_socket(zmq.ROUTER, bind=ctl_addr, sndhwm=0, rcvhwm=0),
             {
                 "ready": self.on_worker_ready,
                 P.TASK_STATE: self.on_worker_task_state,
@@ -133,7 +137,8 @@ class Executor:
         self.reactor.call_every(config.keepalive_interval, self._check_master)
 
     def _connect_master(self, handlers: dict[str, Callable[[Call], Any]]) -> Channel:
-        sock = make_socket(zmq.DEALER, connect=self.master_addr, server_role="master")
+        # Unbounded: the master's endpoint updates come in bursts of one per task.
+        sock = make_socket(zmq.DEALER, connect=self.master_addr, server_role="master", rcvhwm=0)
         return Channel(self.reactor, sock, handlers, name="executor")
 
     def _switch_master(self, hint: str | None) -> None:

@@ -83,7 +83,8 @@ class Worker:
         self.watchers: dict[tuple[str, str, str], list[Callable[[str], None]]] = {}
         self.channel = Channel(
             self.reactor,
-            make_socket(zmq.DEALER, connect=ctl, identity=name.encode()),
+            # Unbounded like the executor's end (zdf.executor.server): nothing dropped.
+            make_socket(zmq.DEALER, connect=ctl, identity=name.encode(), sndhwm=0, rcvhwm=0),
             {
                 P.START_TASK: self.on_start_task,
                 P.CANCEL_TASK: self.on_cancel_task,
