@@ -14,12 +14,13 @@ limit hit in the middle of a job fails a task in the middle of its work, so:
   task only on a worker with room for it, and the master refuses at once a job
   with a task larger than any worker's budget, before any of its tasks starts;
 * a worker checks its real descriptor count before it starts a task
-  (``check_room``), a backstop for estimates that were wrong.
+  (``RoomCheck``), a backstop for estimates that were wrong.
 """
 
 from __future__ import annotations
 
 import resource
+from collections.abc import Callable
 
 import psutil
 import zmq
@@ -48,12 +49,46 @@ def raise_limits(budget: int = 0) -> int:
     return min(budget, available) if budget > 0 else available
 
 
-def check_room(task_id: str, cost: int, budget: int) -> None:
-    """``JobError`` unless this process has ``cost`` descriptors to spare in ``budget``."""
-    in_use = psutil.Process().num_fds()
-    if in_use + cost > budget + RESERVE_FDS:
-        raise JobError(
-            f"task {task_id} refused: it needs about {cost} file descriptors and this "
-            f"worker process has {max(0, budget + RESERVE_FDS - in_use)} to spare "
-            f"({in_use} in use, limit {budget + RESERVE_FDS})"
-        )
+def count_fds() -> int:
+    """Descriptors this process has open (a listing of ``/proc/self/fd``: it costs
+    what is open, a millisecond at a few thousand)."""
+    return int(psutil.Process().num_fds())
+
+
+class RoomCheck:
+    """The backstop: ``JobError`` unless this process has ``cost`` descriptors to
+    spare in ``budget`` (plus the reserve).
+
+    Counting the open descriptors costs what is open, so counting before every one
+    of a thousand tasks cost a worker seconds. A count is taken again only when the
+    costs declared since the last one reach a quarter of that count (at least
+    ``MIN_RECOUNT``), or when the last count and the costs since would leave no room:
+    counting costs O(1) per declared descriptor, and near the limit every start is
+    checked against a real count."""
+
+    MIN_RECOUNT = 64
+
+    def __init__(self, budget: int, count: Callable[[], int] = count_fds) -> None:
+        self.limit = budget + RESERVE_FDS
+        self._count = count
+        self.counted = -1  # no count yet
+        self.since = 0  # costs declared since the last count
+        self.counts = 0
+
+    def check(self, task_id: str, cost: int) -> None:
+        estimate = self.counted + self.since + cost
+        if (
+            self.counted < 0
+            or self.since >= max(self.MIN_RECOUNT, self.counted // 4)
+            or estimate > self.limit
+        ):
+            self.counted, self.since = self._count(), 0
+            self.counts += 1
+        in_use = self.counted + self.since
+        if in_use + cost > self.limit:
+            raise JobError(
+                f"task {task_id} refused: it needs about {cost} file descriptors and this "
+                f"worker process has {max(0, self.limit - in_use)} to spare "
+                f"({in_use} in use, limit {self.limit})"
+            )
+        self.since += cost

@@ -86,7 +86,9 @@ class WorkerPool:
         log_format: str = "text",
         log_file: str = "",
         public_host: str = "",
+        logs_dir: str = "",
     ) -> None:
+        self.logs_dir = logs_dir  # tasks' output files (zdf.observe.taskout)
         self.sockets = sockets
         self.log_format = log_format
         self.log_file = log_file  # the executor's: its workers' lines go there too
@@ -140,6 +142,8 @@ class WorkerPool:
             cmd += ["--sockets", str(self.sockets)]
         if self.public_host:
             cmd += ["--public-host", self.public_host]
+        if self.logs_dir:
+            cmd += ["--logs-dir", self.logs_dir]
         slot.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
 
     def mark_ready(self, name: str, budget: int = 0) -> WorkerSlot | None:

@@ -43,6 +43,7 @@ from zdf import protocol as P
 from zdf.config import ExecutorConfig
 from zdf.discovery import find_masters
 from zdf.errors import JobError, NotLeader, Timeout, ZdfError
+from zdf.executor import sockdir
 from zdf.executor.pool import WorkerPool, WorkerSlot
 from zdf.executor.probe import MasterProbe
 from zdf.files import private_dir
@@ -85,7 +86,9 @@ class Executor:
         run_dir = os.path.join(config.data_dir, self.executor_id)
         private_dir(config.data_dir)
         private_dir(run_dir)
-        self.ipc_dir = run_dir
+        # Data sockets on a tmpfs when there is one (zdf.executor.sockdir).
+        self.ipc_dir, self._own_ipc_dir = sockdir.data_socket_dir(run_dir)
+        self.logs_dir = os.path.join(run_dir, "logs")  # kept on disk, past this process
         ctl_addr = f"ipc://{run_dir}/ctl-{os.getpid()}.sock"
         self.tasks: dict[tuple[str, str], RunningTask] = {}
         self.master_epoch: int | None = None
@@ -108,7 +111,11 @@ class Executor:
 
         self.ctl = Channel(
             self.reactor,
-            make_socket(zmq.ROUTER, bind=ctl_addr),
+            # No high-water mark (ZeroMQ's default, 1,000, drops what a ROUTER sends to a
+            # busy peer beyond it, silently): a 1,000-table job sends a worker a start
+            # and an endpoint update per task, then a done flag per task, in bursts, and
+            # a lost done flag leaves the tasks waiting on it running for ever.
+            make_socket(zmq.ROUTER, bind=ctl_addr, sndhwm=0, rcvhwm=0),
             {
                 "ready": self.on_worker_ready,
                 P.TASK_STATE: self.on_worker_task_state,
@@ -141,7 +148,7 @@ class Executor:
             workers,
             ctl_addr,
             self.host,
-            run_dir if is_loopback(self.public_host) else "",  # ipc:// on one machine only
+            self.ipc_dir if is_loopback(self.public_host) else "",  # ipc:// on one machine only
             config.log_level,
             self._on_worker_exit,
             executor_id=self.executor_id,
@@ -151,6 +158,7 @@ class Executor:
             log_format=config.log_format,
             log_file=config.log_file,
             public_host=self.public_host,
+            logs_dir=self.logs_dir,
         )
         self._handlers = handlers
         self.reactor.call_every(config.keepalive_interval, self._beat, now=True)
@@ -158,7 +166,8 @@ class Executor:
         self.reactor.call_every(config.keepalive_interval, self._check_master)
 
     def _connect_master(self, handlers: dict[str, Callable[[Call], Any]]) -> Channel:
-        sock = make_socket(zmq.DEALER, connect=self.master_addr, server_role="master")
+        # Unbounded: the master's endpoint updates come in bursts of one per task.
+        sock = make_socket(zmq.DEALER, connect=self.master_addr, server_role="master", rcvhwm=0)
         return Channel(self.reactor, sock, handlers, name="executor")
 
     def _discover(self) -> list[str]:
@@ -223,6 +232,8 @@ class Executor:
         self.publisher.close()
         self.master_sub.close()
         self.probe.close()
+        if self._own_ipc_dir:
+            sockdir.remove(self.ipc_dir)
 
     def leave(self, timeout: float = DEREGISTER_TIMEOUT) -> None:
         """Tell the master this executor is going (its tasks are stopped): it is listed
@@ -449,7 +460,7 @@ class Executor:
         """The output files this executor's workers kept for a job (``zdf.observe.taskout``)."""
         body = P.fields(call.body, job_id=str, offsets=dict, limit=int)
         return read_logs(
-            os.path.join(self.ipc_dir, "logs"),
+            self.logs_dir,
             body["job_id"],
             body.get("task_id"),
             body.get("attempt"),

@@ -47,14 +47,14 @@ class WorkerTaskContext(TaskContext):
         self.host = worker.host
         self.ipc_dir = worker.ipc_dir or None
         self._last_progress = 0.0
-        self._callbacks: list[Callable[[str], None]] = []
+        self._callbacks: list[tuple[str, str, Callable[[str], None]]] = []
         self._checkpoint = checkpoint
 
     def publish_endpoint(self, name: str, addr: str) -> None:
         self.worker.publish_endpoint(self.job_id, self.task_id, name, addr, self.attempt)
 
     def resolve_endpoint(self, task_id: str, name: str, callback: Callable[[str], None]) -> None:
-        self._callbacks.append(callback)
+        self._callbacks.append((task_id, name, callback))
         self.worker.resolve_endpoint(self.job_id, task_id, name, callback)
 
     def report_progress(self, counters: dict[str, float]) -> None:
@@ -124,6 +124,6 @@ class WorkerTaskContext(TaskContext):
             self.report_progress({"records": float(records)})
 
     def _forget(self) -> None:
-        for callback in self._callbacks:
-            self.worker.forget(self.job_id, self.task_id, callback)
+        for task_id, name, callback in self._callbacks:
+            self.worker.forget(self.job_id, task_id, name, callback)
         self._callbacks.clear()

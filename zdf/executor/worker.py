@@ -27,7 +27,7 @@ import zmq
 from zdf import protocol as P
 from zdf.errors import JobError
 from zdf.executor.fnrunner import FunctionRunner
-from zdf.executor.limits import check_room, raise_limits
+from zdf.executor.limits import RoomCheck, raise_limits
 from zdf.jobs.cost import task_cost
 from zdf.jobs.spec import TaskSpec
 from zdf.observe.logs import configure_logging, task_fields
@@ -72,18 +72,20 @@ class Worker:
         allow_pickle: bool = False,
         budget: int = 0,
         public_host: str = "",
+        logs_dir: str = "",
     ) -> None:
         self.name = name
         self.budget = budget  # descriptors its tasks may use (zdf.executor.limits)
         self.public_host = public_host  # published in place of ``host`` (advertise-addr)
         # The function tasks' direct port publishes where it binds: not a wildcard.
         self.fn_host = public_host if host in WILDCARDS and public_host else host
+        self.room = RoomCheck(budget)
         self.allow_pickle = allow_pickle
         self.host = host
         self.ipc_dir = ipc_dir
         self.parent = parent
         # print() of a task goes to its attempt's file (zdf.observe.taskout)
-        self.output = TaskOutput(os.path.join(ipc_dir or ".", "logs"))
+        self.output = TaskOutput(logs_dir or os.path.join(ipc_dir or ".", "logs"))
         self.reactor: Reactor = CapturingReactor(self.output)
         self.tasks: dict[tuple[str, str], Any] = {}
         self.attempts: dict[tuple[str, str], int] = {}
@@ -91,7 +93,8 @@ class Worker:
         self.watchers: dict[tuple[str, str, str], list[Callable[[str], None]]] = {}
         self.channel = Channel(
             self.reactor,
-            make_socket(zmq.DEALER, connect=ctl, identity=name.encode()),
+            # Unbounded like the executor's end (zdf.executor.server): nothing dropped.
+            make_socket(zmq.DEALER, connect=ctl, identity=name.encode(), sndhwm=0, rcvhwm=0),
             {
                 P.START_TASK: self.on_start_task,
                 P.CANCEL_TASK: self.on_cancel_task,
@@ -213,7 +216,7 @@ class Worker:
             from zdf.runtime import launch
 
             if self.budget:
-                check_room(spec.task_id, task_cost(body["task"]), self.budget)
+                self.room.check(spec.task_id, task_cost(body["task"]))
             checkpoint = body.get("checkpoint")
             state = unpackb(checkpoint) if isinstance(checkpoint, bytes) else None
             ctx = WorkerTaskContext(self, job_id, spec, attempt, state)
@@ -317,10 +320,16 @@ class Worker:
         if addr is not None:
             callback(addr)
 
-    def forget(self, job_id: str, task_id: str, callback: Callable[[str], None]) -> None:
-        for key, callbacks in list(self.watchers.items()):
-            if key[0] == job_id and callback in callbacks:
-                callbacks.remove(callback)
+    def forget(self, job_id: str, task_id: str, name: str, callback: Callable[[str], None]) -> None:
+        """Stop telling ``callback`` of ``task_id``'s ``name`` (it was given to
+        ``resolve_endpoint`` with these): one key's list, not every watcher of the
+        worker (a thousand tasks ending together each walked them all)."""
+        key = (job_id, task_id, name)
+        callbacks = self.watchers.get(key)
+        if callbacks is not None and callback in callbacks:
+            callbacks.remove(callback)
+            if not callbacks:
+                del self.watchers[key]
 
 
 def _describe(exc: BaseException) -> str:
@@ -366,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="where data sockets bind")
     parser.add_argument("--public-host", default="", help="the host others dial them at")
     parser.add_argument("--ipc-dir", default="")
+    parser.add_argument("--logs-dir", default="", help="where tasks' output files go")
     parser.add_argument("--parent", type=int, default=os.getppid())
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
@@ -406,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         args.allow_pickle,
         budget,
         args.public_host,
+        args.logs_dir,
     )
 
     def on_term(*_: object) -> None:

@@ -87,6 +87,7 @@ class Binlog(Operator):
         self.send_pos = 0
         self.queues: list[deque[np.ndarray]] = [deque() for _ in range(p.tables)]
         self.ended: list[int | None] = [None] * p.tables
+        self._reset_merge()
         self.out = self.out_port(
             "stream",
             1,
@@ -136,29 +137,43 @@ class Binlog(Operator):
         self.ended = [None] * len(self.queues)
         for queue in self.queues:
             queue.clear()
+        self._reset_merge()
         for port in self.inputs:
             port.restart(round_)
         self.merging = True
         self.rebuilt_from.append(round_)
 
     # -- merging ---------------------------------------------------------------
+    # The merge costs what arrives, not the number of tables: ``live`` is the tables
+    # not ended as of some round at or before ``self.round`` (a superset of the live
+    # tables of this round), ``waiting`` those of them this round still waits for (no
+    # batch queued and not ended by this round). A round is ready when ``waiting`` is
+    # empty; a batch or an end takes its table out of it; a merged round puts back the
+    # tables it emptied.
+    def _reset_merge(self) -> None:
+        self.live: list[int] = list(range(len(self.queues)))
+        self.waiting: set[int] = set(self.live)
+
     def _on_batch(self, t: int, rows: np.ndarray, pos: int, next_pos: int) -> None:
         self.queues[t].append(rows)
+        self.waiting.discard(t)
         self._step()
 
     def _on_eos(self, t: int, pos: int) -> None:
         self.ended[t] = pos
+        if self._ended_by(t, self.round):
+            self.waiting.discard(t)
         self._step()
 
     def _merge_round(self) -> bool:
         """Append round ``self.round`` if all of it is here; False when it must wait."""
-        live = [t for t in range(len(self.queues)) if not self._ended_by(t, self.round)]
+        if self.waiting:
+            return False
+        live = self.live = [t for t in self.live if not self._ended_by(t, self.round)]
         if not live:
             self.complete = True
             for port in self.inputs:
                 port.ack_eos()
-            return False
-        if any(not self.queues[t] for t in live):
             return False
         pieces = [self.queues[t].popleft() for t in live]
         chunk = concat_rows(pieces)  # a copy: the log must own its rows
@@ -170,6 +185,7 @@ class Binlog(Operator):
         for t in live:
             self.inputs[t].ack()
         self.round += 1
+        self.waiting = {t for t in live if not self.queues[t] and not self._ended_by(t, self.round)}
         return True
 
     def _ended_by(self, t: int, round_: int) -> bool:
