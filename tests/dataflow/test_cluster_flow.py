@@ -21,30 +21,10 @@ from zdf.dataflow.verify import verify_flow
 from zdf.jobs import build_job
 from zdf.localcluster import LocalCluster, wait_until
 
+from .jobfiles import sums_job_file
 from .test_local_flow import check_sums
 
 pytestmark = pytest.mark.timeout(120)
-
-JOB_FILE = """
-job-type = "dataflow"
-flow-id = "sums"
-[[task]]
-name = "numbers"
-operator = "zdf.dataflow.builtin:Sequence"
-parallelism = 2
-params = {{ stop = 300000, keys = 97 }}
-[[task]]
-name = "sum"
-operator = "zdf.dataflow.builtin:KeyedSum"
-parallelism = 3
-inputs = [{{ from = "numbers", partition = "hash", key = "key" }}]
-[[task]]
-name = "out"
-operator = "zdf.dataflow.builtin:FileSink"
-parallelism = 3
-inputs = [{{ from = "sum" }}]
-params = {{ dir = "{dir}" }}
-"""
 
 
 def sums_flow(out: Path, stop: int, rate: int = 0) -> Flow:
@@ -74,7 +54,7 @@ def test_a_flow_submitted_from_python_runs_exactly(cluster: LocalCluster, tmp_pa
     assert verify_flow(flow.to_job()).ok
     # The same graph as a job file, through zdf submit-job.
     path = tmp_path / "sums.toml"
-    path.write_text(JOB_FILE.format(dir=tmp_path / "cli"))
+    path.write_text(sums_job_file(tmp_path / "cli", 300000, 97))
     args = ["submit-job", "--master-addr", cluster.master_addr, "--config", str(path)]
     result = CliRunner().invoke(main, [*args, "--wait", "--format", "json"])
     assert result.exit_code == 0, result.output

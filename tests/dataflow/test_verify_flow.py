@@ -13,26 +13,7 @@ from zdf.cli.main import main
 from zdf.jobs import build_job
 from zdf.runtime.local import LocalRunner
 
-JOB = """
-job-type = "dataflow"
-flow-id = "sums"
-[[task]]
-name = "numbers"
-operator = "zdf.dataflow.builtin:Sequence"
-parallelism = 2
-params = {{ stop = 100000, keys = 50 }}
-[[task]]
-name = "sum"
-operator = "zdf.dataflow.builtin:KeyedSum"
-parallelism = 3
-inputs = [{{ from = "numbers", partition = "hash", key = "key" }}]
-[[task]]
-name = "out"
-operator = "zdf.dataflow.builtin:FileSink"
-parallelism = 3
-inputs = [{{ from = "sum" }}]
-params = {{ dir = "{dir}" }}
-"""
+from .jobfiles import sums_job_file
 
 
 def verify(path: Path) -> tuple[int, str]:
@@ -44,7 +25,7 @@ def test_verify_flow_passes_exact_output_and_catches_wrong_output(tmp_path: Path
     import tomllib
 
     path = tmp_path / "sums.toml"
-    path.write_text(JOB.format(dir=tmp_path))
+    path.write_text(sums_job_file(tmp_path, 100000, 50))
     assert verify(path)[0] == 1  # nothing written yet
     with LocalRunner(build_job(tomllib.loads(path.read_text()), str(path))) as runner:
         runner.run(timeout=30)
