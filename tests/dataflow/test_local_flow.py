@@ -3,13 +3,13 @@ tasks die and start again at random moments (an executor's death played in-proce
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.runtime.helpers import run_with_failures
 from zdf.dataflow import Flow
 from zdf.dataflow.builtin import KeyedSum, Sequence, TumblingWindow
 from zdf.dataflow.examples import events, word_counts
@@ -64,32 +64,10 @@ def test_keyed_sums_are_exact_with_a_hash_edge(tmp_path: Path) -> None:
     assert verify_flow(job).ok
 
 
-def run_with_restarts(job: JobSpec, seed: int, failures: int, zombies: bool = False) -> LocalRunner:
-    rng = random.Random(seed)
-    with LocalRunner(job) as runner:
-        runner.start()
-        for _ in range(failures):
-            at = time.monotonic() + rng.uniform(0.0, 0.08)
-            runner.reactor.run(
-                until=lambda: runner.all_finished or bool(runner.failed), deadline=at
-            )
-            alive = sorted(t for t in runner.handles if t not in runner.finished)
-            if not alive or runner.failed:
-                break
-            victims = rng.sample(alive, rng.randint(1, max(1, len(alive) // 2)))
-            runner.restart(victims, zombies=zombies)
-            if zombies:
-                until = time.monotonic() + rng.uniform(0.0, 0.02)
-                runner.reactor.run(until=lambda: False, deadline=until)
-                runner.stop_zombies()
-        runner.run(timeout=60)
-        return runner
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_tasks_restarted_at_random_moments_keep_the_sums_exact(tmp_path: Path, seed: int) -> None:
     job = sums_flow(tmp_path, stop=600_000, batch=2048, rate=1_000_000)
-    runner = run_with_restarts(job, seed, failures=3)
+    runner = run_with_failures(job, seed, failures=3, gap=0.08, linger=0.02)
     assert max(runner.attempts.values()) >= 1
     check_sums(tmp_path, 600_000, 97)
     # Records count the stream, not the work (rows taken in again are "replayed"). (A
@@ -100,7 +78,7 @@ def test_tasks_restarted_at_random_moments_keep_the_sums_exact(tmp_path: Path, s
 @pytest.mark.parametrize("seed", range(2))
 def test_zombies_do_not_break_exactly_once(tmp_path: Path, seed: int) -> None:
     job = sums_flow(tmp_path, stop=600_000, batch=2048, rate=1_000_000)
-    runner = run_with_restarts(job, 10 + seed, failures=2, zombies=True)
+    runner = run_with_failures(job, 10 + seed, failures=2, zombies=True, gap=0.08, linger=0.02)
     assert max(runner.attempts.values()) >= 1
     check_sums(tmp_path, 600_000, 97)
 
@@ -218,7 +196,7 @@ def test_two_inputs_into_one_keyed_sum_survive_restarts(tmp_path: Path, seed: in
         "out", dir=str(tmp_path)
     )
     job = flow.to_job()
-    run_with_restarts(job, 20 + seed, failures=3)
+    run_with_failures(job, 20 + seed, failures=3, gap=0.08, linger=0.02)
     rows = np.concatenate(files(tmp_path, "union", "out", 2))
     rows = rows[np.argsort(rows["key"])]
     total, count = sequence_sums(0, 500_000, 31)

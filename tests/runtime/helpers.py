@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import random
+import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from zdf.jobs.spec import JobSpec
 from zdf.runtime.bench.gate import Stop
 from zdf.runtime.bench.params import BenchParams
 from zdf.runtime.bench.receive import Receive
 from zdf.runtime.bench.sink import Sink
 from zdf.runtime.context import TaskContext
+from zdf.runtime.local import LocalRunner
 from zdf.runtime.operator import Operator
 from zdf.runtime.stream import StreamOperator
 from zdf.wire import Reactor
@@ -183,3 +187,36 @@ class PortThenFinish(Operator):
         self.ticks -= 1
         if self.ticks == 0:
             self.finish({"ticks": "done"})
+
+
+def run_with_failures(
+    job: JobSpec,
+    seed: int,
+    failures: int,
+    *,
+    zombies: bool = False,
+    gap: float = 0.15,
+    linger: float = 0.05,
+) -> LocalRunner:
+    """Run ``job`` in this process, restarting random tasks ``failures`` times, each up
+    to ``gap`` seconds after the last; with ``zombies`` the old copies run on for up to
+    ``linger`` seconds beside their replacements. Same ``seed``, same choices."""
+    rng = random.Random(seed)
+    with LocalRunner(job) as runner:
+        runner.start()
+        for _ in range(failures):
+            at = time.monotonic() + rng.uniform(0.0, gap)
+            runner.reactor.run(
+                until=lambda: runner.all_finished or bool(runner.failed), deadline=at
+            )
+            alive = sorted(t for t in runner.handles if t not in runner.finished)
+            if not alive or runner.failed:
+                break
+            victims = rng.sample(alive, rng.randint(1, max(1, len(alive) // 2)))
+            runner.restart(victims, zombies=zombies)
+            if zombies:  # the zombies run on a little while their replacements start
+                until = time.monotonic() + rng.uniform(0.0, linger)
+                runner.reactor.run(until=lambda: False, deadline=until)
+                runner.stop_zombies()
+        runner.run(timeout=60)
+        return runner

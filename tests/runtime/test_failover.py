@@ -8,46 +8,21 @@ coordinator, as on a killed executor) stops and starts again with attempt + 1.
 
 from __future__ import annotations
 
-import random
 import time
 
 import pytest
 
 from zdf.cli.verify_sink import verify
 from zdf.jobs.bench import BenchConfig
-from zdf.jobs.spec import JobSpec
 from zdf.runtime.local import LocalRunner
 from zdf.runtime.operator import DONE
 
 from .conftest import JobFactory
+from .helpers import run_with_failures
 
 pytestmark = pytest.mark.timeout(120)
 
 KEYS = {"rcd-cnt": 6000, "ddl-freq": 300, "batch-size": 200, "rate": 15000, "table-num": 3}
-
-
-def run_with_failures(
-    job: JobSpec, seed: int, failures: int, *, zombies: bool = False, job_s: float = 0.45
-) -> LocalRunner:
-    rng = random.Random(seed)
-    with LocalRunner(job) as runner:
-        runner.start()
-        for _ in range(failures):
-            at = time.monotonic() + rng.uniform(0.0, job_s / failures)
-            runner.reactor.run(
-                until=lambda: runner.all_finished or bool(runner.failed), deadline=at
-            )
-            alive = sorted(t for t in runner.handles if t not in runner.finished)
-            if not alive or runner.failed:
-                break
-            victims = rng.sample(alive, rng.randint(1, max(1, len(alive) // 2)))
-            runner.restart(victims, zombies=zombies)
-            if zombies:  # the zombies run on a little while their replacements start
-                until = time.monotonic() + rng.uniform(0.0, 0.05)
-                runner.reactor.run(until=lambda: False, deadline=until)
-                runner.stop_zombies()
-        runner.run(timeout=60)
-        return runner
 
 
 def check(config: BenchConfig) -> None:
@@ -59,7 +34,7 @@ def check(config: BenchConfig) -> None:
 @pytest.mark.parametrize("seed", range(6))
 def test_random_task_deaths_keep_the_output_exact(small_job: JobFactory, seed: int) -> None:
     job, config = small_job(**KEYS)
-    runner = run_with_failures(job, seed, failures=3)
+    runner = run_with_failures(job, seed, failures=3, gap=0.15)
     check(config)
     assert max(runner.attempts.values()) >= 1
 
@@ -67,7 +42,7 @@ def test_random_task_deaths_keep_the_output_exact(small_job: JobFactory, seed: i
 @pytest.mark.parametrize("seed", range(3))
 def test_zombies_are_fenced(small_job: JobFactory, seed: int) -> None:
     job, config = small_job(**KEYS)
-    run_with_failures(job, 100 + seed, failures=2, zombies=True)
+    run_with_failures(job, 100 + seed, failures=2, zombies=True, gap=0.225)
     check(config)
 
 
@@ -85,7 +60,7 @@ def test_every_sink_dies_right_after_starting(small_job: JobFactory) -> None:
 @pytest.mark.parametrize("seed", range(40))
 def test_random_task_deaths_many_seeds(small_job: JobFactory, seed: int) -> None:
     job, config = small_job(**{**KEYS, "servers": 3})
-    run_with_failures(job, 1000 + seed, failures=4, zombies=seed % 2 == 1)
+    run_with_failures(job, 1000 + seed, failures=4, zombies=seed % 2 == 1, gap=0.1125)
     check(config)
 
 
