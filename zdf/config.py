@@ -296,6 +296,12 @@ class SecurityConfig:
     insecure: bool = key(
         "insecure", parse_bool, False, "without security-dir, bind non-loopback addresses too"
     )
+    max_message_depth: int = key(
+        "max-message-depth",
+        int_range(16, 256),
+        32,
+        "deepest nesting of a decoded message's body (deeper: refused with an error)",
+    )
 
 
 @dataclass(frozen=True)
@@ -317,6 +323,18 @@ class MetastoreConfig(LogConfig, SecurityConfig):
     max_leases: int = key("max-leases", int_range(32, 10**7), 10_000, "live leases at most")
     max_client_lease_ttl: float = key(
         "max-client-lease-ttl", parse_duration, 86400.0, "longest lease a non-master may take"
+    )
+    max_leases_per_client: int = key(
+        "max-leases-per-client",
+        int_range(1, 10**7),
+        1000,
+        "live leases one client connection may hold (masters: no limit but max-leases)",
+    )
+    max_meta_value_bytes: int = key(
+        "max-meta-value-bytes",
+        int_range(1024, 1 << 20),
+        1 << 20,
+        "largest value written outside the framework's /zdf/ keys",
     )
     advertise_addr: str = key(
         "advertise-addr", parse_optional_addr, "", "client address others dial (default: addr)"

@@ -69,17 +69,20 @@ def MASTER_OPTION(fn: F) -> F:
 
 
 def setup_security(config: Any, role: str, *binds: str) -> None:
-    """A process's keys from its ``security-dir`` (and ``insecure``) config keys; its
-    children (workers) find them in the environment. ``binds``: the addresses it
-    will bind, refused now (one line) if protected mode forbids them."""
-    from zdf.wire import security
+    """A process's keys from its ``security-dir`` (and ``insecure``) config keys, and
+    its ``max-message-depth``; its children (workers) find them in the environment.
+    ``binds``: the addresses it will bind, refused now (one line) if protected mode
+    forbids them."""
+    from zdf.wire import codec, security
     from zdf.wire.sockets import endpoint
 
     security.configure(config.security_dir, role, insecure=config.insecure)
     for addr in binds:
         security.check_bind(endpoint(addr))
+    codec.set_max_depth(config.max_message_depth)
     os.environ["ZDF_SECURITY_DIR"] = config.security_dir
     os.environ["ZDF_INSECURE"] = "true" if config.insecure else "false"
+    os.environ["ZDF_MAX_MESSAGE_DEPTH"] = str(config.max_message_depth)
 
 
 TIMEOUT_OPTION = click.option(

@@ -32,7 +32,7 @@ from zdf.jobs.cost import task_cost
 from zdf.jobs.spec import TaskSpec
 from zdf.observe.logs import configure_logging, task_fields
 from zdf.observe.taskout import CapturingReactor, TaskOutput, install
-from zdf.wire import security
+from zdf.wire import codec, security
 from zdf.wire.addresses import WILDCARDS, advertised
 from zdf.wire.codec import packb, unpackb
 from zdf.wire.reactor import Reactor
@@ -404,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         "executor",
         insecure=os.environ.get("ZDF_INSECURE") == "true",
     )
+    codec.set_max_depth(int(os.environ.get("ZDF_MAX_MESSAGE_DEPTH") or codec.DEFAULT_MAX_DEPTH))
     worker = Worker(
         args.ctl,
         args.name,

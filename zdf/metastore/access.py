@@ -9,16 +9,22 @@ clients write under ``/app/`` only; metastore peers (a follower forwarding a
 write) anywhere. A call without a role (no CURVE: protected mode, loopback
 only) is not checked here.
 
+Values, for everyone: a value written outside the framework's keys (``/zdf/``)
+is at most ``max-meta-value-bytes`` (``check_values``); the framework's own
+records are bounded by the master (spec pieces of at most half a MiB) and by
+the state machine's ceiling, ``MAX_VALUE_BYTES``.
+
 Leases, for everyone (secured or not): at most ``max_leases`` live leases, of
 which the last ``MASTER_LEASE_RESERVE`` only a master may take (its election
 lease must never be crowded out), and a lease asked by anyone but a master
-lives at most ``max_client_lease_ttl`` seconds.
+lives at most ``max_client_lease_ttl`` seconds; a client (one connection) holds
+at most ``max-leases-per-client`` (``zdf.metastore.lease_owners``).
 """
 
 from __future__ import annotations
 
 from zdf.errors import LimitExceeded, PermissionDenied
-from zdf.metastore.commands import Delete, LeaseGrant, Put, Txn
+from zdf.metastore.commands import MAX_VALUE_BYTES, Delete, LeaseGrant, Put, Txn
 
 ANY = frozenset({"metastore", "master", "executor", "client"})
 WRITERS = frozenset({"metastore", "master", "client"})
@@ -41,6 +47,7 @@ OPERATIONS: dict[str, frozenset[str]] = {
 }
 
 APP_PREFIX = b"/app/"
+FRAMEWORK_PREFIX = b"/zdf/"
 WRITABLE: dict[str, tuple[bytes, ...]] = {
     "metastore": (b"",),
     "master": (b"",),
@@ -60,6 +67,21 @@ def check_write(role: str | None, command: object) -> None:
     for key in written_keys(command):
         if not key.startswith(prefixes):
             raise PermissionDenied(f"role {role!r} may not write {key[:64]!r}")
+
+
+def check_values(command: object, limit: int = MAX_VALUE_BYTES) -> None:
+    """Refuse a value over ``limit`` bytes written outside the framework's keys."""
+    if isinstance(command, Put):
+        puts: list[Put] = [command]
+    elif isinstance(command, Txn):
+        puts = [op for op in (*command.success, *command.failure) if isinstance(op, Put)]
+    else:
+        return
+    for put in puts:
+        if len(put.value) > limit and not put.key.startswith(FRAMEWORK_PREFIX):
+            raise LimitExceeded(
+                f"a value of {len(put.value)} bytes is over {limit} (max-meta-value-bytes)"
+            )
 
 
 def written_keys(command: object) -> list[bytes]:

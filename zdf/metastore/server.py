@@ -52,6 +52,7 @@ from zdf.metastore.commands import (
     field,
     request_id,
 )
+from zdf.metastore.lease_owners import LeaseOwners
 from zdf.metastore.replica import Replica
 from zdf.metastore.state import MetaState, Result
 from zdf.metastore.watch_hub import WatchHub
@@ -133,6 +134,7 @@ class MetaServer:
         )
         self.channel.on_drained = self.replica.process_now
         self._expiring: set[int] = set()
+        self.lease_owners = LeaseOwners(config.max_leases_per_client)
         self.stats: Counter[str] = Counter()
         self.write_latency = LatencyHistogram()  # read at scrape time (zdf.observe)
         self._timers = [
@@ -140,6 +142,10 @@ class MetaServer:
             self.reactor.call_every(config.heartbeat_interval, self.watches.catch_up_all),
             self.reactor.call_every(self.options.watch_progress_interval, self.watches.progress),
             self.reactor.call_every(self.options.compact_check_interval, self._auto_compact),
+            self.reactor.call_every(
+                self.options.compact_check_interval,
+                lambda: self.lease_owners.sweep(self.state.leases),
+            ),
         ]
         self.closed = False
 
@@ -175,6 +181,8 @@ class MetaServer:
             body = as_map(call.body, "request body")
             parsed = build(body)
             access.check_write(call.role, parsed)
+            access.check_values(parsed, self.config.max_meta_value_bytes)
+            granted = None
             if isinstance(parsed, LeaseGrant):
                 access.check_lease(
                     call.role,
@@ -183,6 +191,8 @@ class MetaServer:
                     self.config.max_leases,
                     self.config.max_client_lease_ttl,
                 )
+                self.lease_owners.check(call.role, call.peer, self.state.leases)
+                granted = self.lease_owners.granting(call.role, call.peer)
             command = parsed.to_dict()
             req = field(body, "req", request_id, None)
             if req is not None:
@@ -192,12 +202,19 @@ class MetaServer:
 
             def done(result: Result) -> None:
                 self.write_latency.observe(time.perf_counter() - arrived)
+                if granted is not None:
+                    granted(result)
                 if isinstance(result, ZdfError):
                     call.fail(result)
                 else:
                     call.reply(result)
 
-            self.replica.propose(command, done, parsed)
+            try:
+                self.replica.propose(command, done, parsed)
+            except BaseException:
+                if granted is not None:
+                    granted(None)
+                raise
             return DEFER
 
         return handle

@@ -7,8 +7,12 @@ A control message is one msgpack map, optionally followed by raw frames
 
 ``rid`` pairs a reply with its request (0 for one-way events). A frame that is
 not a map, has a wrong version, kind or field type, or a body nested deeper than
-``MAX_DEPTH`` (which would break whatever stores or re-packs it) raises
+the process's limit (which would break whatever stores or re-packs it) raises
 ``ProtocolError``; callers count it and drop it or answer with an error, never crash.
+
+The nesting limit is process-wide: ``DEFAULT_MAX_DEPTH`` until the process sets
+its ``max-message-depth`` config key (``set_max_depth``, at start; workers take
+the executor's from ``ZDF_MAX_MESSAGE_DEPTH``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,11 @@ from zdf.errors import ProtocolError
 
 PROTOCOL_VERSION = 1
 MAX_OP_LENGTH = 64
-MAX_DEPTH = 32
+DEFAULT_MAX_DEPTH = 32
+DEPTH_RANGE = (16, 256)
+"""The range ``max-message-depth`` may take: the framework's own messages nest about
+ten deep; past a few hundred, JSON records and msgpack re-packing hit their limits."""
+_max_depth = DEFAULT_MAX_DEPTH
 _CONTAINERS = (dict, list)
 
 
@@ -96,8 +104,24 @@ def decode(frame: bytes | memoryview) -> Message:
     return Message(kind, op, rid, body)
 
 
-def check_depth(obj: Any, limit: int = MAX_DEPTH) -> None:
-    """Refuse containers nested more than ``limit`` deep (level by level, no recursion)."""
+def set_max_depth(limit: int) -> None:
+    """This process's ``max-message-depth`` (within ``DEPTH_RANGE``)."""
+    global _max_depth
+    low, high = DEPTH_RANGE
+    if not low <= limit <= high:
+        raise ValueError(f"a nesting depth from {low} to {high}, not {limit}")
+    _max_depth = limit
+
+
+def max_depth() -> int:
+    return _max_depth
+
+
+def check_depth(obj: Any, limit: int | None = None) -> None:
+    """Refuse containers nested more than ``limit`` (default: this process's
+    ``max-message-depth``) deep, level by level, without recursion."""
+    if limit is None:
+        limit = _max_depth
     level: list[Any] = [obj]
     for _ in range(limit):
         below: list[Any] = []
@@ -110,4 +134,4 @@ def check_depth(obj: Any, limit: int = MAX_DEPTH) -> None:
         if not below:
             return
         level = below
-    raise ProtocolError(f"a message nested more than {limit} deep")
+    raise ProtocolError(f"a message nested more than {limit} deep (max-message-depth)")
