@@ -180,13 +180,15 @@ class Replica:
         for timer in (self._scheduled, self._sync_check):
             if timer is not None:
                 timer.cancel()
-        if self.log.dirty or self.log.unsynced:
-            self.log.flush(sync=True)
-        for sender in self._senders.values():
-            sender.close()
-        self._senders.clear()
-        if self.transport is not None:
-            self.transport.close()
+        try:
+            if self.log.dirty or self.log.unsynced:
+                self.log.flush(sync=True)
+        finally:
+            for sender in self._senders.values():
+                sender.close()
+            self._senders.clear()
+            if self.transport is not None:
+                self.transport.close()
 
     # -- inputs ----------------------------------------------------------------------------
     def _tick(self) -> None:

@@ -12,6 +12,12 @@ linearizable read waits for ``Replica.read`` (the leader's lease or a
 ReadIndex round); a read that asks for ``serializable`` is answered from the
 local state at once, on any replica. Watches are served by every replica.
 
+Storage errors are fatal: a disk that is full or failing stops the replica
+with one line naming its data-dir (``STORAGE_ERRORS`` end the reactor). A write
+is answered only once its entry is on disk, so nothing acknowledged is lost; the
+writes in flight get no answer (``UnknownOutcome`` for their clients, as in any
+crash) and the other replicas, if any, go on.
+
 Lease expiry is decided by the leader, by its wall clock, and committed as a
 ``lease_expire`` command, so that every replica deletes the same keys. A new
 leader gives every lease at least its full TTL from the moment it took over,
@@ -28,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import plyvel
 import zmq
 
 from zdf.config import MetastoreConfig
@@ -111,6 +118,9 @@ class MetaServer:
             sock.close(0)
             self.state.close()
             raise
+        # A storage error (a full or failing disk) stops the replica: what it holds in
+        # memory may have moved past what it could write, so it must not go on.
+        self.reactor.fatal_errors = STORAGE_ERRORS
         # Report unroutable peers (gone watchers) instead of dropping silently.
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         handlers: dict[str, Callable[[Call], Any]] = {
@@ -160,6 +170,11 @@ class MetaServer:
         )
         try:
             self.reactor.run()
+        except STORAGE_ERRORS as exc:
+            raise ZdfError(
+                f"data-dir {self.config.data_dir}: {describe_storage_error(exc)}; stopped "
+                "(every write acknowledged before is on disk)"
+            ) from None
         finally:
             self.close()
 
@@ -170,7 +185,12 @@ class MetaServer:
         self.closed = True
         for timer in self._timers:
             timer.cancel()
-        self.replica.close()
+        try:
+            self.replica.close()
+        except STORAGE_ERRORS as exc:  # the disk that stopped us
+            log.error(
+                "metastore: could not write the log at close: %s", describe_storage_error(exc)
+            )
         self.channel.close()
         self.state.close()
         log.info("metastore %s stopped", self.config.name)
@@ -357,6 +377,17 @@ class MetaServer:
         watch_id = field(body, "watch_id", as_int, ...)
         assert call.peer is not None
         return {"canceled": self.watches.cancel(call.peer, watch_id)}
+
+
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (plyvel.Error, OSError)
+
+
+def describe_storage_error(exc: BaseException) -> str:
+    """One line: LevelDB's message (bytes) or the OS error and its file."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    text = exc.args[0] if exc.args else type(exc).__name__
+    return text.decode(errors="replace") if isinstance(text, bytes) else str(text)
 
 
 def _requests_only(handler: Callable[[Call], Any]) -> Callable[[Call], Any]:

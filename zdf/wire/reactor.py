@@ -4,8 +4,10 @@ Theory of operation: every zdf process is one reactor. Sockets (and raw file
 descriptors) are registered with a callback that is called while they are
 readable; timers are kept in a heap and the poll timeout is the time to the
 next one. Callbacks must not block. An exception in a callback is logged and
-counted; it never stops the loop. This is faster than asyncio for the small
-messages zdf lives on, and simpler to reason about: no locks, no awaits.
+counted; it never stops the loop, unless the process named its type fatal
+(``fatal_errors``: the metastore's storage failing), which ends ``run``. This
+is faster than asyncio for the small messages zdf lives on, and simpler to
+reason about: no locks, no awaits.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class Reactor:
         self._seq = itertools.count()
         self._running = False
         self.callback_errors = 0
+        self.fatal_errors: tuple[type[BaseException], ...] = ()
+        """Errors a callback may not survive (e.g. a full disk): they end ``run``."""
         # A self-pipe so that stop() from a signal handler or another thread wakes the poll.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -160,6 +164,8 @@ class Reactor:
     def _guard(self, callback: Callback) -> None:
         try:
             callback()
+        except self.fatal_errors:
+            raise
         except Exception:
             self.callback_errors += 1
             log.exception("reactor callback failed")
