@@ -14,10 +14,17 @@ Callbacks registered outside a scope (the worker's own) are not wrapped and
 cost nothing. A file that reaches ``max_bytes`` is moved to ``.log.1`` (the one
 before is dropped) and a new one begun, so a chatty task keeps at most twice
 ``max_bytes`` on disk.
+
+A disk that is full (or failing) never fails the task: an attempt's output that
+cannot be written is given up (``lost``: one warning in the worker's log names
+the attempt and the reason) and goes to the worker's own stream instead, and a
+write there that fails too is dropped. Output is a record of the task, not its
+result.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -32,6 +39,7 @@ MAX_BYTES = 1 << 20
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 Key = tuple[str, str, int]
+log = logging.getLogger(__name__)
 
 
 def safe_name(text: str) -> str:
@@ -50,6 +58,7 @@ class TaskOutput:
         self.max_bytes = max_bytes
         self.current: Key | None = None
         self._files: dict[Key, IO[str]] = {}
+        self.lost: dict[Key, str] = {}
 
     @contextmanager
     def scope(self, job_id: str, task_id: str, attempt: int) -> Iterator[None]:
@@ -75,20 +84,40 @@ class TaskOutput:
         return scoped
 
     def write(self, text: str) -> bool:
-        """Write to the current attempt's file; False when no scope is open."""
+        """Write to the current attempt's file; False when no scope is open or its
+        output could not be kept (see the module docstring)."""
         key = self.current
-        if key is None:
+        if key is None or key in self.lost:
             return False
-        fh = self._files.get(key)
-        if fh is None:
-            path = log_path(self.logs_dir, *key)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fh = self._files[key] = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
-        fh.write(text)
-        fh.flush()
-        if fh.tell() >= self.max_bytes:
-            self._rotate(key, fh)
+        try:
+            fh = self._files.get(key)
+            if fh is None:
+                path = log_path(self.logs_dir, *key)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                fh = self._files[key] = open(path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+            fh.write(text)
+            fh.flush()
+            if fh.tell() >= self.max_bytes:
+                self._rotate(key, fh)
+        except OSError as exc:
+            self._give_up(key, exc)
+            return False
         return True
+
+    def _give_up(self, key: Key, exc: OSError) -> None:
+        self.lost[key] = exc.strerror or str(exc)
+        fh = self._files.pop(key, None)
+        if fh is not None:
+            try:
+                fh.close()
+            except OSError:
+                pass  # what it could not flush is lost with the rest
+        log.warning(
+            "the output of task %s/%s attempt %d is not kept from here on: %s (%s)",
+            *key,
+            self.lost[key],
+            self.logs_dir,
+        )
 
     def _rotate(self, key: Key, fh: IO[str]) -> None:
         fh.close()
@@ -99,7 +128,12 @@ class TaskOutput:
     def close(self, job_id: str, task_id: str) -> None:
         """Close the files of a task that ended (a later write opens them again)."""
         for key in [k for k in self._files if k[:2] == (job_id, task_id)]:
-            self._files.pop(key).close()
+            try:
+                self._files.pop(key).close()
+            except OSError:
+                pass  # a full disk: what was not flushed is lost (see ``write``)
+        for key in [k for k in self.lost if k[:2] == (job_id, task_id)]:
+            del self.lost[key]
 
 
 class TaskStream:
@@ -111,7 +145,10 @@ class TaskStream:
 
     def write(self, text: str) -> int:
         if not self.output.write(text):
-            self.through.write(text)
+            try:
+                self.through.write(text)
+            except OSError:
+                pass  # nowhere left to write it; a print must not fail the task
         return len(text)
 
     def flush(self) -> None:
