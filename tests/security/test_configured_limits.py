@@ -4,14 +4,18 @@ process goes on serving."""
 
 from __future__ import annotations
 
+import concurrent.futures
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
 
+import zdf
 from zdf.config import ConfigError, MasterConfig, MetastoreConfig, load_config
 from zdf.errors import LimitExceeded, ProtocolError
+from zdf.jobs import examples
+from zdf.localcluster import LocalCluster
 from zdf.metastore import access
 from zdf.metastore.client import MetaClient
 from zdf.metastore.commands import Put, Txn
@@ -148,3 +152,20 @@ def test_a_metastore_refuses_what_is_over_its_limits_and_keeps_serving(tmp_path:
             assert one.status()["leases"] == 4
     finally:
         meta.kill()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.cluster(executors=1, workers=1, extra_env={"ZDF_MAX_QUEUED_FN_PER_CLIENT": "3"})
+def test_a_client_over_its_queue_limit_gets_the_error_on_its_futures(
+    cluster: LocalCluster,
+) -> None:
+    """``zdf.connect`` submits one-way: a refused batch must fail its futures with the
+    limit's error, not leave them waiting."""
+    with zdf.connect(cluster.master_addr) as client:
+        futures = [client.submit(examples.hold, 3.0) for _ in range(8)]
+        _, waiting = concurrent.futures.wait(futures, timeout=60)
+        assert not waiting
+        errors = [str(f.exception()) for f in futures if f.exception() is not None]
+        assert errors and all("max-queued-fn-per-client" in e for e in errors), errors
+        assert all(f.result() == 3.0 for f in futures if f.exception() is None)
+        assert client.submit(examples.square, 7).result(30) == 49  # and it goes on

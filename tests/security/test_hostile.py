@@ -135,6 +135,14 @@ def test_hostile_peers_are_refused_and_the_cluster_keeps_serving(
             call(cluster, op, req)
     with role(cluster, "executor"), pytest.raises(PermissionDenied, match="taken"):
         call(cluster, P.REGISTER, {"executor_id": "exec-1", "addr": "127.0.0.1:9", "slots": 1})
+    # ... and with executor keys, a connection that is not exec-1 can neither pose as one
+    # of its workers (the hello must name exec-1's session) nor report its workers lost.
+    with role(cluster, "executor"):
+        for session in ({}, {"session": "0" * 32}):
+            with pytest.raises(PermissionDenied, match="not a worker"):
+                call(cluster, P.FN_HELLO, {"executor_id": "exec-1", "worker": "w9", **session})
+        with pytest.raises(PermissionDenied, match="reports its workers"):
+            call(cluster, P.WORKER_LOST, {"executor_id": "exec-1", "worker": "w0"})
     # 5. publish_endpoint: without an attempt, or from a connection that is not the
     # task's executor (even with executor keys and the right attempt): refused.
     spec = function_job("slow", "zdf.jobs.examples:spin", 1, 30)

@@ -108,9 +108,11 @@ class FunctionRunner:
         name: str,
         allow_pickle: bool = False,
         host: str = "127.0.0.1",
+        session: str = "",
     ) -> None:
         self.reactor = reactor
         self.master_addr = master_addr
+        self.session = session  # the executor's registration: proves this worker is its
         self.closed = False
         self.executor_id = executor_id
         self.name = name
@@ -158,7 +160,12 @@ class FunctionRunner:
     def hello(self) -> None:
         if self.closed:
             return
-        body = {"executor_id": self.executor_id, "worker": self.name, "direct": self.direct_addr}
+        body = {
+            "executor_id": self.executor_id,
+            "worker": self.name,
+            "direct": self.direct_addr,
+            "session": self.session,
+        }
         self.channel.request(P.FN_HELLO, body, timeout=HELLO_TIMEOUT, callback=self._on_hello)
 
     def rejoin(self) -> None:

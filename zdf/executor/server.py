@@ -312,8 +312,14 @@ class Executor:
     def _leader(self) -> dict[str, Any]:
         """Where workers take function tasks from. ``registration`` changes each time this
         executor registers (a restarted or new master has forgotten its workers): the
-        workers then say hello to the master again, even at the same address."""
-        return {"addr": self.master_addr, "registration": self.registrations}
+        workers then say hello to the master again, even at the same address. ``session``
+        is what the master gave this registration: a worker's hello names it, which proves
+        to the master that the worker is this executor's."""
+        return {
+            "addr": self.master_addr,
+            "registration": self.registrations,
+            "session": self._session,
+        }
 
     def _on_master_beat(self, body: dict[str, Any]) -> None:
         self._last_master_beat = time.monotonic()

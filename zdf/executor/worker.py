@@ -263,17 +263,25 @@ class Worker:
         """Take function tasks from this master from now on."""
         body = P.fields(call.body, addr=str)
         registration = body.get("registration")
+        session = str(body.get("session") or "")
         if self.functions is not None and self.functions.master_addr == body["addr"]:
             if registration != self._seen_registration:
                 # The master may have restarted at this address and forgotten us.
                 self._seen_registration = registration
+                self.functions.session = session
                 self.functions.rejoin()
             return None
         self._seen_registration = registration
         if self.functions is not None:
             self.functions.close()
         self.functions = FunctionRunner(
-            self.reactor, body["addr"], self.executor_id, self.name, self.allow_pickle, self.fn_host
+            self.reactor,
+            body["addr"],
+            self.executor_id,
+            self.name,
+            self.allow_pickle,
+            self.fn_host,
+            session=session,
         )
         return None
 

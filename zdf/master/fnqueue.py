@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zdf import protocol as P
-from zdf.errors import ProtocolError, worker_lost
+from zdf.errors import LimitExceeded, ProtocolError, worker_lost
 from zdf.master import fnplacement as place
 from zdf.master.fnleases import Leases
 from zdf.master.fnorder import TaskOrder
@@ -168,6 +168,7 @@ class FunctionQueue:
             "canceled": 0,
             "stolen": 0,  # given back by a busy worker for an idle one
             "infeasible": 0,
+            "over_limit": 0,  # refused: the client had max-queued-fn-per-client queued
         }
 
     def handlers(self) -> dict[str, Callable[[Call], Any]]:
@@ -264,7 +265,17 @@ class FunctionQueue:
         if not isinstance(reply, str):
             raise ProtocolError("field 'reply' is not a string")
         refused: list[tuple[int, bool, Sequence[Any]]] = []
-        self.by_client.check_room(client, len(body["tasks"]), self.max_per_client)
+        try:
+            self.by_client.check_room(client, len(body["tasks"]), self.max_per_client)
+        except LimitExceeded as exc:
+            if not call.is_event:
+                raise  # a request: the error reply says it
+            # ``zdf.connect`` submits one-way: each task's future gets the refusal.
+            self.stats["over_limit"] += len(body["tasks"])
+            error = pack(limit_error(exc.message))
+            tids = [tid for tid, *_ in P.submitted_tasks(body["tasks"], call.frames)]
+            self._send_results(client, [(tid, False, error) for tid in tids])
+            return None
         for tid, fn, retries, frames, options in P.submitted_tasks(body["tasks"], call.frames):
             if (client, tid) in self.by_client:
                 continue  # submitted again after a failover: it is already here
@@ -634,6 +645,10 @@ def task_options(options: dict[str, Any]) -> tuple[int, place.Resources | None, 
     if not isinstance(name, str):
         raise ProtocolError("option 'name' is not a string")
     return priority, place.parse_demand(options.get("resources")), name
+
+
+def limit_error(message: str) -> dict[str, str]:
+    return {"type": "LimitExceeded", "module": "zdf.errors", "message": message, "traceback": ""}
 
 
 def infeasible_error(why: str) -> dict[str, str]:

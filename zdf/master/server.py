@@ -179,6 +179,7 @@ class Master:
             max_per_client=config.max_queued_fn_per_client,
         )
         self.channel.handlers.update(self.functions.handlers())
+        self.channel.handlers[P.FN_HELLO] = self.on_fn_hello
         self.channel.handlers[P.WORKER_LOST] = self.on_worker_lost
         self.channel.handlers[P.DEREGISTER] = self.on_deregister
         self.retention = JobRetention(self.jobs, self.store, config.job_retention, self._fenced)
@@ -551,8 +552,20 @@ class Master:
 
     def on_worker_lost(self, call: Call) -> Any:
         body = P.fields(call.body, executor_id=str, worker=str)
+        if self._by_peer.get(call.peer or b"") != body["executor_id"]:
+            raise PermissionDenied(f"only executor {body['executor_id']!r} reports its workers")
         self.functions.worker_lost(body["executor_id"], body["worker"])
         return None
+
+    def on_fn_hello(self, call: Call) -> Any:
+        """A worker of a registered executor: it names the session the master gave that
+        executor's registration (handed to its workers), so no other connection can pose
+        as one of its workers and take clients' tasks."""
+        body = P.fields(call.body, executor_id=str, worker=str)
+        info = self.executors.get(body["executor_id"])
+        if info is None or call.body.get("session") != info.session:
+            raise PermissionDenied(f"not a worker of a registered executor {body['executor_id']!r}")
+        return self.functions.on_hello(call)
 
     def _alive_slots(self) -> dict[str, int]:
         return {
