@@ -342,8 +342,11 @@ class FunctionRunner:
         def send(body: dict[str, Any]) -> None:
             self._send_to_client(reply, P.FN_OUTPUT, body, [])
 
-        with self.output.forwarding(send, tid, path):
+        self.output.begin(send, tid, path)
+        try:
             return self._run_one(path, frames)
+        finally:
+            self.output.end()
 
     def _run_one(self, path: str, frames: list[Any]) -> tuple[bool, list[Any]]:
         try:

@@ -93,7 +93,8 @@ class FunctionOutput:
         self.clock = clock
         self.thread = threading.get_ident()  # the worker's reactor thread
         self._send: Send | None = None
-        self._head: dict[str, Any] = {}
+        self._tid, self._path = 0, ""
+        self._written = False  # the open task wrote something
         self._lines: list[list[Any]] = []
         self._partial = ["", ""]  # an unfinished line per stream
         self._pending = 0  # characters in ``_lines``
@@ -111,25 +112,36 @@ class FunctionOutput:
     def open(self) -> bool:
         return self._send is not None and threading.get_ident() == self.thread
 
-    @contextmanager
-    def forwarding(self, send: Send, tid: int, path: str) -> Iterator[None]:
-        """Forward what runs inside to ``send`` as task ``tid`` of function ``path``."""
+    def begin(self, send: Send, tid: int, path: str) -> None:
+        """Forward what the task ``tid`` of function ``path`` writes to ``send`` until
+        ``end``. Cheap: a task that writes nothing costs two assignments more."""
         self._send = send
-        self._head = {"tid": tid, "fn": function_label(path), "worker": self.worker}
-        self._partial = ["", ""]
-        self._task_chars = self._dropped = self._gap = 0
-        try:
-            yield
-        finally:
+        self._tid, self._path = tid, path
+        self._written = False
+
+    def end(self) -> None:
+        if self._written:
             for stream, rest in enumerate(self._partial):
                 if rest:
                     self._add(stream, rest)
             self._flush(last=True)
-            self._send = None
+            self._partial = ["", ""]
+            self._task_chars = self._dropped = self._gap = 0
+        self._send = None
+
+    @contextmanager
+    def forwarding(self, send: Send, tid: int, path: str) -> Iterator[None]:
+        """``begin`` ... ``end`` around a block."""
+        self.begin(send, tid, path)
+        try:
+            yield
+        finally:
+            self.end()
 
     def write(self, stream: int, text: str) -> None:
         if not self.open or self._sending or not isinstance(text, str):
             return
+        self._written = True
         pieces = (self._partial[stream] + text).split("\n")
         self._partial[stream] = ""
         rest = pieces.pop()
@@ -183,7 +195,13 @@ class FunctionOutput:
         send = self._send
         if send is None or not (self._lines or (last and self._dropped)):
             return
-        body = {**self._head, "pid": self.pid, "lines": self._lines}
+        body = {
+            "tid": self._tid,
+            "fn": function_label(self._path),
+            "worker": self.worker,
+            "pid": self.pid,
+            "lines": self._lines,
+        }
         if last and self._dropped:
             body["dropped"] = self._dropped
         self._lines, self._pending = [], 0
