@@ -167,10 +167,8 @@ class Network:
         """Drop ``percent`` % of what ``a`` sends to ``b``, at random (nftables ``numgen``:
         this stands in for netem's ``loss``, which some kernels lack)."""
         self._table(a)
-        self._nft(
-            a,
-            f"add rule inet {FAULT_TABLE} out ip daddr {b.ip} numgen random mod 100 < {percent} counter drop\n",
-        )
+        share = f"numgen random mod 100 < {percent}"
+        self._nft(a, f"add rule inet {FAULT_TABLE} out ip daddr {b.ip} {share} counter drop\n")
 
     def dropped(self, a: Host) -> int:
         """Packets dropped by ``a``'s rules that count (``lossy``)."""
