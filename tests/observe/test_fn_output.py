@@ -7,7 +7,6 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,15 +148,6 @@ def test_the_client_prints_each_line_with_its_tasks_prefix_in_order() -> None:
         printer({"lines": [[5, "no such stream"]]})
     with pytest.raises(ProtocolError):
         printer({"lines": "not a list"})
-
-
-@pytest.fixture
-def reactor() -> Iterator[Reactor]:
-    loop = Reactor()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 def messages(pull: zmq.Socket[bytes], count: int) -> list[tuple[str, Any]]:
