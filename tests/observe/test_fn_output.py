@@ -65,6 +65,11 @@ def test_whole_lines_leave_at_once_and_a_burst_is_gathered() -> None:
     assert all("dropped" not in m for m in sent)
     output.write(STDOUT, "after the task\n")  # nothing is open: not forwarded
     assert sent[-1]["lines"] == [[STDOUT, "the rest"]]
+    # A pickled function has no path: the runner names the task by the function.
+    with output.forwarding(sent.append, 8, "!cloudpickle"):
+        output.relabel(test_whole_lines_leave_at_once_and_a_burst_is_gathered)
+        output.write(STDOUT, "pickled\n")
+    assert sent[-1]["fn"] == "test_whole_lines_leave_at_once_and_a_burst_is_gathered"
 
 
 def test_a_task_forwards_at_most_its_bound_and_says_how_much_it_held_back() -> None:

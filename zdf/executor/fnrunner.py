@@ -355,6 +355,8 @@ class FunctionRunner:
             if path == P.PICKLED_FN:
                 fn = self._unpickle(frames[0])
                 frames = frames[1:]
+                if self.output is not None:
+                    self.output.relabel(fn)  # its lines are named by the function
             else:
                 fn = resolve_function(path, self.functions)
             args, kwargs = unpack(frames)

@@ -93,7 +93,7 @@ class FunctionOutput:
         self.clock = clock
         self.thread = threading.get_ident()  # the worker's reactor thread
         self._send: Send | None = None
-        self._tid, self._path = 0, ""
+        self._tid, self._path, self._label = 0, "", ""
         self._written = False  # the open task wrote something
         self._lines: list[list[Any]] = []
         self._partial = ["", ""]  # an unfinished line per stream
@@ -117,7 +117,13 @@ class FunctionOutput:
         ``end``. Cheap: a task that writes nothing costs two assignments more."""
         self._send = send
         self._tid, self._path = tid, path
+        self._label = ""
         self._written = False
+
+    def relabel(self, fn: Any) -> None:
+        """Name the open task by ``fn`` (a function that came pickled has no path)."""
+        if self._send is not None:
+            self._label = getattr(fn, "__name__", None) or type(fn).__name__
 
     def end(self) -> None:
         if self._written:
@@ -197,7 +203,7 @@ class FunctionOutput:
             return
         body = {
             "tid": self._tid,
-            "fn": function_label(self._path),
+            "fn": self._label or function_label(self._path),
             "worker": self.worker,
             "pid": self.pid,
             "lines": self._lines,
