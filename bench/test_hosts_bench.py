@@ -6,7 +6,11 @@
   clusters started once and the jobs alternated loopback, hosts, loopback, hosts...
   (``ROUNDS`` each) so that drift on a shared machine hits both alike; rate = records
   / (submit to finished, polled every 50 ms); goal: hosts >= 0.8 x loopback, reported
-  as the ratio of the medians and the median of the per-pair ratios.
+  as the ratio of the medians and the median of the per-pair ratios. A third
+  cluster, every process on one namespaced host (``one-host``: tcp:// pipes over
+  that host's loopback, no veth), alternated with them, tells what tcp:// costs
+  from what the veth and bridge cost; the executors' CPU per record (their process
+  trees, psutil) is reported beside each rate.
 * ``detection``: on hosts, kill -9 of an idle executor until the master lists it
   ``dead`` (goal <= 100 ms) and SIGSTOP until ``dead`` (goal <= 1 s), polled through
   the namespace proxy (a call costs a few ms: the figures are that much late).
@@ -24,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from zdf.jobs.benchrun import assert_exact, start_bench
@@ -58,42 +63,75 @@ def network() -> Any:
         net.close()
 
 
-def _rate(cluster: LocalCluster, sink: Path) -> float:
+def _executors_cpu(cluster: LocalCluster) -> float:
+    """CPU seconds used so far by the executors and their workers."""
+    total = 0.0
+    for child in cluster.executors:
+        try:
+            root = psutil.Process(child.proc.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in tree:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+    return total
+
+
+def _rate(cluster: LocalCluster, sink: Path, cpu: list[float]) -> float:
+    cpu_before = _executors_cpu(cluster)
     started = time.monotonic()
     run = start_bench(cluster, str(sink), **JOB)
     job = run.wait_end(timeout=300)
     elapsed = time.monotonic() - started
+    cpu.append((_executors_cpu(cluster) - cpu_before) / run.expected * 1e6)
     assert_exact(run, job)
     return run.expected / elapsed
 
 
 def test_throughput_hosts_vs_loopback(network: Network, tmp_path: Path, benchmark: Any) -> None:
-    loop = LocalCluster(str(tmp_path / "loop"), log_level="warning")
-    hosts = NetnsCluster(network, str(tmp_path / "hosts"), log_level="warning")
-    rates: dict[str, list[float]] = {"loopback": [], "hosts": []}
+    clusters = {
+        "loopback": LocalCluster(str(tmp_path / "loop"), log_level="warning"),
+        "one-host": NetnsCluster(network, str(tmp_path / "one"), "one", log_level="warning"),
+        "hosts": NetnsCluster(network, str(tmp_path / "hosts"), log_level="warning"),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in clusters}
+    cpu: dict[str, list[float]] = {name: [] for name in clusters}  # us per record
     try:
-        loop.start()
-        hosts.start(timeout=60)
+        for cluster in clusters.values():
+            cluster.start(timeout=60)
 
         def one(i: int) -> None:
-            rates["loopback"].append(_rate(loop, tmp_path / f"l{i}"))
-            rates["hosts"].append(_rate(hosts, tmp_path / f"h{i}"))
+            order = list(clusters) if i % 2 == 0 else list(reversed(clusters))
+            for name in order:
+                rates[name].append(_rate(clusters[name], tmp_path / f"{name}{i}", cpu[name]))
 
         rounds = iter(range(ROUNDS))
         benchmark.pedantic(lambda: one(next(rounds)), rounds=ROUNDS, iterations=1)
     finally:
-        hosts.stop()
-        loop.stop()
+        for cluster in clusters.values():
+            cluster.stop()
     ratio = statistics.median(rates["hosts"]) / statistics.median(rates["loopback"])
     pairs = [h / lo for h, lo in zip(rates["hosts"], rates["loopback"], strict=True)]
     benchmark.extra_info.update({k: [round(r) for r in v] for k, v in rates.items()})
     benchmark.extra_info["ratio_of_medians"] = round(ratio, 3)
     benchmark.extra_info["pair_ratios"] = [round(p, 3) for p in pairs]
+    one_host = statistics.median(rates["one-host"]) / statistics.median(rates["loopback"])
+    base_cpu = statistics.median(cpu["loopback"])
+    cpu_ratios = {name: statistics.median(v) / base_cpu for name, v in cpu.items()}
+    benchmark.extra_info["one_host_ratio_of_medians"] = round(one_host, 3)
+    benchmark.extra_info["executor_cpu_us_per_record"] = {
+        name: [round(x, 3) for x in v] for name, v in cpu.items()
+    }
     print(
         f"\nbench job records/s: loopback {[round(r) for r in rates['loopback']]}, "
         f"hosts {[round(r) for r in rates['hosts']]}; hosts/loopback: medians {ratio:.2f}, "
         f"per pair {[round(p, 2) for p in pairs]} (median {statistics.median(pairs):.2f}; "
-        "goal >= 0.8)"
+        f"goal >= 0.8); one host, tcp:// pipes: {one_host:.2f}; executors' CPU per record "
+        f"vs loopback: one host {cpu_ratios['one-host']:.2f}x, hosts {cpu_ratios['hosts']:.2f}x"
     )
     assert statistics.median(pairs) > 0.5
 

@@ -1,5 +1,5 @@
-"""Shared fixtures: a real local cluster (metastore, master, executors as processes), and
-a single metastore process with a client."""
+"""Shared fixtures: a real local cluster (metastore, master, executors as processes),
+a single metastore process with a client, and a reactor closed after the test."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from zdf.localcluster import LocalCluster
 from zdf.metastore.client import MetaClient
 from zdf.metastore.process import MetastoreProcess
+from zdf.wire.reactor import Reactor
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -61,3 +62,12 @@ def metastore(tmp_path: Path) -> Iterator[MetastoreProcess]:
 def meta(metastore: MetastoreProcess) -> Iterator[MetaClient]:
     with MetaClient(metastore.addr, timeout=5.0) as client:
         yield client
+
+
+@pytest.fixture
+def reactor() -> Iterator[Reactor]:
+    loop = Reactor()
+    try:
+        yield loop
+    finally:
+        loop.close()

@@ -20,6 +20,8 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 def test_configs_load_and_advertise_routable_addresses(name: str, cls: type) -> None:
     config = load_config(cls, str(DEPLOY / f"{name}.toml"), env={})
     assert config.public_addr.startswith("10.0.0.")  # type: ignore[attr-defined]
+    # what docs/deploy.md's "What to watch" scrapes: on the host's own address
+    assert config.http_addr.startswith("10.0.0.")  # type: ignore[attr-defined]
     unit = configparser.ConfigParser(interpolation=None)
     unit.read(DEPLOY / f"zdf-{name}.service")
     start = unit["Service"]["ExecStart"]

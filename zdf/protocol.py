@@ -57,6 +57,7 @@ FN_LEASE = "fn_lease"  # master -> client and worker: a lease on that worker for
 FN_REVOKE = "fn_revoke"  # master -> client and worker: the lease is over (its worker died)
 FN_DIRECT = "fn_direct"  # client -> worker: a lone task under a lease, past the master
 FN_REFUSED = "fn_refused"  # worker -> client: tasks under a lease it does not hold
+FN_OUTPUT = "fn_output"  # worker -> client: what its task printed (zdf.observe.fnout)
 FN_STEAL = "fn_steal"  # master -> worker: give back these tasks if not started yet
 FN_STOLEN = "fn_stolen"  # worker -> master: the tasks it gave back (for a steal or a cancel)
 PICKLED_FN = "!cloudpickle"  # fn_submit/fn_run: the task's first frame is the function

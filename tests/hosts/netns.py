@@ -11,8 +11,8 @@ Faults are nftables rules in a host's namespace (a table ``zdf_faults`` with an
 input and an output chain, created on the first fault): ``cut(a, b)`` drops what
 ``a`` sends to and receives from ``b``, silently, as a partition does (no RST, no
 ICMP: both ends keep their half-open TCP connections); ``cut_oneway(a, b)`` only
-what ``a`` sends to ``b``; ``isolate(a)`` everything but loopback; ``heal(a)`` drops
-the table.
+what ``a`` sends to ``b``; ``lossy(a, b, percent)`` a random share of it;
+``isolate(a)`` everything but loopback; ``heal(a)`` drops the table.
 
 ``close()`` stops every process still inside the namespaces (by the pids the
 kernel lists for them: only processes this run started live there) and deletes
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -161,6 +162,20 @@ class Network:
             f"add rule inet {FAULT_TABLE} out ip daddr {b.ip} drop\n"
             f"add rule inet {FAULT_TABLE} in ip saddr {b.ip} drop\n",
         )
+
+    def lossy(self, a: Host, b: Host, percent: int) -> None:
+        """Drop ``percent`` % of what ``a`` sends to ``b``, at random (nftables ``numgen``:
+        this stands in for netem's ``loss``, which some kernels lack)."""
+        self._table(a)
+        share = f"numgen random mod 100 < {percent}"
+        self._nft(a, f"add rule inet {FAULT_TABLE} out ip daddr {b.ip} {share} counter drop\n")
+
+    def dropped(self, a: Host) -> int:
+        """Packets dropped by ``a``'s rules that count (``lossy``)."""
+        if a.ns not in self._faulted:
+            return 0
+        listing = a.run("nft", "list", "table", "inet", FAULT_TABLE).stdout
+        return sum(int(n) for n in re.findall(r"counter packets (\d+)", listing))
 
     def isolate(self, a: Host) -> None:
         """``a`` reaches no other host and no other host reaches it."""

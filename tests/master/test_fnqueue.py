@@ -304,8 +304,9 @@ def test_a_lone_task_brings_a_lease_that_ends_with_its_worker() -> None:
     lease = grants[0][0]["lease"]
     assert grants[1][0] == {"lease": lease, "addr": "tcp://127.0.0.1:w1"}
     assert queue.status()["leases"] == 1
-    queue.on_done(call(P.FN_DONE, {"results": [], "direct": 5}, idle))
+    queue.on_done(call(P.FN_DONE, {"results": [], "direct": 5, "direct_failed": 2}, idle))
     assert queue.status()["direct"] == 5 and queue.status()["completed"] == 5
+    assert queue.status()["failed"] == 2
     queue.worker_lost("exec-1", "w0")
     assert channel.of(P.FN_REVOKE) == []  # another worker's death ends no lease
     queue.worker_lost("exec-1", "w1")

@@ -68,7 +68,7 @@ def test_metrics_follow_a_job_and_function_tasks(cluster: LocalCluster, tmp_path
     assert job["state"] == "finished"
     with zdf.connect(cluster.master_addr) as client:
         # The first call goes through the master's queue (later ones may run under a
-        # lease, reported to the master in bulk, without their outcome).
+        # lease, reported to the master in bulk: test_failures_under_a_lease_are_counted).
         with pytest.raises(Exception, match="boom"):
             client.submit(examples.fail, "boom").result(10)
         assert client.submit(examples.square, 3).result(10) == 9
@@ -115,6 +115,30 @@ def test_metrics_follow_a_job_and_function_tasks(cluster: LocalCluster, tmp_path
         status, body = get(cluster.http_url(child, "/health"))
         assert status == 200, body
         assert json.loads(body)["status"] == "serving"
+
+
+@pytest.mark.cluster(executors=1, workers=1)
+def test_failures_under_a_lease_are_counted(cluster: LocalCluster) -> None:
+    """Tasks sent straight to a leased worker reach the master only as counts: the
+    failed ones among them are counted as failed, and all of them as submitted."""
+    with zdf.connect(cluster.master_addr, log_to_driver=False) as client:
+        wait_until(
+            lambda: client.submit(examples.noop).result(10) is None and client.leased_worker,
+            10,
+            "a lease",
+        )
+        for _ in range(3):
+            assert client.leased_worker  # the next lone task goes past the master
+            with pytest.raises(Exception, match="boom"):
+                client.submit(examples.fail, "boom").result(10)
+
+    def counted() -> dict[str, float] | None:
+        page = samples(get(cluster.http_url(path="/metrics"))[1])
+        return page if page["zdf_function_tasks_failed_total"] >= 3 else None
+
+    page = wait_until(counted, 10, "the failures under the lease counted")
+    assert page["zdf_function_tasks_failed_total"] == 3
+    assert page["zdf_function_tasks_submitted_total"] >= page["zdf_function_tasks_completed_total"]
 
 
 @pytest.mark.cluster(executors=1, workers=1)

@@ -34,6 +34,7 @@ from zdf.client.options import DEFAULT as DEFAULT_OPTIONS
 from zdf.client.options import ClientView, TaskOptions
 from zdf.client.transport import Transport, find_leader, master_endpoints
 from zdf.errors import ProtocolError, ZdfError
+from zdf.observe.fnout import OutputPrinter
 from zdf.wire.payload import pack, unpack
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class Client:
 
     ``direct_results=False`` has results come back through the master, for a
     client that the workers cannot reach (behind NAT or a firewall).
+
+    ``log_to_driver`` (as Ray's): what a task prints or logs is printed here too,
+    each line prefixed with its function, pid and worker (``zdf.observe.fnout``:
+    bounded in size and rate); not with ``direct_results=False``.
     """
 
     def __init__(
@@ -74,6 +79,7 @@ class Client:
         max_retries: int = 3,
         timeout: float = 10.0,
         direct_results: bool = True,
+        log_to_driver: bool = True,
     ) -> None:
         endpoints = master_endpoints(master_addr)
         self.endpoints = endpoints
@@ -91,6 +97,7 @@ class Client:
             timeout=timeout,
             endpoints=endpoints,
             on_lost=self._lost,
+            on_output=OutputPrinter() if log_to_driver else None,
         )
         self.allow_pickle = bool(self._io.hello.get("allow_pickle"))
         self._owned_cluster: Any = None  # the LocalCluster connect() started for it

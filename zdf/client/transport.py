@@ -37,6 +37,10 @@ does not hold the lease), they go through the master as they are. Either way
 the next lone task asks for a new lease. Tasks with options (``client.options``)
 always go through the master, which alone places by priority and resources.
 
+Output. With ``on_output`` set, the token ends with a mark that asks the
+workers for the tasks' output (``zdf.observe.fnout``); it arrives as
+``fn_output`` on the result socket, before the task's result.
+
 Canceling. ``cancel`` takes a task back from the outbox if it is still there;
 otherwise it asks the master (``fn_cancel``, a request answered once the
 worker holding the task said whether it had started it) and waits for the
@@ -71,6 +75,7 @@ import zmq
 from zdf import protocol as P
 from zdf.client.lane import DirectLane, Outgoing, task_message
 from zdf.errors import ProtocolError, Timeout, ZdfError, from_wire, worker_lost
+from zdf.observe import fnout
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.payload import pack
 from zdf.wire.rpc import RpcClient
@@ -89,6 +94,7 @@ MASTER_SILENCE = 1.5  # an unanswered ping this old: look for the leader
 LEASE_RETRY = 0.5  # a lease asked for and not granted: ask again after this long
 
 ResultsHandler = Callable[[Any, list[Any]], None]  # (results header, frames); ProtocolError
+OutputHandler = Callable[[Any], None]  # a task's forwarded output (zdf.observe.fnout)
 LostHandler = Callable[[ZdfError], None]  # every task in flight is lost for good
 
 
@@ -102,8 +108,10 @@ class Transport:
         timeout: float = 10.0,
         endpoints: list[str] | None = None,
         on_lost: LostHandler | None = None,
+        on_output: OutputHandler | None = None,
     ) -> None:
         self.master_addr = master_addr
+        self.on_output = on_output  # None: the workers are not asked for tasks' output
         self.endpoints = endpoints or [master_addr]
         self.on_results = on_results
         self.on_lost = on_lost
@@ -120,7 +128,7 @@ class Transport:
         self.reply_addr = ""
         self.dropped = 0  # messages dropped on arrival (malformed, or not from a worker)
         self.closed = False
-        self._token = os.urandom(8).hex()
+        self._token = os.urandom(8).hex() + (fnout.OUTPUT_MARK if on_output else "")
         self._outbox: deque[Outgoing] = deque()
         self._calls: dict[int, list[Any]] = {}  # rid: [event, reply body, error]
         # Re-entrant: a future's callbacks run in the thread that read its result, with
@@ -443,6 +451,11 @@ class Transport:
                     if not isinstance(msg.body, dict) or msg.body.get("token") != self._token:
                         raise ProtocolError("a refusal without this client's token")
                     self._on_refused(msg.body.get("tids"))
+                elif msg.op == P.FN_OUTPUT and sock is self._results:
+                    if not isinstance(msg.body, dict) or msg.body.get("token") != self._token:
+                        raise ProtocolError("task output without this client's token")
+                    if self.on_output is not None:
+                        self.on_output(msg.body)
                 elif msg.kind is Kind.ERROR:
                     log.warning("master refused a request: %s", msg.body)
             except ProtocolError as exc:

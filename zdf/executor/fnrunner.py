@@ -24,12 +24,16 @@ named in its hello) on which a client holding a lease on it sends lone tasks
 (``fn_lease``, ``fn_revoke``); a task under any other lease is refused
 (``fn_refused`` to the client's result address), and the client sends it
 through the master. Such tasks run in the same queue as the master's and
-reach the master only as a count (``direct`` in ``fn_done``), sent with the
-next report or every ``DIRECT_COUNT_INTERVAL``: a lone task costs the worker
-no second wake-up.
+reach the master only as counts (``direct`` in ``fn_done``, and
+``direct_failed`` for those whose function raised), sent with the next report
+or every ``DIRECT_COUNT_INTERVAL``: a lone task costs the worker no second
+wake-up.
 
 Pickled functions run only when this executor's ``allow-pickle`` is set;
 otherwise the task fails with a ``PermissionError``.
+
+What a task prints or logs is forwarded to its client when the client asked
+(``zdf.observe.fnout``: the worker's ``FunctionOutput``, opened around the task).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from zdf import protocol as P
 from zdf.errors import ProtocolError, ZdfError
 from zdf.master.fnleases import MAX_LEASES
 from zdf.master.fnqueue import DEFAULT_WINDOW
+from zdf.observe.fnout import FunctionOutput, wants_output
 from zdf.wire.codec import Kind, encode
 from zdf.wire.payload import pack, unpack
 from zdf.wire.reactor import Reactor, Timer
@@ -109,8 +114,10 @@ class FunctionRunner:
         allow_pickle: bool = False,
         host: str = "127.0.0.1",
         session: str = "",
+        output: FunctionOutput | None = None,
     ) -> None:
         self.reactor = reactor
+        self.output = output  # forwards a task's output to its client (zdf.observe.fnout)
         self.master_addr = master_addr
         self.session = session  # the executor's registration: proves this worker is its
         self.closed = False
@@ -148,6 +155,7 @@ class FunctionRunner:
         self.window = DEFAULT_WINDOW  # the master's prefetch window for this worker
         self._unreported: list[list[Any]] = []  # fn_done entries not sent yet
         self._direct_unreported = 0  # tasks run under leases since the last fn_done
+        self._direct_failed = 0  # ... of which the function raised (for the failed count)
         self._report_timer: Timer | None = None
         self._scheduled = False
         self.ran = 0
@@ -263,7 +271,7 @@ class FunctionRunner:
         while self.queue:
             key, path, frames, reply, tid = self.queue.popleft()
             started = time.perf_counter()
-            ok, result = self._run_one(path, frames)
+            ok, result = self._run(path, frames, reply, tid)
             now = time.perf_counter()
             seconds = round(now - started, 6)
             self.ran += 1
@@ -273,6 +281,7 @@ class FunctionRunner:
                 out.extend(result)
                 if key is DIRECT:
                     self._direct_unreported += 1
+                    self._direct_failed += not ok
                 else:
                     done.append([key, ok, 0, seconds])
             else:
@@ -301,7 +310,9 @@ class FunctionRunner:
             self._report_timer = None
         if (self._unreported or self._direct_unreported) and not self.closed:
             body = {"results": self._unreported, "direct": self._direct_unreported}
-            self._unreported, self._direct_unreported = [], 0
+            if self._direct_failed:
+                body["direct_failed"] = self._direct_failed
+            self._unreported, self._direct_unreported, self._direct_failed = [], 0, 0
             self.channel.notify(P.FN_DONE, body, frames=frames or [])
 
     def _send_to_client(self, reply: str, op: str, body: dict[str, Any], frames: list[Any]) -> None:
@@ -330,6 +341,20 @@ class FunctionRunner:
                 close_socket(sock)
                 del self.replies[reply]
 
+    def _run(self, path: str, frames: list[Any], reply: str, tid: int) -> tuple[bool, list[Any]]:
+        """``_run_one``, with what it prints forwarded to a client that asked for it."""
+        if self.output is None or not wants_output(reply):
+            return self._run_one(path, frames)
+
+        def send(body: dict[str, Any]) -> None:
+            self._send_to_client(reply, P.FN_OUTPUT, body, [])
+
+        self.output.begin(send, tid, path)
+        try:
+            return self._run_one(path, frames)
+        finally:
+            self.output.end()
+
     def _run_one(self, path: str, frames: list[Any]) -> tuple[bool, list[Any]]:
         try:
             if path == PICKLE_REFUSED_BY_MASTER:
@@ -337,6 +362,8 @@ class FunctionRunner:
             if path == P.PICKLED_FN:
                 fn = self._unpickle(frames[0])
                 frames = frames[1:]
+                if self.output is not None:
+                    self.output.relabel(fn)  # its lines are named by the function
             else:
                 fn = resolve_function(path, self.functions)
             args, kwargs = unpack(frames)

@@ -30,6 +30,7 @@ from zdf.executor.fnrunner import FunctionRunner
 from zdf.executor.limits import RoomCheck, raise_limits
 from zdf.jobs.cost import task_cost
 from zdf.jobs.spec import TaskSpec
+from zdf.observe import fnout
 from zdf.observe.logs import configure_logging, task_fields
 from zdf.observe.taskout import CapturingReactor, TaskOutput, install
 from zdf.wire import codec, security
@@ -106,8 +107,12 @@ class Worker:
         )
         self.executor_id = executor_id
         self._seen_registration: Any = None  # the executor's registration we said hello after
+        # A function task's output, copied to its client (zdf.observe.fnout)
+        self.fn_output = fnout.FunctionOutput(f"{executor_id}/{name}" if executor_id else name)
         self.functions = (
-            FunctionRunner(self.reactor, master, executor_id, name, allow_pickle, self.fn_host)
+            FunctionRunner(
+                self.reactor, master, executor_id, name, allow_pickle, self.fn_host, self.fn_output
+            )
             if master
             else None
         )
@@ -282,6 +287,7 @@ class Worker:
             self.allow_pickle,
             self.fn_host,
             session=session,
+            output=self.fn_output,
         )
         return None
 
@@ -433,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(0)
 
     install(worker.output)
+    fnout.install(worker.fn_output)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides when workers stop
     die_with_parent(args.parent)

@@ -70,3 +70,22 @@ def chatty(lines: int = 3, fail: bool = False) -> int:
     if fail:
         raise RuntimeError(f"chatty failed after {lines} lines")
     return lines
+
+
+def log(message: str, level: str = "warning") -> str:
+    """Log ``message`` at ``level`` on the logger ``zdf.examples``: a function task
+    whose log record its client sees (``log_to_driver``)."""
+    import logging
+
+    logging.getLogger("zdf.examples").log(logging.getLevelName(level.upper()), message)
+    return message
+
+
+def wait_for(marker: str, seconds: float = 30.0) -> bool:
+    """Print a line, then wait up to ``seconds`` for the file ``marker`` to exist: a
+    task whose client sees its output while it still runs."""
+    print(f"waiting for {marker}", flush=True)
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.path.exists(marker)

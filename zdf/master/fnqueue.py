@@ -569,12 +569,17 @@ class FunctionQueue:
         """Header ``{"results": [[key, ok, nframes, seconds], ...]}`` then every result's
         frames; ``nframes`` 0: the worker sent the result to the client itself;
         ``seconds``: how long the call took; ``direct``: how many tasks it ran under
-        leases since its last report."""
+        leases since its last report, ``direct_failed`` how many of those raised."""
         body = P.fields(call.body, results=list)
         direct = body.get("direct", 0)
         if isinstance(direct, int) and direct > 0:
+            # Sent to the worker past this queue: submitted and completed at once here.
+            self.stats["submitted"] += direct
             self.stats["completed"] += direct
             self.stats["direct"] += direct
+            failed = body.get("direct_failed", 0)
+            if isinstance(failed, int) and failed > 0:
+                self.stats["failed"] += min(failed, direct)
         worker = self.workers.get(call.peer or b"")
         frames = call.frames
         offset = 0
