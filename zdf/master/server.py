@@ -28,8 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import zmq
-
 from zdf import protocol as P
 from zdf.config import MasterConfig
 from zdf.errors import JobError, NotLeader, PermissionDenied, ProtocolError, Timeout, ZdfError
@@ -45,6 +43,7 @@ from zdf.master.limits import check_job
 from zdf.master.liveness import ExecutorLiveness, Transition
 from zdf.master.persist import FrameworkStore
 from zdf.master.retention import SWEEP_INTERVAL, JobRetention
+from zdf.master.router import master_router
 from zdf.master.staging import SubmissionStaging
 from zdf.master.states import (
     GONE_EXECUTOR_STATES,
@@ -58,7 +57,6 @@ from zdf.metastore.client import MetaClient
 from zdf.observe.logs import task_fields
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
-from zdf.wire.sockets import make_socket
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +163,7 @@ class Master:
         }
         self.channel = Channel(
             self.reactor,
-            make_socket(zmq.ROUTER, bind=config.master_addr),
+            master_router(config.master_addr),  # bounds, and no silent drop (its docstring)
             handlers,
             name="master",
             roles=access.OPERATIONS,
@@ -633,8 +631,11 @@ class Master:
 
         def on_ack(result: Any, error: ZdfError | None) -> None:
             # A timeout means the executor is slow or gone: liveness decides that.
+            # Not sent (the executor's queue full, or it is gone): send it again soon.
             # Any other error is the executor refusing the task.
-            if error is not None and not isinstance(error, Timeout):
+            if error is not None and error.data.get("unsent"):
+                self.reactor.call_later(RETRY_SCHEDULE, lambda: self._redispatch(d))
+            elif error is not None and not isinstance(error, Timeout):
                 log.warning(
                     "start of %s/%s failed: %s",
                     d.job_id,
@@ -649,6 +650,22 @@ class Master:
         self.channel.request(
             P.START_TASK, body, peer=info.peer, timeout=self.config.rpc_timeout, callback=on_ack
         )
+
+    def _redispatch(self, d: Dispatch) -> None:
+        """Send a start command again that could not be sent, while it still stands."""
+        job = self.jobs.jobs.get(d.job_id)
+        task = job.tasks.get(d.spec.task_id) if job is not None else None
+        if (
+            self.leading
+            and task is not None
+            and task.state is TaskState.SCHEDULED
+            and task.executor == d.executor_id
+            and task.attempt == d.attempt
+            and d.executor_id in self.executors
+        ):
+            self.channel.stats["start_resent"] += 1
+            log.warning("start of %s/%s resent to %s", d.job_id, d.spec.task_id, d.executor_id)
+            self._dispatch(d)
 
     def _task_report(
         self,
