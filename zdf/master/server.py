@@ -138,6 +138,8 @@ class Master:
         self._by_peer: dict[bytes, str] = {}
         self._by_addr: dict[str, str] = {}
         self._endpoints: dict[str, dict[tuple[str, str], str]] = {}
+        # Endpoint changes not yet sent to the executors (``_broadcast_endpoint``).
+        self._endpoint_news: dict[str, dict[tuple[str, str], str]] = {}
         self._waiters: dict[str, list[Call]] = {}
         self.checkpoints: dict[tuple[str, str], bytes] = {}
         self.started = time.time()
@@ -796,12 +798,26 @@ class Master:
         self._broadcast_endpoint(job_id, task_id, DONE_FLAG, str(attempt))
 
     def _broadcast_endpoint(self, job_id: str, task_id: str, name: str, addr: str) -> None:
-        update = {"job_id": job_id, "endpoints": [[task_id, name, addr]]}
-        job = self.jobs.jobs[job_id]
-        for executor_id in {executor for executor, _ in job.held.values()}:
-            info = self.executors.get(executor_id)
-            if info is not None:
-                self.channel.notify(P.ENDPOINTS, update, peer=info.peer)
+        """Tell the job's executors, at the end of this turn: the changes of one turn go
+        out as one update per job and executor (a 1,000-table job's producers publish
+        their ports, then their done flags, in bursts of hundreds)."""
+        if not self._endpoint_news:  # the first change of this turn
+            self.reactor.call_later(0.0, self._send_endpoint_news)
+        news = self._endpoint_news.setdefault(job_id, {})
+        news.pop((task_id, name), None)  # the latest change last
+        news[(task_id, name)] = addr
+
+    def _send_endpoint_news(self) -> None:
+        news, self._endpoint_news = self._endpoint_news, {}
+        for job_id, changes in news.items():
+            job = self.jobs.jobs.get(job_id)
+            if job is None:
+                continue
+            update = {"job_id": job_id, "endpoints": [[t, n, a] for (t, n), a in changes.items()]}
+            for executor_id in {executor for executor, _ in job.held.values()}:
+                info = self.executors.get(executor_id)
+                if info is not None:
+                    self.channel.notify(P.ENDPOINTS, update, peer=info.peer)
 
     def on_publish_endpoint(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, task_id=str, name=str, addr=str, attempt=int)

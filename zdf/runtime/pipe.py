@@ -38,7 +38,7 @@ the hub's routing frames, ``zdf.runtime.hub``, come first)::
 
     receiver -> sender  [env "sub" {ch, sid, from, window, attempt}]
                         [env "ack" {ch, sid, n}]       n = batches consumed under sid
-                        [env "eos-ack" {ch, sid}]
+                        [env "eos-ack" {ch, sid, n}]  everything consumed
     sender -> receiver  [env "batch" {sid, pos, next}, rows]   rows: raw numpy buffer
                         [env "eos" {sid, pos}]
 
@@ -263,6 +263,8 @@ class OutPort:
         if found is None:
             return
         ch, sub = found
+        if "n" in body:
+            sub.acked = max(sub.acked, min(_int(body, "n"), sub.sent))
         if sub.eos_sent and not sub.eos_acked:
             sub.eos_acked = True
             if self._on_eos_acked is not None:
@@ -376,14 +378,17 @@ class InPort:
             self._defer(self._send_ack)
 
     def _send_ack(self) -> None:
+        if not self._ack_scheduled:
+            return  # sent with the end of stream's ack, or forgotten by a restart
         self._ack_scheduled = False
         if not self.closed:
             self._send("ack", {"ch": self.channel, "sid": self._sid, "n": self._acked})
 
     def ack_eos(self) -> None:
-        if self._ack_scheduled:  # the last acks go first
-            self._send_ack()
-        self._send("eos-ack", {"ch": self.channel, "sid": self._sid})
+        """Everything was consumed: the end of stream's ack carries the last acks too
+        (one message, not two, per pipe of a one-batch table)."""
+        self._ack_scheduled = False
+        self._send("eos-ack", {"ch": self.channel, "sid": self._sid, "n": self._acked})
 
     # -- internals ---------------------------------------------------------
     def _drop_dialer(self, linger: float = 0.0) -> None:
