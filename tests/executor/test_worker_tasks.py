@@ -82,7 +82,7 @@ def test_a_finished_task_is_closed_once_its_finish_is_reported(
     executor.start("t0", ticks=3)
     run_until(worker, lambda: executor.state_of("t0") == "finished")
     [op] = PortThenFinish.made
-    assert op.closed and op.out.sock.closed
+    assert op.closed and op.out.closed and op.out.hub.closed  # its last port: the hub too
     assert not op._timers
     assert worker.tasks == {}
     assert open_sockets() == before
@@ -105,5 +105,5 @@ def test_a_new_attempt_closes_the_one_it_supersedes(host: tuple[Worker, FakeExec
     executor.start("t0", attempt=1, ticks=-1)
     run_until(worker, lambda: len(PortThenFinish.made) == 2)
     first, second = PortThenFinish.made
-    assert first.closed and first.out.sock.closed
+    assert first.closed and first.out.closed and first.out.id not in first.out.hub.endpoints
     assert not second.closed

@@ -10,6 +10,7 @@ import pytest
 import zmq
 
 from zdf.records import RECORD_DTYPE
+from zdf.runtime import hub
 from zdf.runtime.pipe import InPort, OutPort
 from zdf.wire import Reactor, inproc, make_socket
 from zdf.wire.codec import Kind, encode
@@ -26,14 +27,14 @@ def rows(n: int, start: int = 0) -> np.ndarray:
 class Source:
     """An owner that sends ``total`` batches of 10 rows from whatever position it is asked."""
 
-    def __init__(self, reactor: Reactor, total: int) -> None:
+    def __init__(self, reactor: Reactor, total: int, where: str = "tcp://127.0.0.1:*") -> None:
         self.total = total
         self.next = 0
         self.subscribed_from: list[int] = []
         self.eos_acked = False
         self.port = OutPort(
             reactor,
-            "tcp://127.0.0.1:*",
+            where,
             1,
             on_credit=self.send,
             on_subscribe=self.on_subscribe,
@@ -120,9 +121,10 @@ def test_batches_arrive_read_only_by_either_route(
     reactor: Reactor, no_leaks: None, same_process: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src = Source(reactor, total=5)
+    url = hub.split(src.port.addr)[0]  # the address of the process's shared socket
     if not same_process:  # as a receiver in another process sees it: no alias
         monkeypatch.setattr(inproc, "route", lambda addr: addr)
-    assert (inproc.route(src.port.addr) != src.port.addr) is same_process
+    assert (inproc.route(url) != url) is same_process
     dst = Keeper(reactor, window=2)
     dst.port.connect(src.port.addr)
     try:
@@ -134,7 +136,7 @@ def test_batches_arrive_read_only_by_either_route(
     finally:
         dst.port.close()
         src.port.close()
-    assert inproc.route(src.port.addr) == src.port.addr  # closed: no alias left
+    assert inproc.route(url) == url  # closed (its last port): no alias left
 
 
 def test_credits_bound_what_is_in_flight(reactor: Reactor, no_leaks: None) -> None:
@@ -175,12 +177,18 @@ def test_a_new_receiver_resumes_from_its_position(reactor: Reactor, no_leaks: No
 
 def test_bad_messages_are_dropped_and_counted(reactor: Reactor, no_leaks: None) -> None:
     src = Source(reactor, total=3)
-    rogue = make_socket(zmq.DEALER, connect=src.port.addr)
+    url, port = hub.split(src.port.addr)
+    rogue = make_socket(zmq.DEALER, connect=url)
     try:
-        rogue.send(b"\xc1 not msgpack")
-        rogue.send(encode(Kind.EVENT, "sub", 0, {"ch": 7, "sid": 1, "from": 0, "window": 1}))
-        rogue.send(encode(Kind.EVENT, "nonsense", 0, {}))
+        rogue.send_multipart([port, b"1", b"\xc1 not msgpack"])
+        sub = encode(Kind.EVENT, "sub", 0, {"ch": 7, "sid": 1, "from": 0, "window": 1})
+        rogue.send_multipart([port, b"1", sub])
+        rogue.send_multipart([port, b"1", encode(Kind.EVENT, "nonsense", 0, {})])
+        rogue.send(b"one frame")  # not even addressed to a port: the hub drops it
+        rogue.send_multipart([b"no such port", b"1", sub])
         run_until(reactor, lambda: src.port.stats["malformed"] == 3)
+        run_until(reactor, lambda: src.port.hub.stats["malformed"] == 1)
+        run_until(reactor, lambda: src.port.hub.stats["unknown"] == 1)
         dst = Sink(reactor, window=2)
         dst.port.connect(src.port.addr)
         run_until(reactor, lambda: src.eos_acked)  # the port still serves well-behaved peers
@@ -194,16 +202,17 @@ def test_a_gap_makes_the_receiver_subscribe_again(reactor: Reactor, no_leaks: No
     server = make_socket(zmq.ROUTER, bind="tcp://127.0.0.1:*")
     addr = server.getsockopt(zmq.LAST_ENDPOINT).decode()  # type: ignore[union-attr]
     dst = Sink(reactor, window=4)
-    dst.port.connect(addr)
+    dst.port.connect(f"{addr}#7")
     try:
         assert server.poll(5000)
-        peer, _ = server.recv_multipart()
+        peer, port, pipe, _ = server.recv_multipart()
+        assert port == b"7"
         bad = encode(Kind.EVENT, "batch", 0, {"sid": 1, "pos": 5, "next": 6})
-        server.send_multipart([peer, bad, rows(3).tobytes()])
+        server.send_multipart([peer, pipe, bad, rows(3).tobytes()])
         run_until(reactor, lambda: dst.port.stats["subscribes"] == 2)
         assert dst.batches == []
         assert server.poll(5000)
-        _, again = server.recv_multipart()
+        _, _, _, again = server.recv_multipart()
         assert b"sub" in again
     finally:
         dst.port.close()

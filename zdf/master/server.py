@@ -28,8 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import zmq
-
 from zdf import protocol as P
 from zdf.config import MasterConfig
 from zdf.errors import JobError, NotLeader, PermissionDenied, ProtocolError, Timeout, ZdfError
@@ -45,6 +43,7 @@ from zdf.master.limits import check_job
 from zdf.master.liveness import ExecutorLiveness, Transition
 from zdf.master.persist import FrameworkStore
 from zdf.master.retention import SWEEP_INTERVAL, JobRetention
+from zdf.master.router import master_router
 from zdf.master.staging import SubmissionStaging
 from zdf.master.states import (
     GONE_EXECUTOR_STATES,
@@ -58,7 +57,6 @@ from zdf.metastore.client import MetaClient
 from zdf.observe.logs import task_fields
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
-from zdf.wire.sockets import make_socket
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +138,8 @@ class Master:
         self._by_peer: dict[bytes, str] = {}
         self._by_addr: dict[str, str] = {}
         self._endpoints: dict[str, dict[tuple[str, str], str]] = {}
+        # Endpoint changes not yet sent to the executors (``_broadcast_endpoint``).
+        self._endpoint_news: dict[str, dict[tuple[str, str], str]] = {}
         self._waiters: dict[str, list[Call]] = {}
         self.checkpoints: dict[tuple[str, str], bytes] = {}
         self.started = time.time()
@@ -165,7 +165,7 @@ class Master:
         }
         self.channel = Channel(
             self.reactor,
-            make_socket(zmq.ROUTER, bind=config.master_addr),
+            master_router(config.master_addr),  # bounds, and no silent drop (its docstring)
             handlers,
             name="master",
             roles=access.OPERATIONS,
@@ -646,8 +646,11 @@ class Master:
 
         def on_ack(result: Any, error: ZdfError | None) -> None:
             # A timeout means the executor is slow or gone: liveness decides that.
+            # Not sent (the executor's queue full, or it is gone): send it again soon.
             # Any other error is the executor refusing the task.
-            if error is not None and not isinstance(error, Timeout):
+            if error is not None and error.data.get("unsent"):
+                self.reactor.call_later(RETRY_SCHEDULE, lambda: self._redispatch(d))
+            elif error is not None and not isinstance(error, Timeout):
                 log.warning(
                     "start of %s/%s failed: %s",
                     d.job_id,
@@ -662,6 +665,22 @@ class Master:
         self.channel.request(
             P.START_TASK, body, peer=info.peer, timeout=self.config.rpc_timeout, callback=on_ack
         )
+
+    def _redispatch(self, d: Dispatch) -> None:
+        """Send a start command again that could not be sent, while it still stands."""
+        job = self.jobs.jobs.get(d.job_id)
+        task = job.tasks.get(d.spec.task_id) if job is not None else None
+        if (
+            self.leading
+            and task is not None
+            and task.state is TaskState.SCHEDULED
+            and task.executor == d.executor_id
+            and task.attempt == d.attempt
+            and d.executor_id in self.executors
+        ):
+            self.channel.stats["start_resent"] += 1
+            log.warning("start of %s/%s resent to %s", d.job_id, d.spec.task_id, d.executor_id)
+            self._dispatch(d)
 
     def _task_report(
         self,
@@ -792,12 +811,26 @@ class Master:
         self._broadcast_endpoint(job_id, task_id, DONE_FLAG, str(attempt))
 
     def _broadcast_endpoint(self, job_id: str, task_id: str, name: str, addr: str) -> None:
-        update = {"job_id": job_id, "endpoints": [[task_id, name, addr]]}
-        job = self.jobs.jobs[job_id]
-        for executor_id in {executor for executor, _ in job.held.values()}:
-            info = self.executors.get(executor_id)
-            if info is not None:
-                self.channel.notify(P.ENDPOINTS, update, peer=info.peer)
+        """Tell the job's executors, at the end of this turn: the changes of one turn go
+        out as one update per job and executor (a 1,000-table job's producers publish
+        their ports, then their done flags, in bursts of hundreds)."""
+        if not self._endpoint_news:  # the first change of this turn
+            self.reactor.call_later(0.0, self._send_endpoint_news)
+        news = self._endpoint_news.setdefault(job_id, {})
+        news.pop((task_id, name), None)  # the latest change last
+        news[(task_id, name)] = addr
+
+    def _send_endpoint_news(self) -> None:
+        news, self._endpoint_news = self._endpoint_news, {}
+        for job_id, changes in news.items():
+            job = self.jobs.jobs.get(job_id)
+            if job is None:
+                continue
+            update = {"job_id": job_id, "endpoints": [[t, n, a] for (t, n), a in changes.items()]}
+            for executor_id in {executor for executor, _ in job.held.values()}:
+                info = self.executors.get(executor_id)
+                if info is not None:
+                    self.channel.notify(P.ENDPOINTS, update, peer=info.peer)
 
     def on_publish_endpoint(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, task_id=str, name=str, addr=str, attempt=int)

@@ -237,6 +237,14 @@ class Operator:
                 return f"ipc://{path}"
         return f"tcp://{self.ctx.host}:*"
 
+    def hub_address(self) -> str:
+        """Where this process's shared data socket binds (``zdf.runtime.hub``): the
+        directory ``data_address`` would put a socket file in, or its tcp address."""
+        addr = self.data_address("hub")  # a hub's file name is as long as this one's
+        if addr.startswith("ipc://"):
+            return f"ipc://{os.path.dirname(addr[len('ipc://') :])}/"
+        return addr
+
     def out_port(
         self,
         name: str,
@@ -246,10 +254,10 @@ class Operator:
         on_subscribe: Callable[[int, int], None] | None = None,
         on_eos_acked: Callable[[int], None] | None = None,
     ) -> OutPort:
-        """Bind a sending port and publish it as ``name``."""
+        """Open a sending port (on this process's shared socket) and publish it as ``name``."""
         port = OutPort(
             self.ctx.reactor,
-            self.data_address(name),
+            self.hub_address(),
             channels,
             on_credit=self.guard(on_credit),
             on_subscribe=None if on_subscribe is None else self.guard(on_subscribe),

@@ -2,9 +2,10 @@
 
 Theory of operation
 -------------------
-The *sending* task binds a ROUTER (``OutPort``) and publishes its address; each
-*receiving* task connects a DEALER (``InPort``) and subscribes to one channel of
-it, naming the position to start from and a window (how many batches may be in
+The *sending* task opens a port (``OutPort``) on its process's shared ROUTER
+(``zdf.runtime.hub``) and publishes its address; each *receiving* task opens a
+pipe (``InPort``) on its process's shared DEALER to that hub and subscribes to
+one channel of the port, naming the position to start from and a window (how many batches may be in
 flight unacknowledged). The sender sends only while it has credit,
 ``window - (sent - acked)``. The receiver acknowledges a batch once its owner has
 really consumed it (forwarded, merged or written it), so a slow stage stops its
@@ -32,11 +33,12 @@ its last batch and knows the stream was consumed only when ``eos-ack`` comes
 back; libzmq may drop in-flight messages when a socket closes, so "sent" never
 means "received".
 
-Frames (``env`` is a ``zdf.wire.codec`` event envelope, the only msgpack here)::
+Frames (``env`` is a ``zdf.wire.codec`` event envelope, the only msgpack here;
+the hub's routing frames, ``zdf.runtime.hub``, come first)::
 
     receiver -> sender  [env "sub" {ch, sid, from, window, attempt}]
                         [env "ack" {ch, sid, n}]       n = batches consumed under sid
-                        [env "eos-ack" {ch, sid}]
+                        [env "eos-ack" {ch, sid, n}]  everything consumed
     sender -> receiver  [env "batch" {sid, pos, next}, rows]   rows: raw numpy buffer
                         [env "eos" {sid, pos}]
 
@@ -52,18 +54,16 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import zmq
 
 from zdf.errors import ProtocolError
 from zdf.records import RECORD_DTYPE
-from zdf.wire import inproc
+from zdf.runtime import hub as hubs
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.reactor import Reactor
-from zdf.wire.security import EXECUTORS
-from zdf.wire.sockets import close_socket, make_socket
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,14 @@ DEFAULT_WINDOW = 8
 MAX_ATTEMPT = 1 << 20
 """A placement number is counted up from 1; one far beyond would fence out every real one."""
 MAX_WINDOW = 1024
-MAX_MESSAGES_PER_WAKEUP = 128
-"""Bounded so that one busy pipe cannot starve the other sockets of the reactor."""
 
 BatchCallback = Callable[[np.ndarray, int, int], None]
+F = TypeVar("F", bound=Callable[..., None])
+Wrap = Callable[[Callable[[list[Any]], None]], Callable[[list[Any]], None]]
+"""The owner's guard around what a hub hands a port or pipe in one wake-up."""
 
 
-def _same(fn: Callable[[], None]) -> Callable[[], None]:
+def _same(fn: F) -> F:
     return fn
 
 
@@ -101,7 +102,8 @@ def _body(frame: bytes) -> tuple[str, dict[str, Any]]:
 
 @dataclass(slots=True)
 class _Subscriber:
-    peer: bytes
+    peer: bytes  # the subscriber's dialer (its hub routing id)
+    pipe: bytes  # its pipe on that dialer
     sid: int
     window: int
     sent: int = 0
@@ -132,8 +134,10 @@ class OutPort:
         on_subscribe: Callable[[int, int], None] | None = None,
         on_eos_acked: Callable[[int], None] | None = None,
         name: str = "out",
-        wrap: Callable[[Callable[[], None]], Callable[[], None]] = _same,
+        wrap: Wrap = _same,
     ) -> None:
+        """``addr``: where this process's hub binds if it has none open yet (a URL,
+        or ``ipc://DIR/`` for a socket file in DIR; ``zdf.runtime.hub``)."""
         self.reactor = reactor
         self.name = name
         self.stats: Counter[str] = Counter()
@@ -142,13 +146,12 @@ class OutPort:
         self._on_eos_acked = on_eos_acked
         self._subs: list[_Subscriber | None] = [None] * channels
         self._attempts = [-1] * channels  # the highest subscriber attempt per channel
-        # Credits bound what is queued per peer; the HWM only has to stay above them.
-        self.sock = make_socket(
-            zmq.ROUTER, bind=addr, sndhwm=MAX_WINDOW + 16, rcvhwm=4 * MAX_WINDOW, allow=EXECUTORS
-        )
-        self.addr = inproc.bind_alias(self.sock)  # receivers in this process skip the kernel
         self._handlers = {"sub": self._on_sub, "ack": self._on_ack, "eos-ack": self._on_eos_ack}
-        reactor.add_reader(self.sock, wrap(self._on_readable))
+        self.hub = hubs.hub(reactor, addr)
+        self.id = hubs.new_id()
+        self.addr = self.hub.address(self.id)
+        self.hub.attach(self.id, wrap(self._deliver))
+        self.closed = False
 
     @property
     def channels(self) -> int:
@@ -156,10 +159,9 @@ class OutPort:
 
     def close(self, linger: float = 0.0) -> None:
         """Close; with ``linger`` (seconds) what was sent still goes out meanwhile."""
-        if not self.sock.closed:
-            inproc.drop_alias(self.addr)
-            self.reactor.remove_reader(self.sock)
-            close_socket(self.sock, linger)
+        if not self.closed:
+            self.closed = True
+            self.hub.detach(self.id, linger)
 
     # -- the owner's side ------------------------------------------------
     def subscribed(self, ch: int) -> bool:
@@ -181,7 +183,7 @@ class OutPort:
         header = encode(Kind.EVENT, "batch", 0, {"sid": sub.sid, "pos": pos, "next": next_pos})
         if not rows.flags.c_contiguous:
             rows = np.ascontiguousarray(rows)
-        self.sock.send_multipart([sub.peer, header, rows.data], zmq.NOBLOCK, copy=False)
+        self.hub.send(sub.peer, sub.pipe, header, rows.data)
         sub.sent += 1
         self.stats["batches"] += 1
         self.stats["rows"] += len(rows)
@@ -192,7 +194,7 @@ class OutPort:
             raise RuntimeError(f"{self.name}[{ch}]: eos before a subscriber")
         sub.eos_sent = True
         header = encode(Kind.EVENT, "eos", 0, {"sid": sub.sid, "pos": pos})
-        self.sock.send_multipart([sub.peer, header], zmq.NOBLOCK)
+        self.hub.send(sub.peer, sub.pipe, header)
 
     def eos_sent(self, ch: int) -> bool:
         sub = self._subs[ch]
@@ -203,23 +205,17 @@ class OutPort:
         return sub is not None and sub.eos_acked
 
     # -- the receivers' side ---------------------------------------------
-    def _on_readable(self) -> None:
-        for _ in range(MAX_MESSAGES_PER_WAKEUP):
-            try:
-                parts = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+    def _deliver(self, messages: list[Any]) -> None:
+        """What the hub read for this port in one wake-up: (peer, pipe, env) each."""
+        for peer, pipe, env in messages:
+            if self.closed:
                 return
-            except zmq.ZMQError:
-                return
-            if len(parts) != 2:
-                self.stats["malformed"] += 1
-                continue
             try:
-                op, body = _body(parts[1])
+                op, body = _body(env.bytes)
                 handler = self._handlers.get(op)
                 if handler is None:
                     raise ProtocolError(f"unknown operation {op!r}")
-                handler(parts[0], body)
+                handler(peer.bytes, pipe.bytes, body)
             except ProtocolError as exc:
                 self.stats["malformed"] += 1
                 log.debug("%s: dropped a bad message: %s", self.name, exc)
@@ -227,7 +223,7 @@ class OutPort:
     def _channel(self, body: dict[str, Any]) -> int:
         return _int(body, "ch", 0, len(self._subs) - 1)
 
-    def _on_sub(self, peer: bytes, body: dict[str, Any]) -> None:
+    def _on_sub(self, peer: bytes, pipe: bytes, body: dict[str, Any]) -> None:
         ch = self._channel(body)
         sid = _int(body, "sid")
         start = _int(body, "from")
@@ -238,33 +234,37 @@ class OutPort:
             log.info("%s[%d]: ignored a subscription from stale attempt %d", self.name, ch, attempt)
             return
         self._attempts[ch] = attempt
-        self._subs[ch] = _Subscriber(peer, sid, window)
+        self._subs[ch] = _Subscriber(peer, pipe, sid, window)
         self.stats["subscribes"] += 1
         if self._on_subscribe is not None:
             self._on_subscribe(ch, start)
         self._on_credit(ch)
 
-    def _current(self, peer: bytes, body: dict[str, Any]) -> tuple[int, _Subscriber] | None:
+    def _current(
+        self, peer: bytes, pipe: bytes, body: dict[str, Any]
+    ) -> tuple[int, _Subscriber] | None:
         ch = self._channel(body)
         sub = self._subs[ch]
-        if sub is None or sub.peer != peer or sub.sid != _int(body, "sid"):
+        if sub is None or sub.peer != peer or sub.pipe != pipe or sub.sid != _int(body, "sid"):
             self.stats["stale"] += 1
             return None
         return ch, sub
 
-    def _on_ack(self, peer: bytes, body: dict[str, Any]) -> None:
-        found = self._current(peer, body)
+    def _on_ack(self, peer: bytes, pipe: bytes, body: dict[str, Any]) -> None:
+        found = self._current(peer, pipe, body)
         if found is None:
             return
         ch, sub = found
         sub.acked = max(sub.acked, min(_int(body, "n"), sub.sent))
         self._on_credit(ch)
 
-    def _on_eos_ack(self, peer: bytes, body: dict[str, Any]) -> None:
-        found = self._current(peer, body)
+    def _on_eos_ack(self, peer: bytes, pipe: bytes, body: dict[str, Any]) -> None:
+        found = self._current(peer, pipe, body)
         if found is None:
             return
         ch, sub = found
+        if "n" in body:
+            sub.acked = max(sub.acked, min(_int(body, "n"), sub.sent))
         if sub.eos_sent and not sub.eos_acked:
             sub.eos_acked = True
             if self._on_eos_acked is not None:
@@ -272,7 +272,8 @@ class OutPort:
 
 
 class InPort:
-    """The receiving end: a DEALER subscribed to one channel of an ``OutPort``.
+    """The receiving end: a pipe (on this process's dialer to the sender's hub)
+    subscribed to one channel of an ``OutPort``.
 
     ``on_batch(rows, pos, next)`` gets each batch in order (``rows`` is a view on
     the received frame); the owner calls ``ack()`` once per batch when it has
@@ -295,7 +296,7 @@ class InPort:
         window: int = DEFAULT_WINDOW,
         dtype: np.dtype[Any] = RECORD_DTYPE,
         name: str = "in",
-        wrap: Callable[[Callable[[], None]], Callable[[], None]] = _same,
+        wrap: Wrap = _same,
         defer: Callable[[Callable[[], None]], None] = _now,
         attempt: int = 0,
         resume: Callable[[], int] | None = None,
@@ -310,7 +311,9 @@ class InPort:
         self.name = name
         self.pos = start
         self.addr: str | None = None
-        self.sock: zmq.Socket[bytes] | None = None
+        self.id = hubs.new_id()  # this pipe on its dialer
+        self._dialer: hubs.Dialer | None = None
+        self._port = b""  # the sender's port on its hub
         self.ended = False
         self.closed = False
         self.stats: Counter[str] = Counter()
@@ -321,7 +324,7 @@ class InPort:
         self._acked = 0
         self._stale_unacked = 0  # delivered under an earlier subscription, not yet acked
         self._ack_scheduled = False
-        self._reader = wrap(self._on_readable)
+        self._deliver_wrapped = wrap(self._deliver)
         self._defer = defer
         self.attempt = attempt
         self.active = active
@@ -333,12 +336,14 @@ class InPort:
 
     def connect(self, addr: str) -> None:
         """(Re)connect to the sender at ``addr`` and subscribe from ``pos``."""
-        if self.closed or (addr == self.addr and self.sock is not None):
+        if self.closed or (addr == self.addr and self._dialer is not None):
             return
-        self._drop_socket()
+        url, port = hubs.split(addr)
+        self._drop_dialer()
         self.addr = addr
-        self.sock = make_socket(zmq.DEALER, connect=inproc.route(addr), rcvhwm=MAX_WINDOW + 16)
-        self.reactor.add_reader(self.sock, self._reader)
+        self._port = port
+        self._dialer = hubs.dialer(self.reactor, url)
+        self._dialer.attach(self.id, self._deliver_wrapped)
         if self.active:
             self._subscribe()
 
@@ -349,13 +354,13 @@ class InPort:
         self._stale_unacked = 0
         self._delivered = self._acked = 0
         self._ack_scheduled = False
-        if self.sock is not None:
+        if self._dialer is not None:
             self._subscribe()
 
     def close(self, linger: float = 0.0) -> None:
         """Close; with ``linger`` (seconds) the last acks still go out meanwhile."""
         self.closed = True
-        self._drop_socket(linger)
+        self._drop_dialer(linger)
 
     def ack(self, n: int = 1) -> None:
         """The owner consumed ``n`` more batches (in delivery order).
@@ -373,21 +378,23 @@ class InPort:
             self._defer(self._send_ack)
 
     def _send_ack(self) -> None:
+        if not self._ack_scheduled:
+            return  # sent with the end of stream's ack, or forgotten by a restart
         self._ack_scheduled = False
         if not self.closed:
             self._send("ack", {"ch": self.channel, "sid": self._sid, "n": self._acked})
 
     def ack_eos(self) -> None:
-        if self._ack_scheduled:  # the last acks go first
-            self._send_ack()
-        self._send("eos-ack", {"ch": self.channel, "sid": self._sid})
+        """Everything was consumed: the end of stream's ack carries the last acks too
+        (one message, not two, per pipe of a one-batch table)."""
+        self._ack_scheduled = False
+        self._send("eos-ack", {"ch": self.channel, "sid": self._sid, "n": self._acked})
 
     # -- internals ---------------------------------------------------------
-    def _drop_socket(self, linger: float = 0.0) -> None:
-        if self.sock is not None:
-            self.reactor.remove_reader(self.sock)
-            close_socket(self.sock, linger)
-            self.sock = None
+    def _drop_dialer(self, linger: float = 0.0) -> None:
+        if self._dialer is not None:
+            self._dialer.detach(self.id, linger)
+            self._dialer = None
 
     def _subscribe(self) -> None:
         self._stale_unacked += self._delivered - self._acked
@@ -407,25 +414,20 @@ class InPort:
         self.stats["subscribes"] += 1
 
     def _send(self, op: str, body: dict[str, Any]) -> None:
-        if self.sock is None:
+        if self._dialer is None:
             return
         try:
-            self.sock.send(encode(Kind.EVENT, op, 0, body), zmq.NOBLOCK)
+            self._dialer.send(self._port, self.id, encode(Kind.EVENT, op, 0, body))
         except zmq.ZMQError as exc:  # the queue to a dead peer is full; resubscribing repairs
             self.stats["send_failed"] += 1
             log.debug("%s: %s not sent: %s", self.name, op, exc)
 
-    def _on_readable(self) -> None:
-        sock = self.sock
-        for _ in range(MAX_MESSAGES_PER_WAKEUP):
-            if sock is None or sock is not self.sock:
+    def _deliver(self, messages: list[Any]) -> None:
+        """What the dialer read for this pipe in one wake-up: [env] or [env, rows] each."""
+        dialer = self._dialer
+        for parts in messages:
+            if dialer is None or dialer is not self._dialer:
                 return  # the owner reconnected or closed from inside a callback
-            try:
-                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            except zmq.ZMQError:
-                return
             try:
                 op, body = _body(parts[0].bytes)
                 if _int(body, "sid") != self._sid:

@@ -196,7 +196,10 @@ class Channel:
                 timer = self.reactor.call_later(timeout, lambda: self._expire(rid, op))
             self._pending[rid] = _Pending(callback, timer, peer)
         if not self.send(Kind.REQUEST, op, rid, body, peer=peer, frames=frames):
-            self._complete(rid, None, ZdfError(f"{self.name}: could not send {op!r}"))
+            # Marked: the peer never saw it (a full queue, a peer gone), so sending it
+            # again is safe, unlike after a timeout.
+            error = ZdfError(f"{self.name}: could not send {op!r}", unsent=True)
+            self._complete(rid, None, error)
         return rid
 
     def _expire(self, rid: int, op: str) -> None:
