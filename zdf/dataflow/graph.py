@@ -167,6 +167,12 @@ def _typecheck(node: Node, nodes: dict[str, Node]) -> None:
                 f"{where}: a forward input needs the same parallelism as {edge.source!r}"
                 f" ({upstream.parallelism}), not {node.parallelism}; use hash or rebalance"
             )
+        if edge.partition == "custom":
+            sender = load_operator(upstream.operator)
+            if getattr(sender, "route", FlowOperator.route) is FlowOperator.route:
+                raise ValueError(
+                    f"{where}: a custom input needs {edge.source!r}'s operator to define route()"
+                )
         if edge.partition == "hash":
             require_fields(
                 upstream.dtype, edge.key, what=f"{where}: hash key: {edge.source!r}'s output"
