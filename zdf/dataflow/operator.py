@@ -45,7 +45,9 @@ flag once it has consumed its whole input.
 Subclasses declare their output with the classmethod ``output_dtype(params,
 inputs)`` (the job is validated with it before it is submitted) and override
 ``setup()`` (fresh state), ``process(rows, port)`` and ``end()``; a ``Source``
-overrides ``steps()`` and ``batch(step)``.
+overrides ``steps()`` and ``batch(step)``. An operator that holds rows back says
+so with ``can_step()`` (and calls ``pump()`` when it may go on); one that splits
+its output itself serves ``custom`` edges with ``route()``.
 """
 
 from __future__ import annotations
