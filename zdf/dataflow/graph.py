@@ -44,7 +44,8 @@ from zdf.errors import ConfigError, JobError
 from zdf.jobs.spec import JobSpec, TaskSpec
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-MAX_PARALLELISM = 256
+MAX_PARALLELISM = 1000
+"""Instances of one task at most: the benchmark job's table-num (one producer a table)."""
 TASK_KEYS = {"name", "operator", "parallelism", "params", "inputs"}
 INPUT_KEYS = {"from", "partition", "key"}
 JOB_KEYS = {"job-type", "flow-id", "name", "checkpoint-interval", "window", "task"}

@@ -63,12 +63,12 @@ class Producer(Source):
         self.bench = BenchParams.from_params(self.user)
         self.batch_rows = self.bench.batch_size
         super().setup()
+        if self.instance == 0 and self.t0 is not None and self.rate > 0:
+            self.ctx.publish_endpoint(PACE, repr(self.t0))  # a restart: the schedule it had
 
     def pace_start(self) -> float | None:
         if self.instance == 0:
-            t0 = time.time() + float(self.user.get("pace-grace", PACE_GRACE))
-            self.ctx.publish_endpoint(PACE, repr(t0))
-            return t0
+            return time.time() + float(self.user.get("pace-grace", PACE_GRACE))
         self.ctx.resolve_endpoint("producer-0", PACE, self.guard(self._paced_from))
         return None
 
