@@ -45,6 +45,9 @@ def record_input(inputs: list[np.dtype[Any]]) -> np.dtype[Any]:
     return dtype
 
 
+OPAQUE_RECORD = np.dtype((np.void, RECORD_DTYPE.itemsize))
+
+
 class Producer(Source):
     """params: the bench params (``BenchParams``); instance ``t`` is table ``t``.
 
@@ -84,7 +87,10 @@ class Producer(Source):
     def route(self, rows: np.ndarray, channels: int, step: int) -> list[np.ndarray]:
         stream = self.bench.streams_of(self.instance, rows["pk"])
         ddl = rows["tp"] == DDL
-        return [rows[(stream == s) | ddl] for s in range(channels)]
+        # Rows picked as opaque records: 4-5x cheaper than a structured array's own
+        # boolean indexing, which copies field by field.
+        opaque = np.ascontiguousarray(rows).view(OPAQUE_RECORD)
+        return [opaque[(stream == s) | ddl].view(RECORD_DTYPE) for s in range(channels)]
 
     def summary(self) -> dict[str, Any]:
         p = self.bench
