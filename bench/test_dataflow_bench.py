@@ -100,13 +100,19 @@ BENCH_JOB: dict[str, Any] = {
 
 
 def zdf_job(
-    tmp: Path, processes: int | None, rss: dict[str, float] | None = None, **keys: Any
+    tmp: Path,
+    processes: int | None,
+    rss: dict[str, float] | None = None,
+    *,
+    engine: str = "flow",
+    **keys: Any,
 ) -> dict[str, Any]:
     """Run the bench job once, check it with ``verify``; the coordinator's summary.
 
-    With ``rss``, the peak RSS (MiB) of every process of the run is put in it."""
+    With ``rss``, the peak RSS (MiB) of every process of the run is put in it;
+    ``engine`` picks how its stages are built (``zdf.jobs.bench.ENGINES``)."""
     data = {**BENCH_JOB, "sink-dir": str(tmp), **keys}
-    job = build_bench_job(data, "bench")
+    job = build_bench_job(data, "bench", engine=engine)
     with MultiProcessRunner(job, processes=processes) as runner:
 
         def pids() -> list[tuple[str, int]]:

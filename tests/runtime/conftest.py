@@ -34,6 +34,19 @@ def small_job(tmp_path: Path) -> JobFactory:
     return make
 
 
+@pytest.fixture
+def classic_job(tmp_path: Path) -> JobFactory:
+    """``small_job`` built from the first, hand-wired bench operators (``engine="classic"``):
+    for the tests that reach into those operators."""
+
+    def make(**overrides: Any) -> tuple[JobSpec, BenchConfig]:
+        data = {**SMALL, "sink-dir": str(tmp_path / "out"), **overrides}
+        spec = build_bench_job(data, "test.toml", engine="classic")
+        return spec, load_bench_config(data, "test.toml")
+
+    return make
+
+
 def replace_operator(job: JobSpec, task_id: str, operator: str, **params: Any) -> JobSpec:
     """The same job with one task running another operator (e.g. a slowed-down one)."""
     tasks = [
@@ -56,3 +69,14 @@ def no_leaks() -> Iterator[None]:
     gc.collect()
     open_ = [s for s in getattr(ctx, "_sockets", ()) if not s.closed]
     assert len(open_) <= before, f"{len(open_) - before} zmq sockets left open"
+
+
+def replace_flow_params(job: JobSpec, task_id: str, **params: Any) -> JobSpec:
+    """The same job with the operator params of one dataflow task changed."""
+
+    def changed(t: TaskSpec) -> TaskSpec:
+        flow = {**t.params["flow"], "params": {**t.params["flow"]["params"], **params}}
+        return TaskSpec(t.task_id, t.kind, t.operator, {**t.params, "flow": flow}, t.group, t.slot)
+
+    tasks = [changed(t) if t.task_id == task_id else t for t in job.tasks]
+    return JobSpec(job.name, job.job_type, tasks, job.settings)

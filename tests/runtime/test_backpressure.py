@@ -20,9 +20,9 @@ from .helpers import SlowSink
 pytestmark = pytest.mark.timeout(90)
 
 
-def test_slow_sink_bounds_every_queue(small_job: JobFactory) -> None:
+def test_slow_sink_bounds_every_queue(classic_job: JobFactory) -> None:
     keys = {"rcd-cnt": 20000, "ddl-freq": 1000, "batch-size": 128, "window": 4, "table-num": 2}
-    job, config = small_job(**keys)
+    job, config = classic_job(**keys)
     job = replace_operator(job, "sink-0", f"{SlowSink.__module__}:SlowSink", delay=0.002)
     peaks: dict[str, int] = defaultdict(int)
     with LocalRunner(job) as runner:

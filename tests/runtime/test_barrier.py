@@ -36,8 +36,8 @@ def open_receive_1(runner: LocalRunner) -> None:
     gate.open_gate()
 
 
-def test_a_stalled_stream_holds_every_barrier_and_nothing_else(small_job: JobFactory) -> None:
-    job, config = small_job(servers=3, **{"rcd-cnt": 3000, "ddl-freq": 300})
+def test_a_stalled_stream_holds_every_barrier_and_nothing_else(classic_job: JobFactory) -> None:
+    job, config = classic_job(servers=3, **{"rcd-cnt": 3000, "ddl-freq": 300})
     job = replace_operator(job, "receive-1", f"{GatedReceive.__module__}:GatedReceive")
     p = BenchParams.from_params(job.tasks[0].params)
     with LocalRunner(job) as runner:
@@ -72,9 +72,9 @@ def test_a_stalled_stream_holds_every_barrier_and_nothing_else(small_job: JobFac
     assert report.ok, report.violations
 
 
-def test_one_stalled_table_does_not_hold_back_the_others(small_job: JobFactory) -> None:
+def test_one_stalled_table_does_not_hold_back_the_others(classic_job: JobFactory) -> None:
     """Sink 1 withholds its arrivals at table 0's DDLs: only table 0 waits, everywhere."""
-    job, config = small_job(servers=3, **{"rcd-cnt": 3000, "ddl-freq": 300})
+    job, config = classic_job(servers=3, **{"rcd-cnt": 3000, "ddl-freq": 300})
     job = replace_operator(job, "sink-1", f"{StallTableSink.__module__}:StallTableSink")
     versions = config.rcd_cnt // config.ddl_freq
     with LocalRunner(job) as runner:
@@ -101,8 +101,8 @@ def test_one_stalled_table_does_not_hold_back_the_others(small_job: JobFactory) 
     assert report.ok, report.violations
 
 
-def test_a_lagging_stream_only_delays(small_job: JobFactory) -> None:
-    job, config = small_job(servers=3, **{"batch-size": 64})
+def test_a_lagging_stream_only_delays(classic_job: JobFactory) -> None:
+    job, config = classic_job(servers=3, **{"batch-size": 64})
     job = replace_operator(job, "receive-2", f"{SlowReceive.__module__}:SlowReceive", delay=0.001)
     with LocalRunner(job) as runner:
         runner.run(timeout=40)
@@ -110,9 +110,9 @@ def test_a_lagging_stream_only_delays(small_job: JobFactory) -> None:
     assert report.ok, report.violations
 
 
-def test_skewed_streams_with_small_held_limits(small_job: JobFactory) -> None:
+def test_skewed_streams_with_small_held_limits(classic_job: JobFactory) -> None:
     """Two streams lag by different amounts and the sinks may hold little: no deadlock."""
-    job, config = small_job(servers=3, **{"batch-size": 64, "table-num": 4})
+    job, config = classic_job(servers=3, **{"batch-size": 64, "table-num": 4})
     job = replace_operator(job, "receive-1", f"{SlowReceive.__module__}:SlowReceive", delay=0.003)
     job = replace_operator(job, "receive-2", f"{SlowReceive.__module__}:SlowReceive", delay=0.001)
     for s in range(3):
@@ -124,9 +124,9 @@ def test_skewed_streams_with_small_held_limits(small_job: JobFactory) -> None:
 
 
 def test_every_ddl_is_written_once_in_order_after_all_streams_arrived(
-    small_job: JobFactory,
+    classic_job: JobFactory,
 ) -> None:
-    job, config = small_job(servers=3)
+    job, config = classic_job(servers=3)
     with LocalRunner(job) as runner:
         runner.run(timeout=30)
     files = [written(f"{config.sink_dir}/{config.flow_id}/sink_{s}.bin") for s in range(3)]
@@ -146,10 +146,10 @@ def test_every_ddl_is_written_once_in_order_after_all_streams_arrived(
     assert verify(config).ok
 
 
-def test_a_sink_takes_no_input_above_max_held(small_job: JobFactory) -> None:
+def test_a_sink_takes_no_input_above_max_held(classic_job: JobFactory) -> None:
     """While a barrier cannot complete, a sink holds at most ``max-held`` rows (plus the
     batch that crossed it) and leaves the rest unacknowledged upstream."""
-    job, config = small_job(servers=3, **{"rcd-cnt": 3000, "ddl-freq": 300})
+    job, config = classic_job(servers=3, **{"rcd-cnt": 3000, "ddl-freq": 300})
     job = replace_operator(job, "receive-1", f"{GatedReceive.__module__}:GatedReceive")
     job = replace_operator(job, "sink-0", "zdf.runtime.bench.sink:Sink", **{"max-held": 64})
     with LocalRunner(job) as runner:

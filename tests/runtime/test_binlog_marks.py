@@ -56,8 +56,8 @@ def check_exact(runner: LocalRunner, config: Any) -> None:
     assert report.records == config.table_num * config.rcd_cnt
 
 
-def test_a_restarted_binlog_merges_from_its_last_mark(small_job: JobFactory) -> None:
-    job, config = small_job(**KEYS)
+def test_a_restarted_binlog_merges_from_its_last_mark(classic_job: JobFactory) -> None:
+    job, config = classic_job(**KEYS)
     with LocalRunner(job) as runner:
         runner.start()
         wait_for(runner, lambda: len(marks(runner, "binlog-0")) >= 3)
@@ -74,8 +74,8 @@ def test_a_restarted_binlog_merges_from_its_last_mark(small_job: JobFactory) -> 
         assert expected > 0
 
 
-def test_the_whole_stream_restarted_at_once_stays_exact(small_job: JobFactory) -> None:
-    job, config = small_job(**KEYS)
+def test_the_whole_stream_restarted_at_once_stays_exact(classic_job: JobFactory) -> None:
+    job, config = classic_job(**KEYS)
     with LocalRunner(job) as runner:
         runner.start()
         wait_for(runner, lambda: len(marks(runner, "binlog-1")) >= 2)
@@ -88,9 +88,9 @@ def test_the_whole_stream_restarted_at_once_stays_exact(small_job: JobFactory) -
 
 
 def test_a_subscription_below_what_it_holds_merges_again_from_earlier(
-    small_job: JobFactory,
+    classic_job: JobFactory,
 ) -> None:
-    job, config = small_job(**KEYS)
+    job, config = classic_job(**KEYS)
     with LocalRunner(job) as runner:
         runner.start()
         wait_for(runner, lambda: len(marks(runner, "binlog-0")) >= 2)
@@ -106,8 +106,8 @@ def test_a_subscription_below_what_it_holds_merges_again_from_earlier(
         assert runner.finished["binlog-0"]["merged_from"][:2] == [first, 0]
 
 
-def test_a_fresh_binlog_merges_from_round_0_and_saves_marks(small_job: JobFactory) -> None:
-    job, config = small_job(**KEYS)
+def test_a_fresh_binlog_merges_from_round_0_and_saves_marks(classic_job: JobFactory) -> None:
+    job, config = classic_job(**KEYS)
     with LocalRunner(job) as runner:
         check_exact(runner, config)
         assert runner.finished["binlog-0"]["merged_from"] == [0]

@@ -12,10 +12,10 @@ from zdf.cli.verify_sink import verify
 from zdf.errors import JobError
 from zdf.jobs.spec import JobSpec, TaskSpec
 from zdf.runtime import launch
-from zdf.runtime.bench.producer import Producer
+from zdf.runtime.bench.stages import Producer
 from zdf.runtime.local import LocalRunner
 
-from .conftest import JobFactory, replace_operator
+from .conftest import JobFactory, replace_flow_params
 from .helpers import Collector, Doubler, FakeContext
 
 pytestmark = pytest.mark.timeout(60)
@@ -73,9 +73,9 @@ def test_rate_limited_producers(small_job: JobFactory) -> None:
     assert summary["elapsed_s"] >= 0.05  # 8 batches of 256 paced at 20000/s: 90 ms
 
 
-def test_a_user_operator_in_a_job(small_job: JobFactory) -> None:
+def test_a_user_operator_in_a_job(classic_job: JobFactory) -> None:
     """Operators are referenced by import path; StreamOperator needs only process()."""
-    bench, _ = small_job(**{"servers": 1, "table-num": 1})
+    bench, _ = classic_job(**{"servers": 1, "table-num": 1})
     # Without done-after, the bench stages finish when their end of stream is acknowledged.
     keep = [
         TaskSpec(
@@ -156,7 +156,7 @@ def test_finished_tasks_hold_nothing_while_their_host_lives_on(
 
 def test_a_failing_operator_fails_the_job(small_job: JobFactory) -> None:
     job, _ = small_job()
-    job = replace_operator(job, "syncer-0", "zdf.runtime.bench.syncer:Syncer", tables=1)
+    job = replace_flow_params(job, "syncer-0", tables=1)
     with (
         LocalRunner(job) as runner,
         pytest.raises(JobError, match=r"syncer-0.*table id out of range"),

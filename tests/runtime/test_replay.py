@@ -40,8 +40,8 @@ def read_stream(job: JobSpec, start_gtid: int) -> np.ndarray:
         return concat_rows(collector.rows)
 
 
-def test_receive_resumes_from_a_gtid_and_sees_the_same_stream(small_job: JobFactory) -> None:
-    job, _ = small_job()
+def test_receive_resumes_from_a_gtid_and_sees_the_same_stream(classic_job: JobFactory) -> None:
+    job, _ = classic_job()
     full = read_stream(job, 0)
     assert (full["gtid"] == np.arange(len(full))).all()
     tail = read_stream(job, 1234)

@@ -59,6 +59,10 @@ class Stream:
     def rebalance(self) -> Stream:
         return self._as("rebalance")
 
+    def custom(self) -> Stream:
+        """The upstream operator's ``route()`` splits each batch among the next instances."""
+        return self._as("custom")
+
     def forward(self) -> Stream:
         return self._as("forward")
 

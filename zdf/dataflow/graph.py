@@ -44,7 +44,8 @@ from zdf.errors import ConfigError, JobError
 from zdf.jobs.spec import JobSpec, TaskSpec
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-MAX_PARALLELISM = 256
+MAX_PARALLELISM = 1000
+"""Instances of one task at most: the benchmark job's table-num (one producer a table)."""
 TASK_KEYS = {"name", "operator", "parallelism", "params", "inputs"}
 INPUT_KEYS = {"from", "partition", "key"}
 JOB_KEYS = {"job-type", "flow-id", "name", "checkpoint-interval", "window", "task"}
@@ -167,6 +168,12 @@ def _typecheck(node: Node, nodes: dict[str, Node]) -> None:
                 f"{where}: a forward input needs the same parallelism as {edge.source!r}"
                 f" ({upstream.parallelism}), not {node.parallelism}; use hash or rebalance"
             )
+        if edge.partition == "custom":
+            sender = load_operator(upstream.operator)
+            if getattr(sender, "route", FlowOperator.route) is FlowOperator.route:
+                raise ValueError(
+                    f"{where}: a custom input needs {edge.source!r}'s operator to define route()"
+                )
         if edge.partition == "hash":
             require_fields(
                 upstream.dtype, edge.key, what=f"{where}: hash key: {edge.source!r}'s output"

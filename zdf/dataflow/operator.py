@@ -45,7 +45,9 @@ flag once it has consumed its whole input.
 Subclasses declare their output with the classmethod ``output_dtype(params,
 inputs)`` (the job is validated with it before it is submitted) and override
 ``setup()`` (fresh state), ``process(rows, port)`` and ``end()``; a ``Source``
-overrides ``steps()`` and ``batch(step)``.
+overrides ``steps()`` and ``batch(step)``. An operator that holds rows back says
+so with ``can_step()`` (and calls ``pump()`` when it may go on); one that splits
+its output itself serves ``custom`` edges with ``route()``.
 """
 
 from __future__ import annotations
@@ -148,6 +150,30 @@ class FlowOperator(Operator):
     def step_done(self, step: int) -> None:
         """A step was processed and emitted (a sink makes it durable here)."""
 
+    def can_step(self) -> bool:
+        """Whether to take another step now (True by default).
+
+        An operator that holds rows back (a sink waiting for a barrier, say) returns
+        False while it holds too many: its inputs' batches then wait unacknowledged,
+        which stops its upstream through the pipes' credit. It calls ``pump()`` once
+        it may take steps again."""
+        return True
+
+    def pump(self) -> None:
+        """Take steps while the inputs have them, the outputs have room and ``can_step()``."""
+        self._pump()
+
+    def route(self, rows: np.ndarray, channels: int, step: int) -> list[np.ndarray]:
+        """Split this step's rows among the channels of a ``custom`` output edge.
+
+        Override it when no built-in partition fits (some rows to one instance, others
+        to all); it must be deterministic, as every other partition is."""
+        raise NotImplementedError(f"{type(self).__name__} has no route() for a custom edge")
+
+    def step_progress(self) -> dict[str, float]:
+        """The counters reported after each step (rows taken in by default)."""
+        return {"records": float(self.rows_in)}
+
     def completed(self) -> None:
         """The whole input is processed; by default a task with no downstream is done."""
         if not self.edges:
@@ -241,7 +267,7 @@ class FlowOperator(Operator):
 
     def _pump(self) -> None:
         """Make steps while the inputs have them and the outputs have room."""
-        while self.ended_at is None and self._has_room() and self._ready():
+        while self.ended_at is None and self._has_room() and self._ready() and self.can_step():
             self._make_step()
         self._maybe_complete()
 
@@ -278,7 +304,7 @@ class FlowOperator(Operator):
         if not live:
             for inp in self.inputs:
                 inp.port.ack_eos()
-        self.progress(records=float(self.rows_in))  # the host rate-limits what it forwards
+        self.progress(**self.step_progress())  # the host rate-limits what it forwards
 
     # -- output ---------------------------------------------------------------------------
     def _emit(self, step: int, pieces: list[np.ndarray]) -> None:
@@ -296,7 +322,10 @@ class FlowOperator(Operator):
                 )
         self.rows_out += len(rows)
         for e, edge in enumerate(self.edges):
-            parts = split(rows, edge.partition, len(edge.channels), edge.key, step)
+            if edge.partition == "custom" and len(rows):
+                parts = self.route(rows, len(edge.channels), step)
+            else:
+                parts = split(rows, edge.partition, len(edge.channels), edge.key, step)
             for chan, part in zip(edge.channels, parts, strict=True):
                 if step >= chan.next_send + len(chan.pending):
                     chan.pending.append((step, part))
@@ -392,6 +421,9 @@ class Source(FlowOperator):
     param ``rate`` (rows/s per instance, 0: as fast as it can): batch ``s`` is due
     ``s * batch_rows / rate`` seconds after the pace's start (wall clock, saved in
     the checkpoint, so that a restarted source catches up rather than starts over).
+    The pace starts at ``pace_start()`` (now, by default); a source that shares a
+    schedule with others returns None there and calls ``set_pace(t0)`` once it
+    learns it: until then it makes no step.
     """
 
     stateless = True
@@ -422,12 +454,34 @@ class Source(FlowOperator):
         self.rate = float(self.user.get("rate", 0) or 0)
         self._waking = False
         if self.rate > 0 and self._t0 is None:
-            self._t0 = time.time()
-            self.checkpoint()
+            t0 = self.pace_start()
+            if t0 is not None:
+                self._t0 = t0
+                self.checkpoint()
+
+    @property
+    def t0(self) -> float | None:
+        """The wall-clock time of step 0 (None: unpaced, or a shared pace not known yet)."""
+        return self._t0
+
+    def pace_start(self) -> float | None:
+        """The wall-clock time of step 0 of a paced source (None: learned later)."""
+        return time.time()
+
+    def set_pace(self, t0: float) -> None:
+        """Step ``s`` is due at ``t0 + s * batch_rows / rate``; saved in the checkpoint."""
+        if self._t0 is not None:
+            return
+        self._t0 = t0
+        self.checkpoint()
+        self.pump()
 
     def _ready(self) -> bool:
-        if self.rate <= 0 or self._t0 is None or self.step >= self._steps:
+        if self.rate <= 0 or self.step >= self._steps:
             return True
+        if self._t0 is None:
+            return False  # a shared schedule not known yet: ``set_pace`` pumps
+
         delay = self._t0 + self.step * self.batch_rows / self.rate - time.time()
         if delay <= 0:
             return True
@@ -452,7 +506,7 @@ class Source(FlowOperator):
         self._emit(step, [rows] if len(rows) else [])
         self.step = step + 1
         self.step_done(step)
-        self.progress(records=float(self.rows_in))
+        self.progress(**self.step_progress())
 
     def _flush_all(self) -> None:
         for e in range(len(self.edges)):

@@ -5,7 +5,10 @@
   so each key reaches exactly one instance, whichever upstream instance sent it;
 * ``broadcast``: every channel gets the whole batch;
 * ``rebalance``: the batch is cut into n contiguous pieces, the first piece
-  going to a channel that turns with the step, so load spreads evenly.
+  going to a channel that turns with the step, so load spreads evenly;
+* ``custom``: the sending operator's ``route(rows, n, step)`` splits the batch
+  (``zdf.dataflow.operator.FlowOperator.route``), for splits none of the above
+  makes (the benchmark's producers: data rows to one stream, DDLs to all).
 
 Every split is vectorised (numpy over the whole batch) and deterministic: the
 same batch at the same step splits the same way on any host and after any
@@ -18,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-PARTITIONS = ("forward", "hash", "broadcast", "rebalance")
+PARTITIONS = ("forward", "hash", "broadcast", "rebalance", "custom")
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads consecutive keys
 _FNV_PRIME = np.uint64(0x100000001B3)

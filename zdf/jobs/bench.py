@@ -1,5 +1,10 @@
 """The benchmark job: its config (``BenchConfig``) and its expansion into tasks.
 
+The stages are a dataflow graph on the public operator API (``zdf.jobs.benchflow``,
+``engine="flow"``, what every bench job file gets); ``engine="classic"`` builds
+them from the first, hand-wired operators instead, for same-run comparisons.
+The shape below is the same for both.
+
 ``build_bench_job`` turns a bench TOML (``configs/bench-example.toml``) into a
 ``JobSpec`` of ``table-num`` producers, one binlog/receive/syncer/sink chain per
 stream and one coordinator for the DDL barrier: 10 producers + 3 x 4 stream
@@ -29,6 +34,7 @@ from zdf.config import (
     parse_name,
     parse_str,
 )
+from zdf.jobs.benchflow import flow_tasks
 from zdf.jobs.spec import JobSpec, TaskSpec
 
 OPS = "zdf.runtime.bench"
@@ -127,18 +133,43 @@ def load_bench_config(data: dict[str, Any], source: str) -> BenchConfig:
     return load_config(BenchConfig, path=source, data=data, env={})
 
 
-def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
+ENGINES = ("flow", "classic")
+"""How the stages are built: ``flow``, the dataflow graph of ``zdf.jobs.benchflow`` on
+the public operator API (what job files get); ``classic``, the first operators, kept
+for the same-run comparison in ``bench/test_bench_engines_bench.py``."""
+
+
+def build_bench_job(data: dict[str, Any], source: str, *, engine: str = "flow") -> JobSpec:
     cfg = load_bench_config(data, source)
+    coordinator = TaskSpec(
+        "coordinator",
+        "coordinator",
+        f"{OPS}.coordinator:Coordinator",
+        {**cfg.params(), "sockets": 2 * cfg.streams + 2},
+        slot="stream-0",
+    )
+    if engine == "flow":
+        tasks = flow_tasks(cfg, coordinator)
+    elif engine == "classic":
+        tasks = classic_tasks(cfg, coordinator)
+    else:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    settings = {
+        "flow-id": cfg.flow_id,
+        "sink-dir": cfg.sink_dir,
+        "checkpoint-interval": cfg.checkpoint_interval,
+        "source": source,
+        "expected_records": cfg.table_num * cfg.rcd_cnt,
+    }
+    if cfg.placement_timeout > 0:
+        settings["placement-timeout"] = cfg.placement_timeout
+    return JobSpec(cfg.flow_id, "bench", tasks, settings)
+
+
+def classic_tasks(cfg: BenchConfig, coordinator: TaskSpec) -> list[TaskSpec]:
+    """The stages as the first benchmark operators (``zdf.runtime.bench.producer`` ...)."""
     common = cfg.params()
-    tasks = [
-        TaskSpec(
-            "coordinator",
-            "coordinator",
-            f"{OPS}.coordinator:Coordinator",
-            {**common, "sockets": 2 * cfg.streams + 2},
-            slot="stream-0",
-        )
-    ]
+    tasks = [coordinator]
     # Each pipeline stage ends when the stage after it is done for good (its done flag),
     # so that a task restarted late can still replay its input (zdf.runtime.operator).
     binlogs = [f"binlog-{s}" for s in range(cfg.streams)]
@@ -212,13 +243,4 @@ def build_bench_job(data: dict[str, Any], source: str) -> JobSpec:
     # scheduler over executors, a worker pool over its processes) start each
     # stream's group where there is most room, rather than all on the same one.
     tasks += [task for stage in zip(*chains, strict=True) for task in stage]
-    settings = {
-        "flow-id": cfg.flow_id,
-        "sink-dir": cfg.sink_dir,
-        "checkpoint-interval": cfg.checkpoint_interval,
-        "source": source,
-        "expected_records": cfg.table_num * cfg.rcd_cnt,
-    }
-    if cfg.placement_timeout > 0:
-        settings["placement-timeout"] = cfg.placement_timeout
-    return JobSpec(cfg.flow_id, "bench", tasks, settings)
+    return tasks

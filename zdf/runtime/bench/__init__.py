@@ -33,4 +33,10 @@ by the coordinator from the sinks' summaries (their latency histograms merged).
 
 See ``gate`` and ``barrier`` for the DDL barrier, ``sink`` for how they meet
 the file, and ``syncer`` for why the gate is at the end of the chain.
+
+Two sets of stage operators: ``stages`` and ``flowsink`` are the stages on the
+public dataflow API (``zdf.dataflow``), which job files get (``zdf.jobs.benchflow``);
+``producer``, ``binlog``, ``receive``, ``syncer`` and ``sink`` are the first,
+hand-wired ones the table above describes (``engine="classic"``), kept for their
+tests and for same-run comparisons. Both write the same files.
 """

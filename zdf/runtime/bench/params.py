@@ -86,3 +86,22 @@ class BenchParams:
     def streams_of(self, table: int, pks: np.ndarray) -> np.ndarray:
         """Which stream carries each data pk of ``table`` (deterministic, even)."""
         return (pks + table) % self.streams  # type: ignore[no-any-return]
+
+    def round_rows(self, stream: int) -> np.ndarray:
+        """Rows of each binlog round of ``stream``: per producer batch k, the data pks of
+        every table that ``streams_of`` gives this stream plus every table's DDLs (closed
+        form of ``producer_batch``'s lengths, summed over the tables)."""
+        k = np.arange(self.producer_batches, dtype=np.int64)
+        lo = k * self.batch_size + 1
+        hi = np.minimum((k + 1) * self.batch_size, self.rcd_cnt)
+        s, f = self.streams, self.ddl_freq
+        ddls = hi // f - (lo - 1) // f
+        rows = self.tables * ddls
+        for t in range(self.tables):
+            first = lo + (stream - t - lo) % s  # the first pk >= lo of this stream
+            rows += np.where(first <= hi, (hi - first) // s + 1, 0)
+        return rows  # type: ignore[no-any-return]
+
+    def round_starts(self, stream: int) -> np.ndarray:
+        """The gtid each binlog round of ``stream`` starts at, and the stream's end."""
+        return np.concatenate([[0], np.cumsum(self.round_rows(stream))])

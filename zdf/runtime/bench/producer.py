@@ -37,12 +37,16 @@ from zdf.runtime.operator import Operator
 from zdf.runtime.pipe import OutPort
 
 
-def producer_batch(p: BenchParams, table: int, k: int, stream: int, ts: int) -> np.ndarray:
-    """Batch ``k`` of ``table`` for ``stream`` (see the module docstring)."""
+def producer_batch(p: BenchParams, table: int, k: int, stream: int | None, ts: int) -> np.ndarray:
+    """Batch ``k`` of ``table`` for ``stream`` (see the module docstring); ``None``: the
+    whole batch, every stream's data rows with the DDLs once."""
     lo = k * p.batch_size + 1
     hi = min((k + 1) * p.batch_size, p.rcd_cnt)
-    first = lo + (stream - table - lo) % p.streams  # the first pk >= lo of this stream
-    data = np.arange(first, hi + 1, p.streams, dtype=np.int64)
+    if stream is None:
+        data = np.arange(lo, hi + 1, dtype=np.int64)
+    else:
+        first = lo + (stream - table - lo) % p.streams  # the first pk >= lo of this stream
+        data = np.arange(first, hi + 1, p.streams, dtype=np.int64)
     f = p.ddl_freq
     ddl = np.arange(-(-lo // f) * f, hi + 1, f, dtype=np.int64)
     at = np.searchsorted(data, ddl, side="left")
