@@ -5,8 +5,8 @@ Theory of operation
 The *sending* task opens a port (``OutPort``) on its process's shared ROUTER
 (``zdf.runtime.hub``) and publishes its address; each *receiving* task opens a
 pipe (``InPort``) on its process's shared DEALER to that hub and subscribes to
-one channel of the port, naming the position to start from and a window (how many batches may be in
-flight unacknowledged). The sender sends only while it has credit,
+one channel of the port, naming the position to start from and a window (how
+many batches may be in flight unacknowledged). The sender sends only while it has credit,
 ``window - (sent - acked)``. The receiver acknowledges a batch once its owner has
 really consumed it (forwarded, merged or written it), so a slow stage stops its
 upstream after ``window`` batches and memory stays bounded along the whole chain.
