@@ -47,7 +47,8 @@ inputs)`` (the job is validated with it before it is submitted) and override
 ``setup()`` (fresh state), ``process(rows, port)`` and ``end()``; a ``Source``
 overrides ``steps()`` and ``batch(step)``. An operator that holds rows back says
 so with ``can_step()`` (and calls ``pump()`` when it may go on); one that splits
-its output itself serves ``custom`` edges with ``route()``.
+its output itself serves ``custom`` edges with ``route()``; instances that must agree
+among themselves (a barrier) message each other through ``peers()``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from __future__ import annotations
 import functools
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -62,9 +64,12 @@ import numpy as np
 
 from zdf.dataflow.dtypes import dtype_from_wire
 from zdf.dataflow.partition import split
+from zdf.dataflow.peers import Peers
 from zdf.runtime.batches import concat_rows
+from zdf.runtime.link import PeerLink
 from zdf.runtime.operator import Operator
 from zdf.runtime.pipe import DEFAULT_WINDOW, InPort, OutPort
+from zdf.wire.rpc import Call
 
 MAX_PENDING = 4
 """Steps an output channel may hold unsent before its task stops making new ones."""
@@ -169,6 +174,25 @@ class FlowOperator(Operator):
         Override it when no built-in partition fits (some rows to one instance, others
         to all); it must be deterministic, as every other partition is."""
         raise NotImplementedError(f"{type(self).__name__} has no route() for a custom edge")
+
+    def peers(
+        self,
+        name: str,
+        handlers: Mapping[str, Callable[[Call], None]],
+        *,
+        on_connect: Callable[[int, PeerLink], None] | None = None,
+    ) -> Peers:
+        """Control messages among this task's instances over endpoint ``name``
+        (``zdf.dataflow.peers``): call it once, from ``setup()`` or later."""
+        return Peers(
+            self,
+            name,
+            task=str(self.flow["name"]),
+            instance=self.instance,
+            count=self.parallelism,
+            handlers=handlers,
+            on_connect=on_connect,
+        )
 
     def step_progress(self) -> dict[str, float]:
         """The counters reported after each step (rows taken in by default)."""

@@ -17,10 +17,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from zdf.dataflow.flow import Flow
 from zdf.jobs.spec import TaskSpec
 
 if TYPE_CHECKING:
+    from zdf.dataflow.flow import Flow
     from zdf.jobs.bench import BenchConfig
 
 OPS = "zdf.runtime.bench"
@@ -29,6 +29,8 @@ STAGES = ("binlog", "receive", "syncer", "sink")
 
 def bench_flow(cfg: BenchConfig) -> Flow:
     """The benchmark's five stages as a ``Flow`` (every stage gets the bench params)."""
+    from zdf.dataflow.flow import Flow  # zdf.dataflow imports zdf.jobs: not at import time
+
     common = cfg.params()
     streams = cfg.streams
     flow = Flow(cfg.flow_id, window=cfg.window)

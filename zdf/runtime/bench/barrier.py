@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 Every sink binds a ROUTER ``barrier`` and links (a DEALER ``PeerLink``) to every
-other sink's. DDL (t, v) has one writer, the sink ``BenchParams.writer(t, v)``:
+other sink's: a ``zdf.dataflow.peers.Peers`` among the instances of the sink task.
+DDL (t, v) has one writer, the sink ``BenchParams.writer(t, v)``:
 
 * a sink whose gate (``zdf.runtime.bench.gate``) stops at (t, v) has written
   everything of t before it in its stream; it tells the writer ``arrive (t, v)``
@@ -47,16 +48,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
-import zmq
 
+from zdf.dataflow.peers import Peers
 from zdf.errors import ProtocolError
 from zdf.runtime.bench.params import BenchParams
 from zdf.runtime.link import PeerLink
 from zdf.runtime.operator import DONE
-from zdf.wire import inproc
-from zdf.wire.rpc import Call, Channel
-from zdf.wire.security import EXECUTORS
-from zdf.wire.sockets import make_socket
+from zdf.wire.rpc import Call
 
 if TYPE_CHECKING:
     from zdf.runtime.operator import Operator
@@ -109,25 +107,19 @@ class SinkBarrier:
         self._learned: dict[int, int] = {}  # table -> version learned written, not yet taken
         self._outbox: dict[tuple[str, int], list[list[int]]] = defaultdict(list)
         self._change_scheduled = False
-        sock = make_socket(zmq.ROUTER, bind=op.data_address("barrier"), allow=EXECUTORS)
         handlers = {"hello": self._on_hello, "arrive": self._on_arrive, "written": self._on_written}
-        guarded = {
-            name: op.guard_handler(self._dropping_malformed(h)) for name, h in handlers.items()
-        }
-        self.channel = Channel(op.ctx.reactor, sock, guarded, name=f"sink-{stream}.barrier")
-        # One guarded burst per wake-up, so what it learns is acted on (and sent) once.
-        op.ctx.reactor.add_reader(sock, op.guard(self.channel._on_readable))
-        op.on_close(lambda: self.channel.close(op.linger))
-        addr = inproc.bind_alias(sock)  # sinks of this process skip the kernel
-        op.on_close(lambda: inproc.drop_alias(addr))
-        op.ctx.publish_endpoint("barrier", addr)
-        self.links: dict[int, PeerLink] = {}
-        for s in range(params.streams):
-            if s == stream:
-                continue
-            self.links[s] = op.link(
-                f"sink-{s}", "barrier", {}, on_connect=functools.partial(self._hello, s)
-            )
+        self.peers = Peers(
+            op,
+            "barrier",
+            task="sink",
+            instance=stream,
+            count=params.streams,
+            handlers={name: self._dropping_malformed(h) for name, h in handlers.items()},
+            on_connect=self._hello,
+        )
+        self.channel = self.peers.channel
+        self.links: dict[int, PeerLink] = self.peers.links
+        for s in self.links:
             op.ctx.resolve_endpoint(
                 f"sink-{s}", DONE, op.guard(functools.partial(self._peer_done, s))
             )

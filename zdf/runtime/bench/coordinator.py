@@ -19,7 +19,7 @@ import os
 from zdf.files import write_file
 from zdf.runtime.bench.latency import LatencyHistogram
 from zdf.runtime.bench.params import BenchParams
-from zdf.runtime.bench.sink import sink_summary, summary_path
+from zdf.runtime.bench.sinkcore import sink_summary, summary_path
 from zdf.runtime.operator import DONE, Operator
 
 

@@ -97,8 +97,8 @@ class Producer(Source):
         return {"records": p.rcd_cnt, "ddls": p.versions, "batches": p.producer_batches}
 
 
-class Binlog(Transform):
-    """params: the bench params; instance ``s`` is stream ``s``."""
+class RecordStage(Transform):
+    """A stateless stage of records in, records out: output step s is input step s's."""
 
     stateless = True
 
@@ -107,6 +107,13 @@ class Binlog(Transform):
         cls, params: dict[str, Any], inputs: list[np.dtype[Any]]
     ) -> np.dtype[Any] | None:
         return record_input(inputs)
+
+    def summary(self) -> dict[str, Any]:
+        return {"records": self.rows_in}
+
+
+class Binlog(RecordStage):
+    """params: the bench params; instance ``s`` is stream ``s``."""
 
     def setup(self) -> None:
         self.bench = BenchParams.from_params(self.user)
@@ -136,31 +143,12 @@ class Binlog(Transform):
         return {"records": self.rows_out, "rounds": self.step}
 
 
-class Receive(Transform):
+class Receive(RecordStage):
     """Stream ``s`` from its binlog to its syncer, as it came (zero copy)."""
 
-    stateless = True
 
-    @classmethod
-    def output_dtype(
-        cls, params: dict[str, Any], inputs: list[np.dtype[Any]]
-    ) -> np.dtype[Any] | None:
-        return record_input(inputs)
-
-    def summary(self) -> dict[str, Any]:
-        return {"records": self.rows_in}
-
-
-class Syncer(Transform):
+class Syncer(RecordStage):
     """Stream ``s`` to its sink, each batch's table ids checked (a bad one fails the task)."""
-
-    stateless = True
-
-    @classmethod
-    def output_dtype(
-        cls, params: dict[str, Any], inputs: list[np.dtype[Any]]
-    ) -> np.dtype[Any] | None:
-        return record_input(inputs)
 
     def setup(self) -> None:
         self.tables = int(self.user["tables"])
@@ -170,6 +158,3 @@ class Syncer(Transform):
         if tid.min() < 0 or tid.max() >= self.tables:
             raise ValueError(f"stream {self.instance}: table id out of range in a batch")
         return rows
-
-    def summary(self) -> dict[str, Any]:
-        return {"records": self.rows_in}
