@@ -111,7 +111,13 @@ class Worker:
         self.fn_output = fnout.FunctionOutput(f"{executor_id}/{name}" if executor_id else name)
         self.functions = (
             FunctionRunner(
-                self.reactor, master, executor_id, name, allow_pickle, self.fn_host, self.fn_output
+                self.reactor,
+                master,
+                executor_id,
+                name,
+                allow_pickle,
+                self.fn_host,
+                output=self.fn_output,
             )
             if master
             else None
