@@ -42,6 +42,17 @@ otherwise it asks the master (``fn_cancel``, a request answered once the
 worker holding the task said whether it had started it) and waits for the
 answer up to ``timeout``. A task sent to a leased worker is never withdrawn.
 
+Releases (``zdf.client.graph``). A future released or garbage-collected is
+queued here (any thread may do it, even the garbage collector in the middle of
+a send, so it only appends to a deque). The I/O thread sends them to the master
+in batches (``fn_release``), taken before it flushes the outbox, so a release
+never overtakes a task submitted before it that takes the future as an input.
+A future of a task run under the current lease (and passed to no task) is
+dropped by its worker directly: the drop rides on the next task sent to that
+worker, or goes through the master after ``RELEASE_DELAY``. A batch goes at
+once when ``RELEASE_BATCH`` are waiting, else within ``RELEASE_DELAY`` while
+the client is active, at most ``IDLE_POLL_MS`` when it is idle.
+
 Master failover. While tasks are in flight the I/O thread keeps an eye on the
 master: when it has heard nothing from it for ``PROBE_INTERVAL`` it pings it.
 A ping unanswered for ``MASTER_SILENCE``, an answer from a standby, or one
@@ -75,6 +86,7 @@ from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.payload import pack
 from zdf.wire.rpc import RpcClient
 from zdf.wire.security import EXECUTORS
+from zdf.wire.sockets import DEFAULT_MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from zdf.wire.sockets import close_socket, endpoint, make_socket
 
 log = logging.getLogger(__name__)
@@ -87,6 +99,9 @@ LONE_FALLBACK_MS = 10  # results of a lone task whose caller does not call resul
 PROBE_INTERVAL = 0.5  # ping a master this silent while tasks are in flight
 MASTER_SILENCE = 1.5  # an unanswered ping this old: look for the leader
 LEASE_RETRY = 0.5  # a lease asked for and not granted: ask again after this long
+RELEASE_BATCH = 512  # released futures that make the I/O thread send them at once
+RELEASE_DELAY = 0.05  # the longest a release waits while the client is active
+PUT_TIMEOUT_MIN = 10.0  # a scattered value's worker has this long (plus transfer) to confirm
 
 ResultsHandler = Callable[[Any, list[Any]], None]  # (results header, frames); ProtocolError
 LostHandler = Callable[[ZdfError], None]  # every task in flight is lost for good
@@ -131,6 +146,8 @@ class Transport:
         self._lane: DirectLane | None = None  # a lease on a worker, for lone tasks
         self._lease_asked = 0.0  # when a lone task last asked for a lease (0: ask at once)
         self._io_waits_for_results = False  # the I/O thread found the results socket taken
+        self._releases: deque[int] = deque()  # released futures' task ids, for the master
+        self._leased_releases: deque[list[Any]] = deque()  # [tid, lease, worker]
         self._sock = make_socket(
             zmq.DEALER,
             connect=master_addr,
@@ -186,8 +203,10 @@ class Transport:
         return answers[1]
 
     # -- sending ------------------------------------------------------------
-    def send(self, task: Outgoing, nothing_in_flight: bool) -> None:
-        """Send at once from this thread when nothing else is in flight, else batch."""
+    def send(self, task: Outgoing, nothing_in_flight: bool) -> tuple[str, str] | None:
+        """Send at once from this thread when nothing else is in flight, else batch;
+        ``(lease, worker)`` if it went to a leased worker."""
+        leased = None
         with self._send_lock:
             lone = nothing_in_flight and not self._outbox
             if lone:
@@ -195,6 +214,7 @@ class Transport:
                 if self._lane is not None and not task[4]:
                     self._sent[task[0]] = task
                     self._lane.send(task, self._reply())
+                    leased = (self._lane.lease, self._lane.addr)
                 else:
                     now = time.monotonic()
                     ask = bool(self.reply_addr) and (
@@ -208,6 +228,61 @@ class Transport:
                 self._outbox.append(task)
         if not lone:
             self._wake()
+        return leased
+
+    def release(self, tid: int, lease: tuple[str, str] | None, shared: bool) -> None:
+        """A future is released (see the module docstring); safe from any thread."""
+        if lease is None:
+            self._releases.append(tid)
+            if len(self._releases) >= RELEASE_BATCH:
+                self._wake()
+            return
+        lane = self._lane
+        if not shared and lane is not None and lane.lease == lease[0]:
+            lane.drop(f"{lease[0]}:{tid}", tid)
+        else:
+            self._leased_releases.append([tid, *lease])
+
+    def put(self, addr: str, values: list[tuple[str, list[Any]]]) -> None:
+        """Hand scattered values to the worker at ``addr`` (its direct port); waits
+        until it confirms it keeps them."""
+        with RpcClient(addr, timeout=self.timeout, server_role="executor") as worker:
+            for key, frames in values:
+                size = sum(len(f) for f in frames)
+                if size > MAX_MESSAGE_BYTES:
+                    raise ValueError(
+                        f"cannot scatter a value of {size} bytes: the limit of one value is "
+                        f"{MAX_MESSAGE_BYTES} bytes"
+                    )
+                worker.call(
+                    P.FN_PUT,
+                    {"keys": [key], "nframes": [len(frames)]},
+                    frames=frames,
+                    timeout=PUT_TIMEOUT_MIN + size / 50e6,
+                    retry=False,
+                )
+
+    def _flush_releases(self) -> None:
+        """Send what was released (taken before the outbox is flushed: see above)."""
+        tids: list[int] = []
+        while self._releases:
+            tids.append(self._releases.popleft())
+        leased: list[list[Any]] = []
+        while self._leased_releases:
+            leased.append(self._leased_releases.popleft())
+        lane = self._lane
+        if lane is not None:
+            leased.extend(lane.stale_drops(RELEASE_DELAY))
+        self._flush()
+        if tids or leased:
+            with self._send_lock:
+                body = {"tids": tids, "leased": leased}
+                self._sock.send(encode(Kind.EVENT, P.FN_RELEASE, 0, body))
+
+    @property
+    def releasing(self) -> bool:
+        lane = self._lane
+        return bool(self._releases or self._leased_releases or (lane is not None and lane.drops))
 
     def cancel(self, tid: int) -> bool:
         """Withdraw ``tid`` if it has not started; True if it never runs."""
@@ -327,7 +402,7 @@ class Transport:
         more = True
         timed_out = False
         while not self.closed:
-            self._flush()
+            self._flush_releases()
             want = False
             if more:
                 more = self._drain(self._sock, self._send_lock)
@@ -363,6 +438,8 @@ class Transport:
                 timeout = IDLE_POLL_MS
             if self._sent:
                 timeout = min(timeout, int(PROBE_INTERVAL * 1000))
+            if self.releasing:
+                timeout = min(timeout, int(RELEASE_DELAY * 1000))
             events = poller.poll(timeout)
             self._sleeping.clear()
             timed_out = not events
@@ -508,6 +585,7 @@ class Transport:
         lane, self._lane = self._lane, None
         if lane is None:
             return set()
+        self._leased_releases.extend(lane.stale_drops(0.0))
         lane.close()
         return lane.tids
 

@@ -30,6 +30,19 @@ no second wake-up.
 
 Pickled functions run only when this executor's ``allow-pickle`` is set;
 otherwise the task fails with a ``PermissionError``.
+
+Task graphs (``zdf.master.fndeps``). Every result also stays in the worker's
+object store (``zdf.executor.objstore``) under its store key (the master's task
+key; ``lease:tid`` for a task run under a lease) until the master drops it
+(``fn_drop``); each report says how many bytes a result packs to, and whether
+the store is over its memory limit. A task with inputs comes with, for each,
+its store key, the store ports of the workers holding it and its size; inputs
+held here are taken from the store as they are, the others fetched
+(``zdf.executor.objtransfer``) while other tasks run, and the task joins the
+run queue once all are here. A task whose input cannot be had from any holder
+is given back to the master (``fn_stolen`` with ``lost``). Values a client
+scatters arrive on the direct port (``fn_put``) and are announced to the master
+(``fn_stored``).
 """
 
 from __future__ import annotations
@@ -41,12 +54,15 @@ import os
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 
 from zdf import protocol as P
 from zdf.errors import ProtocolError, ZdfError
+from zdf.executor.objstore import make_store
+from zdf.executor.objtransfer import Failed, Fetcher, StoreServer
 from zdf.master.fnleases import MAX_LEASES
 from zdf.master.fnqueue import DEFAULT_WINDOW
 from zdf.wire.codec import Kind, encode
@@ -76,7 +92,20 @@ def direct_path(fn: str, master_allows_pickle: bool) -> str:
     return PICKLE_REFUSED_BY_MASTER if fn == P.PICKLED_FN and not master_allows_pickle else fn
 
 
-Task = tuple[int | None, str, list[Any], str, int]  # key, fn, frames, reply address, client tid
+# key, fn, frames, reply address, client tid, input values (None: none), store key
+Task = tuple[int | None, str, list[Any], str, int, list[Any] | None, Any]
+
+
+class Waiting:
+    """A task whose inputs are being fetched."""
+
+    __slots__ = ("lost", "missing", "task", "values")
+
+    def __init__(self, task: Task, inputs: int) -> None:
+        self.task = task
+        self.values: list[Any] = [None] * inputs
+        self.missing = inputs
+        self.lost: list[Any] = []  # store keys no holder had
 
 
 def resolve_function(path: str, cache: dict[str, Any]) -> Any:
@@ -108,8 +137,14 @@ class FunctionRunner:
         name: str,
         allow_pickle: bool = False,
         host: str = "127.0.0.1",
+        store: Any = None,
     ) -> None:
         self.reactor = reactor
+        self.store = store if store is not None else make_store()
+        self.store_server = StoreServer(self.store, host)
+        self.fetcher = Fetcher(reactor)
+        self.waiting: dict[int, Waiting] = {}  # master key: a task fetching its inputs
+        self._fetches: dict[Any, list[Callable[[Any, ZdfError | None], None]]] = {}
         self.master_addr = master_addr
         self.closed = False
         self.executor_id = executor_id
@@ -124,13 +159,14 @@ class FunctionRunner:
                 P.FN_LEASE: self.on_lease,
                 P.FN_REVOKE: self.on_revoke,
                 P.FN_STEAL: self.on_steal,
+                P.FN_DROP: self.on_drop,
             },
             name=f"fn-{name}",
         )
         self.direct = Channel(
             reactor,
             make_socket(zmq.ROUTER, bind=f"tcp://{host}:*", allow=CLIENTS),
-            {P.FN_DIRECT: self.on_direct},
+            {P.FN_DIRECT: self.on_direct, P.FN_PUT: self.on_put},
             name=f"fn-direct-{name}",
         )
         self.direct_addr = self.direct.sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -158,7 +194,12 @@ class FunctionRunner:
     def hello(self) -> None:
         if self.closed:
             return
-        body = {"executor_id": self.executor_id, "worker": self.name, "direct": self.direct_addr}
+        body = {
+            "executor_id": self.executor_id,
+            "worker": self.name,
+            "direct": self.direct_addr,
+            "store": self.store_server.addr,
+        }
         self.channel.request(P.FN_HELLO, body, timeout=HELLO_TIMEOUT, callback=self._on_hello)
 
     def rejoin(self) -> None:
@@ -167,6 +208,7 @@ class FunctionRunner:
         master puts it back in its queue (or, a new master, its client sends it again)."""
         self._report()
         self.queue = deque(task for task in self.queue if task[0] is DIRECT)
+        self.waiting.clear()
         self.hello()
 
     def _on_hello(self, result: Any, error: ZdfError | None) -> None:
@@ -184,6 +226,8 @@ class FunctionRunner:
             self._report_timer.cancel()
         self.channel.close()
         self.direct.close()
+        self.fetcher.close()
+        self.store_server.close()
         for sock, _ in self.replies.values():
             close_socket(sock)
         self.replies.clear()
@@ -192,10 +236,106 @@ class FunctionRunner:
         body = P.fields(call.body, tasks=list)
         frames = call.frames
         offset = 0
-        for key, fn, nframes, reply, tid in body["tasks"]:
-            self.queue.append((key, fn, frames[offset : offset + nframes], reply, tid))
+        for entry in body["tasks"]:
+            key, fn, nframes, reply, tid = entry[:5]
+            task_frames = frames[offset : offset + nframes]
             offset += nframes
+            if len(entry) == 6:
+                self._gather_inputs((key, fn, task_frames, reply, tid, None, key), entry[5])
+            else:
+                self.queue.append((key, fn, task_frames, reply, tid, None, key))
         return None  # run once every message read is handled (``_after_read``)
+
+    # -- inputs -------------------------------------------------------------
+    def _gather_inputs(self, task: Task, inputs: Any) -> None:
+        """``inputs``: ``[[store key, [holders' store ports], nbytes], ...]``."""
+        if not isinstance(inputs, list):
+            raise ProtocolError("a task's inputs are not a list")
+        key = task[0]
+        assert key is not None
+        waiting = Waiting(task, len(inputs))
+        self.waiting[key] = waiting
+        for index, spec in enumerate(inputs):
+            if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[1], list)):
+                raise ProtocolError("each input is [store key, holders, nbytes]")
+            skey, holders, nbytes = spec
+            if skey in self.store:
+                waiting.values[index] = self.store[skey]
+                waiting.missing -= 1
+                continue
+            self._fetch(skey, holders, nbytes, self._arrived(key, index, skey))
+        self._maybe_ready(key)
+
+    def _fetch(self, skey: Any, holders: list[str], nbytes: Any, done: Any) -> None:
+        """One fetch per value, however many tasks here wait for it."""
+        callbacks = self._fetches.get(skey)
+        if callbacks is not None:
+            callbacks.append(done)
+            return
+        self._fetches[skey] = [done]
+
+        def fetched(value: Any, error: ZdfError | None) -> None:
+            for callback in self._fetches.pop(skey, []):
+                callback(value, error)
+
+        size = nbytes if isinstance(nbytes, int) else 0
+        self.fetcher.fetch(skey, [h for h in holders if isinstance(h, str)], size, fetched)
+
+    def _arrived(self, key: int, index: int, skey: Any) -> Callable[[Any, ZdfError | None], None]:
+        def arrived(value: Any, error: ZdfError | None) -> None:
+            waiting = self.waiting.get(key)
+            if waiting is None:
+                return  # given back meanwhile
+            waiting.missing -= 1
+            if error is None:
+                waiting.values[index] = value
+            else:
+                waiting.lost.append(skey)
+            self._maybe_ready(key)
+
+        return arrived
+
+    def _maybe_ready(self, key: int) -> None:
+        waiting = self.waiting.get(key)
+        if waiting is None or waiting.missing:
+            return
+        del self.waiting[key]
+        if waiting.lost:  # the master has them made again, and places the task anew
+            self.channel.notify(P.FN_STOLEN, {"keys": [key], "lost": waiting.lost})
+            return
+        task = waiting.task
+        self.queue.append((*task[:5], waiting.values, task[6]))
+        if not self._scheduled:
+            self._scheduled = True
+            self.reactor.call_later(0, self.run_slice)
+
+    def on_drop(self, call: Call) -> Any:
+        """The master's word that no one refers to these results any more."""
+        store = self.store
+        for skey in P.fields(call.body, keys=list)["keys"]:
+            try:
+                del store[skey]
+            except (KeyError, TypeError):
+                pass
+        return None
+
+    def on_put(self, call: Call) -> Any:
+        """Values a client scatters: ``{"keys": [...], "nframes": [...]}`` and their frames."""
+        body = P.fields(call.body, keys=list, nframes=list)
+        frames = call.frames
+        offset = 0
+        sizes = []
+        for skey, nframes in zip(body["keys"], body["nframes"], strict=True):
+            if not isinstance(nframes, int) or not 0 < nframes <= len(frames) - offset:
+                raise ProtocolError("scattered value frames missing")
+            part = frames[offset : offset + nframes]
+            offset += nframes
+            self.store[skey] = unpack(part)
+            sizes.append(sum(len(f) for f in part))
+        self.channel.notify(
+            P.FN_STORED, {"keys": body["keys"], "nbytes": sizes, "over": self.store.over_limit}
+        )
+        return {"stored": len(sizes)}
 
     def _after_read(self) -> None:
         if self.queue and not self._scheduled:
@@ -219,12 +359,24 @@ class FunctionRunner:
         if "#" not in reply:
             raise ProtocolError("a task under a lease needs the client's result address")
         tasks = P.submitted_tasks(body.get("tasks"), call.frames)
+        for skey in body.get("drop") or ():  # results its client released
+            self.store.pop(skey, None)
         if body["lease"] not in self.leases:
             tids = [task[0] for task in tasks]
             self._send_to_client(reply, P.FN_REFUSED, {"tids": tids}, [])
             return None
+        lease = body["lease"]
         self.queue.extend(
-            (DIRECT, direct_path(fn, self.master_allows_pickle), frames, reply, tid)
+            # Results of tasks under a lease are kept as ``lease:tid``.
+            (
+                DIRECT,
+                direct_path(fn, self.master_allows_pickle),
+                frames,
+                reply,
+                tid,
+                None,
+                f"{lease}:{tid}",
+            )
             for tid, fn, _, frames, _ in tasks
         )
         return None
@@ -241,6 +393,9 @@ class FunctionRunner:
             else:
                 kept.append(task)
         self.queue = kept
+        for key in [k for k in self.waiting if k in wanted]:
+            del self.waiting[key]  # its fetches go on; their values are dropped
+            taken.append(key)
         answer: dict[str, Any] = {"keys": taken}
         if body.get("ref") is not None:
             answer["ref"] = body["ref"]
@@ -253,23 +408,31 @@ class FunctionRunner:
         done: list[list[Any]] = []  # fn_done entries for the master
         via_master: list[Any] = []  # values of tasks whose client gave no address
         direct: dict[str, tuple[list[list[Any]], list[Any]]] = {}
+        store = self.store
         while self.queue:
-            key, path, frames, reply, tid = self.queue.popleft()
+            key, path, frames, reply, tid, inputs, skey = self.queue.popleft()
             started = time.perf_counter()
-            ok, result = self._run_one(path, frames)
+            ok, result, value = self._run_one(path, frames, inputs)
             now = time.perf_counter()
             seconds = round(now - started, 6)
             self.ran += 1
+            # Kept for the tasks that take it (an error too: a task run under a lease
+            # has no record in the master, which keeps the others' errors).
+            store[skey] = value if ok else Failed(result)
+            nbytes = sum(map(len, result))
             if reply:
                 header, out = direct.get(reply) or direct.setdefault(reply, ([], []))
                 header.append([tid, ok, len(result)])
                 out.extend(result)
                 if key is DIRECT:
                     self._direct_unreported += 1
-                else:
-                    done.append([key, ok, 0, seconds])
+                elif ok:
+                    done.append([key, ok, 0, seconds, nbytes])
+                else:  # the master keeps errors, for the tasks that take this one's result
+                    done.append([key, ok, len(result), seconds, nbytes])
+                    via_master.extend(result)
             else:
-                done.append([key, ok, len(result), seconds])
+                done.append([key, ok, len(result), seconds, nbytes])
                 via_master.extend(result)
             if now > deadline:
                 break
@@ -293,7 +456,12 @@ class FunctionRunner:
             self._report_timer.cancel()
             self._report_timer = None
         if (self._unreported or self._direct_unreported) and not self.closed:
-            body = {"results": self._unreported, "direct": self._direct_unreported}
+            body: dict[str, Any] = {
+                "results": self._unreported,
+                "direct": self._direct_unreported,
+            }
+            if self.store.over_limit:
+                body["over"] = True
             self._unreported, self._direct_unreported = [], 0
             self.channel.notify(P.FN_DONE, body, frames=frames or [])
 
@@ -323,7 +491,13 @@ class FunctionRunner:
                 close_socket(sock)
                 del self.replies[reply]
 
-    def _run_one(self, path: str, frames: list[Any]) -> tuple[bool, list[Any]]:
+    def _run_one(
+        self, path: str, frames: list[Any], inputs: list[Any] | None = None
+    ) -> tuple[bool, list[Any], Any]:
+        if inputs is not None:
+            for value in inputs:
+                if isinstance(value, Failed):  # an input failed: so does this task
+                    return False, value.frames, None
         try:
             if path == PICKLE_REFUSED_BY_MASTER:
                 raise PermissionError("the master does not accept pickled functions")
@@ -332,11 +506,11 @@ class FunctionRunner:
                 frames = frames[1:]
             else:
                 fn = resolve_function(path, self.functions)
-            args, kwargs = unpack(frames)
+            args, kwargs = unpack(frames) if inputs is None else unpack(frames, inputs.__getitem__)
             value = fn(*args, **kwargs)
-            return True, pack(value)
+            return True, pack(value), value
         except Exception as exc:
-            return False, pack(describe_exception(exc))
+            return False, pack(describe_exception(exc)), None
 
     def _unpickle(self, frame: Any) -> Any:
         if not self.allow_pickle:
