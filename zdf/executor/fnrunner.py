@@ -61,7 +61,7 @@ import zmq
 
 from zdf import protocol as P
 from zdf.errors import ProtocolError, ZdfError
-from zdf.executor.objstore import make_store
+from zdf.executor.objstore import give_back_memory, make_store
 from zdf.executor.objtransfer import Failed, Fetcher, StoreServer
 from zdf.master.fnleases import MAX_LEASES
 from zdf.master.fnqueue import DEFAULT_WINDOW
@@ -81,6 +81,8 @@ DONE_DELAY = 0.002  # how long a completion report may wait to gather others
 DIRECT_COUNT_INTERVAL = 0.5  # the longest a count of tasks run under leases waits
 REPLY_IDLE_CLOSE = 60.0  # a client's result socket unused this long is closed
 MAX_PICKLED_CACHE = 256
+TRIM_BYTES = 8 << 20  # dropped values this large: give the heap back to the system
+TRIM_DELAY = 0.05  # after the drops that come together
 
 DIRECT: Any = None  # the key of a task sent under a lease (the master has none for it)
 MAX_REPLY_SOCKETS = 256  # clients' result sockets kept open; the least used goes first
@@ -145,6 +147,8 @@ class FunctionRunner:
         self.fetcher = Fetcher(reactor)
         self.waiting: dict[int, Waiting] = {}  # master key: a task fetching its inputs
         self._fetches: dict[Any, list[Callable[[Any, ZdfError | None], None]]] = {}
+        self._freed = 0  # bytes dropped since the heap was last given back
+        self._trim_timer: Timer | None = None
         self.master_addr = master_addr
         self.closed = False
         self.executor_id = executor_id
@@ -224,6 +228,8 @@ class FunctionRunner:
         self._count_timer.cancel()
         if self._report_timer is not None:
             self._report_timer.cancel()
+        if self._trim_timer is not None:
+            self._trim_timer.cancel()
         self.channel.close()
         self.direct.close()
         self.fetcher.close()
@@ -312,12 +318,21 @@ class FunctionRunner:
     def on_drop(self, call: Call) -> Any:
         """The master's word that no one refers to these results any more."""
         store = self.store
+        before = store.memory_bytes
         for skey in P.fields(call.body, keys=list)["keys"]:
             try:
                 del store[skey]
             except (KeyError, TypeError):
                 pass
+        self._freed += before - store.memory_bytes
+        if self._freed >= TRIM_BYTES and self._trim_timer is None:
+            self._trim_timer = self.reactor.call_later(TRIM_DELAY, self._trim)
         return None
+
+    def _trim(self) -> None:
+        self._trim_timer = None
+        self._freed = 0
+        give_back_memory()
 
     def on_put(self, call: Call) -> Any:
         """Values a client scatters: ``{"keys": [...], "nframes": [...]}`` and their frames."""

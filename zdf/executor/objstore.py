@@ -19,6 +19,7 @@ there with the same interface.
 
 from __future__ import annotations
 
+import ctypes
 import sys
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -82,6 +83,17 @@ class MemoryStore(MutableMapping[Any, Any]):
 
     def __len__(self) -> int:
         return len(self._values)
+
+
+def give_back_memory() -> None:
+    """Hand the heap that dropped values freed back to the system (glibc keeps freed
+    blocks below its mmap threshold, so the worker's RSS would not fall otherwise)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 _current: list[MemoryStore] = []  # this process's store (a worker makes one)

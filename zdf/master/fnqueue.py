@@ -423,8 +423,11 @@ class FunctionQueue:
         ]
         if not ready:
             return
-        # Workers leased to a client last, then the least loaded first.
-        ready.sort(key=lambda w: (w.peer in lessees, w.unknown > 0, w.load, len(w.inflight)))
+        # Workers over their memory limit last, then those leased to a client, then the
+        # least loaded first.
+        ready.sort(
+            key=lambda w: (w.over_limit, w.peer in lessees, w.unknown > 0, w.load, len(w.inflight))
+        )
         skipped: list[FnTask] = []
         while self.queue:
             share = max(1, -(-len(self.queue) // len(ready)))
