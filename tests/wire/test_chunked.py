@@ -215,3 +215,22 @@ def test_a_value_over_the_message_limit_crosses_a_dealer_router_pair() -> None:
     finally:
         close_socket(dealer)
         close_socket(router)
+
+
+def test_a_chunk_the_transport_refuses_is_offered_again() -> None:
+    accept = [False]
+    sent: list[tuple[int, bytes]] = []
+
+    def send(route: Any, header: dict[str, Any], parts: list[memoryview]) -> bool | None:
+        if not accept[0]:
+            return False
+        sent.append((header["seq"], b"".join(bytes(p) for p in parts)))
+        return None
+
+    sender = ChunkSender(send, chunk_bytes=4, window_bytes=4)
+    sender.add([b"abcdefghij"])
+    assert sender.pump() and sent == []
+    accept[0] = True
+    while sender.pump():
+        pass
+    assert sent == [(0, b"abcd"), (1, b"efgh"), (2, b"ij")]

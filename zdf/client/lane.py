@@ -13,6 +13,7 @@ from typing import Any
 import zmq
 
 from zdf import protocol as P
+from zdf.wire.bigmsg import BigSender, is_big
 from zdf.wire.codec import Kind, encode
 from zdf.wire.sockets import close_socket, make_socket
 
@@ -41,9 +42,14 @@ class DirectLane:
         self.tids: set[int] = set()  # sent and not answered
         self.sock = make_socket(zmq.DEALER, connect=addr, sndhwm=0, server_role="executor")
 
-    def send(self, task: Outgoing, reply: str) -> None:
+    def send(self, task: Outgoing, reply: str, big: BigSender) -> None:
+        """Send ``task``; a big one in chunks through ``big`` (its owner paces them)."""
         body = {"reply": reply, "lease": self.lease}
-        self.sock.send_multipart(task_message(P.FN_DIRECT, [task], body), copy=False)
+        message = task_message(P.FN_DIRECT, [task], body)
+        if is_big(message):
+            big.send(self.sock, message)
+        else:
+            self.sock.send_multipart(message, copy=False)
         self.tids.add(task[0])
 
     def close(self) -> None:

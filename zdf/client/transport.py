@@ -71,11 +71,12 @@ import zmq
 from zdf import protocol as P
 from zdf.client.lane import DirectLane, Outgoing, task_message
 from zdf.errors import ProtocolError, Timeout, ZdfError, from_wire, worker_lost
+from zdf.wire import bigmsg
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.payload import pack
 from zdf.wire.rpc import RpcClient
 from zdf.wire.security import EXECUTORS
-from zdf.wire.sockets import close_socket, endpoint, make_socket
+from zdf.wire.sockets import close_socket, endpoint, make_socket, recv_parts
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ LONE_FALLBACK_MS = 10  # results of a lone task whose caller does not call resul
 PROBE_INTERVAL = 0.5  # ping a master this silent while tasks are in flight
 MASTER_SILENCE = 1.5  # an unanswered ping this old: look for the leader
 LEASE_RETRY = 0.5  # a lease asked for and not granted: ask again after this long
+LANE_FINISH = 30.0  # a lane given up while a big task is in chunks: sent to the end for this
 
 ResultsHandler = Callable[[Any, list[Any]], None]  # (results header, frames); ProtocolError
 LostHandler = Callable[[ZdfError], None]  # every task in flight is lost for good
@@ -131,6 +133,10 @@ class Transport:
         self._lane: DirectLane | None = None  # a lease on a worker, for lone tasks
         self._lease_asked = 0.0  # when a lone task last asked for a lease (0: ask at once)
         self._io_waits_for_results = False  # the I/O thread found the results socket taken
+        # Values of any size (``zdf.wire.bigmsg``): big messages leave in chunks, paced
+        # by the I/O thread (under ``_send_lock``); each socket rebuilds its own.
+        self._big = bigmsg.BigSender(bigmsg.send_tracked)
+        self._closing_lanes: list[tuple[DirectLane, float]] = []  # finishing a big task
         self._sock = make_socket(
             zmq.DEALER,
             connect=master_addr,
@@ -150,6 +156,14 @@ class Transport:
                 )
                 self.reply_addr = self._results.getsockopt_string(zmq.LAST_ENDPOINT)
             self.hello = self._hello()
+            limit = self.hello.get("max_value_bytes")
+            self.max_value_bytes = (
+                limit if isinstance(limit, int) else bigmsg.DEFAULT_MAX_VALUE_BYTES
+            )
+            self._big_in = {
+                id(sock): bigmsg.BigReceiver(self.max_value_bytes)
+                for sock in (self._sock, self._results)
+            }
         except BaseException:
             close_socket(self._sock)
             close_socket(self._results)
@@ -194,7 +208,7 @@ class Transport:
                 self._lone = task[0]
                 if self._lane is not None and not task[4]:
                     self._sent[task[0]] = task
-                    self._lane.send(task, self._reply())
+                    self._lane.send(task, self._reply(), self._big)
                 else:
                     now = time.monotonic()
                     ask = bool(self.reply_addr) and (
@@ -206,7 +220,7 @@ class Transport:
             else:
                 self._lone = None
                 self._outbox.append(task)
-        if not lone:
+        if not lone or self._big.busy:  # chunks to pace: the I/O thread does it
             self._wake()
 
     def cancel(self, tid: int) -> bool:
@@ -269,6 +283,8 @@ class Transport:
         locked = self._recv_lock.acquire(timeout=1)
         with self._send_lock:
             self._drop_lane()
+            for lane, _ in self._closing_lanes:
+                lane.close()
         close_socket(self._sock)
         close_socket(self._results)
         if locked:
@@ -328,6 +344,7 @@ class Transport:
         timed_out = False
         while not self.closed:
             self._flush()
+            chunking = self._pump_chunks()
             want = False
             if more:
                 more = self._drain(self._sock, self._send_lock)
@@ -363,6 +380,8 @@ class Transport:
                 timeout = IDLE_POLL_MS
             if self._sent:
                 timeout = min(timeout, int(PROBE_INTERVAL * 1000))
+            if chunking:
+                timeout = min(timeout, max(1, int(bigmsg.PUMP_INTERVAL * 1000)))
             events = poller.poll(timeout)
             self._sleeping.clear()
             timed_out = not events
@@ -392,6 +411,21 @@ class Transport:
         finally:
             lock.release()
 
+    def _pump_chunks(self) -> bool:
+        """Send the chunks of big messages the windows allow; True while any wait."""
+        if not self._big.busy:
+            return False
+        with self._send_lock:
+            busy = self._big.pump()
+            if self._closing_lanes:
+                now = time.monotonic()
+                for lane, deadline in list(self._closing_lanes):
+                    if now > deadline or not self._big.sending_to(lane.sock):
+                        self._closing_lanes.remove((lane, deadline))
+                        self._big.drop(lane.sock)
+                        lane.close()
+            return busy
+
     def _flush(self) -> None:
         while self._outbox:
             with self._send_lock:
@@ -408,17 +442,28 @@ class Transport:
         body: dict[str, Any] = {"reply": self._reply()}
         if lease:
             body["lease"] = True
-        self._sock.send_multipart(task_message(P.FN_SUBMIT, batch, body), copy=False)
+        for part in bigmsg.split_batch(batch, lambda task: task[3]):  # a big value goes alone
+            message = task_message(P.FN_SUBMIT, list(part), body)
+            if bigmsg.is_big(message):
+                self._big.send(self._sock, message)
+            else:
+                self._sock.send_multipart(message, copy=False)
 
     def _receive(self, sock: zmq.Socket[bytes]) -> bool:
         """Read up to a bound of messages; True if the bound was hit (more may wait)."""
         for _ in range(MAX_READ):
             try:
-                parts = sock.recv_multipart(zmq.NOBLOCK)
+                parts = recv_parts(sock, bigmsg.CHUNK_PREFIX)
             except zmq.Again:
                 return False
             try:
                 msg = decode(parts[0])
+                if msg.op == bigmsg.CHUNK and msg.kind is Kind.EVENT:
+                    whole = self._big_in[id(sock)].feed(None, msg.body, parts[1:])
+                    if whole is None:
+                        continue
+                    parts = whole
+                    msg = decode(parts[0])
                 if sock is self._sock:
                     self._last_heard = time.monotonic()
                     if msg.kind is Kind.REPLY and msg.rid == self._probe_rid:
@@ -460,7 +505,7 @@ class Transport:
     def _on_lease(self, body: Any) -> None:
         grant = P.fields(body, lease=str, addr=str)
         with self._send_lock:
-            self._drop_lane()
+            self._drop_lane(finish=True)
             if not self.closed:
                 self._lane = DirectLane(grant["lease"], grant["addr"])
 
@@ -471,7 +516,7 @@ class Transport:
         with self._send_lock:
             if self._lane is None or self._lane.lease != lease:
                 return
-            tids = self._drop_lane()
+            tids = self._drop_lane(finish=bool(body.get("busy")))
             self._lease_asked = 0.0
             if body.get("busy"):
                 return
@@ -503,12 +548,18 @@ class Transport:
                     self._outbox.append(task)
         self._wake()
 
-    def _drop_lane(self) -> set[int]:
-        """Close the lane (the caller holds ``_send_lock``); the tasks it carried."""
+    def _drop_lane(self, finish: bool = False) -> set[int]:
+        """Close the lane (the caller holds ``_send_lock``); the tasks it carried.
+        ``finish``: its worker is alive and answers what it was sent, so a big task
+        still in chunks is sent to the end first (for up to ``LANE_FINISH``)."""
         lane, self._lane = self._lane, None
         if lane is None:
             return set()
-        lane.close()
+        if finish and self._big.sending_to(lane.sock):
+            self._closing_lanes.append((lane, time.monotonic() + LANE_FINISH))
+        else:
+            self._big.drop(lane.sock)  # what it had is sent again whole
+            lane.close()
         return lane.tids
 
     # -- master failover (I/O thread) ----------------------------------------
@@ -551,6 +602,7 @@ class Transport:
             self._incarnation = incarnation
             with self._send_lock:
                 self._drop_lane()  # granted by a master that is gone
+                self._big.drop(self._sock)  # chunks of tasks it will get again whole
                 self._lease_asked = 0.0
                 # Ahead of anything not sent yet: the I/O loop's next flush sends them.
                 tasks = list(self._sent.values())

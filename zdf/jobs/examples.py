@@ -70,3 +70,8 @@ def chatty(lines: int = 3, fail: bool = False) -> int:
     if fail:
         raise RuntimeError(f"chatty failed after {lines} lines")
     return lines
+
+
+def echo(value: Any) -> Any:
+    """Its argument back (a value's round trip: client -> worker -> client)."""
+    return value

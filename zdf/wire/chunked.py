@@ -30,10 +30,10 @@ more.
 
 Receiving (``Reassembler``). A transfer is keyed by its sender (a ROUTER's peer
 identity, or anything hashable) and its id. The first chunk allocates the
-whole value at once, one ``np.empty`` buffer in which every frame starts on a
-64-byte boundary (numpy arrays are aligned); every chunk is written into it
-through a ``memoryview`` (the one copy on the way), and the last returns the
-frames as views of that buffer. A chunk out of order, repeated, larger than
+whole value at once, one buffer (``allocate``) in which every frame starts on
+a 64-byte boundary (numpy arrays are aligned); every chunk is copied into it
+with numpy (the one copy on the way), and the last returns the frames as
+``memoryview``s of that buffer. A chunk out of order, repeated, larger than
 what was announced or for a transfer that never started raises
 ``ProtocolError`` and drops its transfer; so does a transfer over
 ``max_value_bytes`` (at its first chunk, before anything is allocated), or one
@@ -59,6 +59,8 @@ Example, a DEALER sending a 100 MiB array to a ROUTER::
 from __future__ import annotations
 
 import itertools
+import mmap
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -76,6 +78,7 @@ DEFAULT_MAX_TRANSFERS = 4  # transfers of one sender a receiver keeps under way
 DEFAULT_TRANSFER_TIMEOUT = 30.0  # a transfer silent this long is abandoned
 MAX_FRAMES = 1 << 20  # frames in one transfer
 ALIGN = 64  # where each rebuilt frame starts in the receiver's buffer
+MMAP_THRESHOLD = 1 << 20  # a rebuilt value this large gets a memory map of its own
 
 
 class Tracker(Protocol):
@@ -85,9 +88,10 @@ class Tracker(Protocol):
     def done(self) -> bool: ...
 
 
-SendChunk = Callable[[Any, dict[str, Any], list[memoryview]], "Tracker | None"]
+SendChunk = Callable[[Any, dict[str, Any], list[memoryview]], "Tracker | bool | None"]
 """``send(route, header, parts)``: put one chunk on the wire (one message: the header,
-then the parts); None if the transport let go of it at once."""
+then the parts); a tracker, None if the transport let go of it at once, or False if
+it could not take it now (the same chunk is offered again at the next ``pump``)."""
 
 
 def frame_view(frame: Any) -> memoryview:
@@ -134,6 +138,7 @@ class _Outgoing:
     sizes: list[int]
     meta: Any
     seq: int = 0
+    held: list[memoryview] | None = None  # a chunk the transport could not take yet
 
 
 class ChunkSender:
@@ -153,7 +158,8 @@ class ChunkSender:
         self.chunk_bytes = chunk_bytes
         self.window_bytes = window_bytes
         self.max_active = max_active
-        self._ids = itertools.count(1)
+        # Random ids: several senders may share one receiving socket (a PULL).
+        self._ids = itertools.count(random.getrandbits(48))
         self._waiting: deque[_Outgoing] = deque()
         self._active: deque[_Outgoing] = deque()
         self._in_flight: deque[tuple[Tracker, int]] = deque()
@@ -192,18 +198,23 @@ class ChunkSender:
             if not self._active:
                 break
             transfer = self._active.popleft()
-            parts = next(transfer.chunks, None)
+            parts = transfer.held if transfer.held is not None else next(transfer.chunks, None)
             if parts is None:
                 continue  # all sent
             header: dict[str, Any] = {"id": transfer.id, "seq": transfer.seq}
             if transfer.seq == 0:
                 header["sizes"] = transfer.sizes
                 header["meta"] = transfer.meta
-            transfer.seq += 1
             tracker = self._send(transfer.route, header, parts)
+            if tracker is False:
+                transfer.held = parts
+                self._active.appendleft(transfer)
+                break  # the transport is full: try again at the next pump
+            transfer.held = None
+            transfer.seq += 1
             self.sent_chunks += 1
             size = sum(part.nbytes for part in parts)
-            if tracker is not None and not tracker.done:
+            if tracker is not None and not isinstance(tracker, bool) and not tracker.done:
                 in_flight.append((tracker, size))
                 self.in_flight_bytes += size
             self._active.append(transfer)  # round robin; dropped at its end above
@@ -218,10 +229,21 @@ class Completed:
     frames: list[memoryview]
 
 
+def allocate(size: int) -> np.ndarray[Any, Any]:
+    """``size`` bytes, 64-byte aligned, for a value being rebuilt. Large ones are an
+    anonymous map of their own (page aligned; numpy's allocator would ask the kernel
+    for huge pages, whose compaction stalled first writes for a second here), freed
+    when the last view of them goes."""
+    if size < MMAP_THRESHOLD:
+        owner = np.empty(size + ALIGN, np.uint8)  # numpy aligns to 16 bytes: shift
+        shift = -owner.ctypes.data % ALIGN
+        return owner[shift : shift + size]
+    return np.frombuffer(mmap.mmap(-1, size), np.uint8)
+
+
 @dataclass
 class _Incoming:
-    buffer: memoryview
-    owner: np.ndarray[Any, Any]  # keeps the buffer alive
+    buffer: np.ndarray[Any, Any]  # every frame's bytes, each frame aligned
     sizes: list[int]
     starts: list[int]
     meta: Any
@@ -310,8 +332,9 @@ class Reassembler:
         if transfer.received < transfer.total:
             return None
         self._drop(key)
+        buffer = memoryview(transfer.buffer.data).cast("B")
         views = [
-            transfer.buffer[start : start + size]
+            buffer[start : start + size]
             for start, size in zip(transfer.starts, transfer.sizes, strict=True)
         ]
         return Completed(transfer.meta, views)
@@ -337,10 +360,7 @@ class Reassembler:
         for size in sizes:
             starts.append(end)
             end += -(-size // ALIGN) * ALIGN
-        owner = np.empty(end + ALIGN, np.uint8)  # numpy aligns to 16 bytes: shift the rest
-        shift = -owner.ctypes.data % ALIGN
-        view = memoryview(owner.data).cast("B")[shift : shift + end]
-        return _Incoming(view, owner, sizes, starts, header.get("meta"), total, now)
+        return _Incoming(allocate(end), sizes, starts, header.get("meta"), total, now)
 
     def _write(self, transfer: _Incoming, data: memoryview) -> None:
         """Copy ``data`` to where the stream is, across frame ends (frames are padded)."""
@@ -355,7 +375,7 @@ class Reassembler:
                 continue
             take = min(room, left)
             at = starts[transfer.frame] + transfer.offset
-            transfer.buffer[at : at + take] = data[pos : pos + take]
+            transfer.buffer[at : at + take] = np.frombuffer(data, np.uint8, take, pos)
             transfer.offset += take
             pos += take
             left -= take
