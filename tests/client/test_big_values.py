@@ -34,6 +34,9 @@ def test_big_arguments_and_results_on_every_path(cluster: LocalCluster) -> None:
         np.testing.assert_array_equal(back, -array)
         # A big result of bytes, and big values in a batch of small tasks.
         assert client.submit("builtins:bytes", BIG).result(60) == bytes(BIG)
+        # Several big results at once, from both workers, to one client socket.
+        many = [client.submit("builtins:bytes", (10 << 20) + i) for i in range(8)]
+        assert [len(f.result(60)) for f in many] == [(10 << 20) + i for i in range(8)]
         futures = [client.submit(examples.square, i) for i in range(20)]
         futures.insert(10, client.submit("builtins:len", blob))
         assert [f.result(60) for f in futures] == [i * i for i in range(10)] + [len(blob)] + [

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from zdf.errors import ConfigError
-from zdf.executor.spill import SpillStore, default_memory_limit, make_store, sizeof
+from zdf.executor.spill import (
+    SpillStore,
+    default_memory_limit,
+    make_store,
+    resolve_memory_limit,
+    sizeof,
+)
 
 MiB = 1 << 20
 
@@ -142,3 +148,5 @@ def test_sizes_and_factory(tmp_path: Path) -> None:
     auto = make_store(None, tmp_path / "auto")
     assert auto.memory_limit == default_memory_limit() > 0
     assert default_memory_limit(2) == pytest.approx(default_memory_limit(1) / 2, rel=0.01)
+    assert resolve_memory_limit(0, 4) == default_memory_limit(4)
+    assert resolve_memory_limit(3 * MiB, 4) == 3 * MiB

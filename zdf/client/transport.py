@@ -88,6 +88,11 @@ LONE_FALLBACK_MS = 10  # results of a lone task whose caller does not call resul
 PROBE_INTERVAL = 0.5  # ping a master this silent while tasks are in flight
 MASTER_SILENCE = 1.5  # an unanswered ping this old: look for the leader
 LEASE_RETRY = 0.5  # a lease asked for and not granted: ask again after this long
+# Messages the result socket takes ahead of this process reading them: beyond it the
+# workers' PUSHes hold them (they never drop), so a big result's chunks wait in its
+# worker rather than in this client's memory, and its window there stalls meanwhile.
+RESULTS_RCVHWM = 4
+RESULT_TRANSFERS = 4096  # big results under way at once, from all workers together
 LANE_FINISH = 30.0  # a lane given up while a big task is in chunks: sent to the end for this
 
 ResultsHandler = Callable[[Any, list[Any]], None]  # (results header, frames); ProtocolError
@@ -151,7 +156,7 @@ class Transport:
                 self._results = make_socket(
                     zmq.PULL,
                     bind=f"tcp://{reply_host(master_addr)}:*",
-                    rcvhwm=0,
+                    rcvhwm=RESULTS_RCVHWM,  # the workers queue (never drop) beyond it
                     allow=EXECUTORS,
                 )
                 self.reply_addr = self._results.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -160,8 +165,11 @@ class Transport:
             self.max_value_bytes = (
                 limit if isinstance(limit, int) else bigmsg.DEFAULT_MAX_VALUE_BYTES
             )
+            # A PULL does not say which worker a chunk is from: the transfers of every
+            # worker (at most two each) count as one peer's; the answers are bounded
+            # by this client's own tasks anyway.
             self._big_in = {
-                id(sock): bigmsg.BigReceiver(self.max_value_bytes)
+                id(sock): bigmsg.BigReceiver(self.max_value_bytes, max_transfers=RESULT_TRANSFERS)
                 for sock in (self._sock, self._results)
             }
         except BaseException:

@@ -29,8 +29,9 @@ from a hash of its key, so no key can name a path and no planted symlink is
 followed; spilled arrays are mapped from a descriptor opened the same way.
 
 ``make_store(memory_limit, spill_dir)`` is the factory the worker's object
-store uses; ``default_memory_limit`` is the per-worker share of this machine's
-memory used when the config says ``memory-limit = "auto"``.
+store uses; ``resolve_memory_limit(config.memory_limit, workers)`` turns the
+executor's ``memory-limit`` into one worker's (``"auto"``, 0: its share of this
+machine's memory, ``default_memory_limit``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ def default_memory_limit(workers: int | None = None) -> int:
     """A worker's share of ``DEFAULT_RAM_FRACTION`` of this machine's memory."""
     share = max(1, workers or os.cpu_count() or 1)
     return int(psutil.virtual_memory().total * DEFAULT_RAM_FRACTION / share)
+
+
+def resolve_memory_limit(configured: int, workers: int) -> int:
+    """The executor's ``memory-limit`` for one of its ``workers`` (0: "auto")."""
+    return configured if configured > 0 else default_memory_limit(workers)
 
 
 def sizeof(value: Any, depth: int = 3) -> int:

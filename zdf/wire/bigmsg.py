@@ -35,6 +35,7 @@ import zmq
 from zdf.errors import ProtocolError
 from zdf.wire.chunked import (
     DEFAULT_CHUNK_BYTES,
+    DEFAULT_MAX_TRANSFERS,
     ChunkSender,
     Reassembler,
     Tracker,
@@ -138,8 +139,12 @@ class BigSender:
 class BigReceiver:
     """Rebuilds chunked messages, one ``Reassembler`` for every peer of a socket."""
 
-    def __init__(self, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> None:
-        self.reassembler = Reassembler(max_value_bytes + ENVELOPE_SLACK)
+    def __init__(
+        self, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES, max_transfers: int | None = None
+    ) -> None:
+        self.reassembler = Reassembler(
+            max_value_bytes + ENVELOPE_SLACK, max_transfers=max_transfers or DEFAULT_MAX_TRANSFERS
+        )
 
     @property
     def max_value_bytes(self) -> int:
