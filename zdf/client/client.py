@@ -33,7 +33,7 @@ from zdf.client.futures import Future, remote_exception
 from zdf.client.options import DEFAULT as DEFAULT_OPTIONS
 from zdf.client.options import ClientView, TaskOptions
 from zdf.client.transport import Transport, find_leader, master_endpoints
-from zdf.errors import ProtocolError, ZdfError
+from zdf.errors import LimitExceeded, ProtocolError, ZdfError
 from zdf.wire.payload import pack, unpack
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,12 @@ class Client:
         if self._io.closed:
             raise ZdfError("client is closed")
         path, frames, inputs = self._encode_call(fn, args, kwargs)
+        size = sum(map(len, frames))
+        if size > self._io.max_value_bytes:  # refused at once, never left to time out
+            raise LimitExceeded(
+                f"the arguments of {path} take {size} bytes, over the cluster's limit of "
+                f"{self._io.max_value_bytes} bytes (max-value-bytes)"
+            )
         retries = self.max_retries if options.retries is None else options.retries
         wire = options.wire
         if inputs:

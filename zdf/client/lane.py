@@ -18,6 +18,7 @@ from typing import Any
 import zmq
 
 from zdf import protocol as P
+from zdf.wire.bigmsg import BigSender, is_big
 from zdf.wire.codec import Kind, encode
 from zdf.wire.sockets import close_socket, make_socket
 
@@ -60,14 +61,20 @@ class DirectLane:
             out.append([tid, self.lease, self.addr])
         return out
 
-    def send(self, task: Outgoing, reply: str) -> None:
+    def send(self, task: Outgoing, reply: str, big: BigSender) -> None:
+        """Send ``task``; a big one in chunks through ``big`` (its owner paces them).
+        Released results' store keys ride along (``drop``)."""
         body: dict[str, Any] = {"reply": reply, "lease": self.lease}
         if self.drops:
             keys = []
             while self.drops:
                 keys.append(self.drops.popleft()[0])
             body["drop"] = keys
-        self.sock.send_multipart(task_message(P.FN_DIRECT, [task], body), copy=False)
+        message = task_message(P.FN_DIRECT, [task], body)
+        if is_big(message):
+            big.send(self.sock, message)
+        else:
+            self.sock.send_multipart(message, copy=False)
         self.tids.add(task[0])
 
     def close(self) -> None:

@@ -82,12 +82,13 @@ import zmq
 from zdf import protocol as P
 from zdf.client.lane import DirectLane, Outgoing, task_message
 from zdf.errors import ProtocolError, Timeout, ZdfError, from_wire, worker_lost
+from zdf.wire import bigmsg
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.payload import pack
 from zdf.wire.rpc import RpcClient
 from zdf.wire.security import EXECUTORS
 from zdf.wire.sockets import DEFAULT_MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
-from zdf.wire.sockets import close_socket, endpoint, make_socket
+from zdf.wire.sockets import close_socket, endpoint, make_socket, recv_parts
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,12 @@ LEASE_RETRY = 0.5  # a lease asked for and not granted: ask again after this lon
 RELEASE_BATCH = 512  # released futures that make the I/O thread send them at once
 RELEASE_DELAY = 0.05  # the longest a release waits while the client is active
 PUT_TIMEOUT_MIN = 10.0  # a scattered value's worker has this long (plus transfer) to confirm
+# Messages the result socket takes ahead of this process reading them: beyond it the
+# workers' PUSHes hold them (they never drop), so a big result's chunks wait in its
+# worker rather than in this client's memory, and its window there stalls meanwhile.
+RESULTS_RCVHWM = 4
+RESULT_TRANSFERS = 4096  # big results under way at once, from all workers together
+LANE_FINISH = 30.0  # a lane given up while a big task is in chunks: sent to the end for this
 
 ResultsHandler = Callable[[Any, list[Any]], None]  # (results header, frames); ProtocolError
 LostHandler = Callable[[ZdfError], None]  # every task in flight is lost for good
@@ -148,6 +155,10 @@ class Transport:
         self._io_waits_for_results = False  # the I/O thread found the results socket taken
         self._releases: deque[int] = deque()  # released futures' task ids, for the master
         self._leased_releases: deque[list[Any]] = deque()  # [tid, lease, worker]
+        # Values of any size (``zdf.wire.bigmsg``): big messages leave in chunks, paced
+        # by the I/O thread (under ``_send_lock``); each socket rebuilds its own.
+        self._big = bigmsg.BigSender(bigmsg.send_tracked)
+        self._closing_lanes: list[tuple[DirectLane, float]] = []  # finishing a big task
         self._sock = make_socket(
             zmq.DEALER,
             connect=master_addr,
@@ -162,11 +173,22 @@ class Transport:
                 self._results = make_socket(
                     zmq.PULL,
                     bind=f"tcp://{reply_host(master_addr)}:*",
-                    rcvhwm=0,
+                    rcvhwm=RESULTS_RCVHWM,  # the workers queue (never drop) beyond it
                     allow=EXECUTORS,
                 )
                 self.reply_addr = self._results.getsockopt_string(zmq.LAST_ENDPOINT)
             self.hello = self._hello()
+            limit = self.hello.get("max_value_bytes")
+            self.max_value_bytes = (
+                limit if isinstance(limit, int) else bigmsg.DEFAULT_MAX_VALUE_BYTES
+            )
+            # A PULL does not say which worker a chunk is from: the transfers of every
+            # worker (at most two each) count as one peer's; the answers are bounded
+            # by this client's own tasks anyway.
+            self._big_in = {
+                id(sock): bigmsg.BigReceiver(self.max_value_bytes, max_transfers=RESULT_TRANSFERS)
+                for sock in (self._sock, self._results)
+            }
         except BaseException:
             close_socket(self._sock)
             close_socket(self._results)
@@ -213,7 +235,7 @@ class Transport:
                 self._lone = task[0]
                 if self._lane is not None and not task[4]:
                     self._sent[task[0]] = task
-                    self._lane.send(task, self._reply())
+                    self._lane.send(task, self._reply(), self._big)
                     leased = (self._lane.lease, self._lane.addr)
                 else:
                     now = time.monotonic()
@@ -226,7 +248,7 @@ class Transport:
             else:
                 self._lone = None
                 self._outbox.append(task)
-        if not lone:
+        if not lone or self._big.busy:  # chunks to pace: the I/O thread does it
             self._wake()
         return leased
 
@@ -344,6 +366,8 @@ class Transport:
         locked = self._recv_lock.acquire(timeout=1)
         with self._send_lock:
             self._drop_lane()
+            for lane, _ in self._closing_lanes:
+                lane.close()
         close_socket(self._sock)
         close_socket(self._results)
         if locked:
@@ -403,6 +427,7 @@ class Transport:
         timed_out = False
         while not self.closed:
             self._flush_releases()
+            chunking = self._pump_chunks()
             want = False
             if more:
                 more = self._drain(self._sock, self._send_lock)
@@ -440,6 +465,8 @@ class Transport:
                 timeout = min(timeout, int(PROBE_INTERVAL * 1000))
             if self.releasing:
                 timeout = min(timeout, int(RELEASE_DELAY * 1000))
+            if chunking:
+                timeout = min(timeout, max(1, int(bigmsg.PUMP_INTERVAL * 1000)))
             events = poller.poll(timeout)
             self._sleeping.clear()
             timed_out = not events
@@ -469,6 +496,21 @@ class Transport:
         finally:
             lock.release()
 
+    def _pump_chunks(self) -> bool:
+        """Send the chunks of big messages the windows allow; True while any wait."""
+        if not self._big.busy:
+            return False
+        with self._send_lock:
+            busy = self._big.pump()
+            if self._closing_lanes:
+                now = time.monotonic()
+                for lane, deadline in list(self._closing_lanes):
+                    if now > deadline or not self._big.sending_to(lane.sock):
+                        self._closing_lanes.remove((lane, deadline))
+                        self._big.drop(lane.sock)
+                        lane.close()
+            return busy
+
     def _flush(self) -> None:
         while self._outbox:
             with self._send_lock:
@@ -485,17 +527,28 @@ class Transport:
         body: dict[str, Any] = {"reply": self._reply()}
         if lease:
             body["lease"] = True
-        self._sock.send_multipart(task_message(P.FN_SUBMIT, batch, body), copy=False)
+        for part in bigmsg.split_batch(batch, lambda task: task[3]):  # a big value goes alone
+            message = task_message(P.FN_SUBMIT, list(part), body)
+            if bigmsg.is_big(message):
+                self._big.send(self._sock, message)
+            else:
+                self._sock.send_multipart(message, copy=False)
 
     def _receive(self, sock: zmq.Socket[bytes]) -> bool:
         """Read up to a bound of messages; True if the bound was hit (more may wait)."""
         for _ in range(MAX_READ):
             try:
-                parts = sock.recv_multipart(zmq.NOBLOCK)
+                parts = recv_parts(sock, bigmsg.CHUNK_PREFIX)
             except zmq.Again:
                 return False
             try:
                 msg = decode(parts[0])
+                if msg.op == bigmsg.CHUNK and msg.kind is Kind.EVENT:
+                    whole = self._big_in[id(sock)].feed(None, msg.body, parts[1:])
+                    if whole is None:
+                        continue
+                    parts = whole
+                    msg = decode(parts[0])
                 if sock is self._sock:
                     self._last_heard = time.monotonic()
                     if msg.kind is Kind.REPLY and msg.rid == self._probe_rid:
@@ -537,7 +590,7 @@ class Transport:
     def _on_lease(self, body: Any) -> None:
         grant = P.fields(body, lease=str, addr=str)
         with self._send_lock:
-            self._drop_lane()
+            self._drop_lane(finish=True)
             if not self.closed:
                 self._lane = DirectLane(grant["lease"], grant["addr"])
 
@@ -548,7 +601,7 @@ class Transport:
         with self._send_lock:
             if self._lane is None or self._lane.lease != lease:
                 return
-            tids = self._drop_lane()
+            tids = self._drop_lane(finish=bool(body.get("busy")))
             self._lease_asked = 0.0
             if body.get("busy"):
                 return
@@ -580,13 +633,19 @@ class Transport:
                     self._outbox.append(task)
         self._wake()
 
-    def _drop_lane(self) -> set[int]:
-        """Close the lane (the caller holds ``_send_lock``); the tasks it carried."""
+    def _drop_lane(self, finish: bool = False) -> set[int]:
+        """Close the lane (the caller holds ``_send_lock``); the tasks it carried.
+        ``finish``: its worker is alive and answers what it was sent, so a big task
+        still in chunks is sent to the end first (for up to ``LANE_FINISH``)."""
         lane, self._lane = self._lane, None
         if lane is None:
             return set()
         self._leased_releases.extend(lane.stale_drops(0.0))
-        lane.close()
+        if finish and self._big.sending_to(lane.sock):
+            self._closing_lanes.append((lane, time.monotonic() + LANE_FINISH))
+        else:
+            self._big.drop(lane.sock)  # what it had is sent again whole
+            lane.close()
         return lane.tids
 
     # -- master failover (I/O thread) ----------------------------------------
@@ -629,6 +688,7 @@ class Transport:
             self._incarnation = incarnation
             with self._send_lock:
                 self._drop_lane()  # granted by a master that is gone
+                self._big.drop(self._sock)  # chunks of tasks it will get again whole
                 self._lease_asked = 0.0
                 # Ahead of anything not sent yet: the I/O loop's next flush sends them.
                 tasks = list(self._sent.values())

@@ -65,6 +65,14 @@ from zdf.executor.objstore import give_back_memory, make_store
 from zdf.executor.objtransfer import Failed, Fetcher, StoreServer
 from zdf.master.fnleases import MAX_LEASES
 from zdf.master.fnqueue import DEFAULT_WINDOW
+from zdf.wire.bigmsg import (
+    CHUNK_THRESHOLD,
+    DEFAULT_MAX_VALUE_BYTES,
+    PUMP_INTERVAL,
+    BigSender,
+    is_big,
+    send_tracked,
+)
 from zdf.wire.codec import Kind, encode
 from zdf.wire.payload import pack, unpack
 from zdf.wire.reactor import Reactor, Timer
@@ -174,6 +182,13 @@ class FunctionRunner:
             name=f"fn-direct-{name}",
         )
         self.direct_addr = self.direct.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        # Values of any size: arguments arrive in chunks on both sockets, results to
+        # clients leave in chunks (``zdf.wire.bigmsg``); the master says how large.
+        self.max_value_bytes = DEFAULT_MAX_VALUE_BYTES
+        self.channel.enable_chunks()
+        self.direct.enable_chunks()
+        self.big_out = BigSender(send_tracked)
+        self._pump_timer: Timer | None = None
         # Tasks start once the messages read with them are handled, in the same turn
         # (a lone task waits no loop turn), so that a steal read with them comes first.
         self.channel.on_drained = self._after_read
@@ -221,6 +236,12 @@ class FunctionRunner:
         elif isinstance(result, dict) and isinstance(result.get("window"), int):
             self.window = max(1, result["window"])
             self.master_allows_pickle = result.get("allow_pickle") is True
+            limit = result.get("max_value_bytes")
+            if isinstance(limit, int) and limit > 0:
+                self.max_value_bytes = limit
+                for channel in (self.channel, self.direct):
+                    if channel.big_in is not None:
+                        channel.big_in.max_value_bytes = limit
 
     def close(self) -> None:
         self.closed = True
@@ -230,6 +251,8 @@ class FunctionRunner:
             self._report_timer.cancel()
         if self._trim_timer is not None:
             self._trim_timer.cancel()
+        if self._pump_timer is not None:
+            self._pump_timer.cancel()
         self.channel.close()
         self.direct.close()
         self.fetcher.close()
@@ -424,6 +447,7 @@ class FunctionRunner:
         via_master: list[Any] = []  # values of tasks whose client gave no address
         direct: dict[str, tuple[list[list[Any]], list[Any]]] = {}
         store = self.store
+        out_bytes = 0  # a slice's results past CHUNK_THRESHOLD end it: one big value a message
         while self.queue:
             key, path, frames, reply, tid, inputs, skey = self.queue.popleft()
             started = time.perf_counter()
@@ -449,7 +473,8 @@ class FunctionRunner:
             else:
                 done.append([key, ok, len(result), seconds, nbytes])
                 via_master.extend(result)
-            if now > deadline:
+            out_bytes += sum(map(len, result))
+            if now > deadline or out_bytes > CHUNK_THRESHOLD:
                 break
         for reply, (header, out) in direct.items():
             self._send_to_client(reply, P.FN_RESULT, {"results": header}, out)
@@ -495,14 +520,28 @@ class FunctionRunner:
         self.replies[addr] = (sock, time.monotonic())
         if len(self.replies) > MAX_REPLY_SOCKETS:  # a client naming ever new addresses
             oldest = min(self.replies, key=lambda a: self.replies[a][1])
-            close_socket(self.replies.pop(oldest)[0])
+            evicted = self.replies.pop(oldest)[0]
+            self.big_out.drop(evicted)
+            close_socket(evicted)
         body["token"] = token
-        sock.send_multipart([encode(Kind.EVENT, op, 0, body), *frames], copy=False)
+        parts = [encode(Kind.EVENT, op, 0, body), *frames]
+        if is_big(parts):
+            self.big_out.send(sock, parts)
+            self._pump_results()
+        else:
+            sock.send_multipart(parts, copy=False)
+
+    def _pump_results(self) -> None:
+        """Results in chunks: send what the windows allow, again shortly while any wait."""
+        self._pump_timer = None
+        if self.big_out.pump() and not self.closed:
+            self._pump_timer = self.reactor.call_later(PUMP_INTERVAL, self._pump_results)
 
     def _close_idle_replies(self) -> None:
         now = time.monotonic()
         for reply, (sock, last_used) in list(self.replies.items()):
             if now - last_used > REPLY_IDLE_CLOSE:
+                self.big_out.drop(sock)
                 close_socket(sock)
                 del self.replies[reply]
 
@@ -523,7 +562,14 @@ class FunctionRunner:
                 fn = resolve_function(path, self.functions)
             args, kwargs = unpack(frames) if inputs is None else unpack(frames, inputs.__getitem__)
             value = fn(*args, **kwargs)
-            return True, pack(value), value
+            out = pack(value)
+            size = sum(map(len, out))
+            if size > self.max_value_bytes:
+                raise ValueError(
+                    f"the result of {size} bytes is over the cluster's limit of "
+                    f"{self.max_value_bytes} bytes (max-value-bytes)"
+                )
+            return True, out, value
         except Exception as exc:
             return False, pack(describe_exception(exc)), None
 

@@ -17,10 +17,10 @@ of its next holder; with none left the fetch fails, and the worker gives the
 task back to the master, which has the input computed again (lineage,
 ``zdf.master.fndeps``).
 
-Values larger than one wire frame: the store port's replies are one message
-per value, and the fetching socket accepts up to ``MAX_VALUE_BYTES``;
-``zdf.wire.chunked`` (bounded chunks) plugs in at ``StoreServer._on_get`` and
-``Fetcher._on_reply`` when it lands.
+Values of any size: both ends' channels send a reply over
+``bigmsg.CHUNK_THRESHOLD`` as bounded chunks (``zdf.wire.bigmsg``, on
+``zdf.wire.chunked``) and rebuild it on arrival, so a 256 MiB array crosses
+the wire's 64 MiB frame limit, and small replies overtake its chunks.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import zmq
 
 from zdf import protocol as P
 from zdf.errors import ProtocolError, ZdfError
+from zdf.wire.bigmsg import DEFAULT_MAX_VALUE_BYTES
 from zdf.wire.payload import pack, unpack
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import DEFER, Call, Channel
@@ -42,7 +43,6 @@ from zdf.wire.sockets import make_socket
 
 log = logging.getLogger(__name__)
 
-MAX_VALUE_BYTES = 1 << 31  # a value fetched in one message (see the module docstring)
 FETCH_BASE_TIMEOUT = 2.0  # an input's holder silent this long (plus transfer time): next one
 FETCH_MIN_RATE = 100e6  # bytes/s a transfer is given time for on top of the base
 MAX_PEERS = 64  # holders' sockets kept open; the least recently used goes first
@@ -77,6 +77,7 @@ class StoreServer:
             {P.OBJ_GET: self._on_get},
             name="store",
         )
+        self._channel.enable_chunks()
         self.addr = self._channel.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.served = 0
         self._stopping = False
@@ -113,8 +114,9 @@ class StoreServer:
 class Fetcher:
     """Fetches values from other workers' store ports (see the module docstring)."""
 
-    def __init__(self, reactor: Reactor) -> None:
+    def __init__(self, reactor: Reactor, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> None:
         self.reactor = reactor
+        self.max_value_bytes = max_value_bytes  # the largest value a holder may send
         self.peers: dict[str, Channel] = {}  # store address: its DEALER, least recent first
         self.fetched = 0
 
@@ -156,15 +158,9 @@ class Fetcher:
         if channel is None:
             if len(self.peers) >= MAX_PEERS:
                 self._forget(next(iter(self.peers)))
-            sock = make_socket(
-                zmq.DEALER,
-                connect=addr,
-                sndhwm=0,
-                rcvhwm=0,
-                max_message_bytes=MAX_VALUE_BYTES,
-                server_role="executor",
-            )
-            channel = Channel(self.reactor, sock, {}, name="fetch", zero_copy=True)
+            sock = make_socket(zmq.DEALER, connect=addr, sndhwm=0, rcvhwm=0, server_role="executor")
+            channel = Channel(self.reactor, sock, {}, name="fetch")
+            channel.enable_chunks(self.max_value_bytes)
         self.peers[addr] = channel  # most recent last
         return channel
 

@@ -112,3 +112,8 @@ def store_info() -> dict[str, int]:
     if store is None:
         return {"values": 0, "bytes": 0, "pid": os.getpid()}
     return {"values": len(store), "bytes": store.memory_bytes, "pid": os.getpid()}
+
+
+def echo(value: Any) -> Any:
+    """Its argument back (a value's round trip: client -> worker -> client)."""
+    return value

@@ -68,6 +68,7 @@ from zdf.master.fndeps import Dependencies
 from zdf.master.fnleases import Leases
 from zdf.master.fnorder import TaskOrder
 from zdf.master.limits import DEFAULT_MAX_QUEUED_PER_CLIENT, TasksByClient
+from zdf.wire.bigmsg import DEFAULT_MAX_VALUE_BYTES, split_batch
 from zdf.wire.payload import pack
 from zdf.wire.reactor import Timer
 from zdf.wire.rpc import DEFER, Call, Channel
@@ -221,7 +222,17 @@ class FunctionQueue:
         worker.store = store
         self.workers[call.peer] = worker
         self.pump()
-        return {"window": self.window, "allow_pickle": self.allow_pickle}
+        return {
+            "window": self.window,
+            "allow_pickle": self.allow_pickle,
+            "max_value_bytes": self.max_value_bytes,
+        }
+
+    @property
+    def max_value_bytes(self) -> int:
+        """The largest argument or result (``max-value-bytes``), told to clients and workers."""
+        big = getattr(self.channel, "big_in", None)
+        return big.max_value_bytes if big is not None else DEFAULT_MAX_VALUE_BYTES
 
     def set_resources(self, executor_id: str, resources: Any) -> None:
         """What ``executor_id`` advertised when it registered (None: one cpu per worker)."""
@@ -282,7 +293,11 @@ class FunctionQueue:
 
     # -- clients ------------------------------------------------------------
     def on_client(self, call: Call) -> Any:
-        return {"allow_pickle": self.allow_pickle, "window": self.window}
+        return {
+            "allow_pickle": self.allow_pickle,
+            "window": self.window,
+            "max_value_bytes": self.max_value_bytes,
+        }
 
     def on_submit(self, call: Call) -> Any:
         """Header ``{"tasks": [[tid, fn, retries, nframes(, options)], ...], "reply": addr}``,
@@ -447,8 +462,7 @@ class FunctionQueue:
 
     def _fill(self, worker: FnWorker, limit: int, lessees: dict[bytes, set[bytes]]) -> int:
         """Send ``worker`` what it may take from the head of the queue, up to ``limit``."""
-        header: list[list[Any]] = []
-        frames: list[Any] = []
+        header: list[tuple[list[Any], list[Any]]] = []  # a task's entry and its frames
         clients: set[bytes] = set()
         queue, by_client, inflight = self.queue, self.by_client, self.inflight
         mine = worker.inflight
@@ -490,15 +504,17 @@ class FunctionQueue:
             entry = [key, task.fn, len(task.frames), task.reply, task.tid]
             if task.inputs is not None:
                 entry.append(self.deps.input_specs(task))
-            header.append(entry)
-            frames.extend(task.frames)
+            header.append((entry, task.frames))
         if not header:
             return 0
         if was_idle:
             worker.since = self.clock()
         if worker.peer in lessees and lessees[worker.peer] - clients:
             self.leases.release(worker.peer, but=next(iter(clients)) if len(clients) == 1 else b"")
-        self.channel.notify(P.FN_RUN, {"tasks": header}, peer=worker.peer, frames=frames)
+        for batch in split_batch(header, lambda entry: entry[1]):  # a big value goes alone
+            tasks = [entry for entry, _ in batch]
+            frames = [frame for _, task_frames in batch for frame in task_frames]
+            self.channel.notify(P.FN_RUN, {"tasks": tasks}, peer=worker.peer, frames=frames)
         return len(header)
 
     def place_ready(self, task: FnTask, prefer: FnWorker | None) -> None:
@@ -739,11 +755,12 @@ class FunctionQueue:
     def _send_results(
         self, client: bytes, results: Sequence[tuple[int, bool, Sequence[Any]]]
     ) -> None:
-        header = [[tid, ok, len(frames)] for tid, ok, frames in results]
-        out: list[Any] = []
-        for _, _, frames in results:
-            out.extend(frames)
-        self.channel.notify(P.FN_RESULT, {"results": header}, peer=client, frames=out)
+        for batch in split_batch(results, lambda result: result[2]):  # a big value goes alone
+            header = [[tid, ok, len(frames)] for tid, ok, frames in batch]
+            out: list[Any] = []
+            for _, _, frames in batch:
+                out.extend(frames)
+            self.channel.notify(P.FN_RESULT, {"results": header}, peer=client, frames=out)
 
     def status(self) -> dict[str, Any]:
         return {
