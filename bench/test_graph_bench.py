@@ -147,7 +147,6 @@ def test_zdf_kill_recovery_of_a_three_level_graph(tmp_path: Any, benchmark: Any)
     times = []
     for i in range(3):
         with LocalCluster(str(tmp_path / f"c{i}"), executors=2, workers=2) as local:
-            local.start()
             with zdf.connect(local.master_addr) as client:
                 leaves = [client.submit(examples.ones, 100_000) for _ in range(16)]
                 pairs = zip(leaves[::2], leaves[1::2], strict=True)

@@ -383,7 +383,7 @@ class Client:
         self._io.attend(future.tid)
 
     def _release(self, future: Future) -> None:
-        if not self._io.closed and not future.cancelled():
+        if not self._io.closed and future._state != "CANCELLED":  # type: ignore[attr-defined]
             self._io.release(future.tid, future.lease, future._shared)
 
     def _lost(self, error: ZdfError) -> None:
