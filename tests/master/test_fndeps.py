@@ -102,3 +102,10 @@ def test_a_worker_over_its_memory_limit_is_not_preferred() -> None:
     submit(queue, 2, deps=[1])
     other = next(p for p in peers if p != holder)
     assert runs(channel)[other] == [2]
+
+
+def test_durations_are_learnt_from_reports_that_carry_sizes() -> None:
+    _, queue, _ = setup()
+    submit(queue, 1)
+    finish(queue, 1, nbytes=123)  # [key, ok, nframes, seconds, nbytes]
+    assert queue.durations.estimate("m:f") is not None

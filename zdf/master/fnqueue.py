@@ -699,7 +699,7 @@ class FunctionQueue:
             task = self.inflight.get(key)
             if task is None or task.worker != call.peer:
                 continue  # a late answer from a task that was retried elsewhere
-            if len(entry) == 4 and isinstance(entry[3], int | float):
+            if len(entry) >= 4 and isinstance(entry[3], int | float):
                 timed = took.get(task.kind)
                 if timed is None:
                     took[task.kind] = [float(entry[3]), 1]
