@@ -8,6 +8,7 @@ from tests.master.test_fnqueue import CLIENT, FakeChannel, call, runs
 from zdf import protocol as P
 from zdf.master.fnqueue import FunctionQueue
 from zdf.wire.payload import pack, unpack
+from zdf.wire.rpc import DEFER, Call
 
 
 def setup(n: int = 2) -> tuple[FakeChannel, FunctionQueue, list[bytes]]:
@@ -109,3 +110,16 @@ def test_durations_are_learnt_from_reports_that_carry_sizes() -> None:
     submit(queue, 1)
     finish(queue, 1, nbytes=123)  # [key, ok, nframes, seconds, nbytes]
     assert queue.durations.estimate("m:f") is not None
+
+
+def test_a_scatter_before_any_worker_is_answered_when_one_says_hello() -> None:
+    channel = FakeChannel()
+    queue = FunctionQueue(channel)  # type: ignore[arg-type]
+    body = {"tids": [1, 2], "nbytes": [8, 8], "broadcast": False}
+    request = Call(channel, CLIENT, P.FN_SCATTER, 5, body, [], False)  # type: ignore[arg-type]
+    assert queue.on_scatter(request) is DEFER
+    hello = {"executor_id": "exec-0", "worker": "w0", "direct": "tcp://d", "store": "tcp://s"}
+    queue.on_hello(call(P.FN_HELLO, hello, b"exec-0/w0/0"))
+    ((answer, peer, _),) = channel.of(f"reply:{P.FN_SCATTER}")
+    assert peer == CLIENT and answer["puts"][0][0] == "tcp://d"
+    assert [tid for tid, _ in answer["puts"][0][1]] == [1, 2]

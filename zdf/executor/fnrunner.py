@@ -293,7 +293,7 @@ class FunctionRunner:
                 waiting.missing -= 1
                 continue
             self._fetch(skey, holders, nbytes, self._arrived(key, index, skey))
-        self._maybe_ready(key)
+        self._maybe_ready(key, schedule=False)  # all here: runs once the read is handled
 
     def _fetch(self, skey: Any, holders: list[str], nbytes: Any, done: Any) -> None:
         """One fetch per value, however many tasks here wait for it."""
@@ -324,7 +324,7 @@ class FunctionRunner:
 
         return arrived
 
-    def _maybe_ready(self, key: int) -> None:
+    def _maybe_ready(self, key: int, schedule: bool = True) -> None:
         waiting = self.waiting.get(key)
         if waiting is None or waiting.missing:
             return
@@ -334,7 +334,7 @@ class FunctionRunner:
             return
         task = waiting.task
         self.queue.append((*task[:5], waiting.values, task[6]))
-        if not self._scheduled:
+        if schedule and not self._scheduled:
             self._scheduled = True
             self.reactor.call_later(0, self.run_slice)
 

@@ -43,8 +43,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from zdf import protocol as P
-from zdf.errors import ProtocolError, worker_lost
+from zdf.errors import ProtocolError, ZdfError, worker_lost
 from zdf.wire.payload import pack
+from zdf.wire.rpc import DEFER, Call
 
 if TYPE_CHECKING:
     from zdf.master.fnqueue import FnTask, FnWorker, FunctionQueue
@@ -69,6 +70,7 @@ class Dependencies:
         self.done: dict[tuple[bytes, int], FnTask] = {}  # results a future may still use
         self.storing: dict[str, FnTask] = {}  # store key of a scattered value: its record
         self.stats = {"recomputed": 0, "dropped": 0, "scattered": 0, "waiting": 0}
+        self.scatters: list[Call] = []  # asked before any worker said hello: answered then
 
     # -- admission ------------------------------------------------------------
     def admit(self, task: FnTask, deps: Any) -> None:
@@ -285,6 +287,29 @@ class Dependencies:
                 self.q.channel.notify(P.FN_DROP, {"keys": keys}, peer=peer)
 
     # -- scatter -------------------------------------------------------------------
+    def on_scatter(self, call: Call) -> Any:
+        """``fn_scatter`` (a request): answered once a worker can take the values."""
+        if not self._scatter_targets():
+            self.scatters.append(call)  # no worker yet (the cluster is starting)
+            return DEFER
+        return self.scatter(call.peer or b"", call.body)
+
+    def workers_changed(self) -> None:
+        """A worker said hello: scatters that waited for one are answered now."""
+        waiting, self.scatters = self.scatters, []
+        for call in waiting:
+            try:
+                call.reply(self.scatter(call.peer or b"", call.body))
+            except ZdfError as exc:
+                call.fail(exc)
+
+    def _scatter_targets(self) -> list[FnWorker]:
+        return [
+            w
+            for w in self.q.workers.values()
+            if w.direct and w.store and self.q.executor_alive(w.executor_id)
+        ]
+
     def scatter(self, client: bytes, body: Any) -> dict[str, Any]:
         """``fn_scatter``: ``{"tids": [...], "nbytes": [...], "broadcast": bool}``; answers
         where the client puts each value: ``{"puts": [[direct port, [[tid, key], ...]], ...]}``."""
@@ -292,13 +317,9 @@ class Dependencies:
         sizes = body.get("nbytes") or [0] * len(tids)
         if not isinstance(sizes, list) or len(sizes) != len(tids):
             raise ProtocolError("fn_scatter: nbytes does not match tids")
-        targets = [
-            w
-            for w in self.q.workers.values()
-            if w.direct and w.store and self.q.executor_alive(w.executor_id)
-        ]
+        targets = self._scatter_targets()
         if not targets:
-            raise ProtocolError("no worker to scatter to yet")
+            raise ZdfError("no worker to scatter to")
         targets.sort(key=lambda w: (w.over_limit, w.stored))
         puts: dict[bytes, list[list[Any]]] = {}
         for index, (tid, nbytes) in enumerate(zip(tids, sizes, strict=True)):

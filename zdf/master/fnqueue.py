@@ -221,6 +221,8 @@ class FunctionQueue:
         worker = FnWorker(call.peer, body["executor_id"], body["worker"], direct)
         worker.store = store
         self.workers[call.peer] = worker
+        if self.deps.scatters:
+            self.deps.workers_changed()
         self.pump()
         return {
             "window": self.window,
@@ -736,7 +738,7 @@ class FunctionQueue:
         return None
 
     def on_scatter(self, call: Call) -> Any:
-        return self.deps.scatter(call.peer or b"", call.body)
+        return self.deps.on_scatter(call)
 
     def on_stored(self, call: Call) -> Any:
         body = P.fields(call.body, keys=list)
