@@ -200,3 +200,28 @@ def test_a_task_under_a_lease_obeys_the_masters_allow_pickle(reactor: Reactor) -
         assert "master" in unpack(out)["message"]
     finally:
         fn.close()
+
+
+def test_a_task_given_back_and_sent_again_waits_for_all_its_inputs(reactor: Reactor) -> None:
+    """Fetches of its first stay were still under way: their answers must not count for
+    the second (it ran once with an input missing: None)."""
+    fn = runner(reactor, allow_pickle=False)
+    to_master(fn)
+    fetches: dict[Any, Any] = {}
+    fn.fetcher.fetch = lambda key, addrs, nbytes, done: fetches.setdefault(key, done)  # type: ignore[method-assign]
+    entry = [5, "zdf.jobs.examples:add", 1, "", 9, [["a", ["tcp://x"], 8], ["b", ["tcp://y"], 8]]]
+    frames = pack([[0, 0], {}])
+
+    def run() -> None:
+        fn.on_run(Call(fn.channel, None, P.FN_RUN, 0, {"tasks": [entry]}, frames, True))
+
+    try:
+        run()
+        fn.on_steal(Call(fn.channel, None, P.FN_STEAL, 0, {"keys": [5]}, [], True))
+        run()  # placed here again while the first fetches go on
+        fetches["a"](1.0, None)
+        assert not fn.queue and fn.waiting[5].missing == 1
+        fetches["b"](2.0, None)
+        assert len(fn.queue) == 1 and fn.queue[0][5] == [1.0, 2.0]
+    finally:
+        fn.close()

@@ -292,7 +292,7 @@ class FunctionRunner:
                 waiting.values[index] = self.store[skey]
                 waiting.missing -= 1
                 continue
-            self._fetch(skey, holders, nbytes, self._arrived(key, index, skey))
+            self._fetch(skey, holders, nbytes, self._arrived(key, waiting, index, skey))
         self._maybe_ready(key, schedule=False)  # all here: runs once the read is handled
 
     def _fetch(self, skey: Any, holders: list[str], nbytes: Any, done: Any) -> None:
@@ -310,11 +310,12 @@ class FunctionRunner:
         size = nbytes if isinstance(nbytes, int) else 0
         self.fetcher.fetch(skey, [h for h in holders if isinstance(h, str)], size, fetched)
 
-    def _arrived(self, key: int, index: int, skey: Any) -> Callable[[Any, ZdfError | None], None]:
+    def _arrived(
+        self, key: int, waiting: Waiting, index: int, skey: Any
+    ) -> Callable[[Any, ZdfError | None], None]:
         def arrived(value: Any, error: ZdfError | None) -> None:
-            waiting = self.waiting.get(key)
-            if waiting is None:
-                return  # given back meanwhile
+            if self.waiting.get(key) is not waiting:
+                return  # given back meanwhile (and perhaps sent here again: not this one)
             waiting.missing -= 1
             if error is None:
                 waiting.values[index] = value
