@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
@@ -19,15 +18,6 @@ from zdf.wire.rpc import Call
 from zdf.wire.sockets import free_port, make_socket
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def reactor() -> Iterator[Reactor]:
-    loop = Reactor()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 def runner(reactor: Reactor, allow_pickle: bool) -> FunctionRunner:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,15 +15,6 @@ from zdf.wire.reactor import Reactor
 from zdf.wire.sockets import DEFAULT_MAX_MESSAGE_BYTES, free_port
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def reactor() -> Iterator[Reactor]:
-    loop = Reactor()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 def fetch(reactor: Reactor, key: Any, addrs: list[str], nbytes: int = 0) -> tuple[Any, Any]:
