@@ -94,3 +94,18 @@ def test_metastore_cluster_checks(tmp_path: Path) -> None:
     path = write(tmp_path, 'name = "z"\ninitial-cluster = "a=127.0.0.1:1"\n')
     with pytest.raises(ConfigError, match="does not name this replica"):
         load_config(MetastoreConfig, path, env={})
+
+
+def test_sizes_and_the_memory_limit_parse_as_documented() -> None:
+    from zdf.config import parse_memory_limit, parse_size
+
+    assert parse_size("2GiB") == 2 << 30 and parse_size("1.5GB") == 1_500_000_000
+    assert parse_size("512MiB") == 512 << 20 and parse_size(4096) == 4096
+    for bad in ("x", "-1", True, "2XB"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    assert parse_memory_limit("auto") == 0 and parse_memory_limit("2GiB") == 2 << 30
+    with pytest.raises(ValueError, match="at least 1MiB"):
+        parse_memory_limit("10k")
+    assert MasterConfig().max_value_bytes == 1 << 30
+    assert ExecutorConfig().memory_limit == 0

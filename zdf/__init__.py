@@ -10,12 +10,23 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "Future", "LocalCluster", "__version__", "as_completed", "connect"]
+_CLIENT_NAMES = (
+    "connect",
+    "Client",
+    "Future",
+    "as_completed",
+    "wait",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "ALL_COMPLETED",
+)
+
+__all__ = ["LocalCluster", "__version__", *_CLIENT_NAMES]
 
 
 def __getattr__(name: str) -> Any:
     # Imported lazily so that `import zdf` stays cheap for the worker processes.
-    if name in ("connect", "Client", "Future", "as_completed"):
+    if name in _CLIENT_NAMES:
         from zdf import client
 
         return getattr(client, name)

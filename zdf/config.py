@@ -146,6 +146,48 @@ def parse_resources(value: Any) -> dict[str, float]:
     return {k: float(v) for k, v in value.items()}
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+
+def parse_size(value: Any) -> int:
+    """'2GiB', '512MiB', '1.5GB', '100k' or a number of bytes -> bytes (int)."""
+    if isinstance(value, bool):
+        raise ValueError("a size such as '256MiB', '2GiB' or a number of bytes")
+    if isinstance(value, int | float):
+        number, scale = float(value), 1
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise ValueError("a size such as '256MiB', '2GiB' or a number of bytes")
+        unit = (match.group(2) or "").lower()
+        scale = 1 << (10 * "bkmgt".index(unit[0])) if "i" in unit else _SIZE_UNITS[unit[:1]]
+        number = float(match.group(1))
+    if number < 0:
+        raise ValueError("a size such as '256MiB' (not negative)")
+    return int(number * scale)
+
+
+def size_range(low: int, high: int) -> Parser:
+    def parse(value: Any) -> int:
+        size = parse_size(value)
+        if not low <= size <= high:
+            raise ValueError(f"a size from {low} to {high} bytes, such as '256MiB'")
+        return size
+
+    return parse
+
+
+def parse_memory_limit(value: Any) -> int:
+    """'auto' (0: a share of this machine's memory per worker) or a size of at least 1 MiB."""
+    if isinstance(value, str) and value.strip().lower() in ("auto", ""):
+        return 0
+    size = parse_size(value)
+    if size and size < 1 << 20:
+        raise ValueError("'auto' or a size of at least 1MiB, such as '2GiB'")
+    return size
+
+
 def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -400,6 +442,12 @@ class MasterConfig(LogConfig, SecurityConfig):
     max_job_tasks: int = key(
         "max-job-tasks", int_range(1, 10**7), 1_000_000, "most tasks in one job"
     )
+    max_value_bytes: int = key(
+        "max-value-bytes",
+        size_range(1 << 20, 1 << 40),
+        1 << 30,
+        "largest argument or result of one function task (e.g. '1GiB')",
+    )
     job_retention: float = key(
         "job-retention",
         parse_duration,
@@ -491,6 +539,12 @@ class ExecutorConfig(LogConfig, SecurityConfig):
         parse_optional_addr,
         "",
         "worker-addr as others dial it; its host is also published for the data pipes",
+    )
+    memory_limit: int = key(
+        "memory-limit",
+        parse_memory_limit,
+        0,
+        "results one worker keeps in memory before spilling, e.g. '2GiB' (auto: a share of RAM)",
     )
 
     def validate(self) -> None:

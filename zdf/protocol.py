@@ -13,6 +13,9 @@ Who sends what (ROUTER = the master, DEALER = executors and clients)::
     worker -> master     fn_hello, fn_done, fn_stolen;  master -> worker: fn_run, fn_steal
     worker -> client     fn_result on the client's PULL (master -> client when it has no PULL);
                          fn_submit's "reply" is "endpoint#token", the token goes back in fn_result
+    graphs               client -> master fn_release, fn_scatter; master -> worker fn_drop;
+                         client -> worker fn_put; worker -> master fn_stored;
+                         worker -> worker obj_get (zdf.executor.objtransfer)
     PUB/SUB              b"hb" + {"id", "seq", "epoch"} heartbeats, both directions
 """
 
@@ -60,6 +63,12 @@ FN_REFUSED = "fn_refused"  # worker -> client: tasks under a lease it does not h
 FN_OUTPUT = "fn_output"  # worker -> client: what its task printed (zdf.observe.fnout)
 FN_STEAL = "fn_steal"  # master -> worker: give back these tasks if not started yet
 FN_STOLEN = "fn_stolen"  # worker -> master: the tasks it gave back (for a steal or a cancel)
+FN_RELEASE = "fn_release"  # client -> master: futures it no longer holds (zdf.master.fndeps)
+FN_DROP = "fn_drop"  # master -> worker: results no one refers to any more
+FN_SCATTER = "fn_scatter"  # client -> master: where to put values it scatters (a request)
+FN_PUT = "fn_put"  # client -> worker (its direct port): scattered values to keep (a request)
+FN_STORED = "fn_stored"  # worker -> master: scattered values it now keeps
+OBJ_GET = "obj_get"  # worker -> worker (its store port): a result, for a task's input
 PICKLED_FN = "!cloudpickle"  # fn_submit/fn_run: the task's first frame is the function
 WORKER_LOST = "worker_lost"  # executor -> master: a worker process died
 LEADER = "leader"  # executor -> worker: the leading master's address (for function tasks)

@@ -39,7 +39,7 @@ def test_pickled_function_runs_only_where_allowed(reactor: Reactor) -> None:
     blob = cloudpickle.dumps(lambda x: x + offset)
     refusing = runner(reactor, allow_pickle=False)
     try:
-        ok, frames = refusing._run_one(P.PICKLED_FN, [blob, *pack([[1], {}])])
+        ok, frames, _ = refusing._run_one(P.PICKLED_FN, [blob, *pack([[1], {}])])
         assert not ok
         error = unpack(frames)
         assert error["type"] == "PermissionError" and "allow-pickle" in error["message"]
@@ -47,8 +47,8 @@ def test_pickled_function_runs_only_where_allowed(reactor: Reactor) -> None:
         refusing.close()
     allowing = runner(reactor, allow_pickle=True)
     try:
-        assert allowing._run_one(P.PICKLED_FN, [blob, *pack([[1], {}])]) == (True, pack(11))
-        assert allowing._run_one(P.PICKLED_FN, [blob, *pack([[2], {}])]) == (True, pack(12))
+        assert allowing._run_one(P.PICKLED_FN, [blob, *pack([[1], {}])]) == (True, pack(11), 11)
+        assert allowing._run_one(P.PICKLED_FN, [blob, *pack([[2], {}])]) == (True, pack(12), 12)
     finally:
         allowing.close()
 
@@ -58,8 +58,12 @@ def test_results_go_straight_to_the_clients_address(reactor: Reactor) -> None:
     reply = pull.getsockopt_string(zmq.LAST_ENDPOINT)
     fn = runner(reactor, allow_pickle=False)
     try:
-        fn.queue.append((1, "zdf.jobs.examples:square", pack([[6], {}]), reply + "#t0k", 41))
-        fn.queue.append((2, "zdf.jobs.examples:fail", pack([["no"], {}]), reply + "#t0k", 42))
+        fn.queue.append(
+            (1, "zdf.jobs.examples:square", pack([[6], {}]), reply + "#t0k", 41, None, 1)
+        )
+        fn.queue.append(
+            (2, "zdf.jobs.examples:fail", pack([["no"], {}]), reply + "#t0k", 42, None, 2)
+        )
         fn.run_slice()
         results: dict[int, Any] = {}
         deadline = time.monotonic() + 5
@@ -87,8 +91,8 @@ def test_an_idle_worker_reports_at_once_with_each_calls_duration(reactor: Reacto
     fn = runner(reactor, allow_pickle=False)
     sent = to_master(fn)
     try:
-        fn.queue.append((1, "time:sleep", pack([[0.05], {}]), reply, 1))
-        fn.queue.append((2, "zdf.jobs.examples:noop", pack([[], {}]), reply, 2))
+        fn.queue.append((1, "time:sleep", pack([[0.05], {}]), reply, 1, None, 1))
+        fn.queue.append((2, "zdf.jobs.examples:noop", pack([[], {}]), reply, 2, None, 2))
         fn.run_slice()  # the sleep ends the slice: the noop is still to run
         fn.run_slice()
         # Nothing left to run: the master hears of both at once (it may give more work).
@@ -105,7 +109,7 @@ def test_tasks_not_started_are_given_back(reactor: Reactor) -> None:
     sent = to_master(fn)
     try:
         for key in (1, 2, 3):
-            fn.queue.append((key, "zdf.jobs.examples:noop", pack([[], {}]), "", key))
+            fn.queue.append((key, "zdf.jobs.examples:noop", pack([[], {}]), "", key, None, key))
         fn.on_steal(Call(fn.channel, None, P.FN_STEAL, 0, {"keys": [2, 3, 9], "ref": 5}))
         assert sent[-1][0] == P.FN_STOLEN and sent[-1][1] == {"keys": [2, 3], "ref": 5}
         assert [task[0] for task in fn.queue] == [1]
@@ -184,5 +188,30 @@ def test_a_task_under_a_lease_obeys_the_masters_allow_pickle(reactor: Reactor) -
         ((_op, header, out),) = [s for s in sent if s[0] == P.FN_RESULT]
         assert header["results"][0][1] is False  # not run
         assert "master" in unpack(out)["message"]
+    finally:
+        fn.close()
+
+
+def test_a_task_given_back_and_sent_again_waits_for_all_its_inputs(reactor: Reactor) -> None:
+    """Fetches of its first stay were still under way: their answers must not count for
+    the second (it ran once with an input missing: None)."""
+    fn = runner(reactor, allow_pickle=False)
+    to_master(fn)
+    fetches: dict[Any, Any] = {}
+    fn.fetcher.fetch = lambda key, addrs, nbytes, done: fetches.setdefault(key, done)  # type: ignore[method-assign]
+    entry = [5, "zdf.jobs.examples:add", 1, "", 9, [["a", ["tcp://x"], 8], ["b", ["tcp://y"], 8]]]
+    frames = pack([[0, 0], {}])
+
+    def run() -> None:
+        fn.on_run(Call(fn.channel, None, P.FN_RUN, 0, {"tasks": [entry]}, frames, True))
+
+    try:
+        run()
+        fn.on_steal(Call(fn.channel, None, P.FN_STEAL, 0, {"keys": [5]}, [], True))
+        run()  # placed here again while the first fetches go on
+        fetches["a"](1.0, None)
+        assert not fn.queue and fn.waiting[5].missing == 1
+        fetches["b"](2.0, None)
+        assert len(fn.queue) == 1 and fn.queue[0][5] == [1.0, 2.0]
     finally:
         fn.close()

@@ -27,13 +27,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from zdf import protocol as P
-from zdf.client import jobs
+from zdf.client import graph, jobs
 from zdf.client.chunks import PickledChunk
 from zdf.client.futures import Future, remote_exception
 from zdf.client.options import DEFAULT as DEFAULT_OPTIONS
 from zdf.client.options import ClientView, TaskOptions
 from zdf.client.transport import Transport, find_leader, master_endpoints
-from zdf.errors import ProtocolError, ZdfError
+from zdf.errors import LimitExceeded, ProtocolError, ZdfError
 from zdf.observe.fnout import OutputPrinter
 from zdf.wire.payload import pack, unpack
 
@@ -139,22 +139,37 @@ class Client:
     ) -> Future:
         if self._io.closed:
             raise ZdfError("client is closed")
-        path, frames = self._encode_call(fn, args, kwargs)
+        path, frames, inputs = self._encode_call(fn, args, kwargs)
+        size = sum(map(len, frames))
+        if size > self._io.max_value_bytes:  # refused at once, never left to time out
+            raise LimitExceeded(
+                f"the arguments of {path} take {size} bytes, over the cluster's limit of "
+                f"{self._io.max_value_bytes} bytes (max-value-bytes)"
+            )
         retries = self.max_retries if options.retries is None else options.retries
+        wire = options.wire
+        if inputs:
+            wire = {**wire, "deps": [graph.dep_entry(f) for f in inputs]}
         if not self._slots.acquire(timeout=self.timeout * 6):
             raise ZdfError("submission backpressure: no task finished for too long")
         tid = next(self._tids)
         future = Future(self, tid)
         self._futures[tid] = future  # before sending: the answer may come at once
-        task = (tid, path, retries, frames, options.wire)
-        self._io.send(task, nothing_in_flight=len(self._futures) == 1)
+        task = (tid, path, retries, frames, wire)
+        future.lease = self._io.send(task, nothing_in_flight=len(self._futures) == 1)
         return future
 
     def _encode_call(
         self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[str, list[Any]]:
+    ) -> tuple[str, list[Any], list[Future]]:
+        """The function's path, the arguments' frames, and the futures among them."""
+        refer, inputs = graph.inputs_hook(self)
         try:
-            return function_path(fn), pack([args, kwargs])
+            frames = pack([args, kwargs], refer)
+        except TypeError as exc:
+            raise TypeError(f"{exc} (an argument of {_name(fn)})") from None
+        try:
+            return function_path(fn), frames, inputs
         except ValueError as exc:
             if isinstance(fn, str) or not callable(fn):
                 raise
@@ -163,7 +178,7 @@ class Client:
                     f"{exc}; the cluster does not accept pickled functions "
                     "(allow-pickle is false on its master)"
                 ) from None
-        return P.PICKLED_FN, [self._pickled(fn), *pack([args, kwargs])]
+        return P.PICKLED_FN, [self._pickled(fn), *frames], inputs
 
     def _pickled(self, fn: Callable[..., Any]) -> bytes:
         import cloudpickle  # only when the cluster allows pickles
@@ -274,6 +289,48 @@ class Client:
                 raise
             return fn
 
+    # -- task graphs (zdf.client.graph) ---------------------------------------
+    def gather(self, futures: Any, timeout: float | None = None) -> Any:
+        """The results of ``futures``, in the same structure (a future, or lists, tuples,
+        sets and dicts of them, however nested); raises the first failed one's error."""
+        return graph.gather(futures, timeout)
+
+    def scatter(self, data: Any, broadcast: bool = False) -> Any:
+        """Put values on the workers for tasks to take: a list or tuple gives a list of
+        futures, a dict a dict of them, anything else one future. With ``broadcast``
+        every worker keeps a copy (inputs then never travel). The futures are done at
+        once; pass them to tasks as arguments."""
+        if isinstance(data, dict):
+            keys = list(data)
+            return dict(zip(keys, self._scatter([data[k] for k in keys], broadcast), strict=True))
+        if isinstance(data, list | tuple):
+            return self._scatter(list(data), broadcast)
+        return self._scatter([data], broadcast)[0]
+
+    def _scatter(self, values: list[Any], broadcast: bool) -> list[Future]:
+        if self._io.closed:
+            raise ZdfError("client is closed")
+        packed = []
+        for value in values:
+            try:
+                packed.append(pack(value))
+            except TypeError as exc:
+                raise TypeError(f"cannot scatter it: {exc}") from None
+        tids = [next(self._tids) for _ in values]
+        sizes = [sum(len(f) for f in frames) for frames in packed]
+        body = {"tids": tids, "nbytes": sizes, "broadcast": bool(broadcast)}
+        plan = graph.scatter_plan(self._io.request(P.FN_SCATTER, body))
+        by_tid = dict(zip(tids, packed, strict=True))
+        futures = []
+        for tid, value in zip(tids, values, strict=True):
+            future = Future(self, tid)
+            future.set_result(value)
+            future._shared = True
+            futures.append(future)
+        for addr, entries in plan:
+            self._io.put(addr, [(key, by_tid[tid]) for tid, key in entries])
+        return futures
+
     # -- jobs (zdf.client.jobs) ----------------------------------------------
     def submit_job(self, job: Any) -> str:
         """Submit a job: a ``zdf.dataflow.Flow``, a ``JobSpec`` or a job file's table; its id."""
@@ -332,6 +389,10 @@ class Client:
     def _attend(self, future: Future) -> None:
         self._io.attend(future.tid)
 
+    def _release(self, future: Future) -> None:
+        if not self._io.closed and future._state != "CANCELLED":  # type: ignore[attr-defined]
+            self._io.release(future.tid, future.lease, future._shared)
+
     def _lost(self, error: ZdfError) -> None:
         """No master has our tasks any more and none can be found: fail them."""
         for tid in list(self._futures):
@@ -373,6 +434,10 @@ class Client:
                 future.set_exception(exc)
             except concurrent.futures.InvalidStateError:
                 pass  # canceled by the caller while the result was on its way
+
+
+def _name(fn: Any) -> str:
+    return fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
 
 
 def connect(

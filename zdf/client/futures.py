@@ -26,12 +26,36 @@ class Future(concurrent.futures.Future[Any]):
     round trip, within the client's ``timeout``); a task sent straight to a
     leased worker is running and is not withdrawn. ``await future`` works in
     any event loop.
+
+    A future passed as an argument of another task is an input of that task
+    (``zdf.client.graph``); its value stays on the worker that made it until the
+    future is released (``release()``, or garbage-collected) and no pending task
+    takes it.
     """
 
     def __init__(self, client: Client, tid: int) -> None:
         super().__init__()
         self._client = client
         self.tid = tid
+        self.lease: tuple[str, str] | None = None  # (lease, worker) if run under a lease
+        self._released = False
+        self._shared = False  # an input of another task: released through the master
+
+    def release(self) -> None:
+        """Tell the cluster this future's value is no longer needed (garbage collection
+        does the same). A result already here stays readable; the future can no longer
+        be passed to a task."""
+        if not self._released:
+            self._released = True
+            self._client._release(self)
+
+    def __del__(self) -> None:
+        if not self._released:
+            self._released = True
+            try:
+                self._client._release(self)
+            except Exception:  # the client is being torn down
+                pass
 
     def cancel(self) -> bool:
         if self.cancelled():

@@ -46,6 +46,17 @@ otherwise it asks the master (``fn_cancel``, a request answered once the
 worker holding the task said whether it had started it) and waits for the
 answer up to ``timeout``. A task sent to a leased worker is never withdrawn.
 
+Releases (``zdf.client.graph``). A future released or garbage-collected is
+queued here (any thread may do it, even the garbage collector in the middle of
+a send, so it only appends to a deque). The I/O thread sends them to the master
+in batches (``fn_release``), taken before it flushes the outbox, so a release
+never overtakes a task submitted before it that takes the future as an input.
+A future of a task run under the current lease (and passed to no task) is
+dropped by its worker directly: the drop rides on the next task sent to that
+worker, or goes through the master after ``RELEASE_DELAY``. A batch goes at
+once when ``RELEASE_BATCH`` are waiting, else within ``RELEASE_DELAY`` while
+the client is active, at most ``IDLE_POLL_MS`` when it is idle.
+
 Master failover. While tasks are in flight the I/O thread keeps an eye on the
 master: when it has heard nothing from it for ``PROBE_INTERVAL`` it pings it.
 A ping unanswered for ``MASTER_SILENCE``, an answer from a standby, or one
@@ -76,11 +87,13 @@ from zdf import protocol as P
 from zdf.client.lane import DirectLane, Outgoing, task_message
 from zdf.errors import ProtocolError, Timeout, ZdfError, from_wire, worker_lost
 from zdf.observe import fnout
+from zdf.wire import bigmsg
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.payload import pack
 from zdf.wire.rpc import RpcClient
 from zdf.wire.security import EXECUTORS
-from zdf.wire.sockets import close_socket, endpoint, make_socket
+from zdf.wire.sockets import DEFAULT_MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
+from zdf.wire.sockets import close_socket, endpoint, make_socket, recv_parts
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +105,15 @@ LONE_FALLBACK_MS = 10  # results of a lone task whose caller does not call resul
 PROBE_INTERVAL = 0.5  # ping a master this silent while tasks are in flight
 MASTER_SILENCE = 1.5  # an unanswered ping this old: look for the leader
 LEASE_RETRY = 0.5  # a lease asked for and not granted: ask again after this long
+RELEASE_BATCH = 512  # released futures that make the I/O thread send them at once
+RELEASE_DELAY = 0.05  # the longest a release waits while the client is active
+PUT_TIMEOUT_MIN = 10.0  # a scattered value's worker has this long (plus transfer) to confirm
+# Messages the result socket takes ahead of this process reading them: beyond it the
+# workers' PUSHes hold them (they never drop), so a big result's chunks wait in its
+# worker rather than in this client's memory, and its window there stalls meanwhile.
+RESULTS_RCVHWM = 4
+RESULT_TRANSFERS = 4096  # big results under way at once, from all workers together
+LANE_FINISH = 30.0  # a lane given up while a big task is in chunks: sent to the end for this
 
 ResultsHandler = Callable[[Any, list[Any]], None]  # (results header, frames); ProtocolError
 OutputHandler = Callable[[Any], None]  # a task's forwarded output (zdf.observe.fnout)
@@ -139,6 +161,12 @@ class Transport:
         self._lane: DirectLane | None = None  # a lease on a worker, for lone tasks
         self._lease_asked = 0.0  # when a lone task last asked for a lease (0: ask at once)
         self._io_waits_for_results = False  # the I/O thread found the results socket taken
+        self._releases: deque[int] = deque()  # released futures' task ids, for the master
+        self._leased_releases: deque[list[Any]] = deque()  # [tid, lease, worker]
+        # Values of any size (``zdf.wire.bigmsg``): big messages leave in chunks, paced
+        # by the I/O thread (under ``_send_lock``); each socket rebuilds its own.
+        self._big = bigmsg.BigSender(bigmsg.send_tracked)
+        self._closing_lanes: list[tuple[DirectLane, float]] = []  # finishing a big task
         self._sock = make_socket(
             zmq.DEALER,
             connect=master_addr,
@@ -153,11 +181,22 @@ class Transport:
                 self._results = make_socket(
                     zmq.PULL,
                     bind=f"tcp://{reply_host(master_addr)}:*",
-                    rcvhwm=0,
+                    rcvhwm=RESULTS_RCVHWM,  # the workers queue (never drop) beyond it
                     allow=EXECUTORS,
                 )
                 self.reply_addr = self._results.getsockopt_string(zmq.LAST_ENDPOINT)
             self.hello = self._hello()
+            limit = self.hello.get("max_value_bytes")
+            self.max_value_bytes = (
+                limit if isinstance(limit, int) else bigmsg.DEFAULT_MAX_VALUE_BYTES
+            )
+            # A PULL does not say which worker a chunk is from: the transfers of every
+            # worker (at most two each) count as one peer's; the answers are bounded
+            # by this client's own tasks anyway.
+            self._big_in = {
+                id(sock): bigmsg.BigReceiver(self.max_value_bytes, max_transfers=RESULT_TRANSFERS)
+                for sock in (self._sock, self._results)
+            }
         except BaseException:
             close_socket(self._sock)
             close_socket(self._results)
@@ -194,15 +233,18 @@ class Transport:
         return answers[1]
 
     # -- sending ------------------------------------------------------------
-    def send(self, task: Outgoing, nothing_in_flight: bool) -> None:
-        """Send at once from this thread when nothing else is in flight, else batch."""
+    def send(self, task: Outgoing, nothing_in_flight: bool) -> tuple[str, str] | None:
+        """Send at once from this thread when nothing else is in flight, else batch;
+        ``(lease, worker)`` if it went to a leased worker."""
+        leased = None
         with self._send_lock:
             lone = nothing_in_flight and not self._outbox
             if lone:
                 self._lone = task[0]
                 if self._lane is not None and not task[4]:
                     self._sent[task[0]] = task
-                    self._lane.send(task, self._reply())
+                    self._lane.send(task, self._reply(), self._big)
+                    leased = (self._lane.lease, self._lane.addr)
                 else:
                     now = time.monotonic()
                     ask = bool(self.reply_addr) and (
@@ -214,8 +256,63 @@ class Transport:
             else:
                 self._lone = None
                 self._outbox.append(task)
-        if not lone:
+        if not lone or self._big.busy:  # chunks to pace: the I/O thread does it
             self._wake()
+        return leased
+
+    def release(self, tid: int, lease: tuple[str, str] | None, shared: bool) -> None:
+        """A future is released (see the module docstring); safe from any thread."""
+        if lease is None:
+            self._releases.append(tid)
+            if len(self._releases) >= RELEASE_BATCH:
+                self._wake()
+            return
+        lane = self._lane
+        if not shared and lane is not None and lane.lease == lease[0]:
+            lane.drop(f"{lease[0]}:{tid}", tid)
+        else:
+            self._leased_releases.append([tid, *lease])
+
+    def put(self, addr: str, values: list[tuple[str, list[Any]]]) -> None:
+        """Hand scattered values to the worker at ``addr`` (its direct port); waits
+        until it confirms it keeps them."""
+        with RpcClient(addr, timeout=self.timeout, server_role="executor") as worker:
+            for key, frames in values:
+                size = sum(len(f) for f in frames)
+                if size > MAX_MESSAGE_BYTES:
+                    raise ValueError(
+                        f"cannot scatter a value of {size} bytes: the limit of one value is "
+                        f"{MAX_MESSAGE_BYTES} bytes"
+                    )
+                worker.call(
+                    P.FN_PUT,
+                    {"keys": [key], "nframes": [len(frames)]},
+                    frames=frames,
+                    timeout=PUT_TIMEOUT_MIN + size / 50e6,
+                    retry=False,
+                )
+
+    def _flush_releases(self) -> None:
+        """Send what was released (taken before the outbox is flushed: see above)."""
+        tids: list[int] = []
+        while self._releases:
+            tids.append(self._releases.popleft())
+        leased: list[list[Any]] = []
+        while self._leased_releases:
+            leased.append(self._leased_releases.popleft())
+        lane = self._lane
+        if lane is not None:
+            leased.extend(lane.stale_drops(RELEASE_DELAY))
+        self._flush()
+        if tids or leased:
+            with self._send_lock:
+                body = {"tids": tids, "leased": leased}
+                self._sock.send(encode(Kind.EVENT, P.FN_RELEASE, 0, body))
+
+    @property
+    def releasing(self) -> bool:
+        lane = self._lane
+        return bool(self._releases or self._leased_releases or (lane is not None and lane.drops))
 
     def cancel(self, tid: int) -> bool:
         """Withdraw ``tid`` if it has not started; True if it never runs."""
@@ -277,6 +374,8 @@ class Transport:
         locked = self._recv_lock.acquire(timeout=1)
         with self._send_lock:
             self._drop_lane()
+            for lane, _ in self._closing_lanes:
+                lane.close()
         close_socket(self._sock)
         close_socket(self._results)
         if locked:
@@ -335,7 +434,8 @@ class Transport:
         more = True
         timed_out = False
         while not self.closed:
-            self._flush()
+            self._flush_releases()
+            chunking = self._pump_chunks()
             want = False
             if more:
                 more = self._drain(self._sock, self._send_lock)
@@ -371,6 +471,10 @@ class Transport:
                 timeout = IDLE_POLL_MS
             if self._sent:
                 timeout = min(timeout, int(PROBE_INTERVAL * 1000))
+            if self.releasing:
+                timeout = min(timeout, int(RELEASE_DELAY * 1000))
+            if chunking:
+                timeout = min(timeout, max(1, int(bigmsg.PUMP_INTERVAL * 1000)))
             events = poller.poll(timeout)
             self._sleeping.clear()
             timed_out = not events
@@ -400,6 +504,21 @@ class Transport:
         finally:
             lock.release()
 
+    def _pump_chunks(self) -> bool:
+        """Send the chunks of big messages the windows allow; True while any wait."""
+        if not self._big.busy:
+            return False
+        with self._send_lock:
+            busy = self._big.pump()
+            if self._closing_lanes:
+                now = time.monotonic()
+                for lane, deadline in list(self._closing_lanes):
+                    if now > deadline or not self._big.sending_to(lane.sock):
+                        self._closing_lanes.remove((lane, deadline))
+                        self._big.drop(lane.sock)
+                        lane.close()
+            return busy
+
     def _flush(self) -> None:
         while self._outbox:
             with self._send_lock:
@@ -416,17 +535,28 @@ class Transport:
         body: dict[str, Any] = {"reply": self._reply()}
         if lease:
             body["lease"] = True
-        self._sock.send_multipart(task_message(P.FN_SUBMIT, batch, body), copy=False)
+        for part in bigmsg.split_batch(batch, lambda task: task[3]):  # a big value goes alone
+            message = task_message(P.FN_SUBMIT, list(part), body)
+            if bigmsg.is_big(message):
+                self._big.send(self._sock, message)
+            else:
+                self._sock.send_multipart(message, copy=False)
 
     def _receive(self, sock: zmq.Socket[bytes]) -> bool:
         """Read up to a bound of messages; True if the bound was hit (more may wait)."""
         for _ in range(MAX_READ):
             try:
-                parts = sock.recv_multipart(zmq.NOBLOCK)
+                parts = recv_parts(sock, bigmsg.CHUNK_PREFIX)
             except zmq.Again:
                 return False
             try:
                 msg = decode(parts[0])
+                if msg.op == bigmsg.CHUNK and msg.kind is Kind.EVENT:
+                    whole = self._big_in[id(sock)].feed(None, msg.body, parts[1:])
+                    if whole is None:
+                        continue
+                    parts = whole
+                    msg = decode(parts[0])
                 if sock is self._sock:
                     self._last_heard = time.monotonic()
                     if msg.kind is Kind.REPLY and msg.rid == self._probe_rid:
@@ -473,7 +603,7 @@ class Transport:
     def _on_lease(self, body: Any) -> None:
         grant = P.fields(body, lease=str, addr=str)
         with self._send_lock:
-            self._drop_lane()
+            self._drop_lane(finish=True)
             if not self.closed:
                 self._lane = DirectLane(grant["lease"], grant["addr"])
 
@@ -484,7 +614,7 @@ class Transport:
         with self._send_lock:
             if self._lane is None or self._lane.lease != lease:
                 return
-            tids = self._drop_lane()
+            tids = self._drop_lane(finish=bool(body.get("busy")))
             self._lease_asked = 0.0
             if body.get("busy"):
                 return
@@ -516,12 +646,19 @@ class Transport:
                     self._outbox.append(task)
         self._wake()
 
-    def _drop_lane(self) -> set[int]:
-        """Close the lane (the caller holds ``_send_lock``); the tasks it carried."""
+    def _drop_lane(self, finish: bool = False) -> set[int]:
+        """Close the lane (the caller holds ``_send_lock``); the tasks it carried.
+        ``finish``: its worker is alive and answers what it was sent, so a big task
+        still in chunks is sent to the end first (for up to ``LANE_FINISH``)."""
         lane, self._lane = self._lane, None
         if lane is None:
             return set()
-        lane.close()
+        self._leased_releases.extend(lane.stale_drops(0.0))
+        if finish and self._big.sending_to(lane.sock):
+            self._closing_lanes.append((lane, time.monotonic() + LANE_FINISH))
+        else:
+            self._big.drop(lane.sock)  # what it had is sent again whole
+            lane.close()
         return lane.tids
 
     # -- master failover (I/O thread) ----------------------------------------
@@ -564,6 +701,7 @@ class Transport:
             self._incarnation = incarnation
             with self._send_lock:
                 self._drop_lane()  # granted by a master that is gone
+                self._big.drop(self._sock)  # chunks of tasks it will get again whole
                 self._lease_asked = 0.0
                 # Ahead of anything not sent yet: the I/O loop's next flush sends them.
                 tasks = list(self._sent.values())

@@ -89,3 +89,50 @@ def wait_for(marker: str, seconds: float = 30.0) -> bool:
     while not os.path.exists(marker) and time.monotonic() < deadline:
         time.sleep(0.01)
     return os.path.exists(marker)
+
+
+# -- task graphs (tests, README, bench) ----------------------------------------
+
+
+def add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+def mul(a: Any, b: Any) -> Any:
+    return a * b
+
+
+def pid_of(*inputs: Any) -> int:
+    """The pid of the worker running it (where a task with these inputs was placed)."""
+    return os.getpid()
+
+
+def kib(n: int) -> bytes:
+    """``n`` KiB of bytes: a result that holds memory on its worker."""
+    return bytes(n * 1024)
+
+
+def length(value: Any, *after: Any) -> int:
+    """``len(value)`` (``after``: inputs it only waits for)."""
+    return len(value)
+
+
+def ones(n: int) -> Any:
+    import numpy as np
+
+    return np.ones(n)
+
+
+def store_info() -> dict[str, int]:
+    """This worker's object store: how many values, how many bytes, and its pid."""
+    from zdf.executor.objstore import current_store
+
+    store = current_store()
+    if store is None:
+        return {"values": 0, "bytes": 0, "pid": os.getpid()}
+    return {"values": len(store), "bytes": store.memory_bytes, "pid": os.getpid()}
+
+
+def echo(value: Any) -> Any:
+    """Its argument back (a value's round trip: client -> worker -> client)."""
+    return value

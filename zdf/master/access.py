@@ -37,6 +37,7 @@ OPERATIONS: dict[str, frozenset[str]] = {
     P.FN_HELLO: EXECUTOR,
     P.FN_DONE: EXECUTOR,
     P.FN_STOLEN: EXECUTOR,
+    P.FN_STORED: EXECUTOR,
     # clients
     P.SUBMIT_JOB: CLIENT,
     P.SUBMIT_PART: CLIENT,
@@ -45,6 +46,8 @@ OPERATIONS: dict[str, frozenset[str]] = {
     P.FN_CLIENT: CLIENT,
     P.FN_SUBMIT: CLIENT,
     P.FN_CANCEL: CLIENT,
+    P.FN_RELEASE: CLIENT,
+    P.FN_SCATTER: CLIENT,
     P.JOB_LIST: READERS,
     P.JOB_STATUS: READERS,
     P.TASK_LOGS: READERS,

@@ -42,6 +42,11 @@ A client running one task at a time may lease a worker and send such tasks
 to it directly (``zdf.master.fnleases``); those reach the master only as a
 count in ``fn_done``.
 
+Task graphs: a task with inputs (``deps``) waits in ``zdf.master.fndeps`` until
+they are ready, and that module keeps the record of every result a client may
+still use (where it is, its size, its lineage). A task without inputs costs it
+one record per result, kept until the client releases the future.
+
 Pickled functions (``fn`` = ``P.PICKLED_FN``, the cloudpickle bytes as the task's
 first frame) are refused with a ``PermissionError`` result unless the master's
 ``allow-pickle`` is set.
@@ -59,9 +64,11 @@ from typing import Any
 from zdf import protocol as P
 from zdf.errors import LimitExceeded, ProtocolError, worker_lost
 from zdf.master import fnplacement as place
+from zdf.master.fndeps import Dependencies
 from zdf.master.fnleases import Leases
 from zdf.master.fnorder import TaskOrder
 from zdf.master.limits import DEFAULT_MAX_QUEUED_PER_CLIENT, TasksByClient
+from zdf.wire.bigmsg import DEFAULT_MAX_VALUE_BYTES, split_batch
 from zdf.wire.payload import pack
 from zdf.wire.reactor import Timer
 from zdf.wire.rpc import DEFER, Call, Channel
@@ -97,6 +104,17 @@ class FnTask:
     name: str = ""  # what durations are learnt under ("": the function path)
     estimate: float | None = None  # what placement counted for it on its worker
     sent: int = 0  # when it was sent to its worker (a worker runs its tasks in this order)
+    # task graphs (zdf.master.fndeps): the task as an input of others, and its own inputs
+    inputs: list[FnTask] | None = None  # records of its inputs, in order
+    missing: int = 0  # inputs not ready yet
+    state: str = ""  # fndeps: pending, ready, failed or lost ("": no graph concerns it)
+    holders: list[bytes] = field(default_factory=list)  # workers that keep its value
+    nbytes: int = 0  # its value's size, as packed
+    error: list[Any] | None = None  # its error's frames, if it failed
+    waiters: list[FnTask] | None = None  # tasks waiting for it
+    refs: int = 0  # pending tasks that take it as an input
+    released: bool = False  # its client no longer holds the future
+    skey: Any = None  # its store key on the holders (None: ``key``)
 
     @property
     def kind(self) -> str:
@@ -116,6 +134,9 @@ class FnWorker:
     since: float = 0.0  # when it last reported progress or got work while idle
     stealing: bool = False  # a steal request is on its way to it
     done: int = 0
+    store: str = ""  # its object store's port (zdf.executor.objtransfer)
+    over_limit: bool = False  # its store is over its memory limit: placed on last
+    stored: int = 0  # bytes scattered to it (spreads scatters)
 
 
 @dataclass
@@ -158,6 +179,7 @@ class FunctionQueue:
         if self._deferred:
             channel.on_drained = self._on_drained
         self.leases = Leases(channel)
+        self.deps = Dependencies(self)
         self.stats = {
             "submitted": 0,
             "completed": 0,
@@ -179,6 +201,9 @@ class FunctionQueue:
             P.FN_DONE: self.on_done,
             P.FN_CANCEL: self.on_cancel,
             P.FN_STOLEN: self.on_stolen,
+            P.FN_RELEASE: self.on_release,
+            P.FN_SCATTER: self.on_scatter,
+            P.FN_STORED: self.on_stored,
         }
 
     # -- workers and executors ----------------------------------------------
@@ -186,16 +211,31 @@ class FunctionQueue:
         body = P.fields(call.body, executor_id=str, worker=str)
         assert call.peer is not None
         direct = call.body.get("direct") or ""
-        if not isinstance(direct, str):
-            raise ProtocolError("field 'direct' is not a string")
+        store = call.body.get("store") or ""
+        if not isinstance(direct, str) or not isinstance(store, str):
+            raise ProtocolError("fields 'direct' and 'store' are strings")
         old = self.workers.pop(call.peer, None)
         if old is not None:
             # The same process again (its executor registered anew): it dropped what it
             # had not started and keeps its leases; nothing of it was lost.
             self._requeue(old, rejoined=True)
-        self.workers[call.peer] = FnWorker(call.peer, body["executor_id"], body["worker"], direct)
+        worker = FnWorker(call.peer, body["executor_id"], body["worker"], direct)
+        worker.store = store
+        self.workers[call.peer] = worker
+        if self.deps.scatters:
+            self.deps.workers_changed()
         self.pump()
-        return {"window": self.window, "allow_pickle": self.allow_pickle}
+        return {
+            "window": self.window,
+            "allow_pickle": self.allow_pickle,
+            "max_value_bytes": self.max_value_bytes,
+        }
+
+    @property
+    def max_value_bytes(self) -> int:
+        """The largest argument or result (``max-value-bytes``), told to clients and workers."""
+        big = getattr(self.channel, "big_in", None)
+        return big.max_value_bytes if big is not None else DEFAULT_MAX_VALUE_BYTES
 
     def set_resources(self, executor_id: str, resources: Any) -> None:
         """What ``executor_id`` advertised when it registered (None: one cpu per worker)."""
@@ -229,6 +269,7 @@ class FunctionQueue:
     def _requeue(self, worker: FnWorker, rejoined: bool = False) -> None:
         if not rejoined:
             self.leases.worker_gone(worker.peer)
+            self.deps.holder_lost(worker.peer)
         for ref, pending in list(self._cancels.items()):
             pending.peers.discard(worker.peer)
             if not pending.peers:  # its task is retried (it may run) or lost: not canceled
@@ -243,17 +284,23 @@ class FunctionQueue:
                 if not rejoined:
                     task.retries -= 1
                     self.stats["retried"] += 1
-                self.queue.push_front(task)  # ahead of the tasks that came after it
+                if task.inputs is not None:
+                    self.deps.again(task)  # its inputs may have died with the worker
+                else:
+                    self.queue.push_front(task)  # ahead of the tasks that came after it
             else:
                 self.stats["lost"] += 1
-                self.by_client.pop((task.client, task.tid), None)
                 error = worker_lost(f"worker {worker.name} on {worker.executor_id} died running it")
-                self._send_results(task.client, [(task.tid, False, pack(error))])
+                self.deps.fail(task, pack(error))
         worker.inflight.clear()
 
     # -- clients ------------------------------------------------------------
     def on_client(self, call: Call) -> Any:
-        return {"allow_pickle": self.allow_pickle, "window": self.window}
+        return {
+            "allow_pickle": self.allow_pickle,
+            "window": self.window,
+            "max_value_bytes": self.max_value_bytes,
+        }
 
     def on_submit(self, call: Call) -> Any:
         """Header ``{"tasks": [[tid, fn, retries, nframes(, options)], ...], "reply": addr}``,
@@ -283,6 +330,7 @@ class FunctionQueue:
                 refused.append((tid, False, pack(PICKLE_REFUSED)))
                 continue
             priority, demand, name = task_options(options) if options else (0, None, "")
+            deps = options.get("deps") if options else None
             if demand is not None and (why := self._infeasible(demand)):
                 self.stats["infeasible"] += 1
                 refused.append((tid, False, pack(infeasible_error(why))))
@@ -300,6 +348,9 @@ class FunctionQueue:
                 demand,
                 name,
             )
+            if deps is not None:
+                self.deps.admit(task, deps)
+                continue
             self.queue.push(task)
             self.by_client[(client, tid)] = task
         self.stats["submitted"] += len(body["tasks"])
@@ -345,7 +396,7 @@ class FunctionQueue:
                 continue
             if task.worker is None:
                 self.by_client.pop((call.peer, tid))
-                self._unqueue(task)
+                self._unqueue(task)  # or it waits for inputs: dropped when they are ready
                 canceled.append(tid)
             elif call.is_event:
                 # An older client that does not wait for the answer: its result is dropped.
@@ -400,8 +451,11 @@ class FunctionQueue:
         ]
         if not ready:
             return
-        # Workers leased to a client last, then the least loaded first.
-        ready.sort(key=lambda w: (w.peer in lessees, w.unknown > 0, w.load, len(w.inflight)))
+        # Workers over their memory limit last, then those leased to a client, then the
+        # least loaded first.
+        ready.sort(
+            key=lambda w: (w.over_limit, w.peer in lessees, w.unknown > 0, w.load, len(w.inflight))
+        )
         skipped: list[FnTask] = []
         while self.queue:
             share = max(1, -(-len(self.queue) // len(ready)))
@@ -421,8 +475,7 @@ class FunctionQueue:
 
     def _fill(self, worker: FnWorker, limit: int, lessees: dict[bytes, set[bytes]]) -> int:
         """Send ``worker`` what it may take from the head of the queue, up to ``limit``."""
-        header: list[list[Any]] = []
-        frames: list[Any] = []
+        header: list[tuple[list[Any], list[Any]]] = []  # a task's entry and its frames
         clients: set[bytes] = set()
         queue, by_client, inflight = self.queue, self.by_client, self.inflight
         mine = worker.inflight
@@ -461,16 +514,77 @@ class FunctionQueue:
             else:
                 worker.load += estimate
             clients.add(task.client)
-            header.append([key, task.fn, len(task.frames), task.reply, task.tid])
-            frames.extend(task.frames)
+            entry = [key, task.fn, len(task.frames), task.reply, task.tid]
+            if task.inputs is not None:
+                entry.append(self.deps.input_specs(task))
+            header.append((entry, task.frames))
         if not header:
             return 0
         if was_idle:
             worker.since = self.clock()
         if worker.peer in lessees and lessees[worker.peer] - clients:
             self.leases.release(worker.peer, but=next(iter(clients)) if len(clients) == 1 else b"")
-        self.channel.notify(P.FN_RUN, {"tasks": header}, peer=worker.peer, frames=frames)
+        for batch in split_batch(header, lambda entry: entry[1]):  # a big value goes alone
+            tasks = [entry for entry, _ in batch]
+            frames = [frame for _, task_frames in batch for frame in task_frames]
+            self.channel.notify(P.FN_RUN, {"tasks": tasks}, peer=worker.peer, frames=frames)
         return len(header)
+
+    def place_ready(self, task: FnTask, prefer: FnWorker | None) -> None:
+        """A task whose inputs are ready: to ``prefer`` (where most of its input bytes
+        are) if it can start there now, else queued for any worker."""
+        worker = prefer
+        if (
+            worker is not None
+            and len(worker.inflight) < self.window
+            and self.executor_alive(worker.executor_id)
+            and self._starts_now(worker, task)
+        ):
+            self._send_one(worker, task)
+            return
+        self.queue.push(task)
+        self._pump_soon()
+
+    def _starts_now(self, worker: FnWorker, task: FnTask) -> bool:
+        if worker.inflight:
+            estimate = self.durations.estimate(task.kind)
+            if estimate is None or worker.unknown or worker.load + estimate > place.FEED_SECONDS:
+                return False
+        if task.demand is not None or worker.demands or not worker.inflight:
+            return self._fits(worker, task)
+        return True
+
+    def _send_one(self, worker: FnWorker, task: FnTask) -> None:
+        estimate = self.durations.estimate(task.kind)
+        if not worker.inflight:
+            worker.since = self.clock()
+        task.worker = worker.peer
+        task.estimate = estimate
+        task.sent = next(self._sends)
+        self.inflight[task.key] = task
+        worker.inflight.add(task.key)
+        if task.demand is not None:
+            worker.demands[task.key] = task.demand
+        if estimate is None:
+            worker.unknown += 1
+        else:
+            worker.load += estimate
+        if worker.peer in self.leases.lessees():
+            self.leases.release(worker.peer, but=task.client)
+        entry = [task.key, task.fn, len(task.frames), task.reply, task.tid]
+        if task.inputs is not None:
+            entry.append(self.deps.input_specs(task))
+        self.channel.notify(P.FN_RUN, {"tasks": [entry]}, peer=worker.peer, frames=task.frames)
+
+    def record(
+        self, client: bytes, tid: int, skey: Any, holders: list[bytes], state: str
+    ) -> FnTask:
+        """A record of a value with no task of its own (scattered, or run under a lease)."""
+        record = FnTask(next(self._keys), client, tid, "", 0, [])
+        record.skey = skey or None
+        record.holders = holders
+        record.state = state
+        return record
 
     def _fits(self, worker: FnWorker, task: FnTask) -> bool:
         if (
@@ -546,8 +660,11 @@ class FunctionQueue:
             if task is not None and task.worker == peer:
                 self._unassign(worker, task)
                 taken.append(task)
+        lost = body.get("lost") or []
         for task in reversed(taken):  # each to the head: in their order
-            if pending is not None:
+            if task.inputs is not None and pending is None:
+                self.deps.again(task, lost if isinstance(lost, list) else [])
+            elif pending is not None:
                 self.by_client.pop((task.client, task.tid), None)
                 self.stats["canceled"] += 1
                 pending.canceled.append(task.tid)
@@ -581,13 +698,17 @@ class FunctionQueue:
             if isinstance(failed, int) and failed > 0:
                 self.stats["failed"] += min(failed, direct)
         worker = self.workers.get(call.peer or b"")
+        if worker is not None:
+            worker.over_limit = body.get("over") is True
         frames = call.frames
         offset = 0
         per_client: dict[bytes, list[tuple[int, bool, Sequence[Any]]]] = {}
+        drops: dict[bytes, list[Any]] = {}
+        finished = self.deps.finished
         took: dict[str, list[Any]] = {}  # function: [seconds, calls]
         for entry in body["results"]:
-            if not (isinstance(entry, list) and len(entry) in (3, 4)):
-                raise ProtocolError("each result is [key, ok, nframes, seconds]")
+            if not (isinstance(entry, list) and 3 <= len(entry) <= 5):
+                raise ProtocolError("each result is [key, ok, nframes, seconds, nbytes]")
             key, ok, nframes = entry[:3]
             if not isinstance(nframes, int) or nframes < 0 or offset + nframes > len(frames):
                 raise ProtocolError("result frames missing")
@@ -596,7 +717,7 @@ class FunctionQueue:
             task = self.inflight.get(key)
             if task is None or task.worker != call.peer:
                 continue  # a late answer from a task that was retried elsewhere
-            if len(entry) == 4 and isinstance(entry[3], int | float):
+            if len(entry) >= 4 and isinstance(entry[3], int | float):
                 timed = took.get(task.kind)
                 if timed is None:
                     took[task.kind] = [float(entry[3]), 1]
@@ -610,8 +731,11 @@ class FunctionQueue:
                 self.by_client.pop((task.client, task.tid), None) is not None
                 and task.client
                 and nframes
+                and not task.reply  # else its worker answered the client
             ):
                 per_client.setdefault(task.client, []).append((task.tid, bool(ok), result_frames))
+            nbytes = entry[4] if len(entry) == 5 and isinstance(entry[4], int) else 0
+            finished(task, call.peer or b"", bool(ok), nbytes, result_frames, drops)
         for kind, (total, count) in took.items():  # one average per function and report
             self.durations.learn(kind, total / count)
         if worker is not None:
@@ -619,17 +743,42 @@ class FunctionQueue:
             worker.done += len(body["results"])
         for client, results in per_client.items():
             self._send_results(client, results)
+        if drops:
+            self.deps._send_drops(drops)
         self._pump_soon()
         return None
+
+    # -- task graphs (zdf.master.fndeps) ----------------------------------------
+    def on_release(self, call: Call) -> Any:
+        self.deps.release(call.peer or b"", call.body if isinstance(call.body, dict) else {})
+        return None
+
+    def on_scatter(self, call: Call) -> Any:
+        return self.deps.on_scatter(call)
+
+    def on_stored(self, call: Call) -> Any:
+        body = P.fields(call.body, keys=list)
+        worker = self.workers.get(call.peer or b"")
+        if worker is not None:
+            worker.over_limit = body.get("over") is True
+        self.deps.stored(call.peer or b"", body["keys"])
+        self._pump_soon()
+        return None
+
+    def send_results(
+        self, client: bytes, results: Sequence[tuple[int, bool, Sequence[Any]]]
+    ) -> None:
+        self._send_results(client, results)
 
     def _send_results(
         self, client: bytes, results: Sequence[tuple[int, bool, Sequence[Any]]]
     ) -> None:
-        header = [[tid, ok, len(frames)] for tid, ok, frames in results]
-        out: list[Any] = []
-        for _, _, frames in results:
-            out.extend(frames)
-        self.channel.notify(P.FN_RESULT, {"results": header}, peer=client, frames=out)
+        for batch in split_batch(results, lambda result: result[2]):  # a big value goes alone
+            header = [[tid, ok, len(frames)] for tid, ok, frames in batch]
+            out: list[Any] = []
+            for _, _, frames in batch:
+                out.extend(frames)
+            self.channel.notify(P.FN_RESULT, {"results": header}, peer=client, frames=out)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -638,6 +787,7 @@ class FunctionQueue:
             "inflight": len(self.inflight),
             "workers": len(self.workers),
             "leases": len(self.leases),
+            **self.deps.status(),
         }
 
 

@@ -8,6 +8,11 @@ Every limit is a config key (``MasterConfig``) and every refusal a
 * ``max-job-spec-bytes`` and ``max-job-tasks``: a job is measured in full at
   submit, before any of it is recorded (a 100,000-task record would stall the
   master past its election lease).
+* ``max-value-bytes``: one function task's argument or result. The master's
+  channel refuses a chunked transfer announcing more before allocating it
+  (``zdf.wire.bigmsg``), and tells clients and workers the limit at hello: a
+  client refuses such an argument in ``submit`` (``LimitExceeded``), a worker
+  fails a task whose result passes it.
 """
 
 from __future__ import annotations

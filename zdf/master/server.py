@@ -172,6 +172,7 @@ class Master:
         )
         self.channel.on_traffic = self._on_traffic
         self.channel.gate = self._gate
+        self.channel.enable_chunks(config.max_value_bytes)  # values of any size (bigmsg)
         self.functions = FunctionQueue(
             self.channel,
             executor_alive=lambda e: self.liveness.state(e) is ExecutorState.ALIVE,

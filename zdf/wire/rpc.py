@@ -35,10 +35,27 @@ from zdf.errors import (
     ZdfError,
     from_wire,
 )
+from zdf.wire.bigmsg import (
+    CHUNK,
+    CHUNK_PREFIX,
+    DEFAULT_MAX_VALUE_BYTES,
+    PUMP_INTERVAL,
+    BigReceiver,
+    BigSender,
+    is_big,
+    send_tracked,
+)
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.security import current as current_security
-from zdf.wire.sockets import close_socket, make_socket, recv_routed, recv_routed_role, role_of
+from zdf.wire.sockets import (
+    close_socket,
+    make_socket,
+    recv_parts,
+    recv_routed,
+    recv_routed_role,
+    role_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +63,7 @@ DEFER: Any = object()
 """Returned by a handler that will answer later through ``Call.reply``/``Call.fail``."""
 
 MAX_MESSAGES_PER_WAKEUP = 256
+CHUNK_BYTES_PER_WAKEUP = 16 << 20  # chunks of big values copied before the loop goes on
 MULTI_ENDPOINT_ATTEMPT = 1.0
 # Plain ints: or-ing pyzmq's flag enums per message costs more than the send itself.
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -128,11 +146,23 @@ class Channel:
         self.on_drained: Callable[[], None] | None = None
         self._pending: dict[int, _Pending] = {}
         self._rids = itertools.count(1)
+        self.big_in: BigReceiver | None = None  # ``enable_chunks``
+        self.big_out: BigSender | None = None
+        self._pump_timer: Timer | None = None
+        self._chunk_bytes = 0  # of chunks read in this wake-up
         reactor.add_reader(sock, self._on_readable)
+
+    def enable_chunks(self, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> None:
+        """Send messages over ``bigmsg.CHUNK_THRESHOLD`` in chunks, and rebuild the
+        chunked messages that arrive (each at most ``max_value_bytes`` and an envelope)."""
+        self.big_in = BigReceiver(max_value_bytes)
+        self.big_out = BigSender(self._send_chunk)
 
     def close(self, linger: float = 0.0) -> None:
         """Stop serving; with ``linger`` (seconds) queued messages still go out meanwhile."""
         self.reactor.remove_reader(self.sock)
+        if self._pump_timer is not None:
+            self._pump_timer.cancel()
         close_socket(self.sock, linger)
         for pending in self._pending.values():
             if pending.timer is not None:
@@ -153,6 +183,10 @@ class Channel:
         if self.is_router and peer is None:
             raise ValueError("a ROUTER channel needs a peer to send to")
         frame = encode(kind, op, rid, body)
+        if frames and self.big_out is not None and is_big([frame, *frames]):
+            self.big_out.send(peer, [frame, *frames])
+            self._pump_big()
+            return True
         try:
             if frames:
                 parts: list[Any] = [frame, *frames]
@@ -173,6 +207,15 @@ class Channel:
             self.stats["send_failed"] += 1
             log.debug("%s: send failed: %s", self.name, exc)
             return False
+
+    def _send_chunk(self, peer: Any, parts: list[Any]) -> Any:
+        return send_tracked(self.sock, [peer, *parts] if self.is_router else parts, _NOBLOCK)
+
+    def _pump_big(self) -> None:
+        """Send the chunks the windows allow; again shortly while any wait."""
+        self._pump_timer = None
+        if self.big_out is not None and self.big_out.pump() and not self.sock.closed:
+            self._pump_timer = self.reactor.call_later(PUMP_INTERVAL, self._pump_big)
 
     def notify(
         self, op: str, body: Any = None, *, peer: bytes | None = None, frames: Sequence[Any] = ()
@@ -220,13 +263,19 @@ class Channel:
         secured = self.secured
         parts: list[Any]
         role: str | None = None
+        chunks = CHUNK_PREFIX if self.big_in is not None else None  # read those zero-copy
+        self._chunk_bytes = 0
         for _ in range(MAX_MESSAGES_PER_WAKEUP):
+            if self._chunk_bytes > CHUNK_BYTES_PER_WAKEUP:
+                break  # copying chunks: let the loop's timers run (the socket stays readable)
             try:
                 if fast:
                     if secured:
-                        parts, role = recv_routed_role(sock)
+                        parts, role = recv_routed_role(sock, chunks)
                     else:
-                        parts = recv_routed(sock)
+                        parts = recv_routed(sock, chunks)
+                elif chunks is not None and not self.zero_copy:
+                    parts = recv_parts(sock, chunks)
                 else:
                     parts = sock.recv_multipart(zmq.NOBLOCK, copy=not self.zero_copy)
                     if secured:
@@ -247,8 +296,9 @@ class Channel:
             parts = parts[1:]
         if self.on_traffic is not None:
             self.on_traffic(peer)
+        head = parts[0]
         try:
-            msg = decode(parts[0] if not self.zero_copy else parts[0].buffer)
+            msg = decode(head.buffer if isinstance(head, zmq.Frame) else head)
         except ProtocolError as exc:
             self.stats["malformed"] += 1
             rid = exc.data.get("rid", 0) if exc.data.get("kind") == Kind.REQUEST.value else 0
@@ -256,6 +306,9 @@ class Channel:
                 self.send(Kind.ERROR, "error", rid, wire_error(exc), peer=peer)
             return
         frames = parts[1:]
+        if msg.op == CHUNK and self.big_in is not None and msg.kind is Kind.EVENT:
+            self._on_chunk(peer, msg.body, frames, role)
+            return
         if msg.kind is Kind.REQUEST or msg.kind is Kind.EVENT:
             call = Call(self, peer, msg.op, msg.rid, msg.body, frames, msg.kind is Kind.EVENT)
             call.role = role
@@ -266,6 +319,19 @@ class Channel:
             self._complete_frames(msg.rid, msg.body, frames)
         else:
             self._complete(msg.rid, None, from_wire(msg.body))
+
+    def _on_chunk(self, peer: bytes | None, header: Any, data: list[Any], role: str | None) -> None:
+        """A chunk of a big message: once the last is in, the message is handled whole."""
+        assert self.big_in is not None
+        self._chunk_bytes += sum(map(len, data))
+        try:
+            parts = self.big_in.feed(peer, header, data)
+        except ProtocolError as exc:
+            self.stats["chunk_refused"] += 1
+            log.warning("%s: refused a chunk: %s", self.name, exc)
+            return
+        if parts is not None:
+            self._dispatch([peer, *parts] if self.is_router else parts, role)
 
     def _asked(self, rid: int, peer: bytes | None) -> bool:
         pending = self._pending.get(rid)

@@ -1,0 +1,200 @@
+"""Big values: a 256 MiB numpy array client -> worker -> client, next to raw pyzmq.
+
+Each round sends the array to a task that returns it (``examples.echo``), so
+2 x 256 MiB cross the wire per round; the rate is those bytes over the round's
+time. Measured in the same run:
+
+* raw pyzmq: the same bytes as one message to a ROUTER echo in another process
+  and back (no limit on the message size, no chunks, no security): the floor;
+* zdf unsecured (protected mode, loopback), through the master (a task with
+  options always goes there: two hops out) and under a lease (straight to the
+  worker: one hop), A and B interleaved round by round;
+* zdf secured (``LocalCluster``'s default: CURVE on every tcp socket), lease path;
+* Dask and Ray, where installed, the same echo.
+
+The client's RSS is sampled every few ms during each zdf round: its growth
+over the level before the round, less the result array the round brings, is
+what the transfer itself costs the client (goal < 50 MiB). The machine may be
+shared: compare ratios, not absolute figures; only the RSS bound is asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+import zmq
+
+import zdf
+from zdf.jobs import examples
+from zdf.localcluster import LocalCluster
+
+SIZE = int(os.environ.get("ZDF_BENCH_VALUE_BYTES", str(256 << 20)))
+ROUNDS = int(os.environ.get("ZDF_BENCH_VALUE_ROUNDS", "4"))
+MiB = 1 << 20
+
+FIGURES: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def summary() -> Iterator[None]:
+    yield
+    f = FIGURES
+    raw = f.get("raw_gb_per_s")
+    if raw:
+        for name in list(f):
+            if name.endswith("_gb_per_s") and name != "raw_gb_per_s":
+                f[name.replace("_gb_per_s", "_over_raw")] = round(f[name] / raw, 2)
+    print("\nbig values, this run:", f)
+
+
+@pytest.fixture(scope="module")
+def array() -> np.ndarray[Any, Any]:
+    return np.random.default_rng(7).random(SIZE // 8)
+
+
+class PeakRss:
+    """The highest RSS of this process while in the ``with`` block (sampled)."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.proc = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakRss:
+        self.before = self.proc.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.before
+
+
+def rate(seconds: list[float]) -> float:
+    """GB/s of the median round (2 x SIZE bytes a round)."""
+    return round(2 * SIZE / float(np.median(seconds)) / 1e9, 3)
+
+
+def timed_round(call: Callable[[], Any], check: np.ndarray[Any, Any]) -> tuple[float, int]:
+    """Seconds of one round, and the client's RSS growth beyond the result."""
+    with PeakRss() as rss:
+        t0 = time.perf_counter()
+        out = call()
+        seconds = time.perf_counter() - t0
+    assert out.shape == check.shape and out[-1] == check[-1]
+    del out
+    return seconds, rss.growth - SIZE
+
+
+def test_raw_pyzmq_baseline(raw_echo: str, array: np.ndarray[Any, Any], benchmark: Any) -> None:
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(raw_echo)
+    try:
+
+        def echo() -> Any:
+            sock.send(array, copy=False)
+            return np.frombuffer(sock.recv(copy=False).buffer, dtype=array.dtype)
+
+        times = [timed_round(echo, array)[0] for _ in range(ROUNDS)]
+    finally:
+        sock.close()
+    FIGURES["raw_gb_per_s"] = rate(times)
+    benchmark.extra_info.update(FIGURES)
+    benchmark.pedantic(lambda: None, rounds=1)
+
+
+def zdf_rounds(secure: bool, array: np.ndarray[Any, Any], tmp: str) -> dict[str, Any]:
+    local = LocalCluster(tmp, executors=1, workers=1, log_level="warning", secure=secure)
+    local.start()
+    try:
+        with zdf.connect(local.master_addr) as client:
+            via_master = client.options(name="echo-via-master")
+            client.submit(examples.echo, 1).result(30)  # the lease for the lone path
+            assert client.leased_worker is not None
+            lease: list[float] = []
+            master: list[float] = []
+            growth: list[int] = []
+            for _ in range(ROUNDS if not secure else max(1, ROUNDS // 2)):
+                seconds, grew = timed_round(
+                    lambda: client.submit(examples.echo, array).result(300), array
+                )
+                lease.append(seconds)
+                growth.append(grew)
+                if not secure:  # interleaved with the lease path, round by round
+                    seconds, grew = timed_round(
+                        lambda: via_master.submit(examples.echo, array).result(300), array
+                    )
+                    master.append(seconds)
+                    growth.append(grew)
+    finally:
+        local.stop()
+    name = "secured" if secure else "zdf"
+    figures: dict[str, Any] = {f"{name}_lease_gb_per_s": rate(lease)}
+    if master:
+        figures[f"{name}_via_master_gb_per_s"] = rate(master)
+    figures[f"{name}_client_rss_growth_mib"] = round(max(growth) / MiB, 1)
+    return figures
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["protected-mode", "curve"])
+def test_zdf(
+    secure: bool,
+    array: np.ndarray[Any, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+    benchmark: Any,
+) -> None:
+    figures = zdf_rounds(secure, array, str(tmp_path_factory.mktemp("values")))
+    FIGURES.update(figures)
+    benchmark.extra_info.update(figures)
+    benchmark.pedantic(lambda: None, rounds=1)
+    print("\nzdf:", figures)
+    growth = figures["secured_client_rss_growth_mib" if secure else "zdf_client_rss_growth_mib"]
+    assert growth < 50  # beyond the result array
+
+
+def test_dask_side_by_side(array: np.ndarray[Any, Any], benchmark: Any) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.Client(n_workers=1, threads_per_worker=1, processes=True) as client:
+        client.submit(examples.echo, 1, pure=False).result()
+        times = [
+            timed_round(lambda: client.submit(examples.echo, array, pure=False).result(), array)[0]
+            for _ in range(ROUNDS)
+        ]
+    FIGURES["dask_gb_per_s"] = rate(times)
+    benchmark.extra_info.update(FIGURES)
+    benchmark.pedantic(lambda: None, rounds=1)
+
+
+def test_ray_side_by_side(array: np.ndarray[Any, Any], benchmark: Any) -> None:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        echo = ray.remote(examples.echo)
+        ray.get(echo.remote(1))
+        times = [timed_round(lambda: ray.get(echo.remote(array)), array)[0] for _ in range(ROUNDS)]
+    finally:
+        ray.shutdown()
+    FIGURES["ray_gb_per_s"] = rate(times)
+    benchmark.extra_info.update(FIGURES)
+    benchmark.pedantic(lambda: None, rounds=1)

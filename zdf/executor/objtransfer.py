@@ -1,0 +1,174 @@
+"""Results travel worker to worker: a task's inputs fetched from the workers that hold them.
+
+Theory of operation. Each worker serves its object store (``zdf.executor.objstore``)
+on a ROUTER of its own (the *store port*, named in its ``fn_hello``), open to
+executors' keys only. A ``StoreServer`` runs that port in a thread with a
+reactor of its own, so a worker busy in a long function still hands out its
+results, and the copy out of the process is libzmq's (``pack`` sends a numpy
+array's buffer without copying it in Python).
+
+A worker given a task whose inputs are elsewhere fetches them with a
+``Fetcher``: one DEALER per holder (CURVE client of the executor role), an
+``obj_get`` request per input, all in flight at once and answered through the
+worker's reactor, so that the worker runs other tasks meanwhile. A value
+arrives as zero-copy frames; a numpy array is rebuilt as a view on them. An
+input that its holder does not answer (it died, or dropped the value) is asked
+of its next holder; with none left the fetch fails, and the worker gives the
+task back to the master, which has the input computed again (lineage,
+``zdf.master.fndeps``).
+
+Values of any size: both ends' channels send a reply over
+``bigmsg.CHUNK_THRESHOLD`` as bounded chunks (``zdf.wire.bigmsg``, on
+``zdf.wire.chunked``) and rebuild it on arrival, so a 256 MiB array crosses
+the wire's 64 MiB frame limit, and small replies overtake its chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+import zmq
+
+from zdf import protocol as P
+from zdf.errors import ProtocolError, ZdfError
+from zdf.wire.bigmsg import DEFAULT_MAX_VALUE_BYTES
+from zdf.wire.payload import pack, unpack
+from zdf.wire.reactor import Reactor
+from zdf.wire.rpc import DEFER, Call, Channel
+from zdf.wire.security import EXECUTORS
+from zdf.wire.sockets import make_socket
+
+log = logging.getLogger(__name__)
+
+FETCH_BASE_TIMEOUT = 2.0  # an input's holder silent this long (plus transfer time): next one
+FETCH_MIN_RATE = 100e6  # bytes/s a transfer is given time for on top of the base
+MAX_PEERS = 64  # holders' sockets kept open; the least recently used goes first
+SERVE_POLL = 0.2  # how often the store thread checks whether it should stop
+
+Fetched = Callable[[Any, "ZdfError | None"], None]
+
+
+class Failed:
+    """In a store, the error of a task that failed (its packed frames): a task taking it
+    as an input fails with it."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self, frames: list[Any]) -> None:
+        self.frames = frames
+
+
+class MissingObject(ZdfError):
+    """The store has no value under that key (dropped, or never made here)."""
+
+
+class StoreServer:
+    """The store port, served from a thread (see the module docstring)."""
+
+    def __init__(self, store: MutableMapping[Any, Any], host: str) -> None:
+        self.store = store
+        self._reactor = Reactor()
+        self._channel = Channel(
+            self._reactor,
+            make_socket(zmq.ROUTER, bind=f"tcp://{host}:*", allow=EXECUTORS),
+            {P.OBJ_GET: self._on_get},
+            name="store",
+        )
+        self._channel.enable_chunks()
+        self.addr = self._channel.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.served = 0
+        self._stopping = False
+        self._reactor.call_every(SERVE_POLL, lambda: None)  # wakes the loop to see _stopping
+        self._thread = threading.Thread(target=self._run, name="zdf-store", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._reactor.run(until=lambda: self._stopping)
+        finally:
+            self._channel.close()
+            self._reactor.close()
+
+    def _on_get(self, call: Call) -> Any:
+        key = P.fields(call.body, key=object)["key"] if isinstance(call.body, dict) else None
+        try:
+            value = self.store[key]
+        except (KeyError, TypeError):
+            raise MissingObject(f"no object {key!r} here") from None
+        self.served += 1
+        if isinstance(value, Failed):
+            call.reply({"key": key, "failed": True}, value.frames)
+        else:
+            call.reply({"key": key}, pack(value))
+        return DEFER
+
+    def close(self) -> None:
+        self._stopping = True
+        self._reactor.stop()
+        self._thread.join(5)
+
+
+class Fetcher:
+    """Fetches values from other workers' store ports (see the module docstring)."""
+
+    def __init__(self, reactor: Reactor, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> None:
+        self.reactor = reactor
+        self.max_value_bytes = max_value_bytes  # the largest value a holder may send
+        self.peers: dict[str, Channel] = {}  # store address: its DEALER, least recent first
+        self.fetched = 0
+
+    def fetch(self, key: Any, addrs: list[str], nbytes: int, done: Fetched) -> None:
+        """Get ``key`` from the first of ``addrs`` that has it; ``done(value, error)``."""
+        if not addrs:
+            done(None, MissingObject(f"no worker holds input {key!r} any more"))
+            return
+        addr, rest = addrs[0], addrs[1:]
+        timeout = FETCH_BASE_TIMEOUT + nbytes / FETCH_MIN_RATE
+
+        def answered(result: Any, error: ZdfError | None) -> None:
+            if error is None:
+                try:
+                    value = self._value(result)
+                except ProtocolError as exc:
+                    error = exc
+                else:
+                    self.fetched += 1
+                    done(value, None)
+                    return
+            log.info("input %r not had from %s (%s); %d holders left", key, addr, error, len(rest))
+            if not isinstance(error, MissingObject):
+                self._forget(addr)  # a fresh connection for whoever asks it next
+            self.fetch(key, rest, nbytes, done)
+
+        self._peer(addr).request(P.OBJ_GET, {"key": key}, timeout=timeout, callback=answered)
+
+    @staticmethod
+    def _value(result: Any) -> Any:
+        if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], dict)):
+            raise ProtocolError("a store reply without the value's frames")
+        if result[0].get("failed"):
+            return Failed([bytes(f.buffer) if hasattr(f, "buffer") else f for f in result[1]])
+        return unpack(result[1])
+
+    def _peer(self, addr: str) -> Channel:
+        channel = self.peers.pop(addr, None)
+        if channel is None:
+            if len(self.peers) >= MAX_PEERS:
+                self._forget(next(iter(self.peers)))
+            sock = make_socket(zmq.DEALER, connect=addr, sndhwm=0, rcvhwm=0, server_role="executor")
+            channel = Channel(self.reactor, sock, {}, name="fetch")
+            channel.enable_chunks(self.max_value_bytes)
+        self.peers[addr] = channel  # most recent last
+        return channel
+
+    def _forget(self, addr: str) -> None:
+        channel = self.peers.pop(addr, None)
+        if channel is not None:
+            channel.close()
+
+    def close(self) -> None:
+        for addr in list(self.peers):
+            self._forget(addr)

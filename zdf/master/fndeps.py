@@ -1,0 +1,417 @@
+"""Task graphs in the master: inputs, where results are, what may be dropped, lineage.
+
+Theory of operation. A client turns each ``Future`` among a task's arguments
+into a reference (``zdf.wire.payload``) and names the futures in the task's
+``deps`` option, in order: a client task id, or ``[tid, lease, worker]`` for a
+task that ran under a lease. The master keeps a *record* of every result whose
+future a client may still use: the ``FnTask`` itself, once done, in ``done``
+under ``(client, tid)``, with the workers holding the value (``holders``: the
+worker that made it, or that a scattered value was put on), its size as packed
+(``nbytes``), its error if it failed, and its own inputs and frames (its
+lineage).
+
+A task with inputs waits here, not in the queue, until every input is ready;
+then it goes to the worker holding the most of its input bytes when that worker
+can start it now (the placement rule: no task waits behind another while a
+worker idles), else to the queue like any task, and the worker it lands on
+fetches what it lacks from the holders (``zdf.executor.objtransfer``). Each
+``fn_run`` entry of such a task names, per input, its store key, the store
+ports of its holders and its size. An input that failed fails the task with
+that very error (its type and remote traceback reach the client), and so on
+down the graph.
+
+References. A record lives while its client holds the future (until
+``fn_release``, sent when the future is released or garbage-collected) or a
+pending task takes it as an input (``refs``); then the master drops it and
+tells its holders (``fn_drop``). A future released before its task ends has
+the value dropped as soon as it is made (unless a task takes it).
+
+Lineage. When a worker dies, its records lose it as a holder; one left with no
+holder is *lost*. A lost record that a pending task needs runs again from its
+task (its inputs first, recursively, if they are lost too), one retry less;
+one only the client holds runs again if and when a task asks for it. A task
+on a live worker whose input is lost is taken back (``fn_steal``) and waits
+again. A record that cannot run again (no retries left, a value scattered by a
+client, a task run under a lease) fails the tasks that need it with a
+``WorkerLost`` error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from zdf import protocol as P
+from zdf.errors import ProtocolError, ZdfError, worker_lost
+from zdf.wire.payload import pack
+from zdf.wire.rpc import DEFER, Call
+
+if TYPE_CHECKING:
+    from zdf.master.fnqueue import FnTask, FnWorker, FunctionQueue
+
+log = logging.getLogger(__name__)
+
+PENDING, READY, FAILED, LOST = "pending", "ready", "failed", "lost"
+
+
+def store_key(record: FnTask) -> Any:
+    """Where its worker keeps a record's value: the task key unless named otherwise."""
+    return record.key if record.skey is None else record.skey
+
+
+def error_frames(type_name: str, message: str) -> list[Any]:
+    return pack({"type": type_name, "module": "zdf.errors", "message": message, "traceback": ""})
+
+
+class Dependencies:
+    def __init__(self, queue: FunctionQueue) -> None:
+        self.q = queue
+        self.done: dict[tuple[bytes, int], FnTask] = {}  # results a future may still use
+        self.storing: dict[str, FnTask] = {}  # store key of a scattered value: its record
+        self.stats = {"recomputed": 0, "dropped": 0, "scattered": 0, "waiting": 0}
+        self.scatters: list[Call] = []  # asked before any worker said hello: answered then
+
+    # -- admission ------------------------------------------------------------
+    def admit(self, task: FnTask, deps: Any) -> None:
+        """A task submitted with inputs: wait for them (or place it, all ready)."""
+        if not isinstance(deps, list) or not deps:
+            raise ProtocolError("option 'deps' is not a list of inputs")
+        inputs: list[FnTask] = []
+        for dep in deps:
+            record = self._record(task.client, dep)
+            if record is None:
+                self.q.by_client[(task.client, task.tid)] = task
+                self.fail(task, error_frames("ZdfError", f"input {dep!r}: {self._unknown}"))
+                return
+            inputs.append(record)
+        task.inputs = inputs
+        for record in inputs:
+            record.refs += 1
+        self.q.by_client[(task.client, task.tid)] = task
+        self.wait(task)
+
+    _unknown = "no such future (released, or of another client)"
+
+    def _record(self, client: bytes, dep: Any) -> FnTask | None:
+        if isinstance(dep, int):
+            return self.done.get((client, dep)) or self.q.by_client.get((client, dep))
+        if not (isinstance(dep, list) and len(dep) == 3 and isinstance(dep[0], int)):
+            raise ProtocolError("an input is a task id or [tid, lease, worker]")
+        tid, lease, addr = dep
+        record = self.done.get((client, tid))
+        if record is None:  # a task run under a lease: its worker keeps it as lease:tid
+            holder = self._worker_at(addr)
+            if holder is None:
+                return None
+            record = self.q.record(client, tid, f"{lease}:{tid}", [holder.peer], READY)
+            self.done[(client, tid)] = record
+        return record
+
+    def _worker_at(self, direct: Any) -> FnWorker | None:
+        for worker in self.q.workers.values():
+            if worker.direct == direct:
+                return worker
+        return None
+
+    def wait(self, task: FnTask) -> None:
+        """Count the inputs of ``task`` not ready yet; place it when none is left."""
+        missing = 0
+        assert task.inputs is not None
+        for record in task.inputs:
+            if record.state == LOST:
+                self.recompute(record)  # or it fails now
+            if record.state == FAILED:
+                self.fail(task, record.error or [])
+                return
+            if record.state != READY:
+                if record.waiters is None:
+                    record.waiters = []
+                record.waiters.append(task)
+                missing += 1
+        task.missing = missing
+        task.state = PENDING
+        if missing:
+            self.stats["waiting"] += 1
+        else:
+            self.ready(task)
+
+    def ready(self, task: FnTask) -> None:
+        if (task.client, task.tid) not in self.q.by_client:  # canceled while it waited
+            self._unref_inputs(task)
+            task.state = FAILED
+            task.error = error_frames("CancelledError", "an input's task was canceled")
+            self._wake(task)
+            return
+        self.q.place_ready(task, self._best_holder(task))
+
+    def _best_holder(self, task: FnTask) -> FnWorker | None:
+        """The live worker holding the most of ``task``'s input bytes (not over its limit)."""
+        weights: dict[bytes, int] = {}
+        for record in task.inputs or ():
+            for peer in record.holders:
+                weights[peer] = weights.get(peer, 0) + record.nbytes + 1
+        best = None
+        for peer, _ in sorted(weights.items(), key=lambda kv: -kv[1]):
+            worker = self.q.workers.get(peer)
+            if worker is not None and not worker.over_limit:
+                best = worker
+                break
+        return best
+
+    def input_specs(self, task: FnTask) -> list[list[Any]]:
+        """``fn_run``'s inputs of ``task``: ``[store key, holders' store ports, nbytes]``."""
+        workers = self.q.workers
+        specs = []
+        for record in task.inputs or ():
+            ports = [workers[p].store for p in record.holders if p in workers]
+            specs.append([store_key(record), ports, record.nbytes])
+        return specs
+
+    # -- results ---------------------------------------------------------------
+    def finished(
+        self,
+        task: FnTask,
+        peer: bytes,
+        ok: bool,
+        nbytes: int,
+        error: Any,
+        drops: dict[bytes, list[Any]],
+    ) -> None:
+        """``task`` ran on ``peer``: keep its record while something refers to it (a drop
+        of a value no one wants goes in ``drops``, sent once per report)."""
+        task.holders = [peer]
+        task.nbytes = nbytes
+        if ok:
+            task.state = READY
+        else:
+            task.state = FAILED
+            task.error = list(error) if error else []
+        if task.inputs is not None:
+            self._unref_inputs(task)
+        if task.waiters is not None:
+            self._wake(task)
+        self._keep_or_drop(task, drops)
+
+    def fail(self, task: FnTask, error: list[Any]) -> None:
+        """``task`` cannot run (an input failed or is gone): answer its client with
+        ``error``, and every task waiting for it the same."""
+        task.state = FAILED
+        task.error = error
+        if task.inputs is not None:
+            self._unref_inputs(task)
+        if self.q.by_client.pop((task.client, task.tid), None) is not None and task.client:
+            self.q.send_results(task.client, [(task.tid, False, error)])
+        self._wake(task)
+        self._keep_or_drop(task)
+
+    def _wake(self, record: FnTask) -> None:
+        waiters, record.waiters = record.waiters, None
+        for task in waiters or ():
+            if task.state != PENDING:
+                continue  # failed through another input already
+            if record.state == FAILED:
+                self.fail(task, record.error or [])
+                continue
+            task.missing -= 1
+            if task.missing == 0:
+                self.ready(task)
+
+    def _unref_inputs(self, task: FnTask) -> None:
+        for record in task.inputs or ():
+            record.refs -= 1
+            if record.refs <= 0 and record.released:
+                self._drop(record)
+
+    def _keep_or_drop(self, record: FnTask, drops: dict[bytes, list[Any]] | None = None) -> None:
+        if (record.released or not record.client) and record.refs <= 0 and not record.waiters:
+            self._drop(record, drops)
+        else:
+            self.done[(record.client, record.tid)] = record
+
+    # -- references --------------------------------------------------------------
+    def release(self, client: bytes, body: Any) -> None:
+        """``fn_release``: ``{"tids": [...], "leased": [[tid, lease, worker], ...]}``."""
+        tids = body.get("tids") or []
+        leased = body.get("leased") or []
+        if not isinstance(tids, list) or not isinstance(leased, list):
+            raise ProtocolError("fn_release: tids and leased are lists")
+        drops: dict[bytes, list[Any]] = {}
+        for tid in tids:
+            self._release(client, tid, drops)
+        for entry in leased:
+            if not (isinstance(entry, list) and len(entry) == 3):
+                continue
+            tid, lease, addr = entry
+            if (client, tid) in self.done:
+                self._release(client, tid, drops)
+                continue
+            holder = self._worker_at(addr)
+            if holder is not None:
+                drops.setdefault(holder.peer, []).append(f"{lease}:{tid}")
+        self._send_drops(drops)
+
+    def _release(self, client: bytes, tid: Any, drops: dict[bytes, list[Any]]) -> None:
+        record = self.done.get((client, tid))
+        if record is None:
+            pending = self.q.by_client.get((client, tid))
+            if pending is not None:
+                pending.released = True  # its value is dropped once made
+            return
+        record.released = True
+        if record.refs <= 0 and not record.waiters:
+            self._drop(record, drops)
+
+    def _drop(self, record: FnTask, drops: dict[bytes, list[Any]] | None = None) -> None:
+        self.done.pop((record.client, record.tid), None)
+        if isinstance(record.skey, str):
+            self.storing.pop(record.skey, None)
+        self.stats["dropped"] += 1
+        # Its task stays with the records that took it as an input (their lineage): if
+        # they are lost, it runs again first.
+        if record.state == READY:
+            record.state = LOST
+        if not record.holders:
+            return
+        holders, record.holders = record.holders, []
+        skey = store_key(record)
+        if drops is None:
+            self._send_drops({peer: [skey] for peer in holders})
+        else:
+            for peer in holders:
+                drops.setdefault(peer, []).append(skey)
+
+    def _send_drops(self, drops: dict[bytes, list[Any]]) -> None:
+        for peer, keys in drops.items():
+            if peer in self.q.workers:
+                self.q.channel.notify(P.FN_DROP, {"keys": keys}, peer=peer)
+
+    # -- scatter -------------------------------------------------------------------
+    def on_scatter(self, call: Call) -> Any:
+        """``fn_scatter`` (a request): answered once a worker can take the values."""
+        if not self._scatter_targets():
+            self.scatters.append(call)  # no worker yet (the cluster is starting)
+            return DEFER
+        return self.scatter(call.peer or b"", call.body)
+
+    def workers_changed(self) -> None:
+        """A worker said hello: scatters that waited for one are answered now."""
+        waiting, self.scatters = self.scatters, []
+        for call in waiting:
+            try:
+                call.reply(self.scatter(call.peer or b"", call.body))
+            except ZdfError as exc:
+                call.fail(exc)
+
+    def _scatter_targets(self) -> list[FnWorker]:
+        return [
+            w
+            for w in self.q.workers.values()
+            if w.direct and w.store and self.q.executor_alive(w.executor_id)
+        ]
+
+    def scatter(self, client: bytes, body: Any) -> dict[str, Any]:
+        """``fn_scatter``: ``{"tids": [...], "nbytes": [...], "broadcast": bool}``; answers
+        where the client puts each value: ``{"puts": [[direct port, [[tid, key], ...]], ...]}``."""
+        tids = P.fields(body, tids=list)["tids"]
+        sizes = body.get("nbytes") or [0] * len(tids)
+        if not isinstance(sizes, list) or len(sizes) != len(tids):
+            raise ProtocolError("fn_scatter: nbytes does not match tids")
+        targets = self._scatter_targets()
+        if not targets:
+            raise ZdfError("no worker to scatter to")
+        targets.sort(key=lambda w: (w.over_limit, w.stored))
+        puts: dict[bytes, list[list[Any]]] = {}
+        for index, (tid, nbytes) in enumerate(zip(tids, sizes, strict=True)):
+            if not isinstance(tid, int) or (client, tid) in self.done:
+                raise ProtocolError("fn_scatter: bad or reused task id")
+            record = self.q.record(client, tid, "", [], PENDING)
+            record.skey = f"s{record.key}"
+            record.nbytes = nbytes if isinstance(nbytes, int) else 0
+            chosen = targets if body.get("broadcast") else [targets[index % len(targets)]]
+            for worker in chosen:
+                puts.setdefault(worker.peer, []).append([tid, record.skey])
+                worker.stored += record.nbytes
+            self.done[(client, tid)] = record
+            self.storing[record.skey] = record
+        self.stats["scattered"] += len(tids)
+        return {"puts": [[self.q.workers[p].direct, entries] for p, entries in puts.items()]}
+
+    def stored(self, peer: bytes, keys: Iterable[Any]) -> None:
+        """``fn_stored``: the worker ``peer`` keeps these scattered values now."""
+        for skey in keys:
+            record = self.storing.get(skey) if isinstance(skey, str) else None
+            if record is None:
+                if peer in self.q.workers:  # released meanwhile
+                    self.q.channel.notify(P.FN_DROP, {"keys": [skey]}, peer=peer)
+                continue
+            if peer not in record.holders:
+                record.holders.append(peer)
+            if record.state == PENDING:
+                record.state = READY
+                self._wake(record)
+
+    # -- lineage ---------------------------------------------------------------------
+    def holder_lost(self, peer: bytes) -> None:
+        """The worker ``peer`` died: its values are gone. Needed ones are made again."""
+        lost = []
+        for record in list(self.done.values()):
+            if peer in record.holders:
+                record.holders.remove(peer)
+                if not record.holders and record.state == READY:
+                    record.state = LOST
+                    lost.append(record)
+        for record in lost:
+            if record.refs > 0 or record.waiters:
+                self.recompute(record)
+        if lost:
+            self._take_back_stranded(peer)
+
+    def recompute(self, record: FnTask) -> bool:
+        """Run a lost record's task again (its lost inputs too); False if it cannot."""
+        if record.state != LOST:
+            return record.state != FAILED
+        if not record.fn or record.retries <= 0:
+            why = "no retries left" if record.fn else "it cannot be made again"
+            record.state = FAILED
+            record.error = pack(worker_lost(f"a result was lost with its worker ({why})"))
+            self._wake(record)
+            return False
+        record.retries -= 1
+        self.stats["recomputed"] += 1
+        log.info("recomputing task %d (%s): its result was lost", record.key, record.fn)
+        self.q.by_client[(record.client, record.tid)] = record  # its answer is dropped
+        if record.inputs is None:
+            record.state = PENDING
+            self.q.place_ready(record, None)
+            return True
+        for dep in record.inputs:
+            dep.refs += 1
+        self.wait(record)
+        return True
+
+    def _take_back_stranded(self, peer: bytes) -> None:
+        """Tasks sent to live workers whose inputs were only on ``peer``: back here."""
+        steal: dict[bytes, list[int]] = {}
+        for task in self.q.inflight.values():
+            if task.inputs is None or task.worker is None or task.worker == peer:
+                continue
+            if any(record.state != READY for record in task.inputs):
+                steal.setdefault(task.worker, []).append(task.key)
+        for worker, keys in steal.items():
+            self.q.channel.notify(P.FN_STEAL, {"keys": keys}, peer=worker)
+
+    def again(self, task: FnTask, lost: Iterable[Any] = ()) -> None:
+        """``task`` came back unstarted (stolen, its worker died, or it could not fetch
+        ``lost``): wait for its inputs anew (recomputing those that are gone)."""
+        lost_keys = set(lost)
+        for record in task.inputs or ():
+            if store_key(record) in lost_keys and record.state == READY:
+                # No holder could hand it out: made again (a slow holder costs a rerun),
+                # or failed if it cannot be.
+                record.holders = []
+                record.state = LOST
+        self.wait(task)
+
+    def status(self) -> dict[str, Any]:
+        return {**self.stats, "results": len(self.done)}
