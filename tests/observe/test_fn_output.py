@@ -178,8 +178,10 @@ def test_the_worker_sends_output_only_to_a_client_that_asked_and_before_the_resu
     # Nobody listens at the master address: hello requests just go unanswered.
     fn = FunctionRunner(reactor, f"127.0.0.1:{free_port()}", "exec-1", "w0", output=output)
     try:
-        fn.queue.append((1, "zdf.jobs.examples:chatty", pack([[2], {}]), addr + "#tk+out", 11))
-        fn.queue.append((2, "zdf.jobs.examples:chatty", pack([[2], {}]), addr + "#tk", 12))
+        fn.queue.append(
+            (1, "zdf.jobs.examples:chatty", pack([[2], {}]), addr + "#tk+out", 11, None, 1)
+        )
+        fn.queue.append((2, "zdf.jobs.examples:chatty", pack([[2], {}]), addr + "#tk", 12, None, 2))
         fn.run_slice()
         got = messages(pull, 4, reactor)
     finally:
