@@ -38,5 +38,7 @@ Two sets of stage operators: ``stages`` and ``flowsink`` are the stages on the
 public dataflow API (``zdf.dataflow``), which job files get (``zdf.jobs.benchflow``);
 ``producer``, ``binlog``, ``receive``, ``syncer`` and ``sink`` are the first,
 hand-wired ones the table above describes (``engine="classic"``), kept for their
-tests and for same-run comparisons. Both write the same files.
+tests and for same-run comparisons. Both write the same files: the two sinks share
+``sinkcore`` (file, gate, barrier, end), and the barrier talks over
+``zdf.dataflow.peers``.
 """
