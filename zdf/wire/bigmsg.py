@@ -22,7 +22,10 @@ receiving side bounds a transfer by ``max-value-bytes`` plus ``ENVELOPE_SLACK``.
 Who uses it: ``rpc.Channel`` when asked (``enable_chunks``: the master's
 ROUTER, the workers' function-task sockets), the client's transport (its DEALERs
 to the master and to a leased worker, its result PULL) and the workers' result
-PUSHes.
+PUSHes. Only function-task messages carry frames that large, and every peer they
+go to rebuilds chunks; a channel with chunks on must not send such frames to a
+peer that does not (an executor, a command-line ``RpcClient``): it would answer
+``unknown operation 'chunk'``.
 """
 
 from __future__ import annotations
