@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -215,3 +217,30 @@ def test_a_task_given_back_and_sent_again_waits_for_all_its_inputs(reactor: Reac
         assert len(fn.queue) == 1 and fn.queue[0][5] == [1.0, 2.0]
     finally:
         fn.close()
+
+
+def test_a_runner_with_a_spill_dir_spills_and_says_it_is_over(
+    reactor: Reactor, tmp_path: Path
+) -> None:
+    spill = tmp_path / "spill" / "w0"
+    fn = FunctionRunner(
+        reactor,
+        f"127.0.0.1:{free_port()}",
+        "exec-1",
+        "w0",
+        memory_limit=1 << 20,
+        spill_dir=str(spill),
+    )
+    try:
+        sent = to_master(fn)
+        # A result above the store's target goes to disk at once, under its master key.
+        fn.queue.append((5, "zdf.jobs.examples:block", pack([[0], {}]), "", 5, None, 5))
+        fn.run_slice()
+        assert fn.store.is_spilled(5) and len(os.listdir(spill)) == 1
+        assert fn.store[5][-1] == (1 << 20) // 8 - 1
+        # Above the pause fraction of 1 MiB (this process alone holds more): over.
+        done = [body for op, body, _ in sent if op == P.FN_DONE]
+        assert done and done[-1]["over"] is True
+    finally:
+        fn.close()
+    assert os.listdir(spill) == []  # the store's files went with the runner

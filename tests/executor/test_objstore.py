@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
+import os
+from pathlib import Path
 
-from zdf.executor.objstore import current_store, make_store, value_bytes
+import numpy as np
+import pytest
+
+from zdf.executor.objstore import SpillingStore, current_store, make_store, value_bytes
 
 
 def test_values_are_kept_as_they_are_and_counted() -> None:
@@ -35,3 +39,22 @@ def test_over_its_memory_limit() -> None:
 
 def test_containers_are_sized_by_what_they_hold() -> None:
     assert value_bytes({"x": np.zeros(1000), "y": [b"a" * 100]}) > 8100
+
+
+def test_a_spilling_store_keeps_int_and_string_keys_apart(tmp_path: Path) -> None:
+    store = make_store(memory_limit=1 << 20, spill_dir=str(tmp_path / "w0"))
+    assert isinstance(store, SpillingStore) and current_store() is store
+    store[7] = np.ones(200_000)  # 1.6 MB: above the target, on disk at once
+    store["7"] = b"seven"
+    store["i:7"] = b"not the int"
+    assert store.is_spilled(7) and not store.is_spilled("7")
+    assert store["7"] == b"seven" and store["i:7"] == b"not the int" and store[7].sum() == 200_000
+    assert sorted(map(str, store)) == ["7", "7", "i:7"] and 7 in store and [7] not in store
+    with pytest.raises(TypeError):
+        del store[[7]]  # not a store key (the runner ignores such a drop)
+    assert len(os.listdir(tmp_path / "w0")) == 1
+    del store[7]
+    assert os.listdir(tmp_path / "w0") == [] and store.spilled_bytes == 0
+    store[8] = np.ones(200_000)
+    store.close()
+    assert os.listdir(tmp_path / "w0") == [] and len(store) == 0

@@ -155,10 +155,14 @@ class FunctionRunner:
         session: str = "",
         output: FunctionOutput | None = None,
         store: Any = None,
+        memory_limit: int = 0,
+        spill_dir: str = "",
     ) -> None:
         self.reactor = reactor
         self.output = output  # forwards a task's output to its client (zdf.observe.fnout)
-        self.store = store if store is not None else make_store()
+        # Its own store (spilling into ``spill_dir`` above ``memory_limit``) unless given one.
+        self._owns_store = store is None
+        self.store = store if store is not None else make_store(memory_limit, spill_dir)
         self.store_server = StoreServer(self.store, host)
         self.fetcher = Fetcher(reactor)
         self.waiting: dict[int, Waiting] = {}  # master key: a task fetching its inputs
@@ -268,6 +272,8 @@ class FunctionRunner:
         self.direct.close()
         self.fetcher.close()
         self.store_server.close()
+        if self._owns_store:
+            self.store.close()  # its spilled files go with it
         for sock, _ in self.replies.values():
             close_socket(sock)
         self.replies.clear()

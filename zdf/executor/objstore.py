@@ -13,18 +13,27 @@ string for tasks run under a lease and for scattered values) to the value,
 with two properties the worker reports to the master: ``memory_bytes`` (what
 its values hold) and ``over_limit`` (above the worker's memory limit: the
 master then places new work elsewhere). ``make_store`` is the one place a
-store is made: a store that spills to disk above ``memory_limit`` plugs in
-there with the same interface.
+store is made. A worker's store spills to disk (``zdf.executor.spill``): given a
+``spill_dir``, ``make_store`` wraps a ``SpillStore`` in a ``SpillingStore``, which
+turns each store key into the spill store's string keys (``store_key``: an int
+``7`` is ``"i:7"``, a string ``"lease:3"`` is ``"s:lease:3"``; no two keys meet)
+and serialises access with a lock (the store port serves it from its own thread,
+``zdf.executor.objtransfer``, and a read moves a value in the spill store's LRU
+order). Without a spill dir (unit tests) the store keeps everything in memory.
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 from collections.abc import Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from zdf.executor.spill import SpillStore, resolve_memory_limit
 
 MAX_SIZE_DEPTH = 4  # containers are sized this deep (beyond: their own size only)
 
@@ -84,6 +93,90 @@ class MemoryStore(MutableMapping[Any, Any]):
     def __len__(self) -> int:
         return len(self._values)
 
+    def close(self) -> None:
+        self._values.clear()
+        self._sizes.clear()
+        self.memory_bytes = 0
+
+
+def store_key(key: Any) -> str:
+    """The spill store's string key for a store key (an int or a string)."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return f"i:{key}"
+    if isinstance(key, str):
+        return f"s:{key}"
+    raise TypeError(f"a store key is an int or a string, not {type(key).__name__}")
+
+
+def from_store_key(key: str) -> Any:
+    return int(key[2:]) if key.startswith("i:") else key[2:]
+
+
+class SpillingStore(MutableMapping[Any, Any]):
+    """The worker's store over a ``SpillStore``: its keys converted, its access locked."""
+
+    def __init__(self, spill: SpillStore) -> None:
+        self.spill = spill
+        self._lock = threading.Lock()
+
+    @property
+    def memory_limit(self) -> int:
+        return self.spill.memory_limit
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.spill.memory_bytes
+
+    @property
+    def spilled_bytes(self) -> int:
+        return self.spill.spilled_bytes
+
+    @property
+    def over_limit(self) -> bool:
+        with self._lock:
+            return self.spill.over_limit
+
+    def is_spilled(self, key: Any) -> bool:
+        with self._lock:
+            return self.spill.is_spilled(store_key(key))
+
+    def __getitem__(self, key: Any) -> Any:
+        skey = store_key(key)
+        with self._lock:
+            return self.spill[skey]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        skey = store_key(key)
+        with self._lock:
+            self.spill[skey] = value
+
+    def __delitem__(self, key: Any) -> None:
+        skey = store_key(key)
+        with self._lock:
+            del self.spill[skey]
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            skey = store_key(key)
+        except TypeError:
+            return False
+        with self._lock:
+            return skey in self.spill
+
+    def __iter__(self) -> Iterator[Any]:
+        with self._lock:
+            keys = list(self.spill)
+        return map(from_store_key, keys)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self.spill)
+
+    def close(self) -> None:
+        """Remove every spilled file."""
+        with self._lock:
+            self.spill.close()
+
 
 def give_back_memory() -> None:
     """Hand the heap that dropped values freed back to the system (glibc keeps freed
@@ -96,18 +189,25 @@ def give_back_memory() -> None:
         pass
 
 
-_current: list[MemoryStore] = []  # this process's store (a worker makes one)
+_current: list[MemoryStore | SpillingStore] = []  # this process's store (a worker makes one)
 
 
-def make_store(memory_limit: int = 0, spill_dir: str = "") -> MemoryStore:
-    """The worker's object store. ``memory_limit`` (bytes, 0: none) sets ``over_limit``;
-    ``spill_dir`` is where a spilling store would write (this one keeps all in memory)."""
-    del spill_dir  # a spilling store plugs in here
-    store = MemoryStore(memory_limit)
+def make_store(
+    memory_limit: int = 0, spill_dir: str = "", workers: int = 1
+) -> MemoryStore | SpillingStore:
+    """The worker's object store. With a ``spill_dir``: values beyond ``memory_limit``
+    (bytes; 0: this worker's share of the machine among ``workers``) spill to files
+    there. Without: all in memory, ``memory_limit`` (0: none) only sets ``over_limit``."""
+    store: MemoryStore | SpillingStore
+    if spill_dir:
+        limit = resolve_memory_limit(memory_limit, workers)
+        store = SpillingStore(SpillStore(limit, Path(spill_dir)))
+    else:
+        store = MemoryStore(memory_limit)
     _current[:] = [store]
     return store
 
 
-def current_store() -> MemoryStore | None:
+def current_store() -> MemoryStore | SpillingStore | None:
     """The store of this worker process (for tasks that report on it, as in the tests)."""
     return _current[0] if _current else None

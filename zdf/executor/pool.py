@@ -87,7 +87,11 @@ class WorkerPool:
         log_file: str = "",
         public_host: str = "",
         logs_dir: str = "",
+        memory_limit: int = 0,
+        spill_dir: str = "",
     ) -> None:
+        self.memory_limit = memory_limit  # one worker's, in bytes (zdf.executor.spill)
+        self.spill_dir = spill_dir  # each worker spills into a directory of its own here
         self.logs_dir = logs_dir  # tasks' output files (zdf.observe.taskout)
         self.sockets = sockets
         self.log_format = log_format
@@ -144,6 +148,10 @@ class WorkerPool:
             cmd += ["--public-host", self.public_host]
         if self.logs_dir:
             cmd += ["--logs-dir", self.logs_dir]
+        if self.spill_dir:
+            cmd += ["--spill-dir", os.path.join(self.spill_dir, slot.name)]
+        if self.memory_limit:
+            cmd += ["--memory-limit", str(self.memory_limit)]
         slot.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
 
     def mark_ready(self, name: str, budget: int = 0) -> WorkerSlot | None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from zdf.errors import JobError, NotLeader, Timeout, ZdfError
 from zdf.executor import sockdir
 from zdf.executor.pool import WorkerPool, WorkerSlot
 from zdf.executor.probe import MasterProbe
+from zdf.executor.spill import resolve_memory_limit
 from zdf.files import private_dir
 from zdf.jobs.cost import task_cost
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
@@ -89,6 +91,8 @@ class Executor:
         # Data sockets on a tmpfs when there is one (zdf.executor.sockdir).
         self.ipc_dir, self._own_ipc_dir = sockdir.data_socket_dir(run_dir)
         self.logs_dir = os.path.join(run_dir, "logs")  # kept on disk, past this process
+        # Workers' results beyond memory-limit, on disk (not the tmpfs of the sockets).
+        self.spill_dir = os.path.join(run_dir, "spill")
         ctl_addr = f"ipc://{run_dir}/ctl-{os.getpid()}.sock"
         self.tasks: dict[tuple[str, str], RunningTask] = {}
         self.master_epoch: int | None = None
@@ -159,6 +163,8 @@ class Executor:
             log_file=config.log_file,
             public_host=self.public_host,
             logs_dir=self.logs_dir,
+            memory_limit=resolve_memory_limit(config.memory_limit, workers),
+            spill_dir=self.spill_dir,
         )
         self._handlers = handlers
         self.reactor.call_every(config.keepalive_interval, self._beat, now=True)
@@ -232,6 +238,7 @@ class Executor:
         self.publisher.close()
         self.master_sub.close()
         self.probe.close()
+        shutil.rmtree(self.spill_dir, ignore_errors=True)  # a killed worker's files too
         if self._own_ipc_dir:
             sockdir.remove(self.ipc_dir)
 

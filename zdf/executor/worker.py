@@ -14,6 +14,7 @@ import argparse
 import importlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -74,8 +75,16 @@ class Worker:
         budget: int = 0,
         public_host: str = "",
         logs_dir: str = "",
+        memory_limit: int = 0,
+        spill_dir: str = "",
     ) -> None:
         self.name = name
+        # Function results beyond ``memory_limit`` spill to ``spill_dir`` (zdf.executor.spill);
+        # the files of a worker that died before this one are not ours to read.
+        self.memory_limit = memory_limit
+        self.spill_dir = spill_dir
+        if spill_dir:
+            shutil.rmtree(spill_dir, ignore_errors=True)
         self.budget = budget  # descriptors its tasks may use (zdf.executor.limits)
         self.public_host = public_host  # published in place of ``host`` (advertise-addr)
         # The function tasks' direct port publishes where it binds: not a wildcard.
@@ -118,6 +127,8 @@ class Worker:
                 allow_pickle,
                 self.fn_host,
                 output=self.fn_output,
+                memory_limit=memory_limit,
+                spill_dir=spill_dir,
             )
             if master
             else None
@@ -162,6 +173,8 @@ class Worker:
         self.channel.close()
         if self.functions is not None:
             self.functions.close()
+        if self.spill_dir:  # its files went with the store: the directory goes too
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
 
     # -- reports ------------------------------------------------------------
     def report(
@@ -294,6 +307,8 @@ class Worker:
             self.fn_host,
             session=session,
             output=self.fn_output,
+            memory_limit=self.memory_limit,
+            spill_dir=self.spill_dir,
         )
         return None
 
@@ -414,6 +429,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sockets", type=int, default=0, help="descriptors its tasks may use (0: the limit)"
     )
+    parser.add_argument(
+        "--memory-limit", type=int, default=0, help="result bytes kept in memory (0: a share)"
+    )
+    parser.add_argument("--spill-dir", default="", help="where results beyond it spill")
     args = parser.parse_args(argv)
     budget = raise_limits(args.sockets)  # before any socket: libzmq reads MAX_SOCKETS once
     process = f"worker[{args.executor_id}/{args.name}]" if args.executor_id else args.name
@@ -438,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         budget,
         args.public_host,
         args.logs_dir,
+        args.memory_limit,
+        args.spill_dir,
     )
 
     def on_term(*_: object) -> None:

@@ -123,6 +123,13 @@ def ones(n: int) -> Any:
     return np.ones(n)
 
 
+def block(seed: int, nbytes: int = 1 << 20) -> Any:
+    """``nbytes`` of int64s counting up from ``seed``: a result unlike any other."""
+    import numpy as np
+
+    return np.arange(seed, seed + nbytes // 8, dtype=np.int64)
+
+
 def store_info() -> dict[str, int]:
     """This worker's object store: how many values, how many bytes, and its pid."""
     from zdf.executor.objstore import current_store
