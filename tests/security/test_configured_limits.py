@@ -12,6 +12,7 @@ import pytest
 import zmq
 
 import zdf
+from tests.security.checks import nested
 from zdf.config import ConfigError, MasterConfig, MetastoreConfig, load_config
 from zdf.errors import LimitExceeded, ProtocolError
 from zdf.jobs import examples
@@ -25,13 +26,6 @@ from zdf.wire import codec
 from zdf.wire.codec import Kind, decode, encode
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def nested(depth: int) -> Any:
-    value: Any = 1
-    for _ in range(depth):
-        value = {"c": value}
-    return value
 
 
 def test_leases_are_counted_per_client_until_they_are_gone() -> None:

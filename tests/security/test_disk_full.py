@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.security.checks import one_line_error
 from tests.security.mounts import MountNamespace
 from zdf import protocol as P
 from zdf.errors import Timeout, UnknownOutcome
@@ -30,14 +31,6 @@ from zdf.wire.sockets import free_port
 pytestmark = pytest.mark.timeout(120)
 
 VALUE = b"v" * 100_000
-
-
-def one_line_error(out: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert out.returncode != 0
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), out.stderr
-    for word in words:
-        assert word in lines[0], out.stderr
 
 
 def zdf_cli(argv: list[str], inside: MountNamespace | None) -> subprocess.CompletedProcess[str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.security.checks import nested, one_line_error
 from zdf import protocol as P
 from zdf.config import ConfigError, parse_name, read_toml
 from zdf.errors import LimitExceeded, PermissionDenied, ProtocolError
@@ -28,13 +29,6 @@ from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.sockets import free_port
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def nested(depth: int) -> Any:
-    value: Any = 1
-    for _ in range(depth):
-        value = {"c": value}
-    return value
 
 
 def test_a_message_nested_too_deep_is_refused_with_its_request_id() -> None:
@@ -184,14 +178,6 @@ def zdf_cli(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=30,
         env=env,
     )
-
-
-def one_line_error(out: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert out.returncode != 0
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), out.stderr
-    for word in words:
-        assert word in lines[0], out.stderr
 
 
 def test_startup_errors_are_one_line(tmp_path: Path) -> None:
