@@ -260,10 +260,12 @@ class FlowOperator(Operator):
                 dtype=dtype_from_wire(spec["dtype"]),
             )
             self.inputs.append(_Input(inport, int(spec["index"])))
+        # setup first: done flags already known (a task restarted late in its job) end
+        # it at once, and its summary needs what setup made.
+        self.setup()
         after = self.done_after()
         if after:
             self.when_done(after, self._downstream_done)
-        self.setup()
         self.defer(self._pump)
 
     # -- input ---------------------------------------------------------------------------
