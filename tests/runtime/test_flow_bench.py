@@ -18,8 +18,8 @@ from zdf.jobs.benchflow import bench_flow
 from zdf.records import DATA, SINK_DTYPE
 from zdf.runtime.bench.flowsink import Sink
 from zdf.runtime.bench.params import BenchParams
-from zdf.runtime.bench.producer import producer_batch
-from zdf.runtime.bench.stages import Receive
+from zdf.runtime.bench.producer import producer_batch, producer_batch_by_stream
+from zdf.runtime.bench.stages import Producer, Receive
 from zdf.runtime.local import LocalRunner
 
 from .conftest import SMALL, JobFactory, replace_flow_params, replace_operator
@@ -53,6 +53,29 @@ def test_round_starts_are_the_binlog_rounds(shape: tuple[int, int, int, int, int
         ]
         assert p.round_rows(s).tolist() == sizes
         assert p.round_starts(s).tolist() == np.concatenate([[0], np.cumsum(sizes)]).tolist()
+
+
+@pytest.mark.parametrize(
+    "shape", [(4, 3, 20_000, 1000, 4096), (3, 5, 1001, 7, 3), (2, 1, 50, 9, 20)]
+)
+def test_a_producer_batch_routes_as_slices_of_the_per_stream_batches(
+    shape: tuple[int, int, int, int, int],
+) -> None:
+    """The flow producer's batch, cut by its route, is each stream's ``producer_batch``
+    exactly; every piece is a view of the batch (no copy on the custom edge)."""
+    tables, streams, rcd_cnt, ddl_freq, batch = shape
+    p = BenchParams("f", tables, streams, rcd_cnt, ddl_freq, batch, 0.0, "/nonexistent", 8)
+    for t in range(tables):
+        producer = Producer.__new__(Producer)  # route() needs only its params
+        producer.bench, producer.instance = p, t
+        for k in range(p.producer_batches):
+            rows = producer_batch_by_stream(p, t, k, 7)
+            pieces = producer.route(rows, streams, k)
+            for s, piece in enumerate(pieces):
+                assert piece.tobytes() == producer_batch(p, t, k, s, 7).tobytes()
+                assert piece.base is rows or piece.base is rows.base
+            with pytest.raises(ValueError, match="expected"):
+                producer.route(rows[1:], streams, k)
 
 
 def test_a_job_file_builds_the_stages_as_a_dataflow_graph() -> None:

@@ -87,20 +87,26 @@ class BenchParams:
         """Which stream carries each data pk of ``table`` (deterministic, even)."""
         return (pks + table) % self.streams  # type: ignore[no-any-return]
 
-    def round_rows(self, stream: int) -> np.ndarray:
-        """Rows of each binlog round of ``stream``: per producer batch k, the data pks of
-        every table that ``streams_of`` gives this stream plus every table's DDLs (closed
-        form of ``producer_batch``'s lengths, summed over the tables)."""
-        k = np.arange(self.producer_batches, dtype=np.int64)
+    def batch_rows(self, table: int, k: Any, stream: Any) -> np.ndarray:
+        """Rows of ``producer_batch(table, k, stream)`` in closed form: the data pks of
+        batch ``k`` that ``streams_of`` gives ``stream``, plus the batch's DDLs.
+        ``k`` and ``stream`` may be arrays (numpy broadcasting)."""
+        k = np.asarray(k, dtype=np.int64)
         lo = k * self.batch_size + 1
         hi = np.minimum((k + 1) * self.batch_size, self.rcd_cnt)
         s, f = self.streams, self.ddl_freq
-        ddls = hi // f - (lo - 1) // f
-        rows = self.tables * ddls
-        for t in range(self.tables):
-            first = lo + (stream - t - lo) % s  # the first pk >= lo of this stream
-            rows += np.where(first <= hi, (hi - first) // s + 1, 0)
-        return rows  # type: ignore[no-any-return]
+        first = lo + (stream - table - lo) % s  # the first pk >= lo of this stream
+        data = np.where(first <= hi, (hi - first) // s + 1, 0)
+        return data + hi // f - (lo - 1) // f  # type: ignore[no-any-return]
+
+    def round_rows(self, stream: int) -> np.ndarray:
+        """Rows of each binlog round of ``stream``: per producer batch k, the rows of
+        ``producer_batch(t, k, stream)`` summed over the tables (``batch_rows``)."""
+        k = np.arange(self.producer_batches, dtype=np.int64)
+        return sum(  # type: ignore[return-value]
+            (self.batch_rows(t, k, stream) for t in range(self.tables)),
+            np.zeros(len(k), np.int64),
+        )
 
     def round_starts(self, stream: int) -> np.ndarray:
         """The gtid each binlog round of ``stream`` starts at, and the stream's end."""

@@ -37,9 +37,11 @@ from zdf.runtime.operator import Operator
 from zdf.runtime.pipe import OutPort
 
 
-def producer_batch(p: BenchParams, table: int, k: int, stream: int | None, ts: int) -> np.ndarray:
-    """Batch ``k`` of ``table`` for ``stream`` (see the module docstring); ``None``: the
-    whole batch, every stream's data rows with the DDLs once."""
+def _batch_pks(
+    p: BenchParams, table: int, k: int, stream: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pks of batch ``k`` of ``table`` for ``stream`` in order (see ``producer_batch``)
+    and where its DDLs sit: a DDL goes just before the data pk it precedes."""
     lo = k * p.batch_size + 1
     hi = min((k + 1) * p.batch_size, p.rcd_cnt)
     if stream is None:
@@ -50,17 +52,38 @@ def producer_batch(p: BenchParams, table: int, k: int, stream: int | None, ts: i
     f = p.ddl_freq
     ddl = np.arange(-(-lo // f) * f, hi + 1, f, dtype=np.int64)
     at = np.searchsorted(data, ddl, side="left")
-    pk = np.insert(data, at, ddl)  # a DDL goes just before the data pk it precedes
+    return np.insert(data, at, ddl), at + np.arange(len(ddl))
+
+
+def _records(p: BenchParams, table: int, pk: np.ndarray, ddl_at: np.ndarray, ts: int) -> np.ndarray:
     rows = np.zeros(len(pk), RECORD_DTYPE)  # gtid 0: the binlog assigns positions
     if DATA:
         rows["tp"] = DATA
-    if len(ddl):
-        rows["tp"][at + np.arange(len(ddl))] = DDL
+    if len(ddl_at):
+        rows["tp"][ddl_at] = DDL
     rows["pk"] = pk
-    rows["schema_ver"] = pk // f
+    rows["schema_ver"] = pk // p.ddl_freq
     rows["tid"] = table
     rows["ts"] = ts
     return rows
+
+
+def producer_batch(p: BenchParams, table: int, k: int, stream: int | None, ts: int) -> np.ndarray:
+    """Batch ``k`` of ``table`` for ``stream`` (see the module docstring); ``None``: the
+    whole batch, every stream's data rows with the DDLs once."""
+    pk, ddl_at = _batch_pks(p, table, k, stream)
+    return _records(p, table, pk, ddl_at, ts)
+
+
+def producer_batch_by_stream(p: BenchParams, table: int, k: int, ts: int) -> np.ndarray:
+    """The batches ``producer_batch(table, k, s)`` of every stream ``s`` in turn, built
+    as one array (so each stream's is a slice of it, ``BenchParams.batch_rows`` long):
+    the DDLs are in it once per stream."""
+    pieces = [_batch_pks(p, table, k, s) for s in range(p.streams)]
+    offsets = np.cumsum([0] + [len(pk) for pk, _ in pieces[:-1]])
+    pk = np.concatenate([pk for pk, _ in pieces])
+    ddl_at = np.concatenate([at + offsets[s] for s, (_, at) in enumerate(pieces)])
+    return _records(p, table, pk, ddl_at, ts)
 
 
 PACE = "pace"
