@@ -92,6 +92,7 @@ class _Edge:
     partition: str
     key: str
     channels: list[_Channel]
+    split: Callable[[np.ndarray, int], list[np.ndarray]]  # (rows, step) -> one per channel
 
 
 @dataclass
@@ -231,6 +232,7 @@ class FlowOperator(Operator):
         self._counts: list[tuple[int, int]] = [(0, 0)] * self.step  # at each step's start
         self.ended_at: int | None = None  # the output's step count, once known
         self._completed = False
+        self._pump_soon = functools.partial(self.defer, self._pump)  # once per burst
         self.edges: list[_Edge] = []
         for spec in flow.get("outputs") or []:
             channels = int(spec["channels"])
@@ -242,9 +244,9 @@ class FlowOperator(Operator):
                 on_subscribe=functools.partial(self._on_subscribe, len(self.edges)),
             )
             chans = [_Channel() for _ in range(channels)]
-            self.edges.append(
-                _Edge(port, str(spec["partition"]), str(spec.get("key") or ""), chans)
-            )
+            partition, key = str(spec["partition"]), str(spec.get("key") or "")
+            splitter = self._splitter(partition, key, channels)
+            self.edges.append(_Edge(port, partition, key, chans, splitter))
         window = int(flow.get("window", DEFAULT_WINDOW))
         self.inputs: list[_Input] = []
         for spec in flow.get("inputs") or []:
@@ -266,16 +268,16 @@ class FlowOperator(Operator):
         after = self.done_after()
         if after:
             self.when_done(after, self._downstream_done)
-        self.defer(self._pump)
+        self._pump_soon()
 
     # -- input ---------------------------------------------------------------------------
     def _on_batch(self, i: int, rows: np.ndarray, pos: int, next_pos: int) -> None:
         self.inputs[i].queue.append(rows)
-        self._pump()
+        self._pump_soon()  # once for all the batches of a burst, not once per batch
 
     def _on_eos(self, i: int, pos: int) -> None:
         self.inputs[i].end = pos
-        self._pump()
+        self._pump_soon()
 
     def _ready(self) -> bool:
         step = self.step
@@ -348,14 +350,25 @@ class FlowOperator(Operator):
                 )
         self.rows_out += len(rows)
         for e, edge in enumerate(self.edges):
-            if edge.partition == "custom" and len(rows):
-                parts = self.route(rows, len(edge.channels), step)
-            else:
-                parts = split(rows, edge.partition, len(edge.channels), edge.key, step)
+            parts = edge.split(rows, step)
             for chan, part in zip(edge.channels, parts, strict=True):
                 if step >= chan.next_send + len(chan.pending):
                     chan.pending.append((step, part))
             self._flush(e)
+
+    def _splitter(
+        self, partition: str, key: str, n: int
+    ) -> Callable[[np.ndarray, int], list[np.ndarray]]:
+        """How an edge cuts a step's rows, chosen once (``zdf.dataflow.partition``)."""
+        if n == 1 and partition != "custom":
+            return lambda rows, step: [rows]  # every row to the one channel
+
+        def cut(rows: np.ndarray, step: int) -> list[np.ndarray]:
+            if partition == "custom" and len(rows):
+                return self.route(rows, n, step)
+            return split(rows, partition, n, key, step)
+
+        return cut
 
     def _flush(self, e: int) -> None:
         edge = self.edges[e]
@@ -381,7 +394,7 @@ class FlowOperator(Operator):
         while len(chan.unacked) > edge.port.in_flight(ch):
             chan.unacked.popleft()
         self._flush(e)
-        self.defer(self._pump)
+        self._pump_soon()
 
     def _on_subscribe(self, e: int, ch: int, start: int) -> None:
         chan = self.edges[e].channels[ch]
@@ -397,7 +410,7 @@ class FlowOperator(Operator):
             chan.pending.clear()
             chan.next_send = start
             self._roll_back(start if self.stateless else 0)
-        self.defer(self._pump)
+        self._pump_soon()
 
     def _roll_back(self, step: int) -> None:
         """Make the steps from ``step`` again (see the module docstring)."""
