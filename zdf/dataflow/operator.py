@@ -34,8 +34,10 @@ Receivers align nothing by hand: one batch per step per channel *is* the
 alignment, and a task's view of its inputs at step ``s`` is the same in every run.
 
 Flow control is the pipes' credit (``window`` batches in flight per channel);
-a task makes no new step while any output channel holds ``MAX_PENDING`` steps
-not yet sent, so a slow or absent receiver stops its upstream.
+a task makes no new step while any output channel holds ``max_pending`` steps
+not yet sent (``MAX_PENDING``; a source's 1: its batch is made when it can go,
+so it is still in the cache when it is sent), so a slow or absent receiver
+stops its upstream.
 
 A task ends (``finish``) only when every task downstream of it has raised its
 done flag (``Operator.when_done``), so that it is still there to replay for a
@@ -121,6 +123,9 @@ class FlowOperator(Operator):
     """Output step s depends on input step s alone (a map, a filter): rolls back to s, not 0."""
 
     keyed: ClassVar[bool] = False
+
+    max_pending: ClassVar[int] = MAX_PENDING
+    """Steps an output channel may hold unsent before the task stops making new ones."""
     """Takes param ``key`` by default from its ``hash`` input's key."""
 
     @classmethod
@@ -289,7 +294,7 @@ class FlowOperator(Operator):
     def _has_room(self) -> bool:
         for edge in self.edges:
             for chan in edge.channels:
-                if len(chan.pending) >= MAX_PENDING:
+                if len(chan.pending) >= self.max_pending:
                     return False
         return True
 
@@ -466,6 +471,7 @@ class Source(FlowOperator):
     """
 
     stateless = True
+    max_pending = 1  # a batch is made when it can go: made earlier, it would only wait
     batch_rows = 1
     _t0: float | None = None
 
