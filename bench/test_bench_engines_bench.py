@@ -92,10 +92,6 @@ def check_no_slower(benchmark: Any, rates: dict[str, list[float]], what: str) ->
     assert ratio >= 1 - 2 * noise, (ratio, noise)
 
 
-@pytest.mark.xfail(
-    reason="the flow engine costs about 9 % more CPU per record (docs/dataflow.md, Figures)",
-    strict=False,
-)
 def test_bench_job_cpu_in_one_process(benchmark: Any, tmp_path: Path) -> None:
     """Records per CPU second of the whole job, every task in this process."""
     rates: dict[str, list[float]] = {engine: [] for engine in ENGINES}
