@@ -23,8 +23,8 @@ pytestmark = pytest.mark.timeout(180)
 
 def _hubs(cluster: NetnsCluster) -> set[hubaddr.HubAddress]:
     endpoints = cluster.meta_history("/zdf/framework/endpoints/", since=1, quiet=0.3)
-    urls = {hub.split(e["value"])[0] for e in endpoints if "://" in e["value"] and "#" in e["value"]}
-    return {hubaddr.parse(url) for url in urls}
+    pipes = [e["value"] for e in endpoints if "://" in e["value"] and hub.SEP in e["value"]]
+    return {hubaddr.parse(hub.split(pipe)[0]) for pipe in pipes}
 
 
 def _traffic(cluster: NetnsCluster) -> dict[str, Any]:
