@@ -2,15 +2,17 @@
 
 * ``throughput``: the unpaced benchmark job (10 tables x 3 streams x 300,000
   records) on a loopback cluster and on a cluster whose every process is on a host
-  of its own (data pipes over tcp:// through a bridge instead of ipc://), the two
+  of its own (data pipes between hosts over tcp:// through a bridge, CURVE; between
+  the workers of one executor over the ipc:// twins of their hubs), the two
   clusters started once and the jobs alternated loopback, hosts, loopback, hosts...
   (``ROUNDS`` each) so that drift on a shared machine hits both alike; rate = records
   / (submit to finished, polled every 50 ms); goal: hosts >= 0.8 x loopback, reported
   as the ratio of the medians and the median of the per-pair ratios. A third
-  cluster, every process on one namespaced host (``one-host``: tcp:// pipes over
-  that host's loopback, no veth), alternated with them, tells what tcp:// costs
-  from what the veth and bridge cost; the executors' CPU per record (their process
-  trees, psutil) is reported beside each rate.
+  cluster, every process on one namespaced host (``one-host``: tcp:// pipes between
+  executors over that host's loopback, no veth -- each process is started in a mount
+  namespace of its own, so executors do not count as one host), alternated with them,
+  tells what tcp:// costs from what the veth and bridge cost; the executors' CPU per
+  record (their process trees, psutil) and the machine's load are reported beside.
 * ``detection``: on hosts, kill -9 of an idle executor until the master lists it
   ``dead`` (goal <= 100 ms) and SIGSTOP until ``dead`` (goal <= 1 s), polled through
   the namespace proxy (a call costs a few ms: the figures are that much late).
@@ -21,6 +23,7 @@ kept in ``extra_info``; the goals are reported, asserted only with room for nois
 
 from __future__ import annotations
 
+import os
 import signal
 import statistics
 import sys
@@ -100,6 +103,7 @@ def test_throughput_hosts_vs_loopback(network: Network, tmp_path: Path, benchmar
     }
     rates: dict[str, list[float]] = {name: [] for name in clusters}
     cpu: dict[str, list[float]] = {name: [] for name in clusters}  # us per record
+    load = [os.getloadavg()[0]]  # the machine's 1-minute load, before and after the rounds
     try:
         for cluster in clusters.values():
             cluster.start(timeout=60)
@@ -111,6 +115,7 @@ def test_throughput_hosts_vs_loopback(network: Network, tmp_path: Path, benchmar
 
         rounds = iter(range(ROUNDS))
         benchmark.pedantic(lambda: one(next(rounds)), rounds=ROUNDS, iterations=1)
+        load.append(os.getloadavg()[0])
     finally:
         for cluster in clusters.values():
             cluster.stop()
@@ -123,6 +128,7 @@ def test_throughput_hosts_vs_loopback(network: Network, tmp_path: Path, benchmar
     base_cpu = statistics.median(cpu["loopback"])
     cpu_ratios = {name: statistics.median(v) / base_cpu for name, v in cpu.items()}
     benchmark.extra_info["one_host_ratio_of_medians"] = round(one_host, 3)
+    benchmark.extra_info["load_1min"] = [round(x, 2) for x in load]
     benchmark.extra_info["executor_cpu_us_per_record"] = {
         name: [round(x, 3) for x in v] for name, v in cpu.items()
     }
@@ -131,7 +137,8 @@ def test_throughput_hosts_vs_loopback(network: Network, tmp_path: Path, benchmar
         f"hosts {[round(r) for r in rates['hosts']]}; hosts/loopback: medians {ratio:.2f}, "
         f"per pair {[round(p, 2) for p in pairs]} (median {statistics.median(pairs):.2f}; "
         f"goal >= 0.8); one host, tcp:// pipes: {one_host:.2f}; executors' CPU per record "
-        f"vs loopback: one host {cpu_ratios['one-host']:.2f}x, hosts {cpu_ratios['hosts']:.2f}x"
+        f"vs loopback: one host {cpu_ratios['one-host']:.2f}x, hosts {cpu_ratios['hosts']:.2f}x; "
+        f"load (1 min, {os.cpu_count()} CPUs) {load[0]:.1f} before, {load[-1]:.1f} after"
     )
     assert statistics.median(pairs) > 0.5
 
