@@ -13,14 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zmq
 
-from runtime.test_pipe import Sink, Source, run_until
+from runtime.test_pipe import Sink, Source, run_until, settle
 from zdf.localcluster import wait_until
 from zdf.runtime import hub, hubaddr
 from zdf.runtime.hubaddr import HubAddress
-from zdf.wire import Reactor
+from zdf.wire import Reactor, security
 from zdf.wire.addresses import advertised
 from zdf.wire.hostid import host_identity
+from zdf.wire.sockets import context
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -174,3 +176,45 @@ def test_a_dead_peers_socket_file_does_not_hang_the_dialer(
         dst.port.close()
         alive.stop()
         dead.kill()
+
+
+def test_a_secured_hubs_tcp_endpoint_is_curve_and_its_twin_plain(
+    reactor: Reactor, sock_dir: str, tmp_path: Path
+) -> None:
+    """With keys installed the hub's tcp:// endpoint lets in only CURVE peers with a known
+    key; its ipc:// twin is plain (the socket directory keeps other users out). (No
+    leak check: the ZAP handler's sockets live as long as the process.)"""
+    outer = (security.current(), security.is_insecure())
+    keys = str(tmp_path / "keys")
+    security.init_dir(keys)
+    security.install(security.load(keys, "executor"))
+    ctx = security.current()
+    assert ctx is not None
+    src = Source(reactor, total=1, where=hubaddr.twin_spec("tcp://127.0.0.1:*", sock_dir))
+    address = hubaddr.parse(hub.split(src.port.addr)[0])
+    stats = src.port.hub.stats
+    dealers = []
+
+    def dealer(url: str, curve: bool) -> None:
+        sock = context().socket(zmq.DEALER)
+        sock.linger = 0
+        dealers.append(sock)
+        if curve:
+            sock.curve_secretkey, sock.curve_publickey = ctx.secret_key, ctx.public_key
+            sock.curve_serverkey = ctx.public_key  # the executor role's own key
+        sock.connect(url)
+        sock.send_multipart([b"999", b"1", b"to a port that is not there"])
+
+    try:
+        dealer(address.primary, curve=True)
+        run_until(reactor, lambda: stats["unknown"] == 1)
+        dealer(address.twin, curve=False)
+        run_until(reactor, lambda: stats["unknown"] == 2)
+        dealer(address.primary, curve=False)
+        settle(reactor, turns=50)  # long enough for a plain handshake to be refused
+        assert stats["unknown"] == 2
+    finally:
+        for sock in dealers:
+            sock.close(0)
+        src.port.close()
+        security.install(outer[0], insecure=outer[1])
