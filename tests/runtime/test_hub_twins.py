@@ -132,6 +132,23 @@ def test_a_twin_in_this_process_is_reached_over_inproc(
     wait_until(lambda: not os.listdir(sock_dir), 5, "the twin's socket file goes with its hub")
 
 
+def test_without_its_directory_a_hub_binds_tcp_alone(
+    reactor: Reactor, no_leaks: None, sock_dir: str
+) -> None:
+    gone = os.path.join(sock_dir, "removed")
+    src = Source(reactor, total=3, where=hubaddr.twin_spec("tcp://127.0.0.1:*", gone))
+    dst = Sink(reactor, window=2)
+    try:
+        assert hubaddr.parse(hub.split(src.port.addr)[0]).ipc_path == ""
+        assert src.port.addr.startswith("tcp://127.0.0.1:")
+        dst.port.connect(src.port.addr)
+        run_until(reactor, lambda: src.eos_acked)
+        assert [p for p, _ in dst.batches] == [0, 1, 2]
+    finally:
+        dst.port.close()
+        src.port.close()
+
+
 def test_a_peer_process_on_this_host_is_dialed_over_ipc(
     reactor: Reactor, no_leaks: None, sock_dir: str
 ) -> None:

@@ -187,21 +187,7 @@ class Hub(_Shared):
 
     def __init__(self, reactor: Reactor, spec: str, key: tuple[int, str]) -> None:
         super().__init__(reactor, key)
-        primary, twin_dir = hubaddr.split_spec(spec)
-        # No high-water mark: the pipes' credits bound what is queued per peer.
-        self.sock = make_socket(
-            zmq.ROUTER,
-            bind=bind_url(f"ipc://{twin_dir}" if twin_dir else spec),  # the twin: plain, first
-            sndhwm=0,
-            rcvhwm=0,
-            allow=EXECUTORS,
-        )
-        names: tuple[str, ...] = ()
-        if twin_dir:
-            twin = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
-            tcp = bind_also(self.sock, primary, allow=EXECUTORS)
-            address = hubaddr.HubAddress(tcp, twin[len("ipc://") :], host_identity())
-            names = (str(address), twin)
+        names = self._bind(*hubaddr.split_spec(spec))
         # Receivers in this process skip the kernel, by any name they have for the hub
         # (the twin's path too: a published address's host may be rewritten, advertised).
         bound = inproc.bind_alias(self.sock, names)
@@ -210,6 +196,28 @@ class Hub(_Shared):
         ipc = names[1] if names else bound
         self._file = ipc[len("ipc://") :] if ipc.startswith("ipc://") else ""
         reactor.add_reader(self.sock, self._on_readable)
+
+    def _bind(self, primary: str, twin_dir: str) -> tuple[str, ...]:
+        """Bind ``primary`` alone, or first a plain ipc:// twin in ``twin_dir`` and then
+        ``primary`` beside it (CURVE if secured); return the names the hub goes by
+        besides its bound address (with a twin: its published address, the twin)."""
+        # No high-water mark: the pipes' credits bound what is queued per peer.
+        options: dict[str, Any] = {"sndhwm": 0, "rcvhwm": 0, "allow": EXECUTORS}
+        if twin_dir:
+            try:
+                self.sock = make_socket(zmq.ROUTER, bind=bind_url(f"ipc://{twin_dir}"), **options)
+            except zmq.ZMQError as exc:  # the directory gone: tcp:// alone still serves all
+                log.warning("no ipc:// twin for data pipes in %s: %s", twin_dir, exc)
+            else:
+                twin = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+                try:
+                    tcp = bind_also(self.sock, primary, allow=EXECUTORS)
+                except BaseException:
+                    close_socket(self.sock)
+                    raise
+                return str(hubaddr.HubAddress(tcp, twin[len("ipc://") :], host_identity())), twin
+        self.sock = make_socket(zmq.ROUTER, bind=bind_url(primary), **options)
+        return ()
 
     def address(self, port: bytes) -> str:
         return f"{self.url}{SEP}{port.decode()}"
