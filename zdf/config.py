@@ -546,6 +546,12 @@ class ExecutorConfig(LogConfig, SecurityConfig):
         0,
         "results one worker keeps in memory before spilling, e.g. '2GiB' (auto: a share of RAM)",
     )
+    same_host_ipc: bool = key(
+        "same-host-ipc",
+        parse_bool,
+        True,
+        "data pipes between processes of this host over ipc:// beside tcp:// (private run dir)",
+    )
 
     def validate(self) -> None:
         if self.keepalive_interval >= self.keepalive_ttl:

@@ -89,7 +89,9 @@ class WorkerPool:
         logs_dir: str = "",
         memory_limit: int = 0,
         spill_dir: str = "",
+        same_host_dir: str = "",
     ) -> None:
+        self.same_host_dir = same_host_dir  # ipc:// twins of tcp:// data sockets
         self.memory_limit = memory_limit  # one worker's, in bytes (zdf.executor.spill)
         self.spill_dir = spill_dir  # each worker spills into a directory of its own here
         self.logs_dir = logs_dir  # tasks' output files (zdf.observe.taskout)
@@ -152,6 +154,8 @@ class WorkerPool:
             cmd += ["--spill-dir", os.path.join(self.spill_dir, slot.name)]
         if self.memory_limit:
             cmd += ["--memory-limit", str(self.memory_limit)]
+        if self.same_host_dir:
+            cmd += ["--same-host-dir", self.same_host_dir]
         slot.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
 
     def mark_ready(self, name: str, budget: int = 0) -> WorkerSlot | None:

@@ -23,7 +23,9 @@ not trip this: standbys answer while the new leader is elected.
 Addresses: the heartbeat PUB binds ``worker-addr``; the master dials
 ``advertise-addr`` (``zdf.wire.addresses``). Data pipes bind on worker-addr's host
 and are published with the advertised host; they use ipc:// only when that host
-is loopback (a cluster on one machine), tcp:// otherwise. Given no ``join``, the
+is loopback (a cluster on one machine), else tcp:// with an ipc:// twin in this
+executor's private socket directory, which the workers of this host dial instead
+(``same-host-ipc``; ``zdf.runtime.hubaddr``). Given no ``join``, the
 masters are found in the metastore's discovery records (``zdf.discovery``).
 """
 
@@ -165,6 +167,10 @@ class Executor:
             logs_dir=self.logs_dir,
             memory_limit=resolve_memory_limit(config.memory_limit, workers),
             spill_dir=self.spill_dir,
+            # On hosts: tcp:// data sockets with ipc:// twins for this host's peers.
+            same_host_dir=""
+            if is_loopback(self.public_host) or not config.same_host_ipc
+            else self.ipc_dir,
         )
         self._handlers = handlers
         self.reactor.call_every(config.keepalive_interval, self._beat, now=True)

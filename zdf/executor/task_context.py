@@ -46,6 +46,7 @@ class WorkerTaskContext(TaskContext):
         self.reactor = worker.reactor
         self.host = worker.host
         self.ipc_dir = worker.ipc_dir or None
+        self.same_host_dir = worker.same_host_dir or None
         # The first report waits an interval too: a task that ends sooner (a producer of
         # a 1,000-table job) reports its counters once, with its finish.
         self._last_progress = time.monotonic()

@@ -77,8 +77,11 @@ class Worker:
         logs_dir: str = "",
         memory_limit: int = 0,
         spill_dir: str = "",
+        same_host_dir: str = "",
     ) -> None:
         self.name = name
+        # ipc:// twins of tcp:// data sockets, for peers on this host (zdf.runtime.hubaddr)
+        self.same_host_dir = same_host_dir
         # Function results beyond ``memory_limit`` spill to ``spill_dir`` (zdf.executor.spill);
         # the files of a worker that died before this one are not ours to read.
         self.memory_limit = memory_limit
@@ -433,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
         "--memory-limit", type=int, default=0, help="result bytes kept in memory (0: a share)"
     )
     parser.add_argument("--spill-dir", default="", help="where results beyond it spill")
+    parser.add_argument(
+        "--same-host-dir", default="", help="where tcp:// data sockets bind an ipc:// twin"
+    )
     args = parser.parse_args(argv)
     budget = raise_limits(args.sockets)  # before any socket: libzmq reads MAX_SOCKETS once
     process = f"worker[{args.executor_id}/{args.name}]" if args.executor_id else args.name
@@ -459,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         args.logs_dir,
         args.memory_limit,
         args.spill_dir,
+        args.same_host_dir,
     )
 
     def on_term(*_: object) -> None:

@@ -24,7 +24,10 @@ class TaskContext(abc.ABC):
     ``job_id``, ``task_id``, ``attempt`` (0 on the first run, +1 per restart),
     ``params`` (the task spec's params), ``reactor`` (the host's event loop),
     ``host`` (the host to bind tcp:// data sockets on) and ``ipc_dir`` (a
-    directory for ipc:// endpoints when every peer shares this host, else None).
+    directory for ipc:// endpoints when every peer shares this host, else None);
+    optionally ``same_host_dir``: where peers may share this host and may not, a
+    private directory for the ipc:// twins of tcp:// data sockets, dialed by the
+    peers on this host (``zdf.runtime.hubaddr``).
     """
 
     job_id: str
@@ -34,6 +37,7 @@ class TaskContext(abc.ABC):
     reactor: Reactor
     host: str
     ipc_dir: str | None
+    same_host_dir: str | None = None
 
     @abc.abstractmethod
     def publish_endpoint(self, name: str, addr: str) -> None:

@@ -16,6 +16,10 @@ process share sockets instead:
   (``InPort``) of the process that reads from a port of that hub. A pipe is known
   by an id unique in the process.
 
+On several hosts a hub binds tcp:// and, beside it, an ipc:// twin that processes
+of its own host dial instead (``zdf.runtime.hubaddr``: the address carries both and
+the binder's host identity; the dialer picks, and says which in ``transport``).
+
 Frames (the pipe's own frames, ``zdf.runtime.pipe``, after the routing ones)::
 
     dialer -> hub   [port id, pipe id, env]          (the ROUTER adds the peer)
@@ -44,6 +48,7 @@ one process, ``zdf.wire.inproc``) batches stay zero-copy, as before.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -55,10 +60,12 @@ from typing import Any
 import zmq
 
 from zdf.errors import ProtocolError
+from zdf.runtime import hubaddr
 from zdf.wire import inproc
+from zdf.wire.hostid import host_identity
 from zdf.wire.reactor import Reactor
 from zdf.wire.security import EXECUTORS
-from zdf.wire.sockets import close_socket, make_socket
+from zdf.wire.sockets import bind_also, close_socket, make_socket
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +85,8 @@ _MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _ids = itertools.count(1)
 _hubs: dict[tuple[int, str], Hub] = {}
 _dialers: dict[tuple[int, str], Dialer] = {}
+dialed: Counter[str] = Counter()
+"""Dialers this process opened, by transport (``hubaddr.INPROC``, ``IPC``, ``TCP``)."""
 
 
 def new_id() -> bytes:
@@ -95,7 +104,8 @@ def split(addr: str) -> tuple[str, bytes]:
 
 def bind_url(spec: str) -> str:
     """Where a hub binds: ``spec`` itself, or for ``ipc://DIR/`` a new socket file
-    in DIR (a name unique to this process and hub)."""
+    in DIR (a name unique to this process and hub). (``tcp://HOST:*?ipc=DIR/``, tcp://
+    and an ipc:// twin in DIR, is ``Hub``'s to split: ``zdf.runtime.hubaddr``.)"""
     if not (spec.startswith("ipc://") and spec.endswith("/")):
         return spec
     key = f"{os.getpid()}/{next(_ids)}"
@@ -177,12 +187,37 @@ class Hub(_Shared):
 
     def __init__(self, reactor: Reactor, spec: str, key: tuple[int, str]) -> None:
         super().__init__(reactor, key)
-        # No high-water mark: the pipes' credits bound what is queued per peer.
-        self.sock = make_socket(
-            zmq.ROUTER, bind=bind_url(spec), sndhwm=0, rcvhwm=0, allow=EXECUTORS
-        )
-        self.url = inproc.bind_alias(self.sock)  # receivers in this process skip the kernel
+        names = self._bind(*hubaddr.split_spec(spec))
+        # Receivers in this process skip the kernel, by any name they have for the hub
+        # (the twin's path too: a published address's host may be rewritten, advertised).
+        bound = inproc.bind_alias(self.sock, names)
+        self.url = names[0] if names else bound
+        self._routes = (bound, *names)
+        ipc = names[1] if names else bound
+        self._file = ipc[len("ipc://") :] if ipc.startswith("ipc://") else ""
         reactor.add_reader(self.sock, self._on_readable)
+
+    def _bind(self, primary: str, twin_dir: str) -> tuple[str, ...]:
+        """Bind ``primary`` alone, or first a plain ipc:// twin in ``twin_dir`` and then
+        ``primary`` beside it (CURVE if secured); return the names the hub goes by
+        besides its bound address (with a twin: its published address, the twin)."""
+        # No high-water mark: the pipes' credits bound what is queued per peer.
+        options: dict[str, Any] = {"sndhwm": 0, "rcvhwm": 0, "allow": EXECUTORS}
+        if twin_dir:
+            try:
+                self.sock = make_socket(zmq.ROUTER, bind=bind_url(f"ipc://{twin_dir}"), **options)
+            except zmq.ZMQError as exc:  # the directory gone: tcp:// alone still serves all
+                log.warning("no ipc:// twin for data pipes in %s: %s", twin_dir, exc)
+            else:
+                twin = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+                try:
+                    tcp = bind_also(self.sock, primary, allow=EXECUTORS)
+                except BaseException:
+                    close_socket(self.sock)
+                    raise
+                return str(hubaddr.HubAddress(tcp, twin[len("ipc://") :], host_identity())), twin
+        self.sock = make_socket(zmq.ROUTER, bind=bind_url(primary), **options)
+        return ()
 
     def address(self, port: bytes) -> str:
         return f"{self.url}{SEP}{port.decode()}"
@@ -198,8 +233,14 @@ class Hub(_Shared):
             send(env, _MORE)
             send(rows, _NOBLOCK, copy=False)
 
+    def _close(self) -> None:
+        super()._close()
+        if self._file:  # libzmq leaves it (and a dialer given it later must find nothing)
+            with contextlib.suppress(OSError):
+                os.unlink(self._file)
+
     def _forget(self) -> None:
-        inproc.drop_alias(self.url)
+        inproc.drop_alias(*self._routes)
         if _hubs.get(self.key) is self:
             del _hubs[self.key]
 
@@ -213,7 +254,10 @@ class Dialer(_Shared):
     def __init__(self, reactor: Reactor, url: str, key: tuple[int, str]) -> None:
         super().__init__(reactor, key)
         self.url = url
-        self.sock = make_socket(zmq.DEALER, connect=inproc.route(url), sndhwm=0, rcvhwm=0)
+        target, self.transport = hubaddr.choose(url)
+        self.sock = make_socket(zmq.DEALER, connect=target, sndhwm=0, rcvhwm=0)
+        dialed[self.transport] += 1
+        log.debug("pipes to %s over %s", url, self.transport)
         reactor.add_reader(self.sock, self._on_readable)
 
     def send(self, port: bytes, pipe: bytes, env: bytes) -> None:

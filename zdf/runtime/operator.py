@@ -54,6 +54,7 @@ import numpy as np
 import zmq
 
 from zdf.records import RECORD_DTYPE
+from zdf.runtime import hubaddr
 from zdf.runtime.context import TaskContext
 from zdf.runtime.link import PeerLink
 from zdf.runtime.pipe import DEFAULT_WINDOW, BatchCallback, InPort, OutPort
@@ -239,10 +240,15 @@ class Operator:
 
     def hub_address(self) -> str:
         """Where this process's shared data socket binds (``zdf.runtime.hub``): the
-        directory ``data_address`` would put a socket file in, or its tcp address."""
+        directory ``data_address`` would put a socket file in, or its tcp address, with
+        an ipc:// twin for the peers on this host where the host offers a directory
+        (``zdf.runtime.hubaddr``)."""
         addr = self.data_address("hub")  # a hub's file name is as long as this one's
         if addr.startswith("ipc://"):
             return f"ipc://{os.path.dirname(addr[len('ipc://') :])}/"
+        twin_dir = self.ctx.same_host_dir
+        if twin_dir and len(os.path.join(twin_dir, "f" * 16 + ".sock").encode()) <= IPC_PATH_MAX:
+            return hubaddr.twin_spec(addr, twin_dir)
         return addr
 
     def out_port(

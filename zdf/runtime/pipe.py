@@ -334,6 +334,11 @@ class InPort:
     def unacked(self) -> int:
         return self._stale_unacked + self._delivered - self._acked
 
+    @property
+    def transport(self) -> str | None:
+        """How this pipe reaches its sender: inproc, ipc or tcp (``zdf.runtime.hubaddr``)."""
+        return None if self._dialer is None else self._dialer.transport
+
     def connect(self, addr: str) -> None:
         """(Re)connect to the sender at ``addr`` and subscribe from ``pos``."""
         if self.closed or (addr == self.addr and self._dialer is not None):

@@ -11,6 +11,7 @@ loopback lives on one machine, where ipc:// may stand in for tcp://), and a boun
 from __future__ import annotations
 
 import ipaddress
+import re
 
 WILDCARDS = ("0.0.0.0", "::", "*", "[::]")
 
@@ -34,10 +35,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_TCP = re.compile(r"tcp://(\[[^\]]*\]|[^/?#\[\]]*):")
+
+
 def advertised(url: str, public_host: str) -> str:
     """A bound ``tcp://host:port`` (as ``LAST_ENDPOINT`` gives it) with ``public_host``
-    in place of its host; other transports are returned as they are."""
-    if not url.startswith("tcp://") or not public_host:
+    in place of its host, whatever follows the port (a hub's ``?ipc=...`` twin, a
+    pipe's ``#port``); other transports are returned as they are."""
+    if not public_host:
         return url
-    port = url.rpartition(":")[2]
-    return f"tcp://{public_host}:{port}"
+    return _TCP.sub(f"tcp://{public_host}:", url, count=1) if _TCP.match(url) else url

@@ -33,19 +33,23 @@ def _table() -> dict[str, str]:
     return _routes
 
 
-def bind_alias(sock: zmq.Socket[bytes]) -> str:
-    """Also bind the bound ``sock`` under an inproc name, route its address there, and
-    return that address (the one to publish)."""
+def bind_alias(sock: zmq.Socket[bytes], names: tuple[str, ...] = ()) -> str:
+    """Also bind the bound ``sock`` under an inproc name, route its address there (and
+    the other ``names`` it is published or dialed by), and return that address."""
     addr = sock.getsockopt_string(zmq.LAST_ENDPOINT)
     alias = "inproc://zdf-" + hashlib.blake2b(addr.encode(), digest_size=12).hexdigest()
     sock.bind(alias)
-    _table()[addr] = alias
+    table = _table()
+    for name in (addr, *names):
+        table[name] = alias
     return addr
 
 
-def drop_alias(addr: str) -> None:
-    """``addr``'s socket is closing: connect to it by its address again."""
-    _table().pop(addr, None)
+def drop_alias(*addrs: str) -> None:
+    """The socket at ``addrs`` is closing: connect to it by its address again."""
+    table = _table()
+    for addr in addrs:
+        table.pop(addr, None)
 
 
 def route(addr: str) -> str:

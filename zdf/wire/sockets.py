@@ -138,6 +138,24 @@ def make_socket(
     return sock
 
 
+def bind_also(sock: zmq.Socket[bytes], url: str, *, allow: frozenset[str] | None = None) -> str:
+    """Bind the bound ``sock`` also at ``url``, secured as ``make_socket(bind=url)`` would
+    secure it, and return the endpoint bound (``LAST_ENDPOINT``: a wildcard port resolved).
+
+    libzmq takes a listener's security from the socket's options when it binds: so a
+    socket made plain on ipc:// and then bound here on tcp:// with keys installed is
+    CURVE on its tcp:// endpoint and stays plain on its ipc:// one (``zdf.runtime.hubaddr``)."""
+    url = endpoint(url)
+    security.secure(sock, url, server=True, server_role=None, allow=allow)
+    security.check_bind(url)
+    try:
+        sock.bind(url)
+    except zmq.ZMQError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise zmq.ZMQError(exc.errno, f"cannot listen on {url}: {reason}") from None
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
 def close_socket(sock: zmq.Socket[bytes] | None, linger: float = 0.0) -> None:
     """Close ``sock``; with ``linger`` (seconds) what it queued still goes out meanwhile."""
     if sock is not None and not sock.closed:
