@@ -30,7 +30,7 @@ from typing import Any
 
 from zdf import protocol as P
 from zdf.config import MasterConfig
-from zdf.errors import JobError, NotLeader, PermissionDenied, ProtocolError, Timeout, ZdfError
+from zdf.errors import JobError, NotLeader, PermissionDenied, ProtocolError, ZdfError
 from zdf.jobs.cost import task_cost
 from zdf.jobs.spec import JobSpec
 from zdf.master import access, persist
@@ -45,6 +45,7 @@ from zdf.master.persist import FrameworkStore
 from zdf.master.retention import SWEEP_INTERVAL, JobRetention
 from zdf.master.router import master_router
 from zdf.master.staging import SubmissionStaging
+from zdf.master.starts import StartSender
 from zdf.master.states import (
     GONE_EXECUTOR_STATES,
     TERMINAL_JOB_STATES,
@@ -55,6 +56,7 @@ from zdf.master.tasklogs import TaskLogRelay
 from zdf.master.writebatch import FencedBatch
 from zdf.metastore.client import MetaClient
 from zdf.observe.logs import task_fields
+from zdf.wire.batchcall import serve_batch
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
 
@@ -183,6 +185,7 @@ class Master:
         self.channel.handlers[P.FN_HELLO] = self.on_fn_hello
         self.channel.handlers[P.WORKER_LOST] = self.on_worker_lost
         self.channel.handlers[P.DEREGISTER] = self.on_deregister
+        self.channel.handlers[P.BATCH] = serve_batch  # a turn's reports as one message
         self.retention = JobRetention(self.jobs, self.store, config.job_retention, self._fenced)
         self.channel.handlers.update(self.retention.handlers())
         self.reactor.call_every(SWEEP_INTERVAL, self._sweep_jobs)
@@ -209,6 +212,17 @@ class Master:
             else None
         )
         self._schedule_due: Timer | None = None
+        self.starts = StartSender(
+            self.reactor,
+            self.channel,
+            peer_of=lambda e: info.peer if (info := self.executors.get(e)) else None,
+            epoch=lambda: self.epoch,
+            endpoints_of=self._start_endpoints,
+            checkpoint_of=lambda job_id, task_id: self.checkpoints.get((job_id, task_id)),
+            standing=self._start_standing,
+            refused=self._start_refused,
+            timeout=config.rpc_timeout,
+        )
         self.lost_leadership = False
         self._master_lease: int | None = None
         self._leader_watch: LeaderWatch | None = None
@@ -613,15 +627,13 @@ class Master:
         if not dispatches:
             return
         if self.batch is None:
-            for dispatch in dispatches:
-                self._dispatch(dispatch)
+            self.starts.send(dispatches)
             return
         ops, put_back = persist.take_dirty(self.jobs, sorted({d.job_id for d in dispatches}))
 
         def recorded(error: ZdfError | None) -> None:
             if error is None:
-                for dispatch in dispatches:
-                    self._dispatch(dispatch)
+                self.starts.send(dispatches)
                 return
             put_back()
             if isinstance(error, NotLeader):
@@ -632,56 +644,29 @@ class Master:
 
         self.batch.add(ops, recorded)
 
-    def _dispatch(self, d: Dispatch) -> None:
-        info = self.executors[d.executor_id]
-        job = self.jobs.jobs.get(d.job_id)
-        # A batch job's tasks have no peers: no endpoints (they would grow with the job).
-        known = self._job_endpoints(job) if job is not None and job.spec.gang else {}
-        body = {
-            "job_id": d.job_id,
-            "task": d.spec.to_dict(),
-            "attempt": d.attempt,
-            "endpoints": [[t, n, a] for (t, n), a in known.items()],
-            "checkpoint": self.checkpoints.get((d.job_id, d.spec.task_id)),
-        }
-
-        def on_ack(result: Any, error: ZdfError | None) -> None:
-            # A timeout means the executor is slow or gone: liveness decides that.
-            # Not sent (the executor's queue full, or it is gone): send it again soon.
-            # Any other error is the executor refusing the task.
-            if error is not None and error.data.get("unsent"):
-                self.reactor.call_later(RETRY_SCHEDULE, lambda: self._redispatch(d))
-            elif error is not None and not isinstance(error, Timeout):
-                log.warning(
-                    "start of %s/%s failed: %s",
-                    d.job_id,
-                    d.spec.task_id,
-                    error,
-                    extra=task_fields(d.job_id, d.spec.task_id, d.attempt),
-                )
-                self._task_report(
-                    d.job_id, d.spec.task_id, d.attempt, TaskState.FAILED, {"error": str(error)}
-                )
-
-        self.channel.request(
-            P.START_TASK, body, peer=info.peer, timeout=self.config.rpc_timeout, callback=on_ack
-        )
-
-    def _redispatch(self, d: Dispatch) -> None:
-        """Send a start command again that could not be sent, while it still stands."""
+    def _start_standing(self, d: Dispatch) -> bool:
+        """Whether a start not sent still stands: the same attempt, still placed there."""
         job = self.jobs.jobs.get(d.job_id)
         task = job.tasks.get(d.spec.task_id) if job is not None else None
-        if (
+        return (
             self.leading
             and task is not None
             and task.state is TaskState.SCHEDULED
             and task.executor == d.executor_id
             and task.attempt == d.attempt
             and d.executor_id in self.executors
-        ):
-            self.channel.stats["start_resent"] += 1
-            log.warning("start of %s/%s resent to %s", d.job_id, d.spec.task_id, d.executor_id)
-            self._dispatch(d)
+        )
+
+    def _start_refused(self, d: Dispatch, error: ZdfError) -> None:
+        self._task_report(
+            d.job_id, d.spec.task_id, d.attempt, TaskState.FAILED, {"error": str(error)}
+        )
+
+    def _start_endpoints(self, job_id: str) -> list[list[str]]:
+        job = self.jobs.jobs.get(job_id)
+        # A batch job's tasks have no peers: no endpoints (they would grow with the job).
+        known = self._job_endpoints(job) if job is not None and job.spec.gang else {}
+        return [[t, n, a] for (t, n), a in known.items()]
 
     def _task_report(
         self,
