@@ -68,13 +68,16 @@ def test_a_round_is_one_message_per_executor(reactor: Reactor) -> None:
     assert body["starts"][0]["checkpoint"] == b"state"
 
 
-def test_a_big_round_is_split_into_bounded_messages(
+def test_a_big_round_is_split_into_bounded_messages_one_a_turn(
     reactor: Reactor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(starts_module, "MAX_STARTS", 4)
     s = Setup(reactor)
-    s.sender.send([dispatch("e1", f"t{i}") for i in range(10)])
-    assert [len(body["starts"]) for _, body, _ in s.channel.sent] == [4, 4, 2]
+    s.standing = {f"t{i}" for i in range(10)} - {"t9"}  # t9 moved before its turn came
+    s.sender.send([*(dispatch("e1", f"t{i}") for i in range(10)), dispatch("e2", "x")])
+    assert [len(body["starts"]) for _, body, _ in s.channel.sent] == [4, 1]  # e1's first, e2's
+    reactor.run(until=lambda: len(s.channel.sent) == 4, deadline=time.monotonic() + 5)
+    assert [len(body["starts"]) for _, body, _ in s.channel.sent] == [4, 1, 4, 1]
 
 
 def test_starts_not_sent_go_again_if_they_still_stand(reactor: Reactor) -> None:

@@ -5,7 +5,9 @@ Theory of operation: once a round of placements is durable (write-ahead, in
 1,000-table job cost a thousand requests and replies through the master, each
 an encode, a send and a wake-up on both sides. ``StartSender.send`` groups the
 round's ``Dispatch``es by executor and sends each executor one ``start_tasks``
-request (at most ``MAX_STARTS`` starts each)::
+request (at most ``MAX_STARTS`` starts each; a larger round's messages go one a turn
+of the reactor, so that encoding them never holds the loop -- and the election
+lease's keepalive -- for long)::
 
     {"epoch": E, "endpoints": {job_id: [[task, name, addr], ...]},
      "starts": [{"job_id", "task", "attempt", "checkpoint"}, ...]}
@@ -28,6 +30,7 @@ tasks (each is retried by the job's rules).
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -35,13 +38,13 @@ from zdf import protocol as P
 from zdf.errors import Timeout, ZdfError
 from zdf.master.jobs import Dispatch
 from zdf.observe.logs import task_fields
-from zdf.wire.reactor import Reactor
+from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import Channel
 
 log = logging.getLogger(__name__)
 
-MAX_STARTS = 512
-"""Starts in one message at most (a bounded message whatever the job's size)."""
+MAX_STARTS = 256
+"""Starts in one message at most (a bounded message, and a bounded turn to encode it)."""
 RETRY = 0.2
 """Seconds before starts that could not be sent are sent again."""
 
@@ -70,15 +73,35 @@ class StartSender:
         self._refused = refused
         self.timeout = timeout
         self.messages = 0
+        self._waiting: deque[tuple[str, list[Dispatch]]] = deque()  # messages of later turns
+        self._due: Timer | None = None
 
     def send(self, dispatches: list[Dispatch]) -> None:
-        """Start ``dispatches``: one message per executor (per ``MAX_STARTS``)."""
+        """Start ``dispatches``: one message per executor (per ``MAX_STARTS``), the first
+        of each executor now, the rest one a turn."""
         by_executor: dict[str, list[Dispatch]] = {}
         for d in dispatches:
             by_executor.setdefault(d.executor_id, []).append(d)
         for executor_id, starts in by_executor.items():
             for i in range(0, len(starts), MAX_STARTS):
-                self._send(executor_id, starts[i : i + MAX_STARTS])
+                chunk = starts[i : i + MAX_STARTS]
+                if i == 0:
+                    self._send(executor_id, chunk)
+                else:
+                    self._waiting.append((executor_id, chunk))
+        if self._waiting and self._due is None:
+            self._due = self.reactor.call_later(0.0, self._send_next)
+
+    def _send_next(self) -> None:
+        self._due = None
+        if not self._waiting:
+            return
+        executor_id, chunk = self._waiting.popleft()
+        standing = [d for d in chunk if self._standing(d)]  # moved meanwhile: not sent
+        if standing:
+            self._send(executor_id, standing)
+        if self._waiting:
+            self._due = self.reactor.call_later(0.0, self._send_next)
 
     def body(self, starts: list[Dispatch]) -> dict[str, Any]:
         jobs = dict.fromkeys(d.job_id for d in starts)
