@@ -36,6 +36,7 @@ from zdf.jobs.spec import JobSpec
 from zdf.master import access, persist
 from zdf.master.access import validate_registration
 from zdf.master.election import LeaderInfo, LeaderWatch, LostLeadership, MasterElection
+from zdf.master.endpoints import EndpointDirectory
 from zdf.master.fnqueue import FunctionQueue
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.master.jobs import Dispatch, JobManager, JobRecord
@@ -61,9 +62,6 @@ from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
 
 log = logging.getLogger(__name__)
-
-DONE_FLAG = "done"
-"""The endpoint name of a task's done flag (``zdf.runtime.operator.DONE``)."""
 
 PERSIST_INTERVAL = 0.05
 ELECTION_POLL = 0.1
@@ -139,9 +137,6 @@ class Master:
         self.executors: dict[str, ExecutorInfo] = {}
         self._by_peer: dict[bytes, str] = {}
         self._by_addr: dict[str, str] = {}
-        self._endpoints: dict[str, dict[tuple[str, str], str]] = {}
-        # Endpoint changes not yet sent to the executors (``_broadcast_endpoint``).
-        self._endpoint_news: dict[str, dict[tuple[str, str], str]] = {}
         self._waiters: dict[str, list[Call]] = {}
         self.checkpoints: dict[tuple[str, str], bytes] = {}
         self.started = time.time()
@@ -212,12 +207,18 @@ class Master:
             else None
         )
         self._schedule_due: Timer | None = None
+        self.endpoints = EndpointDirectory(
+            self.reactor,
+            self.channel,
+            self.jobs,
+            lambda e: info.peer if (info := self.executors.get(e)) else None,
+        )
         self.starts = StartSender(
             self.reactor,
             self.channel,
             peer_of=lambda e: info.peer if (info := self.executors.get(e)) else None,
             epoch=lambda: self.epoch,
-            endpoints_of=self._start_endpoints,
+            endpoints_of=self.endpoints.as_list,
             checkpoint_of=lambda job_id, task_id: self.checkpoints.get((job_id, task_id)),
             standing=self._start_standing,
             refused=self._start_refused,
@@ -384,8 +385,7 @@ class Master:
                 if task.executor and placed and self.liveness.state(task.executor) is None:
                     self.liveness.add(task.executor, now)
         self.checkpoints.update(self.store.load_checkpoints())
-        for (job_id, task_id, name), addr in self.store.load_endpoints().items():
-            self._endpoints.setdefault(job_id, {})[(task_id, name)] = addr
+        self.endpoints.restore(self.store.load_endpoints())
         if self.jobs.jobs:
             log.info("restored %d jobs from the metastore", len(self.jobs.jobs))
 
@@ -545,7 +545,7 @@ class Master:
             self.channel.notify(
                 P.CANCEL_TASK, {"job_id": job_id, "task_id": task_id}, peer=call.peer
             )
-        self._push_endpoints(executor_id)
+        self.endpoints.push_to(executor_id)
         self.reactor.call_later(0, self._schedule)
         return {
             "master": self.config.name,
@@ -662,12 +662,6 @@ class Master:
             d.job_id, d.spec.task_id, d.attempt, TaskState.FAILED, {"error": str(error)}
         )
 
-    def _start_endpoints(self, job_id: str) -> list[list[str]]:
-        job = self.jobs.jobs.get(job_id)
-        # A batch job's tasks have no peers: no endpoints (they would grow with the job).
-        known = self._job_endpoints(job) if job is not None and job.spec.gang else {}
-        return [[t, n, a] for (t, n), a in known.items()]
-
     def _task_report(
         self,
         job_id: str,
@@ -683,7 +677,7 @@ class Master:
         cancels = self.jobs.task_state(job_id, task_id, attempt, state, info, executor_id)
         finished = task_rec is not None and task_rec.state is TaskState.FINISHED
         if finished and not was_finished and job_rec is not None and job_rec.spec.gang:
-            self._announce_done(job_id, task_id, task_rec.attempt)  # type: ignore[union-attr]
+            self.endpoints.announce_done(job_id, task_id, task_rec.attempt)  # type: ignore[union-attr]
         for executor, job, task in cancels:
             self._send_cancel(executor, job, task)
         job_rec = self.jobs.jobs.get(job_id)
@@ -755,69 +749,6 @@ class Master:
         self.jobs.progress(body["job_id"], body["task_id"], body["attempt"], body["counters"])
         return None
 
-    def _job_endpoints(self, job: JobRecord) -> dict[tuple[str, str], str]:
-        """Published endpoints plus the done flags of finished tasks."""
-        known = dict(self._endpoints.get(job.job_id, {}))
-        if job.spec.gang and job.state_counts[TaskState.FINISHED]:  # batch tasks have no peers
-            for task in job.tasks.values():
-                if task.state is TaskState.FINISHED:
-                    known[(task.task_id, DONE_FLAG)] = str(task.attempt)
-        return known
-
-    def _push_endpoints(self, executor_id: str) -> None:
-        """Send a (re)registered executor every endpoint of the jobs it runs tasks of.
-
-        Updates broadcast while it was away (or before it registered with a new
-        leader, e.g. the done flags of the reports it just delivered) would be lost
-        otherwise; workers ignore the addresses they already have."""
-        info = self.executors.get(executor_id)
-        if info is None:
-            return
-        for job in self.jobs.jobs.values():
-            if job.state in TERMINAL_JOB_STATES:
-                continue
-            if any(executor == executor_id for executor, _ in job.held.values()):
-                known = self._job_endpoints(job)
-                update = {
-                    "job_id": job.job_id,
-                    "endpoints": [[t, n, a] for (t, n), a in known.items()],
-                }
-                self.channel.notify(P.ENDPOINTS, update, peer=info.peer)
-
-    def _announce_done(self, job_id: str, task_id: str, attempt: int) -> None:
-        """A finished task's done flag, from its (reliably delivered) final report.
-
-        Tasks publish it themselves just before finishing, but that notice can be
-        lost in a master failover; a flag derived from the task's state cannot,
-        and a task waiting for its downstream to be done must not wait forever."""
-        table = self._endpoints.setdefault(job_id, {})
-        if table.get((task_id, DONE_FLAG)) == str(attempt):
-            return
-        table[(task_id, DONE_FLAG)] = str(attempt)
-        self._broadcast_endpoint(job_id, task_id, DONE_FLAG, str(attempt))
-
-    def _broadcast_endpoint(self, job_id: str, task_id: str, name: str, addr: str) -> None:
-        """Tell the job's executors, at the end of this turn: the changes of one turn go
-        out as one update per job and executor (a 1,000-table job's producers publish
-        their ports, then their done flags, in bursts of hundreds)."""
-        if not self._endpoint_news:  # the first change of this turn
-            self.reactor.call_later(0.0, self._send_endpoint_news)
-        news = self._endpoint_news.setdefault(job_id, {})
-        news.pop((task_id, name), None)  # the latest change last
-        news[(task_id, name)] = addr
-
-    def _send_endpoint_news(self) -> None:
-        news, self._endpoint_news = self._endpoint_news, {}
-        for job_id, changes in news.items():
-            job = self.jobs.jobs.get(job_id)
-            if job is None:
-                continue
-            update = {"job_id": job_id, "endpoints": [[t, n, a] for (t, n), a in changes.items()]}
-            for executor_id in {executor for executor, _ in job.held.values()}:
-                info = self.executors.get(executor_id)
-                if info is not None:
-                    self.channel.notify(P.ENDPOINTS, update, peer=info.peer)
-
     def on_publish_endpoint(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, task_id=str, name=str, addr=str, attempt=int)
         job_id, task_id, name, addr = body["job_id"], body["task_id"], body["name"], body["addr"]
@@ -836,9 +767,7 @@ class Master:
             if error is not None:
                 call.fail(error)
                 return
-            if job_id in self.jobs.jobs:
-                self._endpoints.setdefault(job_id, {})[(task_id, name)] = addr
-                self._broadcast_endpoint(job_id, task_id, name, addr)
+            self.endpoints.record(job_id, task_id, name, addr)
             call.reply(None)
 
         check()
@@ -999,7 +928,7 @@ class Master:
     def _job_done(self, job: JobRecord) -> None:
         if job.state not in TERMINAL_JOB_STATES:
             return
-        self._endpoints.pop(job.job_id, None)
+        self.endpoints.forget(job.job_id)
         for key in [k for k in self.checkpoints if k[0] == job.job_id]:
             del self.checkpoints[key]
         if self.store is not None:
