@@ -76,6 +76,7 @@ PLACEMENT_CHECK = 0.25
 """How often jobs waiting for a placement are checked against their placement-timeout."""
 STANDBY_OPS = frozenset({P.PING, P.CLUSTER_STATUS})  # what a standby still answers
 EXECUTOR_SESSION_TTL = 10.0
+FINAL_REPORTS = frozenset({"finished", "failed", "canceled"})
 
 
 @dataclass
@@ -699,7 +700,25 @@ class Master:
             # with its registration, so refuse rather than lose it.
             raise ZdfError("executor not registered with this master", retry=True)
         self._apply_report(call.body, executor_id)
-        return None
+        state, job_id = call.body.get("state"), call.body["job_id"]
+        if call.is_event or self.batch is None or state not in FINAL_REPORTS:
+            return None
+        # A task's last word is acknowledged once its state is durable: acknowledged from
+        # memory, a master killed before its next write forgot a finished task, and the
+        # executor, whose report was acknowledged, never sent it again.
+        ops, put_back = persist.take_dirty(self.jobs, [job_id])
+        if not ops:
+            return None
+
+        def recorded(error: ZdfError | None) -> None:
+            if error is None:
+                call.reply(None)
+                return
+            put_back()
+            call.fail(ZdfError(f"report not recorded yet: {error}", retry=True))
+
+        self.batch.add(ops, recorded)
+        return DEFER
 
     def _apply_report(self, body: Any, executor_id: str) -> None:
         body = P.fields(body, job_id=str, task_id=str, attempt=int, state=str)
