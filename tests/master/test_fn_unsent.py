@@ -77,3 +77,25 @@ def test_results_a_client_never_reads_are_counted_lost_in_the_end(
     queue.send_results(CLIENT, [(7, True, [b"value"])])
     run_until(reactor, lambda: queue.stats["results_lost"] == 1)
     assert channel.refused == 3 and queue.stats["results_resent"] == 2
+
+
+def test_a_dependent_task_refused_where_its_input_is_waits_in_the_queue(
+    reactor: Reactor,
+) -> None:
+    """Placed where its input is (a worker just gone): refused, it goes back to the queue
+    and the pump places it, instead of being offered to the same worker again at once
+    (which recursed until Python gave up, and the task was never run)."""
+    from tests.master.test_fndeps import finish
+    from tests.master.test_fndeps import submit as submit_dep
+
+    channel = RefusingChannel(reactor, P.FN_RUN, refuse=0)
+    queue = FunctionQueue(channel)  # type: ignore[arg-type]
+    workers(queue, 2)
+    submit_dep(queue, 1)
+    submit_dep(queue, 2, deps=[1])
+    channel.refuse = 1_000  # its input's holder refuses from now on
+    holder = finish(queue, 1)
+    assert queue.stats["run_unsent"] >= 1 and queue.status()["queued"] == 1
+    channel.refuse = 0
+    run_until(reactor, lambda: 2 in [t for ts in runs(channel).values() for t in ts])
+    assert holder in runs(channel)

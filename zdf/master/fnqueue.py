@@ -599,11 +599,8 @@ class FunctionQueue:
             if task is not None and task.worker == worker.peer:
                 self._unassign(worker, task)
                 taken.append(task)
-        for task in reversed(taken):
-            if task.inputs is not None:
-                self.deps.again(task)
-            else:
-                self.queue.push_front(task)
+        for task in reversed(taken):  # as they were (inputs ready): placed by the pump,
+            self.queue.push_front(task)  # not at once (the same worker would refuse again)
         self.stats["run_unsent"] += len(taken)
         reactor = getattr(self.channel, "reactor", None)
         if reactor is not None:
