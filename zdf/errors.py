@@ -14,6 +14,7 @@
     ├── JobError               a bad job spec, an unknown job, a failed job
     ├── Canceled
     ├── PermissionDenied       the caller's role may not do this (CURVE, zdf.wire.security)
+    ├── StaleEpoch             a command from a master of another epoch (fenced off)
     └── LimitExceeded          a request over a configured limit (queue, leases, size)
 
 Errors raised inside a handler travel back as data (``to_wire``) and are rebuilt
@@ -98,6 +99,10 @@ class Canceled(ZdfError):
 
 class PermissionDenied(ZdfError):
     """A peer's role may not do what it asked (an error reply, never a crash)."""
+
+
+class StaleEpoch(ZdfError):
+    """A command from a master other than the one this process follows (a deposed one)."""
 
 
 class LimitExceeded(ZdfError):

@@ -6,8 +6,9 @@ crash) when a field is missing or of the wrong type.
 
 Who sends what (ROUTER = the master, DEALER = executors and clients)::
 
-    executor -> master   register, task_state (event), publish_endpoint, checkpoint
-    master -> executor   start_task, cancel_task, endpoints (event)
+    executor -> master   register, task_state (event), publish_endpoint, checkpoint;
+                         batch (those of one turn in one message)
+    master -> executor   start_tasks (a round's starts), start_task, cancel_task, endpoints
     client -> master     submit_job, job_list, job_status, job_cancel, executor_list,
                          cluster_status, wait_job; fn_client, fn_submit, fn_cancel (functions)
     worker -> master     fn_hello, fn_done, fn_stolen;  master -> worker: fn_run, fn_steal
@@ -24,6 +25,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from zdf.errors import ProtocolError
+from zdf.wire.batchcall import BATCH as BATCH  # worker -> executor -> master: a turn's calls
 
 HEARTBEAT_TOPIC = b"hb"
 
@@ -36,6 +38,7 @@ CANCEL_TASK = "cancel_task"
 ENDPOINTS = "endpoints"
 PROGRESS = "progress"
 CHECKPOINT = "checkpoint"  # worker -> executor -> master: a task's state, fenced by attempt
+START_TASKS = "start_tasks"  # master -> executor -> worker: a placement round's starts, as one
 
 # client -> master
 SUBMIT_JOB = "submit_job"

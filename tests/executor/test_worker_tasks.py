@@ -15,6 +15,7 @@ from tests.runtime.helpers import PortThenFinish
 from zdf import protocol as P
 from zdf.executor.worker import Worker
 from zdf.jobs.spec import TaskSpec
+from zdf.wire.batchcall import serve_batch
 from zdf.wire.rpc import Call, Channel
 from zdf.wire.sockets import free_port, make_socket
 
@@ -34,6 +35,7 @@ class FakeExecutor:
             P.TASK_STATE: lambda call: self.states.append(call.body),
             P.PUBLISH_ENDPOINT: lambda call: None,
             P.PROGRESS: lambda call: None,
+            P.BATCH: serve_batch,  # a turn's reports in one message, as the executor takes them
         }
         self.channel = Channel(reactor, make_socket(zmq.ROUTER, bind=worker_ctl), handlers)
 

@@ -45,7 +45,7 @@ import zmq
 from zdf import protocol as P
 from zdf.config import ExecutorConfig
 from zdf.discovery import find_masters
-from zdf.errors import JobError, NotLeader, Timeout, ZdfError
+from zdf.errors import JobError, NotLeader, ProtocolError, StaleEpoch, Timeout, ZdfError
 from zdf.executor import sockdir
 from zdf.executor.pool import WorkerPool, WorkerSlot
 from zdf.executor.probe import MasterProbe
@@ -55,6 +55,7 @@ from zdf.jobs.cost import task_cost
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.observe.taskout import read_logs
 from zdf.wire.addresses import host_of, is_loopback
+from zdf.wire.batchcall import CallBatcher, serve_batch
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
 from zdf.wire.security import MASTERS
@@ -128,11 +129,13 @@ class Executor:
                 P.PROGRESS: self._forward,
                 P.PUBLISH_ENDPOINT: self._publish,
                 P.CHECKPOINT: self._relay,
+                P.BATCH: serve_batch,  # a worker's reports of one turn (zdf.wire.batchcall)
             },
             name="executor-ctl",
         )
         handlers: dict[str, Callable[[Call], Any]] = {
             P.START_TASK: self.on_start_task,
+            P.START_TASKS: self.on_start_tasks,
             P.CANCEL_TASK: self.on_cancel_task,
             P.ENDPOINTS: self.on_endpoints,
             P.PING: lambda call: {"executor": self.executor_id},
@@ -145,6 +148,8 @@ class Executor:
         # What function tasks may ask of this executor (zdf.master.fnplacement).
         self.resources = {"cpu": workers_n, **config.resources}
         self.master = self._connect_master(handlers)
+        # Reports, progress and publications to the master, a turn's in one message.
+        self.to_master = CallBatcher(self.reactor, lambda: self.master)
         self.publisher = HeartbeatPublisher(config.worker_addr, self.executor_id, 0, allow=MASTERS)
         self.master_sub = HeartbeatSubscriber(
             self.reactor, self._on_master_beat, server_role="master"
@@ -238,6 +243,7 @@ class Executor:
 
     def close(self) -> None:
         self.pool.stop()
+        self.to_master.flush()
         self.leave()
         self.master.close()
         self.ctl.close()
@@ -400,7 +406,55 @@ class Executor:
             return {"worker": None, "queued": True}
         return {"worker": self.tasks[key].worker}
 
-    def _place(self, body: dict[str, Any]) -> bool:
+    def on_start_tasks(self, call: Call) -> Any:
+        """A placement round's starts (``zdf.master.starts``): read whole, refused whole
+        when malformed or from a master of another epoch, then each started as
+        ``start_task`` would; each worker is sent its share in one message."""
+        body = P.fields(call.body, epoch=int, starts=list)
+        starts: list[dict[str, Any]] = body["starts"]
+        endpoints = body.get("endpoints") or {}
+        if not isinstance(endpoints, dict) or not all(
+            isinstance(e, list) for e in endpoints.values()
+        ):
+            raise ProtocolError("field 'endpoints' is not a map of lists")
+        for start in starts:
+            P.fields(start, job_id=str, task=dict, attempt=int)
+            if not isinstance(start["task"].get("task_id"), str):
+                raise ProtocolError("a start's task has no task_id")
+        if self.master_epoch is not None and body["epoch"] != self.master_epoch:
+            raise StaleEpoch(
+                f"start commands of epoch {body['epoch']} refused: "
+                f"{self.executor_id} follows the master of epoch {self.master_epoch}"
+            )
+        keys = {_task_key(start) for start in starts}
+        self._backlog = [b for b in self._backlog if _task_key(b) not in keys]
+        shares: dict[bytes, list[dict[str, Any]]] = {}
+        results: list[dict[str, Any]] = []
+        for start in starts:
+            key = _task_key(start)
+            old = self.tasks.pop(key, None)
+            if old is not None:
+                self._cancel_on_worker(old)
+            try:
+                placed = self._place(start, shares)
+            except JobError as exc:
+                results.append({"error": str(exc)})
+                continue
+            if placed:
+                results.append({"worker": self.tasks[key].worker})
+            else:  # its job's endpoints go with it when it leaves the backlog
+                start["endpoints"] = endpoints.get(start["job_id"])
+                self._backlog.append(start)
+                results.append({"worker": None, "queued": True})
+        for identity, share in shares.items():
+            jobs = dict.fromkeys(start["job_id"] for start in share)
+            update = {"endpoints": {j: endpoints[j] for j in jobs if j in endpoints}}
+            self.ctl.notify(P.START_TASKS, {**update, "starts": share}, peer=identity)
+        return {"results": results}
+
+    def _place(
+        self, body: dict[str, Any], shares: dict[bytes, list[dict[str, Any]]] | None = None
+    ) -> bool:
         """Hand a task to a worker: a function needs an idle one, an operator the least
         loaded, or the one its placement group is on (``TaskSpec.group``)."""
         key = _task_key(body)
@@ -426,7 +480,10 @@ class Executor:
         slot.add_task(key, cost)
         if kind == "function":
             slot.functions += 1
-        self.ctl.notify(P.START_TASK, body, peer=slot.identity)
+        if shares is not None:
+            shares.setdefault(slot.identity, []).append(body)
+        else:
+            self.ctl.notify(P.START_TASK, body, peer=slot.identity)
         return True
 
     def _drain_backlog(self) -> None:
@@ -525,7 +582,7 @@ class Executor:
             self._report_final(body)
             self._drain_backlog()
             return None
-        self.master.notify(P.TASK_STATE, body)
+        self.to_master.notify(P.TASK_STATE, body)
         return None
 
     def _report_final(self, body: dict[str, Any]) -> None:
@@ -539,7 +596,7 @@ class Executor:
             if error is None or not (isinstance(error, Timeout) or error.data.get("retry")):
                 self._unacked.pop(key, None)
 
-        self.master.request(P.TASK_STATE, body, timeout=REPORT_TIMEOUT, callback=acked)
+        self.to_master.request(P.TASK_STATE, body, timeout=REPORT_TIMEOUT, callback=acked)
 
     def _relay(self, call: Call) -> Any:
         """Forward a worker's request to the master and its answer back."""
@@ -571,10 +628,13 @@ class Executor:
                 del self._publishing[key]
             # Otherwise (no answer, not the leader) it is sent again at the next registration.
 
-        self.master.request(P.PUBLISH_ENDPOINT, body, timeout=RELAY_TIMEOUT, callback=recorded)
+        self.to_master.request(P.PUBLISH_ENDPOINT, body, timeout=RELAY_TIMEOUT, callback=recorded)
 
     def _forward(self, call: Call) -> Any:
-        self.master.notify(call.op, call.body, frames=call.frames)
+        if call.frames:
+            self.master.notify(call.op, call.body, frames=call.frames)
+        else:
+            self.to_master.notify(call.op, call.body)
         return None
 
     def _on_worker_exit(self, slot: WorkerSlot, code: int) -> None:

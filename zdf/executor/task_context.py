@@ -71,7 +71,7 @@ class WorkerTaskContext(TaskContext):
             "attempt": self.attempt,
             "counters": counters,
         }
-        self.worker.channel.notify(P.PROGRESS, body)
+        self.worker.calls.notify(P.PROGRESS, body)
 
     def report_finished(self, summary: dict[str, Any]) -> None:
         self._flush_progress(summary)

@@ -36,6 +36,7 @@ from zdf.observe.logs import configure_logging, task_fields
 from zdf.observe.taskout import CapturingReactor, TaskOutput, install
 from zdf.wire import codec, security
 from zdf.wire.addresses import WILDCARDS, advertised
+from zdf.wire.batchcall import CallBatcher
 from zdf.wire.codec import packb, unpackb
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import Call, Channel
@@ -110,6 +111,7 @@ class Worker:
             make_socket(zmq.DEALER, connect=ctl, identity=name.encode(), sndhwm=0, rcvhwm=0),
             {
                 P.START_TASK: self.on_start_task,
+                P.START_TASKS: self.on_start_tasks,
                 P.CANCEL_TASK: self.on_cancel_task,
                 P.ENDPOINTS: self.on_endpoints,
                 "stop": lambda call: self.reactor.stop(),
@@ -117,6 +119,8 @@ class Worker:
             },
             name=f"worker-{name}",
         )
+        # Reports, progress and publications to the executor, a turn's in one message.
+        self.calls = CallBatcher(self.reactor, lambda: self.channel)
         self.executor_id = executor_id
         self._seen_registration: Any = None  # the executor's registration we said hello after
         # A function task's output, copied to its client (zdf.observe.fnout)
@@ -173,6 +177,7 @@ class Worker:
             cancel = getattr(handle, "cancel", None)
             if cancel is not None:
                 cancel()
+        self.calls.flush()
         self.channel.close()
         if self.functions is not None:
             self.functions.close()
@@ -197,7 +202,7 @@ class Worker:
             "state": state,
             "info": info or {},
         }
-        self.channel.notify(P.TASK_STATE, body)
+        self.calls.notify(P.TASK_STATE, body)
         if state in ("finished", "failed", "canceled"):
             # Release what the task holds (sockets, timers, a sink's locked file): an idle
             # worker must not keep them for the next job (the same job run again would
@@ -211,30 +216,47 @@ class Worker:
             self.output.close(job_id, task_id)
 
     # -- handlers -----------------------------------------------------------
+    def on_start_tasks(self, call: Call) -> Any:
+        """The starts of a round (``zdf.master.starts``), each job's endpoints once."""
+        body = P.fields(call.body, starts=list)
+        endpoints = body.get("endpoints")
+        starts = [P.fields(start, job_id=str, task=dict, attempt=int) for start in body["starts"]]
+        specs = [TaskSpec.from_dict(start["task"]) for start in starts]  # all read, then run
+        for job_id, entries in (endpoints if isinstance(endpoints, dict) else {}).items():
+            self._learn(str(job_id), entries)
+        for start, spec in zip(starts, specs, strict=True):
+            self._start(start, spec)
+        return None
+
+    def _learn(self, job_id: str, entries: Any) -> None:
+        table = self.directory.setdefault(job_id, {})
+        for entry in entries if isinstance(entries, list) else ():
+            if isinstance(entry, list) and len(entry) == 3:
+                table[(str(entry[0]), str(entry[1]))] = str(entry[2])
+
     def on_start_task(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, task=dict, attempt=int)
+        self._learn(body["job_id"], body.get("endpoints") or [])
+        self._start(body, TaskSpec.from_dict(body["task"]))
+        return None
+
+    def _start(self, body: dict[str, Any], spec: TaskSpec) -> None:
         job_id, attempt = body["job_id"], body["attempt"]
-        spec = TaskSpec.from_dict(body["task"])
         key = (job_id, spec.task_id)
         superseded = self.tasks.pop(key, None)  # an earlier attempt of it, still here
         cancel = getattr(superseded, "cancel", None)
         if cancel is not None:
             cancel()
         self.attempts[key] = attempt
-        table = self.directory.setdefault(job_id, {})
-        for entry in body.get("endpoints") or []:
-            if isinstance(entry, list) and len(entry) == 3:
-                table[(str(entry[0]), str(entry[1]))] = str(entry[2])
         self.report(
             job_id, spec.task_id, attempt, "running", {"worker": self.name, "pid": os.getpid()}
         )
         if spec.kind == "function":
             self.tasks[key] = None
             self.reactor.call_later(0, lambda: self._run_function(job_id, spec, attempt))
-            return None
+            return
         with self.output.scope(job_id, spec.task_id, attempt):
             self._launch(body, job_id, spec, attempt)
-        return None
 
     def _launch(self, body: dict[str, Any], job_id: str, spec: TaskSpec, attempt: int) -> None:
         key = (job_id, spec.task_id)
@@ -348,7 +370,7 @@ class Worker:
         body: dict[str, Any] = {"job_id": job_id, "task_id": task_id, "name": name, "addr": addr}
         if attempt is not None:
             body["attempt"] = attempt
-        self.channel.notify(P.PUBLISH_ENDPOINT, body)
+        self.calls.notify(P.PUBLISH_ENDPOINT, body)
 
     def resolve_endpoint(
         self, job_id: str, task_id: str, name: str, callback: Callable[[str], None]

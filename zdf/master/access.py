@@ -29,6 +29,7 @@ OPERATIONS: dict[str, frozenset[str]] = {
     # executors and their workers
     P.REGISTER: EXECUTOR,
     P.TASK_STATE: EXECUTOR,
+    P.BATCH: EXECUTOR,  # each call in it is checked again (zdf.wire.batchcall)
     P.PROGRESS: EXECUTOR,
     P.PUBLISH_ENDPOINT: EXECUTOR,
     P.CHECKPOINT: EXECUTOR,

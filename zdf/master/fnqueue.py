@@ -86,6 +86,10 @@ PICKLE_REFUSED = {
 DEFAULT_WINDOW = 64
 MAX_BATCH = 256
 MAX_SKIP = 64  # queued tasks waiting for resources that others may pass in one pump
+UNSENT_RETRY = 0.2
+"""Seconds before messages the master's ROUTER refused (``zdf.master.router``) go again:
+tasks go back to the queue, results are sent again (``RESULT_TRIES`` times at most)."""
+RESULT_TRIES = 50
 STEAL_SLACK = place.FEED_SECONDS  # how late on its estimates a worker is before a steal
 
 
@@ -191,6 +195,9 @@ class FunctionQueue:
             "stolen": 0,  # given back by a busy worker for an idle one
             "infeasible": 0,
             "over_limit": 0,  # refused: the client had max-queued-fn-per-client queued
+            "run_unsent": 0,  # refused by the ROUTER (zdf.master.router): queued again
+            "results_resent": 0,
+            "results_lost": 0,  # refused RESULT_TRIES times: the client never read
         }
 
     def handlers(self) -> dict[str, Callable[[Call], Any]]:
@@ -524,11 +531,14 @@ class FunctionQueue:
             worker.since = self.clock()
         if worker.peer in lessees and lessees[worker.peer] - clients:
             self.leases.release(worker.peer, but=next(iter(clients)) if len(clients) == 1 else b"")
+        sent = len(header)
         for batch in split_batch(header, lambda entry: entry[1]):  # a big value goes alone
             tasks = [entry for entry, _ in batch]
             frames = [frame for _, task_frames in batch for frame in task_frames]
-            self.channel.notify(P.FN_RUN, {"tasks": tasks}, peer=worker.peer, frames=frames)
-        return len(header)
+            if not self.channel.notify(P.FN_RUN, {"tasks": tasks}, peer=worker.peer, frames=frames):
+                self._not_sent(worker, [entry[0] for entry in tasks])
+                sent -= len(tasks)
+        return sent
 
     def place_ready(self, task: FnTask, prefer: FnWorker | None) -> None:
         """A task whose inputs are ready: to ``prefer`` (where most of its input bytes
@@ -574,7 +584,27 @@ class FunctionQueue:
         entry = [task.key, task.fn, len(task.frames), task.reply, task.tid]
         if task.inputs is not None:
             entry.append(self.deps.input_specs(task))
-        self.channel.notify(P.FN_RUN, {"tasks": [entry]}, peer=worker.peer, frames=task.frames)
+        if not self.channel.notify(
+            P.FN_RUN, {"tasks": [entry]}, peer=worker.peer, frames=task.frames
+        ):
+            self._not_sent(worker, [task.key])
+
+    def _not_sent(self, worker: FnWorker, keys: list[int]) -> None:
+        """Tasks the ROUTER refused to send to ``worker`` (its queue full, or gone): the
+        worker never saw them, so they go back to the head of the queue, in order, and
+        are placed again after ``UNSENT_RETRY`` (never lost, never run twice)."""
+        taken = []
+        for key in keys:
+            task = self.inflight.get(key)
+            if task is not None and task.worker == worker.peer:
+                self._unassign(worker, task)
+                taken.append(task)
+        for task in reversed(taken):  # as they were (inputs ready): placed by the pump,
+            self.queue.push_front(task)  # not at once (the same worker would refuse again)
+        self.stats["run_unsent"] += len(taken)
+        reactor = getattr(self.channel, "reactor", None)
+        if reactor is not None:
+            reactor.call_later(UNSENT_RETRY, self.pump)
 
     def record(
         self, client: bytes, tid: int, skey: Any, holders: list[bytes], state: str
@@ -771,14 +801,28 @@ class FunctionQueue:
         self._send_results(client, results)
 
     def _send_results(
-        self, client: bytes, results: Sequence[tuple[int, bool, Sequence[Any]]]
+        self, client: bytes, results: Sequence[tuple[int, bool, Sequence[Any]]], tries: int = 1
     ) -> None:
         for batch in split_batch(results, lambda result: result[2]):  # a big value goes alone
             header = [[tid, ok, len(frames)] for tid, ok, frames in batch]
             out: list[Any] = []
             for _, _, frames in batch:
                 out.extend(frames)
-            self.channel.notify(P.FN_RESULT, {"results": header}, peer=client, frames=out)
+            if not self.channel.notify(P.FN_RESULT, {"results": header}, peer=client, frames=out):
+                self._results_not_sent(client, batch, tries)
+
+    def _results_not_sent(
+        self, client: bytes, batch: Sequence[tuple[int, bool, Sequence[Any]]], tries: int
+    ) -> None:
+        """Results the ROUTER refused (the client does not read, or is gone): sent again
+        after ``UNSENT_RETRY``, ``RESULT_TRIES`` times; then counted and logged as lost."""
+        reactor = getattr(self.channel, "reactor", None)
+        if reactor is None or tries >= RESULT_TRIES:
+            self.stats["results_lost"] += len(batch)
+            log.warning("%d results for client %r lost: it read none of them", len(batch), client)
+            return
+        self.stats["results_resent"] += len(batch)
+        reactor.call_later(UNSENT_RETRY, lambda: self._send_results(client, batch, tries + 1))
 
     def status(self) -> dict[str, Any]:
         return {

@@ -30,12 +30,13 @@ from typing import Any
 
 from zdf import protocol as P
 from zdf.config import MasterConfig
-from zdf.errors import JobError, NotLeader, PermissionDenied, ProtocolError, Timeout, ZdfError
+from zdf.errors import JobError, NotLeader, PermissionDenied, ProtocolError, ZdfError
 from zdf.jobs.cost import task_cost
 from zdf.jobs.spec import JobSpec
 from zdf.master import access, persist
 from zdf.master.access import validate_registration
 from zdf.master.election import LeaderInfo, LeaderWatch, LostLeadership, MasterElection
+from zdf.master.endpoints import EndpointDirectory
 from zdf.master.fnqueue import FunctionQueue
 from zdf.master.heartbeats import HeartbeatPublisher, HeartbeatSubscriber
 from zdf.master.jobs import Dispatch, JobManager, JobRecord
@@ -45,6 +46,7 @@ from zdf.master.persist import FrameworkStore
 from zdf.master.retention import SWEEP_INTERVAL, JobRetention
 from zdf.master.router import master_router
 from zdf.master.staging import SubmissionStaging
+from zdf.master.starts import StartSender
 from zdf.master.states import (
     GONE_EXECUTOR_STATES,
     TERMINAL_JOB_STATES,
@@ -55,13 +57,11 @@ from zdf.master.tasklogs import TaskLogRelay
 from zdf.master.writebatch import FencedBatch
 from zdf.metastore.client import MetaClient
 from zdf.observe.logs import task_fields
+from zdf.wire.batchcall import serve_batch
 from zdf.wire.reactor import Reactor, Timer
 from zdf.wire.rpc import DEFER, Call, Channel
 
 log = logging.getLogger(__name__)
-
-DONE_FLAG = "done"
-"""The endpoint name of a task's done flag (``zdf.runtime.operator.DONE``)."""
 
 PERSIST_INTERVAL = 0.05
 ELECTION_POLL = 0.1
@@ -76,6 +76,7 @@ PLACEMENT_CHECK = 0.25
 """How often jobs waiting for a placement are checked against their placement-timeout."""
 STANDBY_OPS = frozenset({P.PING, P.CLUSTER_STATUS})  # what a standby still answers
 EXECUTOR_SESSION_TTL = 10.0
+FINAL_REPORTS = frozenset({"finished", "failed", "canceled"})
 
 
 @dataclass
@@ -137,9 +138,6 @@ class Master:
         self.executors: dict[str, ExecutorInfo] = {}
         self._by_peer: dict[bytes, str] = {}
         self._by_addr: dict[str, str] = {}
-        self._endpoints: dict[str, dict[tuple[str, str], str]] = {}
-        # Endpoint changes not yet sent to the executors (``_broadcast_endpoint``).
-        self._endpoint_news: dict[str, dict[tuple[str, str], str]] = {}
         self._waiters: dict[str, list[Call]] = {}
         self.checkpoints: dict[tuple[str, str], bytes] = {}
         self.started = time.time()
@@ -183,6 +181,7 @@ class Master:
         self.channel.handlers[P.FN_HELLO] = self.on_fn_hello
         self.channel.handlers[P.WORKER_LOST] = self.on_worker_lost
         self.channel.handlers[P.DEREGISTER] = self.on_deregister
+        self.channel.handlers[P.BATCH] = serve_batch  # a turn's reports as one message
         self.retention = JobRetention(self.jobs, self.store, config.job_retention, self._fenced)
         self.channel.handlers.update(self.retention.handlers())
         self.reactor.call_every(SWEEP_INTERVAL, self._sweep_jobs)
@@ -209,6 +208,23 @@ class Master:
             else None
         )
         self._schedule_due: Timer | None = None
+        self.endpoints = EndpointDirectory(
+            self.reactor,
+            self.channel,
+            self.jobs,
+            lambda e: info.peer if (info := self.executors.get(e)) else None,
+        )
+        self.starts = StartSender(
+            self.reactor,
+            self.channel,
+            peer_of=lambda e: info.peer if (info := self.executors.get(e)) else None,
+            epoch=lambda: self.epoch,
+            endpoints_of=self.endpoints.as_list,
+            checkpoint_of=lambda job_id, task_id: self.checkpoints.get((job_id, task_id)),
+            standing=self._start_standing,
+            refused=self._start_refused,
+            timeout=config.rpc_timeout,
+        )
         self.lost_leadership = False
         self._master_lease: int | None = None
         self._leader_watch: LeaderWatch | None = None
@@ -370,8 +386,7 @@ class Master:
                 if task.executor and placed and self.liveness.state(task.executor) is None:
                     self.liveness.add(task.executor, now)
         self.checkpoints.update(self.store.load_checkpoints())
-        for (job_id, task_id, name), addr in self.store.load_endpoints().items():
-            self._endpoints.setdefault(job_id, {})[(task_id, name)] = addr
+        self.endpoints.restore(self.store.load_endpoints())
         if self.jobs.jobs:
             log.info("restored %d jobs from the metastore", len(self.jobs.jobs))
 
@@ -531,7 +546,7 @@ class Master:
             self.channel.notify(
                 P.CANCEL_TASK, {"job_id": job_id, "task_id": task_id}, peer=call.peer
             )
-        self._push_endpoints(executor_id)
+        self.endpoints.push_to(executor_id)
         self.reactor.call_later(0, self._schedule)
         return {
             "master": self.config.name,
@@ -613,15 +628,13 @@ class Master:
         if not dispatches:
             return
         if self.batch is None:
-            for dispatch in dispatches:
-                self._dispatch(dispatch)
+            self.starts.send(dispatches)
             return
         ops, put_back = persist.take_dirty(self.jobs, sorted({d.job_id for d in dispatches}))
 
         def recorded(error: ZdfError | None) -> None:
             if error is None:
-                for dispatch in dispatches:
-                    self._dispatch(dispatch)
+                self.starts.send(dispatches)
                 return
             put_back()
             if isinstance(error, NotLeader):
@@ -632,56 +645,23 @@ class Master:
 
         self.batch.add(ops, recorded)
 
-    def _dispatch(self, d: Dispatch) -> None:
-        info = self.executors[d.executor_id]
-        job = self.jobs.jobs.get(d.job_id)
-        # A batch job's tasks have no peers: no endpoints (they would grow with the job).
-        known = self._job_endpoints(job) if job is not None and job.spec.gang else {}
-        body = {
-            "job_id": d.job_id,
-            "task": d.spec.to_dict(),
-            "attempt": d.attempt,
-            "endpoints": [[t, n, a] for (t, n), a in known.items()],
-            "checkpoint": self.checkpoints.get((d.job_id, d.spec.task_id)),
-        }
-
-        def on_ack(result: Any, error: ZdfError | None) -> None:
-            # A timeout means the executor is slow or gone: liveness decides that.
-            # Not sent (the executor's queue full, or it is gone): send it again soon.
-            # Any other error is the executor refusing the task.
-            if error is not None and error.data.get("unsent"):
-                self.reactor.call_later(RETRY_SCHEDULE, lambda: self._redispatch(d))
-            elif error is not None and not isinstance(error, Timeout):
-                log.warning(
-                    "start of %s/%s failed: %s",
-                    d.job_id,
-                    d.spec.task_id,
-                    error,
-                    extra=task_fields(d.job_id, d.spec.task_id, d.attempt),
-                )
-                self._task_report(
-                    d.job_id, d.spec.task_id, d.attempt, TaskState.FAILED, {"error": str(error)}
-                )
-
-        self.channel.request(
-            P.START_TASK, body, peer=info.peer, timeout=self.config.rpc_timeout, callback=on_ack
-        )
-
-    def _redispatch(self, d: Dispatch) -> None:
-        """Send a start command again that could not be sent, while it still stands."""
+    def _start_standing(self, d: Dispatch) -> bool:
+        """Whether a start not sent still stands: the same attempt, still placed there."""
         job = self.jobs.jobs.get(d.job_id)
         task = job.tasks.get(d.spec.task_id) if job is not None else None
-        if (
+        return (
             self.leading
             and task is not None
             and task.state is TaskState.SCHEDULED
             and task.executor == d.executor_id
             and task.attempt == d.attempt
             and d.executor_id in self.executors
-        ):
-            self.channel.stats["start_resent"] += 1
-            log.warning("start of %s/%s resent to %s", d.job_id, d.spec.task_id, d.executor_id)
-            self._dispatch(d)
+        )
+
+    def _start_refused(self, d: Dispatch, error: ZdfError) -> None:
+        self._task_report(
+            d.job_id, d.spec.task_id, d.attempt, TaskState.FAILED, {"error": str(error)}
+        )
 
     def _task_report(
         self,
@@ -698,7 +678,7 @@ class Master:
         cancels = self.jobs.task_state(job_id, task_id, attempt, state, info, executor_id)
         finished = task_rec is not None and task_rec.state is TaskState.FINISHED
         if finished and not was_finished and job_rec is not None and job_rec.spec.gang:
-            self._announce_done(job_id, task_id, task_rec.attempt)  # type: ignore[union-attr]
+            self.endpoints.announce_done(job_id, task_id, task_rec.attempt)  # type: ignore[union-attr]
         for executor, job, task in cancels:
             self._send_cancel(executor, job, task)
         job_rec = self.jobs.jobs.get(job_id)
@@ -720,7 +700,25 @@ class Master:
             # with its registration, so refuse rather than lose it.
             raise ZdfError("executor not registered with this master", retry=True)
         self._apply_report(call.body, executor_id)
-        return None
+        state, job_id = call.body.get("state"), call.body["job_id"]
+        if call.is_event or self.batch is None or state not in FINAL_REPORTS:
+            return None
+        # A task's last word is acknowledged once its state is durable: acknowledged from
+        # memory, a master killed before its next write forgot a finished task, and the
+        # executor, whose report was acknowledged, never sent it again.
+        ops, put_back = persist.take_dirty(self.jobs, [job_id])
+        if not ops:
+            return None
+
+        def recorded(error: ZdfError | None) -> None:
+            if error is None:
+                call.reply(None)
+                return
+            put_back()
+            call.fail(ZdfError(f"report not recorded yet: {error}", retry=True))
+
+        self.batch.add(ops, recorded)
+        return DEFER
 
     def _apply_report(self, body: Any, executor_id: str) -> None:
         body = P.fields(body, job_id=str, task_id=str, attempt=int, state=str)
@@ -770,69 +768,6 @@ class Master:
         self.jobs.progress(body["job_id"], body["task_id"], body["attempt"], body["counters"])
         return None
 
-    def _job_endpoints(self, job: JobRecord) -> dict[tuple[str, str], str]:
-        """Published endpoints plus the done flags of finished tasks."""
-        known = dict(self._endpoints.get(job.job_id, {}))
-        if job.spec.gang and job.state_counts[TaskState.FINISHED]:  # batch tasks have no peers
-            for task in job.tasks.values():
-                if task.state is TaskState.FINISHED:
-                    known[(task.task_id, DONE_FLAG)] = str(task.attempt)
-        return known
-
-    def _push_endpoints(self, executor_id: str) -> None:
-        """Send a (re)registered executor every endpoint of the jobs it runs tasks of.
-
-        Updates broadcast while it was away (or before it registered with a new
-        leader, e.g. the done flags of the reports it just delivered) would be lost
-        otherwise; workers ignore the addresses they already have."""
-        info = self.executors.get(executor_id)
-        if info is None:
-            return
-        for job in self.jobs.jobs.values():
-            if job.state in TERMINAL_JOB_STATES:
-                continue
-            if any(executor == executor_id for executor, _ in job.held.values()):
-                known = self._job_endpoints(job)
-                update = {
-                    "job_id": job.job_id,
-                    "endpoints": [[t, n, a] for (t, n), a in known.items()],
-                }
-                self.channel.notify(P.ENDPOINTS, update, peer=info.peer)
-
-    def _announce_done(self, job_id: str, task_id: str, attempt: int) -> None:
-        """A finished task's done flag, from its (reliably delivered) final report.
-
-        Tasks publish it themselves just before finishing, but that notice can be
-        lost in a master failover; a flag derived from the task's state cannot,
-        and a task waiting for its downstream to be done must not wait forever."""
-        table = self._endpoints.setdefault(job_id, {})
-        if table.get((task_id, DONE_FLAG)) == str(attempt):
-            return
-        table[(task_id, DONE_FLAG)] = str(attempt)
-        self._broadcast_endpoint(job_id, task_id, DONE_FLAG, str(attempt))
-
-    def _broadcast_endpoint(self, job_id: str, task_id: str, name: str, addr: str) -> None:
-        """Tell the job's executors, at the end of this turn: the changes of one turn go
-        out as one update per job and executor (a 1,000-table job's producers publish
-        their ports, then their done flags, in bursts of hundreds)."""
-        if not self._endpoint_news:  # the first change of this turn
-            self.reactor.call_later(0.0, self._send_endpoint_news)
-        news = self._endpoint_news.setdefault(job_id, {})
-        news.pop((task_id, name), None)  # the latest change last
-        news[(task_id, name)] = addr
-
-    def _send_endpoint_news(self) -> None:
-        news, self._endpoint_news = self._endpoint_news, {}
-        for job_id, changes in news.items():
-            job = self.jobs.jobs.get(job_id)
-            if job is None:
-                continue
-            update = {"job_id": job_id, "endpoints": [[t, n, a] for (t, n), a in changes.items()]}
-            for executor_id in {executor for executor, _ in job.held.values()}:
-                info = self.executors.get(executor_id)
-                if info is not None:
-                    self.channel.notify(P.ENDPOINTS, update, peer=info.peer)
-
     def on_publish_endpoint(self, call: Call) -> Any:
         body = P.fields(call.body, job_id=str, task_id=str, name=str, addr=str, attempt=int)
         job_id, task_id, name, addr = body["job_id"], body["task_id"], body["name"], body["addr"]
@@ -851,9 +786,7 @@ class Master:
             if error is not None:
                 call.fail(error)
                 return
-            if job_id in self.jobs.jobs:
-                self._endpoints.setdefault(job_id, {})[(task_id, name)] = addr
-                self._broadcast_endpoint(job_id, task_id, name, addr)
+            self.endpoints.record(job_id, task_id, name, addr)
             call.reply(None)
 
         check()
@@ -1014,7 +947,7 @@ class Master:
     def _job_done(self, job: JobRecord) -> None:
         if job.state not in TERMINAL_JOB_STATES:
             return
-        self._endpoints.pop(job.job_id, None)
+        self.endpoints.forget(job.job_id)
         for key in [k for k in self.checkpoints if k[0] == job.job_id]:
             del self.checkpoints[key]
         if self.store is not None:

@@ -340,6 +340,10 @@ class Channel:
     def _complete_frames(self, rid: int, body: Any, frames: list[Any]) -> None:
         self._complete(rid, (body, frames) if frames else body, None)
 
+    def serve(self, call: Call) -> None:
+        """Serve ``call`` as if it had just arrived (``zdf.wire.batchcall``)."""
+        self._serve(call)
+
     def _serve(self, call: Call) -> None:
         handler = self.handlers.get(call.op)
         if handler is None:
