@@ -84,6 +84,7 @@ from typing import Any
 import zmq
 
 from zdf import protocol as P
+from zdf.client import bigput
 from zdf.client.lane import DirectLane, Outgoing, task_message
 from zdf.errors import ProtocolError, Timeout, ZdfError, from_wire, worker_lost
 from zdf.observe import fnout
@@ -92,7 +93,6 @@ from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.payload import pack
 from zdf.wire.rpc import RpcClient
 from zdf.wire.security import EXECUTORS
-from zdf.wire.sockets import DEFAULT_MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from zdf.wire.sockets import close_socket, endpoint, make_socket, recv_parts
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,6 @@ MASTER_SILENCE = 1.5  # an unanswered ping this old: look for the leader
 LEASE_RETRY = 0.5  # a lease asked for and not granted: ask again after this long
 RELEASE_BATCH = 512  # released futures that make the I/O thread send them at once
 RELEASE_DELAY = 0.05  # the longest a release waits while the client is active
-PUT_TIMEOUT_MIN = 10.0  # a scattered value's worker has this long (plus transfer) to confirm
 # Messages the result socket takes ahead of this process reading them: beyond it the
 # workers' PUSHes hold them (they never drop), so a big result's chunks wait in its
 # worker rather than in this client's memory, and its window there stalls meanwhile.
@@ -275,22 +274,8 @@ class Transport:
 
     def put(self, addr: str, values: list[tuple[str, list[Any]]]) -> None:
         """Hand scattered values to the worker at ``addr`` (its direct port); waits
-        until it confirms it keeps them."""
-        with RpcClient(addr, timeout=self.timeout, server_role="executor") as worker:
-            for key, frames in values:
-                size = sum(len(f) for f in frames)
-                if size > MAX_MESSAGE_BYTES:
-                    raise ValueError(
-                        f"cannot scatter a value of {size} bytes: the limit of one value is "
-                        f"{MAX_MESSAGE_BYTES} bytes"
-                    )
-                worker.call(
-                    P.FN_PUT,
-                    {"keys": [key], "nframes": [len(frames)]},
-                    frames=frames,
-                    timeout=PUT_TIMEOUT_MIN + size / 50e6,
-                    retry=False,
-                )
+        until it confirms it keeps them. Values of any size (``zdf.client.bigput``)."""
+        bigput.put_values(addr, values)
 
     def _flush_releases(self) -> None:
         """Send what was released (taken before the outbox is flushed: see above)."""
