@@ -57,6 +57,12 @@ worker, or goes through the master after ``RELEASE_DELAY``. A batch goes at
 once when ``RELEASE_BATCH`` are waiting, else within ``RELEASE_DELAY`` while
 the client is active, at most ``IDLE_POLL_MS`` when it is idle.
 
+Session (``zdf.master.fnsessions``). The I/O thread sends ``fn_alive`` every
+``keepalive`` seconds (the master's ``fn_client`` answer names the interval) and
+``close`` says ``fn_bye`` (waiting up to ``BYE_TIMEOUT``): the master drops the
+results of a client that said goodbye at once, and of one silent for its
+``client-grace``, so a client that vanishes leaves nothing on the workers.
+
 Master failover. While tasks are in flight the I/O thread keeps an eye on the
 master: when it has heard nothing from it for ``PROBE_INTERVAL`` it pings it.
 A ping unanswered for ``MASTER_SILENCE``, an answer from a standby, or one
@@ -107,6 +113,7 @@ MASTER_SILENCE = 1.5  # an unanswered ping this old: look for the leader
 LEASE_RETRY = 0.5  # a lease asked for and not granted: ask again after this long
 RELEASE_BATCH = 512  # released futures that make the I/O thread send them at once
 RELEASE_DELAY = 0.05  # the longest a release waits while the client is active
+BYE_TIMEOUT = 1.0  # a closing client waits this long for the master to take its goodbye
 # Messages the result socket takes ahead of this process reading them: beyond it the
 # workers' PUSHes hold them (they never drop), so a big result's chunks wait in its
 # worker rather than in this client's memory, and its window there stalls meanwhile.
@@ -185,6 +192,10 @@ class Transport:
                 )
                 self.reply_addr = self._results.getsockopt_string(zmq.LAST_ENDPOINT)
             self.hello = self._hello()
+            # Sessions (zdf.master.fnsessions): our results stay while we say we are here.
+            alive = self.hello.get("keepalive")
+            self.keepalive = float(alive) if isinstance(alive, int | float) and alive > 0 else 0.0
+            self._alive_sent = time.monotonic()
             limit = self.hello.get("max_value_bytes")
             self.max_value_bytes = (
                 limit if isinstance(limit, int) else bigmsg.DEFAULT_MAX_VALUE_BYTES
@@ -321,9 +332,10 @@ class Transport:
             self.forget(tid)
         return canceled
 
-    def request(self, op: str, body: dict[str, Any]) -> Any:
+    def request(self, op: str, body: dict[str, Any], timeout: float | None = None) -> Any:
         """One request to the master, answered through the I/O thread; waits up to
-        ``timeout``."""
+        ``timeout`` (the client's, by default)."""
+        timeout = self.timeout if timeout is None else timeout
         event = threading.Event()
         with self._send_lock:
             rid = next(self._rids)
@@ -331,8 +343,8 @@ class Transport:
             self._sock.send(encode(Kind.REQUEST, op, rid, body))
         self._wake()
         try:
-            if not event.wait(self.timeout):
-                raise Timeout(f"the master did not answer {op} within {self.timeout} s")
+            if not event.wait(timeout):
+                raise Timeout(f"the master did not answer {op} within {timeout} s")
             _, answer, error = self._calls[rid]
         finally:
             self._calls.pop(rid, None)
@@ -352,6 +364,11 @@ class Transport:
     def close(self) -> None:
         if self.closed:
             return
+        if self.keepalive and self._probe_rid is None:  # not while the master is silent
+            try:
+                self.request(P.FN_BYE, {}, timeout=BYE_TIMEOUT)  # our results can go now
+            except ZdfError:
+                pass  # they go after the master's client-grace instead
         self.closed = True
         self._wake()
         self._thread.join(5)
@@ -460,6 +477,8 @@ class Transport:
                 timeout = min(timeout, int(RELEASE_DELAY * 1000))
             if chunking:
                 timeout = min(timeout, max(1, int(bigmsg.PUMP_INTERVAL * 1000)))
+            if self.keepalive:
+                timeout = min(timeout, max(1, int(self.keepalive * 1000)))
             events = poller.poll(timeout)
             self._sleeping.clear()
             timed_out = not events
@@ -472,6 +491,7 @@ class Transport:
                         pass
             more = True  # something may have changed: read (cheap when nothing is there)
             self._watch_master()
+            self._keep_alive()
 
     def _drain(self, sock: zmq.Socket[bytes], lock: threading.RLock) -> bool:
         """Read what is there if no other thread holds the socket; True when more may be."""
@@ -664,6 +684,14 @@ class Transport:
                 self._fail_over()
         elif now - self._last_heard >= PROBE_INTERVAL:
             self._probe()
+
+    def _keep_alive(self) -> None:
+        """Tell the master we are here, every ``keepalive`` seconds (I/O thread)."""
+        now = time.monotonic()
+        if self.keepalive and now - self._alive_sent >= self.keepalive and not self.closed:
+            self._alive_sent = now
+            with self._send_lock:
+                self._sock.send(encode(Kind.EVENT, P.FN_ALIVE, 0, {}))
 
     def _probe(self) -> None:
         """Ask the master who it is and whether it leads (answered in ``_on_probe``)."""

@@ -178,6 +178,15 @@ class SpillingStore(MutableMapping[Any, Any]):
             self.spill.close()
 
 
+def made_under(store: MutableMapping[Any, Any], leases: Any) -> list[str]:
+    """The keys of ``store`` made under any of ``leases`` (``"<lease>:<tid>"``): what
+    a client that is gone left there (``zdf.master.fnsessions``)."""
+    if not isinstance(leases, list) or not leases:
+        return []
+    prefixes = tuple(f"{lease}:" for lease in leases if isinstance(lease, str))
+    return [key for key in list(store) if isinstance(key, str) and key.startswith(prefixes)]
+
+
 def give_back_memory() -> None:
     """Hand the heap that dropped values freed back to the system (glibc keeps freed
     blocks below its mmap threshold, so the worker's RSS would not fall otherwise)."""
