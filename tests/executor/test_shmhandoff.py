@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import subprocess
 import sys
@@ -37,6 +38,14 @@ def fetch(reactor: Reactor, fetcher: Fetcher, key: Any, addr: str) -> Any:
     return value
 
 
+def mapped(array: Any) -> bool:
+    """Whether ``array`` is a view on a memory map (not the heap)."""
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+
+
 def files_in(handoff: Handoff) -> list[str]:
     return os.listdir(handoff.dir)
 
@@ -52,17 +61,53 @@ def test_a_big_value_on_the_same_host_is_mapped_not_sent(reactor: Reactor) -> No
         np.testing.assert_array_equal(value, BIG)
         assert not value.flags.writeable  # a view on the read-only map, not a copy
         assert server.shm_served == 1 and fetcher.shm_fetched == 1 and fetcher.fallbacks == 0
-        assert files_in(server.handoff) == []  # the reader unlinked it once mapped
-        mode = os.stat(server.handoff.dir).st_mode & 0o777
-        assert mode == 0o700
+        (name,) = files_in(server.handoff)
+        path = os.path.join(server.handoff.dir, name)
+        assert os.stat(server.handoff.dir).st_mode & 0o777 == 0o700
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        # The holder keeps the value as a map of that file now: in memory once.
+        held = store[1]
+        assert not held.flags.writeable and mapped(held)
+        np.testing.assert_array_equal(held, BIG)
+        # A second reader gets the same file: nothing written again.
+        np.testing.assert_array_equal(fetch(reactor, fetcher, 1, server.addr), BIG)
+        assert server.shm_served == 2 and server.handoff.written == 1
         # A small value is not worth a file: it comes over the socket.
         assert fetch(reactor, fetcher, 2, server.addr) == {"small": b"x" * 100}
-        assert server.shm_served == 1 and fetcher.fetched == 2
+        assert server.shm_served == 2 and fetcher.fetched == 3
+        # Released from the store: its file goes; the reader's map still reads.
+        del store[1]
+        assert not os.path.exists(path) and server.handoff.held_bytes == 0
+        np.testing.assert_array_equal(value, BIG)
     finally:
         fetcher.close()
         handoff_dir = server.handoff.dir
         server.close()
     assert not os.path.exists(handoff_dir)  # removed with the store port
+
+
+def test_a_spilling_store_holds_the_map_and_its_file_goes_with_the_value(
+    reactor: Reactor, tmp_path: Any
+) -> None:
+    store = make_store(1 << 30, str(tmp_path / "spill"))
+    store[1] = BIG.copy()
+    server = StoreServer(store, "127.0.0.1")
+    fetcher = Fetcher(reactor)
+    try:
+        np.testing.assert_array_equal(fetch(reactor, fetcher, 1, server.addr), BIG)
+        assert mapped(store[1]) and store.memory_bytes == BIG.nbytes  # the same size
+        assert len(files_in(server.handoff)) == 1
+        store[1] = np.zeros(4)  # replaced: the old value's file goes
+        assert files_in(server.handoff) == []
+        store[3] = BIG
+        np.testing.assert_array_equal(fetch(reactor, fetcher, 3, server.addr), BIG)
+        assert len(files_in(server.handoff)) == 1
+        store.pop(3)
+        assert files_in(server.handoff) == []
+    finally:
+        fetcher.close()
+        server.close()
+        store.close()
 
 
 def test_a_handoff_the_reader_cannot_open_falls_back_to_the_network(
@@ -111,18 +156,16 @@ def test_a_full_tmpfs_or_the_bound_sends_over_the_network(
 
         with monkeypatch.context() as patch:
             patch.setattr(shmhandoff.os, "pwrite", full)
-            assert handoff.offer(frames) is None
+            assert handoff.offer(1, frames) is None
         assert files_in(handoff) == [] and handoff.declined == 1  # the partial file is gone
-        first = handoff.offer(frames)
+        first = handoff.offer(1, frames)
         assert first is not None and files_in(handoff) == [first["file"]]
         monkeypatch.setattr(shmhandoff, "MAX_SHARE", 1.5 * BIG.nbytes / _tmpfs_bytes())
-        assert handoff.offer(frames) is None  # two files would be over the bound
-        assert handoff.held_bytes >= BIG.nbytes
-        os.unlink(os.path.join(handoff.dir, first["file"]))  # a reader took it
-        assert handoff.offer(frames) is not None  # room again
-        monkeypatch.setattr(shmhandoff, "FILE_TTL", 0.0)
-        handoff.expire()  # left too long: removed
+        assert handoff.offer(2, frames) is None  # two files would be over the bound
+        assert handoff.held_bytes >= BIG.nbytes and handoff.declined == 2
+        handoff.release(1)  # its value left the store
         assert files_in(handoff) == [] and handoff.held_bytes == 0
+        assert handoff.offer(2, frames) is not None  # room again
     finally:
         handoff.close()
 

@@ -25,10 +25,12 @@ the wire's 64 MiB frame limit, and small replies overtake its chunks.
 Same host: an ``obj_get`` carries the fetcher's host identity
 (``zdf.executor.shmhandoff``); a holder on the same host answers a big value
 with the name of a shared-memory file instead of its bytes (``"shm"`` in the
-reply), which the fetcher maps. A file the fetcher cannot take makes it ask the
-same holder again without its identity (``fallbacks``), and that holder is
-asked over the network path from then on; a holder that cannot write the file
-(its bounds, a full tmpfs) answers over the network path at once.
+reply), which the fetcher maps; the holder keeps the value as a map of that
+file from then on (one copy in memory, shared) and names the same file to the
+next reader, until the value is released. A file the fetcher cannot take makes
+it ask the same holder again without its identity (``fallbacks``), and that
+holder is asked over the network path from then on; a holder that cannot write
+the file (its bounds, a full tmpfs) answers over the network path at once.
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ class StoreServer:
     ) -> None:
         self.store = store
         self.handoff = shmhandoff.Handoff(shm_root)
+        hooks = getattr(store, "on_delete", None)
+        if isinstance(hooks, list):
+            hooks.append(self.handoff.release)  # a value's shared-memory file goes with it
         self._reactor = Reactor()
         self._channel = Channel(
             self._reactor,
@@ -95,8 +100,7 @@ class StoreServer:
         self.served = 0
         self.shm_served = 0  # of them, handed off through shared memory
         self._stopping = False
-        # Wakes the loop to see _stopping; removes handoff files no one took.
-        self._reactor.call_every(SERVE_POLL, self.handoff.expire)
+        self._reactor.call_every(SERVE_POLL, lambda: None)  # wakes the loop to see _stopping
         self._thread = threading.Thread(target=self._run, name="zdf-store", daemon=True)
         self._thread.start()
 
@@ -119,16 +123,32 @@ class StoreServer:
         if isinstance(value, Failed):
             call.reply({"key": key, "failed": True}, value.frames)
             return DEFER
-        frames = pack(value)
         host = body.get("host")
         if host and host == self.handoff.identity:
-            ref = self.handoff.offer(frames)
+            ref = self.handoff.home_of(key) or self._write_home(key, value)
             if ref is not None:
                 self.shm_served += 1
                 call.reply({"key": key, "shm": ref}, [])
                 return DEFER
-        call.reply({"key": key}, frames)
+        call.reply({"key": key}, pack(value))
         return DEFER
+
+    def _write_home(self, key: Any, value: Any) -> dict[str, Any] | None:
+        """Write ``value`` to a shared-memory file, and hold it as a map of that file
+        from now on (in memory once, shared with the readers); its ref, or None."""
+        ref = self.handoff.offer(key, pack(value))
+        if ref is None:
+            return None
+        rehome = getattr(self.store, "rehome", None)
+        if rehome is not None:
+            try:
+                rehome(key, value, unpack(shmhandoff.take(ref, self.handoff.root)))
+            except (OSError, ProtocolError) as exc:
+                log.info("value %r kept in the heap (%s)", key, exc)
+        if key not in self.store:  # released meanwhile: the file goes too
+            self.handoff.release(key)
+            return None
+        return ref
 
     def close(self) -> None:
         self._stopping = True

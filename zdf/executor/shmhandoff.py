@@ -3,11 +3,14 @@
 Theory of operation. A worker fetching an input from another worker on the same
 host need not have its bytes pushed through a socket: the holder writes the
 value's ``zdf.wire.payload`` frames once into a file on the host's tmpfs
-(``/dev/shm``) and answers the fetch with the file's name only; the reader maps
-the file read-only (``MAP_POPULATE``: its pages are wired at once, not faulted
-one by one), unlinks it, and rebuilds the value as views on the map (a numpy
-array is a read-only view: no copy). The pages go back to the system when the
-last view of the map goes, since the file is unlinked by then.
+(``/dev/shm``), its *home*, and answers the fetch with the file's name only;
+the reader maps the file read-only (``MAP_POPULATE``: its pages are wired at
+once, not faulted one by one) and rebuilds the value as views on the map (a
+numpy array is a read-only view: no copy). The holder then keeps the value as
+a map of that file too (``zdf.executor.objtransfer``), so the value is in
+memory once, shared by the holder and every reader on the host, and a second
+fetch costs no write. The file is removed when the value is released from the
+holder's store (``release``); a reader's map keeps its pages until it lets go.
 
 *Same host* is decided by ``host_identity()``: the kernel's boot id, the device of
 the tmpfs mounted at ``/dev/shm`` (another mount namespace with a tmpfs of its
@@ -23,15 +26,14 @@ socket directories of ``zdf.executor.sockdir``): its files are created 0600
 with ``O_EXCL | O_NOFOLLOW`` under random names, and a reader takes only names
 of that shape (no path travels). The directory is removed when the worker
 closes its store port; one left by a killed worker is removed by the next
-worker or executor to start (``sockdir.sweep``: its pid is gone). A file a
-reader never took (it died, or fell back) is removed after ``FILE_TTL``.
-/dev/shm is memory and often small: values under ``MIN_BYTES`` are not worth a
-file (the socket is as fast); the files a holder has handed out and not seen
-taken never hold more than ``MAX_SHARE`` of the tmpfs, a write never leaves less
-than ``KEEP_FREE`` of it free, and a write that fails (``ENOSPC``: another
-process filled it meanwhile) removes its file; in each case the value travels
-over the network path instead. ``ZDF_SHM_HANDOFF=0`` in a worker's environment
-turns the handoff off (the benches measure the network path so).
+worker or executor to start, and by every executor as it stops
+(``sockdir.sweep``: its pid is gone). /dev/shm is memory and often small:
+values under ``MIN_BYTES`` are not worth a file (the socket is as fast); one
+holder's files never hold more than ``MAX_SHARE`` of the tmpfs, a write never
+leaves less than ``KEEP_FREE`` of it free, and a write that fails (``ENOSPC``:
+another process filled it meanwhile) removes its file; in each case the value
+travels over the network path instead. ``ZDF_SHM_HANDOFF=0`` in a worker's
+environment turns the handoff off (the benches measure the network path so).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import secrets
 import shutil
 import stat
 import tempfile
-import time
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,7 +60,6 @@ SHM_ROOT = sockdir.TMPFS
 MIN_BYTES = 1 << 20  # smaller values go over the socket: a file is not worth it
 MAX_SHARE = 0.5  # of the tmpfs: the most one holder's files not yet taken may hold
 KEEP_FREE = 0.1  # of the tmpfs: a write never leaves less than this free
-FILE_TTL = 60.0  # a handed-off file no reader took in this long is removed
 MAX_WRITE = 1 << 30  # bytes per pwrite call
 DISABLE_ENV = "ZDF_SHM_HANDOFF"  # "0": every value takes the network path (A/B benches)
 
@@ -92,14 +93,16 @@ def layout(sizes: Sequence[int]) -> tuple[list[int], int]:
 
 
 class Handoff:
-    """The holder's side: writes values' frames to files a reader on this host maps."""
+    """The holder's side: writes values' frames to files a reader on this host maps,
+    one file per value (its *home*), kept until the value is released."""
 
     def __init__(self, root: str = SHM_ROOT) -> None:
         self.root = root
         self.identity = host_identity(root)
         self.dir = ""
-        self._given: dict[str, tuple[int, float]] = {}  # file name: (bytes, when)
-        self.written = 0  # files handed off so far
+        self._homes: dict[Any, dict[str, Any]] = {}  # store key: its file's ref
+        self._lock = threading.Lock()  # offered from the store port, released from the worker
+        self.written = 0  # files written so far
         self.declined = 0  # values that went over the network path instead
         if not self.identity:
             return
@@ -110,15 +113,20 @@ class Handoff:
             log.info("no shared-memory handoff: %s", exc)
             self.identity = ""
 
-    def offer(self, frames: Sequence[Any]) -> dict[str, Any] | None:
-        """Write ``frames`` to a new file; what the reader needs to map it, or None:
-        too small, over the bounds, or not written (the network path then)."""
+    def home_of(self, key: Any) -> dict[str, Any] | None:
+        """The ref of ``key``'s file, if it has one already."""
+        with self._lock:
+            return self._homes.get(key)
+
+    def offer(self, key: Any, frames: Sequence[Any]) -> dict[str, Any] | None:
+        """Write ``frames`` (the value of ``key``) to a new file; what a reader needs to
+        map it, or None: too small, over the bounds, or not written (the network
+        path then)."""
         views = [frame_view(f) for f in frames]
         sizes = [v.nbytes for v in views]
         starts, total = layout(sizes)
         if not self.dir or sum(sizes) < MIN_BYTES:
             return None
-        self.expire()
         if not self._room(total):
             self.declined += 1
             return None
@@ -137,9 +145,22 @@ class Handoff:
             _unlink(path)
             self.declined += 1
             return None
-        self._given[name] = (total, time.monotonic())
+        ref = {"dir": os.path.basename(self.dir), "file": name, "sizes": sizes}
+        with self._lock:
+            old = self._homes.pop(key, None)
+            self._homes[key] = ref
+        if old is not None:
+            _unlink(os.path.join(self.dir, old["file"]))
         self.written += 1
-        return {"dir": os.path.basename(self.dir), "file": name, "sizes": sizes}
+        return ref
+
+    def release(self, key: Any) -> None:
+        """``key``'s value is gone from the store: its file goes (readers that mapped it
+        keep their pages until they let go of them)."""
+        with self._lock:
+            ref = self._homes.pop(key, None)
+        if ref is not None and self.dir:
+            _unlink(os.path.join(self.dir, ref["file"]))
 
     def _room(self, total: int) -> bool:
         try:
@@ -148,36 +169,27 @@ class Handoff:
             return False
         size = fs.f_blocks * fs.f_frsize
         free = fs.f_bavail * fs.f_frsize
-        held = sum(nbytes for nbytes, _ in self._given.values())
-        return held + total <= size * MAX_SHARE and free - total >= size * KEEP_FREE
-
-    def expire(self) -> None:
-        """Forget the files readers took (they unlink them); remove those left too long."""
-        cutoff = time.monotonic() - FILE_TTL
-        for name, (_, since) in list(self._given.items()):
-            path = os.path.join(self.dir, name)
-            if not os.path.exists(path):
-                del self._given[name]
-            elif since < cutoff:
-                _unlink(path)
-                del self._given[name]
+        return self.held_bytes + total <= size * MAX_SHARE and free - total >= size * KEEP_FREE
 
     @property
     def held_bytes(self) -> int:
-        """Bytes of the files handed out and not yet seen taken."""
-        return sum(nbytes for nbytes, _ in self._given.values())
+        """Bytes of the files this holder keeps."""
+        with self._lock:
+            refs = list(self._homes.values())
+        return sum(layout(ref["sizes"])[1] for ref in refs)
 
     def close(self) -> None:
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = ""
-        self._given.clear()
+        with self._lock:
+            self._homes.clear()
 
 
 def take(ref: Any, root: str = SHM_ROOT) -> list[memoryview]:
-    """The reader's side: map the file ``ref`` names (``Handoff.offer``'s answer),
-    unlink it, and return its frames as read-only views of the map. ``OSError``
-    when it cannot be had (the caller then asks for the value over the network)."""
+    """The reader's side: map the file ``ref`` names (``Handoff.offer``'s answer) and
+    return its frames as read-only views of the map. ``OSError`` when it cannot be
+    had (the caller then asks for the value over the network)."""
     if not isinstance(ref, dict):
         raise OSError("a handoff without its file")
     dirname, name, sizes = ref.get("dir"), ref.get("file"), ref.get("sizes")
@@ -211,7 +223,6 @@ def take(ref: Any, root: str = SHM_ROOT) -> list[memoryview]:
         )
     finally:
         os.close(fd)
-    _unlink(path)  # the pages live on in the map, and go with it
     view = memoryview(mapped)
     return [view[start : start + size] for start, size in zip(starts, sizes, strict=True)]
 
