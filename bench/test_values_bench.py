@@ -202,6 +202,10 @@ def labelled_cluster(base_dir: str) -> LocalCluster:
                 local.env["ZDF_SHM_HANDOFF"] = "0"
             local.start_executor()
         local.wait_ready()
+        with zdf.connect(local.master_addr) as client:  # each one's resources are known
+            for label in ("left", "right", "far"):
+                pinned = client.options(resources={label: 1})
+                wait_until(lambda p=pinned: p.submit(examples.noop).exception(30) is None, 30)
     except BaseException:
         local.stop()
         raise

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 import pytest
 
 import zdf
+from zdf.errors import ZdfError
 from zdf.executor import shmhandoff
 from zdf.jobs import examples
-from zdf.localcluster import LocalCluster
+from zdf.localcluster import LocalCluster, wait_until
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -26,7 +27,18 @@ def two_labelled_executors(base_dir: str) -> LocalCluster:
         local.resources = {label: 1}
         local.start_executor()
     local.wait_ready()
+    with zdf.connect(local.master_addr) as client:
+        for label in ("left", "right"):  # the master knows each one's resources
+            wait_until(lambda label=label: runs_on(client, label), 30, f"executor {label}")
     return local
+
+
+def runs_on(client: zdf.Client, label: str) -> bool:
+    try:
+        client.options(resources={label: 1}).submit(examples.noop).result(30)
+    except ZdfError:  # infeasible until the master has the executor's resources
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
