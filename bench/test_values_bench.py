@@ -1,4 +1,5 @@
-"""Big values: a 256 MiB numpy array client -> worker -> client, next to raw pyzmq.
+"""Big values: a 256 MiB numpy array client -> worker -> client, and worker -> worker
+across two executors, next to raw pyzmq.
 
 Each round sends the array to a task that returns it (``examples.echo``), so
 2 x 256 MiB cross the wire per round; the rate is those bytes over the round's
@@ -16,6 +17,18 @@ The client's RSS is sampled every few ms during each zdf round: its growth
 over the level before the round, less the result array the round brings, is
 what the transfer itself costs the client (goal < 50 MiB). The machine may be
 shared: compare ratios, not absolute figures; only the RSS bound is asserted.
+
+Worker to worker (``test_zdf_worker_to_worker`` and the ``*_w2w`` rows): a task
+on executor ``left`` makes a fresh 256 MiB array (``examples.block``), a task on
+executor ``right`` takes it (``examples.length``); the round is the consumer's,
+from its submit to its (tiny) result, so the rate is SIZE over it. A third
+executor, ``far``, has ``ZDF_SHM_HANDOFF=0``: it takes the same value over the
+secured network path, as between hosts, in turns with ``right`` (which takes it
+through shared memory, ``zdf.executor.shmhandoff``). The client's RSS growth is
+sampled during each consumer's round; the producer's result reaches the client
+before them (every result does), so that is reported apart
+(``zdf_w2w_producer_rss_growth_mib``). Ray (plasma, shared memory on one node)
+and Dask (two worker processes, tcp) do the same.
 """
 
 from __future__ import annotations
@@ -51,6 +64,7 @@ def summary() -> Iterator[None]:
         for name in list(f):
             if name.endswith("_gb_per_s") and name != "raw_gb_per_s":
                 f[name.replace("_gb_per_s", "_over_raw")] = round(f[name] / raw, 2)
+    f["load_average"] = [round(x, 2) for x in os.getloadavg()]
     print("\nbig values, this run:", f)
 
 
@@ -174,6 +188,109 @@ def test_zdf(
     # asserted leaves the sampling's noise room, and still fails the 110-135 MiB of
     # chunks a client piled up before its result socket was bounded.
     assert growth < 64
+
+
+def labelled_cluster(base_dir: str) -> LocalCluster:
+    """Executors ``left``, ``right`` and ``far``, one worker each (tasks pinned by
+    resources); ``far``'s worker has the shared-memory handoff off."""
+    local = LocalCluster(base_dir, executors=0, workers=1, log_level="warning")
+    try:
+        local.start()
+        for label in ("left", "right", "far"):
+            local.resources = {label: 1}
+            if label == "far":
+                local.env["ZDF_SHM_HANDOFF"] = "0"
+            local.start_executor()
+        local.wait_ready()
+        with zdf.connect(local.master_addr) as client:  # each one's resources are known
+            for label in ("left", "right", "far"):
+                pinned = client.options(resources={label: 1})
+                wait_until(lambda p=pinned: p.submit(examples.noop).exception(30) is None, 30)
+    except BaseException:
+        local.stop()
+        raise
+    return local
+
+
+def test_zdf_worker_to_worker(tmp_path_factory: pytest.TempPathFactory, benchmark: Any) -> None:
+    local = labelled_cluster(str(tmp_path_factory.mktemp("w2w")))
+    rounds: dict[str, list[float]] = {"right": [], "far": []}
+    growth: dict[str, list[int]] = {"right": [], "far": []}
+    made_growth: list[int] = []
+    try:
+        with zdf.connect(local.master_addr) as client:
+            views = {label: client.options(resources={label: 1}) for label in ("left", *rounds)}
+            for i in range(ROUNDS + 1):  # the first is a warm-up, not counted
+                with PeakRss() as rss:
+                    made = views["left"].submit(examples.block, i, SIZE)
+                    made.result(300)
+                made_growth.append(rss.growth - SIZE)
+                # Both consumers take the same value, in turns, first one then the other.
+                for label in list(rounds) if i % 2 else list(rounds)[::-1]:
+                    with PeakRss() as rss:
+                        t0 = time.perf_counter()
+                        taken = views[label].submit(examples.length, made).result(300)
+                        rounds[label].append(time.perf_counter() - t0)
+                    assert taken == SIZE // 8
+                    growth[label].append(rss.growth)
+                made.release()
+                del made
+            counts = {
+                label: views[label].submit(examples.fetch_counts).result(30) for label in rounds
+            }
+    finally:
+        local.stop()
+    figures: dict[str, Any] = {}
+    for label, name in (("right", "shm"), ("far", "net")):
+        times = rounds[label][1:]
+        figures[f"zdf_w2w_{name}_gb_per_s"] = round(SIZE / float(np.median(times)) / 1e9, 3)
+        figures[f"zdf_w2w_{name}_rounds_s"] = [round(t, 3) for t in times]
+        figures[f"zdf_w2w_{name}_client_rss_growth_mib"] = round(max(growth[label][1:]) / MiB, 1)
+    figures["zdf_w2w_producer_rss_growth_mib"] = round(max(made_growth[1:]) / MiB, 1)
+    figures["zdf_w2w_shm_fetches"] = counts["right"]["shm_fetched"]
+    FIGURES.update(figures)
+    benchmark.extra_info.update(figures)
+    benchmark.pedantic(lambda: None, rounds=1)
+    print("\nzdf worker to worker:", figures)
+    assert counts["right"]["shm_fetched"] >= ROUNDS and counts["far"]["shm_fetched"] == 0
+
+
+def test_ray_worker_to_worker(benchmark: Any) -> None:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        block, length = ray.remote(examples.block), ray.remote(examples.length)
+        rounds = []
+        for i in range(ROUNDS + 1):
+            made = block.remote(i, SIZE)
+            ray.wait([made], timeout=300)
+            t0 = time.perf_counter()
+            assert ray.get(length.remote(made)) == SIZE // 8
+            rounds.append(time.perf_counter() - t0)
+            del made
+    finally:
+        ray.shutdown()
+    FIGURES["ray_w2w_gb_per_s"] = round(SIZE / float(np.median(rounds[1:])) / 1e9, 3)
+    benchmark.extra_info.update(FIGURES)
+    benchmark.pedantic(lambda: None, rounds=1)
+
+
+def test_dask_worker_to_worker(benchmark: Any) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.Client(n_workers=2, threads_per_worker=1, processes=True) as client:
+        left, right = list(client.scheduler_info()["workers"])[:2]
+        rounds = []
+        for i in range(ROUNDS + 1):
+            made = client.submit(examples.block, i, SIZE, workers=[left], pure=False)
+            distributed.wait([made], timeout=300)
+            t0 = time.perf_counter()
+            got = client.submit(examples.length, made, workers=[right], pure=False).result()
+            assert got == SIZE // 8
+            rounds.append(time.perf_counter() - t0)
+            del made
+    FIGURES["dask_w2w_gb_per_s"] = round(SIZE / float(np.median(rounds[1:])) / 1e9, 3)
+    benchmark.extra_info.update(FIGURES)
+    benchmark.pedantic(lambda: None, rounds=1)
 
 
 def test_dask_side_by_side(array: np.ndarray[Any, Any], benchmark: Any) -> None:

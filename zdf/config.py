@@ -448,6 +448,12 @@ class MasterConfig(LogConfig, SecurityConfig):
         1 << 30,
         "largest argument or result of one function task (e.g. '1GiB')",
     )
+    client_grace: float = key(
+        "client-grace",
+        parse_duration,
+        30.0,
+        "a function client silent this long is gone: its results are dropped",
+    )
     job_retention: float = key(
         "job-retention",
         parse_duration,

@@ -74,3 +74,34 @@ def test_values_over_the_limit_fail_at_once_with_one_line(cluster: LocalCluster)
             client.options(retries=0).submit("builtins:bytes", 9 << 20).result(30)
         assert time.monotonic() - started < 5
         assert client.submit(examples.square, 3).result(10) == 9  # the client still works
+
+
+@pytest.mark.cluster(executors=2, workers=1)  # secured, as by default
+def test_a_scattered_value_over_the_frame_limit_round_trips_exactly(
+    cluster: LocalCluster,
+) -> None:
+    array = np.random.default_rng(3).random(BIG // 8 + 1000)  # > 64 MiB
+    blob = bytes(range(256)) * (BIG // 256)
+    with zdf.connect(cluster.master_addr) as client:
+        one, other = client.scatter([array, blob])
+        total = client.submit(examples.total, one).result(60)["sum"]
+        assert total == float(array.sum())
+        assert client.submit("builtins:len", other).result(60) == len(blob)
+        # A task returns the scattered value whole: bit for bit what was given.
+        np.testing.assert_array_equal(client.submit(examples.echo, one).result(60), array)
+        everywhere = client.scatter(array, broadcast=True)  # to both executors' workers
+        sums = client.gather([client.submit(examples.total, everywhere) for _ in range(4)], 60)
+        assert [s["sum"] for s in sums] == [float(array.sum())] * 4
+
+
+@pytest.mark.cluster(
+    executors=1, workers=1, secure=False, extra_env={"ZDF_MAX_VALUE_BYTES": "8MiB"}
+)
+def test_a_scattered_value_over_the_limit_is_refused_at_once(cluster: LocalCluster) -> None:
+    with zdf.connect(cluster.master_addr) as client:
+        started = time.monotonic()
+        with pytest.raises(LimitExceeded, match=r"cannot scatter .* \(max-value-bytes\)"):
+            client.scatter(b"x" * (9 << 20))
+        assert time.monotonic() - started < 1
+        kept = client.scatter(b"x" * (7 << 20))  # under the limit, over the chunk threshold
+        assert client.submit("builtins:len", kept).result(30) == 7 << 20

@@ -318,6 +318,12 @@ class Client:
                 raise TypeError(f"cannot scatter it: {exc}") from None
         tids = [next(self._tids) for _ in values]
         sizes = [sum(len(f) for f in frames) for frames in packed]
+        for size in sizes:
+            if size > self._io.max_value_bytes:  # refused at once, as submit does
+                raise LimitExceeded(
+                    f"cannot scatter a value of {size} bytes: over the cluster's limit of "
+                    f"{self._io.max_value_bytes} bytes (max-value-bytes)"
+                )
         body = {"tids": tids, "nbytes": sizes, "broadcast": bool(broadcast)}
         plan = graph.scatter_plan(self._io.request(P.FN_SCATTER, body))
         by_tid = dict(zip(tids, packed, strict=True))

@@ -57,6 +57,12 @@ worker, or goes through the master after ``RELEASE_DELAY``. A batch goes at
 once when ``RELEASE_BATCH`` are waiting, else within ``RELEASE_DELAY`` while
 the client is active, at most ``IDLE_POLL_MS`` when it is idle.
 
+Session (``zdf.master.fnsessions``). The I/O thread sends ``fn_alive`` every
+``keepalive`` seconds (the master's ``fn_client`` answer names the interval) and
+``close`` says ``fn_bye`` (waiting up to ``BYE_TIMEOUT``): the master drops the
+results of a client that said goodbye at once, and of one silent for its
+``client-grace``, so a client that vanishes leaves nothing on the workers.
+
 Master failover. While tasks are in flight the I/O thread keeps an eye on the
 master: when it has heard nothing from it for ``PROBE_INTERVAL`` it pings it.
 A ping unanswered for ``MASTER_SILENCE``, an answer from a standby, or one
@@ -84,6 +90,7 @@ from typing import Any
 import zmq
 
 from zdf import protocol as P
+from zdf.client import bigput
 from zdf.client.lane import DirectLane, Outgoing, task_message
 from zdf.errors import ProtocolError, Timeout, ZdfError, from_wire, worker_lost
 from zdf.observe import fnout
@@ -92,7 +99,6 @@ from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.payload import pack
 from zdf.wire.rpc import RpcClient
 from zdf.wire.security import EXECUTORS
-from zdf.wire.sockets import DEFAULT_MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from zdf.wire.sockets import close_socket, endpoint, make_socket, recv_parts
 
 log = logging.getLogger(__name__)
@@ -107,7 +113,7 @@ MASTER_SILENCE = 1.5  # an unanswered ping this old: look for the leader
 LEASE_RETRY = 0.5  # a lease asked for and not granted: ask again after this long
 RELEASE_BATCH = 512  # released futures that make the I/O thread send them at once
 RELEASE_DELAY = 0.05  # the longest a release waits while the client is active
-PUT_TIMEOUT_MIN = 10.0  # a scattered value's worker has this long (plus transfer) to confirm
+BYE_TIMEOUT = 1.0  # a closing client waits this long for the master to take its goodbye
 # Messages the result socket takes ahead of this process reading them: beyond it the
 # workers' PUSHes hold them (they never drop), so a big result's chunks wait in its
 # worker rather than in this client's memory, and its window there stalls meanwhile.
@@ -186,6 +192,10 @@ class Transport:
                 )
                 self.reply_addr = self._results.getsockopt_string(zmq.LAST_ENDPOINT)
             self.hello = self._hello()
+            # Sessions (zdf.master.fnsessions): our results stay while we say we are here.
+            alive = self.hello.get("keepalive")
+            self.keepalive = float(alive) if isinstance(alive, int | float) and alive > 0 else 0.0
+            self._alive_sent = time.monotonic()
             limit = self.hello.get("max_value_bytes")
             self.max_value_bytes = (
                 limit if isinstance(limit, int) else bigmsg.DEFAULT_MAX_VALUE_BYTES
@@ -275,22 +285,8 @@ class Transport:
 
     def put(self, addr: str, values: list[tuple[str, list[Any]]]) -> None:
         """Hand scattered values to the worker at ``addr`` (its direct port); waits
-        until it confirms it keeps them."""
-        with RpcClient(addr, timeout=self.timeout, server_role="executor") as worker:
-            for key, frames in values:
-                size = sum(len(f) for f in frames)
-                if size > MAX_MESSAGE_BYTES:
-                    raise ValueError(
-                        f"cannot scatter a value of {size} bytes: the limit of one value is "
-                        f"{MAX_MESSAGE_BYTES} bytes"
-                    )
-                worker.call(
-                    P.FN_PUT,
-                    {"keys": [key], "nframes": [len(frames)]},
-                    frames=frames,
-                    timeout=PUT_TIMEOUT_MIN + size / 50e6,
-                    retry=False,
-                )
+        until it confirms it keeps them. Values of any size (``zdf.client.bigput``)."""
+        bigput.put_values(addr, values)
 
     def _flush_releases(self) -> None:
         """Send what was released (taken before the outbox is flushed: see above)."""
@@ -336,9 +332,10 @@ class Transport:
             self.forget(tid)
         return canceled
 
-    def request(self, op: str, body: dict[str, Any]) -> Any:
+    def request(self, op: str, body: dict[str, Any], timeout: float | None = None) -> Any:
         """One request to the master, answered through the I/O thread; waits up to
-        ``timeout``."""
+        ``timeout`` (the client's, by default)."""
+        timeout = self.timeout if timeout is None else timeout
         event = threading.Event()
         with self._send_lock:
             rid = next(self._rids)
@@ -346,8 +343,8 @@ class Transport:
             self._sock.send(encode(Kind.REQUEST, op, rid, body))
         self._wake()
         try:
-            if not event.wait(self.timeout):
-                raise Timeout(f"the master did not answer {op} within {self.timeout} s")
+            if not event.wait(timeout):
+                raise Timeout(f"the master did not answer {op} within {timeout} s")
             _, answer, error = self._calls[rid]
         finally:
             self._calls.pop(rid, None)
@@ -367,6 +364,11 @@ class Transport:
     def close(self) -> None:
         if self.closed:
             return
+        if self.keepalive and self._probe_rid is None:  # not while the master is silent
+            try:
+                self.request(P.FN_BYE, {}, timeout=BYE_TIMEOUT)  # our results can go now
+            except ZdfError:
+                pass  # they go after the master's client-grace instead
         self.closed = True
         self._wake()
         self._thread.join(5)
@@ -475,6 +477,8 @@ class Transport:
                 timeout = min(timeout, int(RELEASE_DELAY * 1000))
             if chunking:
                 timeout = min(timeout, max(1, int(bigmsg.PUMP_INTERVAL * 1000)))
+            if self.keepalive:
+                timeout = min(timeout, max(1, int(self.keepalive * 1000)))
             events = poller.poll(timeout)
             self._sleeping.clear()
             timed_out = not events
@@ -487,6 +491,7 @@ class Transport:
                         pass
             more = True  # something may have changed: read (cheap when nothing is there)
             self._watch_master()
+            self._keep_alive()
 
     def _drain(self, sock: zmq.Socket[bytes], lock: threading.RLock) -> bool:
         """Read what is there if no other thread holds the socket; True when more may be."""
@@ -679,6 +684,14 @@ class Transport:
                 self._fail_over()
         elif now - self._last_heard >= PROBE_INTERVAL:
             self._probe()
+
+    def _keep_alive(self) -> None:
+        """Tell the master we are here, every ``keepalive`` seconds (I/O thread)."""
+        now = time.monotonic()
+        if self.keepalive and now - self._alive_sent >= self.keepalive and not self.closed:
+            self._alive_sent = now
+            with self._send_lock:
+                self._sock.send(encode(Kind.EVENT, P.FN_ALIVE, 0, {}))
 
     def _probe(self) -> None:
         """Ask the master who it is and whether it leads (answered in ``_on_probe``)."""

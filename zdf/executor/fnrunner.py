@@ -65,7 +65,7 @@ import zmq
 
 from zdf import protocol as P
 from zdf.errors import ProtocolError, ZdfError
-from zdf.executor.objstore import give_back_memory, make_store
+from zdf.executor.objstore import give_back_memory, made_under, make_store
 from zdf.executor.objtransfer import Failed, Fetcher, StoreServer
 from zdf.master.fnleases import MAX_LEASES
 from zdf.master.fnqueue import DEFAULT_WINDOW
@@ -360,7 +360,8 @@ class FunctionRunner:
         """The master's word that no one refers to these results any more."""
         store = self.store
         before = store.memory_bytes
-        for skey in P.fields(call.body, keys=list)["keys"]:
+        keys = P.fields(call.body, keys=list)["keys"]
+        for skey in keys + made_under(store, call.body.get("leases")):  # a client gone
             try:
                 del store[skey]
             except (KeyError, TypeError):

@@ -20,6 +20,12 @@ turns each store key into the spill store's string keys (``store_key``: an int
 and serialises access with a lock (the store port serves it from its own thread,
 ``zdf.executor.objtransfer``, and a read moves a value in the spill store's LRU
 order). Without a spill dir (unit tests) the store keeps everything in memory.
+
+Shared memory (``zdf.executor.shmhandoff``): a value handed to a reader on the
+same host lives on in a file on the tmpfs; the store port swaps the store's
+value for a map of that file (``rehome``: the same value, held once) and is
+told through ``on_delete`` when the key is deleted or replaced, so that the
+file goes with the value.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from __future__ import annotations
 import ctypes
 import sys
 import threading
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +69,7 @@ class MemoryStore(MutableMapping[Any, Any]):
         self._values: dict[Any, Any] = {}
         self._sizes: dict[Any, int] = {}
         self.memory_bytes = 0
+        self.on_delete: list[Callable[[Any], None]] = []  # called with a key deleted or replaced
 
     @property
     def over_limit(self) -> bool:
@@ -76,6 +83,7 @@ class MemoryStore(MutableMapping[Any, Any]):
         old = self._sizes.get(key)
         if old is not None:
             self.memory_bytes -= old
+            _deleted(self.on_delete, key)
         self._values[key] = value
         self._sizes[key] = size
         self.memory_bytes += size
@@ -83,6 +91,15 @@ class MemoryStore(MutableMapping[Any, Any]):
     def __delitem__(self, key: Any) -> None:
         del self._values[key]
         self.memory_bytes -= self._sizes.pop(key)
+        _deleted(self.on_delete, key)
+
+    def rehome(self, key: Any, old: Any, new: Any) -> bool:
+        """Hold ``new`` (the same value, elsewhere: a shared-memory map) for ``key``
+        while ``old`` is still what it holds; whether it did."""
+        if self._values.get(key) is not old:
+            return False
+        self._values[key] = new
+        return True
 
     def __contains__(self, key: object) -> bool:
         return key in self._values
@@ -118,6 +135,7 @@ class SpillingStore(MutableMapping[Any, Any]):
     def __init__(self, spill: SpillStore) -> None:
         self.spill = spill
         self._lock = threading.Lock()
+        self.on_delete: list[Callable[[Any], None]] = []  # called with a key deleted or replaced
 
     @property
     def memory_limit(self) -> int:
@@ -148,12 +166,22 @@ class SpillingStore(MutableMapping[Any, Any]):
     def __setitem__(self, key: Any, value: Any) -> None:
         skey = store_key(key)
         with self._lock:
+            replaced = skey in self.spill
             self.spill[skey] = value
+        if replaced:
+            _deleted(self.on_delete, key)
 
     def __delitem__(self, key: Any) -> None:
         skey = store_key(key)
         with self._lock:
             del self.spill[skey]
+        _deleted(self.on_delete, key)
+
+    def rehome(self, key: Any, old: Any, new: Any) -> bool:
+        """``MemoryStore.rehome`` (a value spilled to disk stays there)."""
+        skey = store_key(key)
+        with self._lock:
+            return self.spill.replace_in_memory(skey, old, new)
 
     def __contains__(self, key: object) -> bool:
         try:
@@ -176,6 +204,20 @@ class SpillingStore(MutableMapping[Any, Any]):
         """Remove every spilled file."""
         with self._lock:
             self.spill.close()
+
+
+def _deleted(hooks: list[Callable[[Any], None]], key: Any) -> None:
+    for hook in hooks:
+        hook(key)
+
+
+def made_under(store: MutableMapping[Any, Any], leases: Any) -> list[str]:
+    """The keys of ``store`` made under any of ``leases`` (``"<lease>:<tid>"``): what
+    a client that is gone left there (``zdf.master.fnsessions``)."""
+    if not isinstance(leases, list) or not leases:
+        return []
+    prefixes = tuple(f"{lease}:" for lease in leases if isinstance(lease, str))
+    return [key for key in list(store) if isinstance(key, str) and key.startswith(prefixes)]
 
 
 def give_back_memory() -> None:

@@ -21,12 +21,23 @@ Values of any size: both ends' channels send a reply over
 ``bigmsg.CHUNK_THRESHOLD`` as bounded chunks (``zdf.wire.bigmsg``, on
 ``zdf.wire.chunked``) and rebuild it on arrival, so a 256 MiB array crosses
 the wire's 64 MiB frame limit, and small replies overtake its chunks.
+
+Same host: an ``obj_get`` carries the fetcher's host identity
+(``zdf.executor.shmhandoff``); a holder on the same host answers a big value
+with the name of a shared-memory file instead of its bytes (``"shm"`` in the
+reply), which the fetcher maps; the holder keeps the value as a map of that
+file from then on (one copy in memory, shared) and names the same file to the
+next reader, until the value is released. A file the fetcher cannot take makes
+it ask the same holder again without its identity (``fallbacks``), and that
+holder is asked over the network path from then on; a holder that cannot write
+the file (its bounds, a full tmpfs) answers over the network path at once.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
@@ -34,6 +45,7 @@ import zmq
 
 from zdf import protocol as P
 from zdf.errors import ProtocolError, ZdfError
+from zdf.executor import shmhandoff
 from zdf.wire.bigmsg import DEFAULT_MAX_VALUE_BYTES
 from zdf.wire.payload import pack, unpack
 from zdf.wire.reactor import Reactor
@@ -68,8 +80,14 @@ class MissingObject(ZdfError):
 class StoreServer:
     """The store port, served from a thread (see the module docstring)."""
 
-    def __init__(self, store: MutableMapping[Any, Any], host: str) -> None:
+    def __init__(
+        self, store: MutableMapping[Any, Any], host: str, shm_root: str = shmhandoff.SHM_ROOT
+    ) -> None:
         self.store = store
+        self.handoff = shmhandoff.Handoff(shm_root)
+        hooks = getattr(store, "on_delete", None)
+        if isinstance(hooks, list):
+            hooks.append(self.handoff.release)  # a value's shared-memory file goes with it
         self._reactor = Reactor()
         self._channel = Channel(
             self._reactor,
@@ -80,6 +98,7 @@ class StoreServer:
         self._channel.enable_chunks()
         self.addr = self._channel.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.served = 0
+        self.shm_served = 0  # of them, handed off through shared memory
         self._stopping = False
         self._reactor.call_every(SERVE_POLL, lambda: None)  # wakes the loop to see _stopping
         self._thread = threading.Thread(target=self._run, name="zdf-store", daemon=True)
@@ -91,9 +110,11 @@ class StoreServer:
         finally:
             self._channel.close()
             self._reactor.close()
+            self.handoff.close()
 
     def _on_get(self, call: Call) -> Any:
-        key = P.fields(call.body, key=object)["key"] if isinstance(call.body, dict) else None
+        body = call.body if isinstance(call.body, dict) else {}
+        key = P.fields(body, key=object)["key"] if body else None
         try:
             value = self.store[key]
         except (KeyError, TypeError):
@@ -101,9 +122,33 @@ class StoreServer:
         self.served += 1
         if isinstance(value, Failed):
             call.reply({"key": key, "failed": True}, value.frames)
-        else:
-            call.reply({"key": key}, pack(value))
+            return DEFER
+        host = body.get("host")
+        if host and host == self.handoff.identity:
+            ref = self.handoff.home_of(key) or self._write_home(key, value)
+            if ref is not None:
+                self.shm_served += 1
+                call.reply({"key": key, "shm": ref}, [])
+                return DEFER
+        call.reply({"key": key}, pack(value))
         return DEFER
+
+    def _write_home(self, key: Any, value: Any) -> dict[str, Any] | None:
+        """Write ``value`` to a shared-memory file, and hold it as a map of that file
+        from now on (in memory once, shared with the readers); its ref, or None."""
+        ref = self.handoff.offer(key, pack(value))
+        if ref is None:
+            return None
+        rehome = getattr(self.store, "rehome", None)
+        if rehome is not None:
+            try:
+                rehome(key, value, unpack(shmhandoff.take(ref, self.handoff.root)))
+            except (OSError, ProtocolError) as exc:
+                log.info("value %r kept in the heap (%s)", key, exc)
+        if key not in self.store:  # released meanwhile: the file goes too
+            self.handoff.release(key)
+            return None
+        return ref
 
     def close(self) -> None:
         self._stopping = True
@@ -111,14 +156,33 @@ class StoreServer:
         self._thread.join(5)
 
 
+_fetchers: weakref.WeakSet[Fetcher] = weakref.WeakSet()  # this process's
+
+
+def fetch_counts() -> dict[str, int]:
+    """What this process's fetchers did: values fetched, of them taken from shared
+    memory, and handoffs fallen back to the network (a task can report them)."""
+    counts = {"fetched": 0, "shm_fetched": 0, "fallbacks": 0}
+    for fetcher in list(_fetchers):
+        for name in counts:
+            counts[name] += getattr(fetcher, name)
+    return counts
+
+
 class Fetcher:
     """Fetches values from other workers' store ports (see the module docstring)."""
 
     def __init__(self, reactor: Reactor, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> None:
+        _fetchers.add(self)
         self.reactor = reactor
         self.max_value_bytes = max_value_bytes  # the largest value a holder may send
         self.peers: dict[str, Channel] = {}  # store address: its DEALER, least recent first
         self.fetched = 0
+        self.shm_fetched = 0  # of them, taken from shared memory (same host)
+        self.fallbacks = 0  # handoffs that could not be taken: fetched again over the network
+        self.shm_root = shmhandoff.SHM_ROOT
+        self.identity = shmhandoff.host_identity()
+        self._no_shm: set[str] = set()  # holders whose handoffs could not be taken
 
     def fetch(self, key: Any, addrs: list[str], nbytes: int, done: Fetched) -> None:
         """Get ``key`` from the first of ``addrs`` that has it; ``done(value, error)``."""
@@ -127,6 +191,9 @@ class Fetcher:
             return
         addr, rest = addrs[0], addrs[1:]
         timeout = FETCH_BASE_TIMEOUT + nbytes / FETCH_MIN_RATE
+        ask: dict[str, Any] = {"key": key}
+        if self.identity and addr not in self._no_shm:
+            ask["host"] = self.identity
 
         def answered(result: Any, error: ZdfError | None) -> None:
             if error is None:
@@ -134,6 +201,12 @@ class Fetcher:
                     value = self._value(result)
                 except ProtocolError as exc:
                     error = exc
+                except OSError as exc:  # a handoff not to be had: over the network then
+                    log.info("input %r not taken from shared memory (%s)", key, exc)
+                    self.fallbacks += 1
+                    self._no_shm.add(addr)
+                    self.fetch(key, addrs, nbytes, done)
+                    return
                 else:
                     self.fetched += 1
                     done(value, None)
@@ -143,15 +216,19 @@ class Fetcher:
                 self._forget(addr)  # a fresh connection for whoever asks it next
             self.fetch(key, rest, nbytes, done)
 
-        self._peer(addr).request(P.OBJ_GET, {"key": key}, timeout=timeout, callback=answered)
+        self._peer(addr).request(P.OBJ_GET, ask, timeout=timeout, callback=answered)
 
-    @staticmethod
-    def _value(result: Any) -> Any:
+    def _value(self, result: Any) -> Any:
+        if isinstance(result, dict) and "shm" in result:  # a handoff: no frames with it
+            value = unpack(shmhandoff.take(result["shm"], self.shm_root))
+            self.shm_fetched += 1
+            return value
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], dict)):
             raise ProtocolError("a store reply without the value's frames")
-        if result[0].get("failed"):
-            return Failed([bytes(f.buffer) if hasattr(f, "buffer") else f for f in result[1]])
-        return unpack(result[1])
+        head, frames = result
+        if head.get("failed"):
+            return Failed([bytes(f.buffer) if hasattr(f, "buffer") else f for f in frames])
+        return unpack(frames)
 
     def _peer(self, addr: str) -> Channel:
         channel = self.peers.pop(addr, None)
@@ -165,6 +242,7 @@ class Fetcher:
         return channel
 
     def _forget(self, addr: str) -> None:
+        self._no_shm.discard(addr)
         channel = self.peers.pop(addr, None)
         if channel is not None:
             channel.close()

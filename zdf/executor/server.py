@@ -253,6 +253,7 @@ class Executor:
         shutil.rmtree(self.spill_dir, ignore_errors=True)  # a killed worker's files too
         if self._own_ipc_dir:
             sockdir.remove(self.ipc_dir)
+        sockdir.sweep(sockdir.TMPFS)  # shared-memory files of workers killed (shmhandoff)
 
     def leave(self, timeout: float = DEREGISTER_TIMEOUT) -> None:
         """Tell the master this executor is going (its tasks are stopped): it is listed

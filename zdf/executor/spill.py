@@ -167,6 +167,15 @@ class SpillStore(MutableMapping[str, Any]):
     def is_spilled(self, key: str) -> bool:
         return key in self._disk
 
+    def replace_in_memory(self, key: str, old: Any, new: Any) -> bool:
+        """Hold ``new`` for ``key`` in memory, at the same size and LRU place, while
+        ``old`` is what it holds there (not on disk); whether it did."""
+        held = self._memory.get(key)
+        if held is None or held[0] is not old:
+            return False
+        self._memory[key] = (new, held[1])
+        return True
+
     def close(self) -> None:
         """Remove every spilled file (the values in memory are simply dropped)."""
         for key in list(self._disk):

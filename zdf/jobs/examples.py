@@ -143,3 +143,11 @@ def store_info() -> dict[str, int]:
 def echo(value: Any) -> Any:
     """Its argument back (a value's round trip: client -> worker -> client)."""
     return value
+
+
+def fetch_counts(*inputs: Any) -> dict[str, int]:
+    """How this worker fetched its inputs so far (``inputs``: taken, then ignored):
+    values fetched, of them from shared memory, and handoffs fallen back."""
+    from zdf.executor.objtransfer import fetch_counts as counts
+
+    return {**counts(), "pid": os.getpid()}

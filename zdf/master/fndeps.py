@@ -251,6 +251,17 @@ class Dependencies:
                 drops.setdefault(holder.peer, []).append(f"{lease}:{tid}")
         self._send_drops(drops)
 
+    def release_all(self, client: bytes) -> int:
+        """``client`` is gone (``zdf.master.fnsessions``): release every future it had,
+        done or pending; how many."""
+        tids = [tid for c, tid in self.done if c == client]
+        tids += [tid for c, tid in self.q.by_client if c == client and (c, tid) not in self.done]
+        drops: dict[bytes, list[Any]] = {}
+        for tid in tids:
+            self._release(client, tid, drops)
+        self._send_drops(drops)
+        return len(tids)
+
     def _release(self, client: bytes, tid: Any, drops: dict[bytes, list[Any]]) -> None:
         record = self.done.get((client, tid))
         if record is None:
@@ -372,9 +383,8 @@ class Dependencies:
         if record.state != LOST:
             return record.state != FAILED
         if not record.fn or record.retries <= 0:
-            why = "no retries left" if record.fn else "it cannot be made again"
             record.state = FAILED
-            record.error = pack(worker_lost(f"a result was lost with its worker ({why})"))
+            record.error = pack(worker_lost(self._lost_for_good(record)))
             self._wake(record)
             return False
         record.retries -= 1
@@ -389,6 +399,21 @@ class Dependencies:
             dep.refs += 1
         self.wait(record)
         return True
+
+    def _lost_for_good(self, record: FnTask) -> str:
+        """One line on why a lost value cannot be made again."""
+        if record.fn:
+            return f"the result of task {record.tid} was lost with its worker (no retries left)"
+        if isinstance(record.skey, str) and record.skey in self.storing:
+            return (
+                f"a value scattered by the client (future {record.tid}) was lost with its "
+                "worker: scattered values are not made again (scatter with broadcast=True "
+                "to keep a copy on every worker)"
+            )
+        return (
+            f"the result of task {record.tid}, run under a lease, was lost with its worker: "
+            "tasks run under a lease are not made again (the master never had them)"
+        )
 
     def _take_back_stranded(self, peer: bytes) -> None:
         """Tasks sent to live workers whose inputs were only on ``peer``: back here."""

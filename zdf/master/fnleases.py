@@ -53,6 +53,8 @@ class Leases:
         self.channel = channel
         self.holders: dict[str, tuple[bytes, bytes]] = {}  # lease: (client, worker peer)
         self.of_client: dict[bytes, str] = {}
+        # (client, lease, worker peer) of each lease granted (zdf.master.fnsessions)
+        self.on_grant: Callable[[bytes, str, bytes], None] | None = None
 
     def grant(
         self,
@@ -84,6 +86,8 @@ class Leases:
         lease = os.urandom(8).hex()
         self.holders[lease] = (client, worker.peer)
         self.of_client[client] = lease
+        if self.on_grant is not None:
+            self.on_grant(client, lease, worker.peer)
         # The worker first: the client's first direct task must find the lease there.
         self.channel.notify(P.FN_LEASE, {"lease": lease}, peer=worker.peer)
         self.channel.notify(P.FN_LEASE, {"lease": lease, "addr": worker.direct}, peer=client)
@@ -108,6 +112,11 @@ class Leases:
         """Revoke every lease on the worker ``peer`` (it died or said hello again)."""
         for lease in [k for k, (_, w) in self.holders.items() if w == peer]:
             self._end(lease, tell_client=True)
+
+    def end(self, lease: str) -> None:
+        """End ``lease`` at its worker (its client is gone)."""
+        if lease in self.holders:
+            self._end(lease, tell_client=False)
 
     def _end(self, lease: str, tell_client: bool) -> None:
         client, peer = self.holders.pop(lease)

@@ -67,6 +67,7 @@ from zdf.master import fnplacement as place
 from zdf.master.fndeps import Dependencies
 from zdf.master.fnleases import Leases
 from zdf.master.fnorder import TaskOrder
+from zdf.master.fnsessions import DEFAULT_GRACE, ClientSessions
 from zdf.master.limits import DEFAULT_MAX_QUEUED_PER_CLIENT, TasksByClient
 from zdf.wire.bigmsg import DEFAULT_MAX_VALUE_BYTES, split_batch
 from zdf.wire.payload import pack
@@ -158,6 +159,7 @@ class FunctionQueue:
         executor_alive: Callable[[str], bool] | None = None,
         allow_pickle: bool = False,
         max_per_client: int = DEFAULT_MAX_QUEUED_PER_CLIENT,
+        client_grace: float = DEFAULT_GRACE,
     ) -> None:
         self.channel = channel
         self.window = window
@@ -184,6 +186,7 @@ class FunctionQueue:
             channel.on_drained = self._on_drained
         self.leases = Leases(channel)
         self.deps = Dependencies(self)
+        self.sessions = ClientSessions(self, client_grace)  # results of clients gone
         self.stats = {
             "submitted": 0,
             "completed": 0,
@@ -211,6 +214,7 @@ class FunctionQueue:
             P.FN_RELEASE: self.on_release,
             P.FN_SCATTER: self.on_scatter,
             P.FN_STORED: self.on_stored,
+            **self.sessions.handlers(),
         }
 
     # -- workers and executors ----------------------------------------------
@@ -307,6 +311,7 @@ class FunctionQueue:
             "allow_pickle": self.allow_pickle,
             "window": self.window,
             "max_value_bytes": self.max_value_bytes,
+            **self.sessions.hello(call.peer or b""),
         }
 
     def on_submit(self, call: Call) -> Any:

@@ -176,6 +176,7 @@ class Master:
             executor_alive=lambda e: self.liveness.state(e) is ExecutorState.ALIVE,
             allow_pickle=config.allow_pickle,
             max_per_client=config.max_queued_fn_per_client,
+            client_grace=config.client_grace,
         )
         self.channel.handlers.update(self.functions.handlers())
         self.channel.handlers[P.FN_HELLO] = self.on_fn_hello
@@ -185,6 +186,8 @@ class Master:
         self.retention = JobRetention(self.jobs, self.store, config.job_retention, self._fenced)
         self.channel.handlers.update(self.retention.handlers())
         self.reactor.call_every(SWEEP_INTERVAL, self._sweep_jobs)
+        sessions = self.functions.sessions  # clients gone: their results dropped
+        self.reactor.call_every(sessions.check_interval, sessions.expire)
         self.task_logs = TaskLogRelay(self.channel, self._alive_peers)
         self.channel.handlers[P.TASK_LOGS] = self.task_logs.on_task_logs
         self.publisher = HeartbeatPublisher(config.heartbeat_addr, config.name, self.epoch)
@@ -413,6 +416,8 @@ class Master:
         executor_id = self._by_peer.get(peer) if peer is not None else None
         if executor_id is not None:
             self._apply_liveness(self.liveness.seen(executor_id, time.monotonic()))
+        else:
+            self.functions.sessions.heard(peer)  # a client's results stay while it talks
 
     def _on_heartbeat(self, body: dict[str, Any]) -> None:
         executor_id = body["id"]
