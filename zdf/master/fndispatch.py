@@ -116,6 +116,7 @@ class Dispatch:
         """Send ``worker`` what it may take from the head of the queue, up to ``limit``."""
         header: list[tuple[list[Any], list[Any]]] = []  # a task's entry and its frames
         clients: set[bytes] = set()
+        awaited: list[FnTask] = []  # tasks sent that others wait for
         queue, by_client, inflight = self.queue, self.by_client, self.inflight
         mine = worker.inflight
         was_idle = not mine
@@ -153,6 +154,8 @@ class Dispatch:
             else:
                 worker.load += estimate
             clients.add(task.client)
+            if task.waiters:
+                awaited.append(task)
             entry = [key, task.fn, len(task.frames), task.reply, task.tid]
             if task.inputs is not None:
                 entry.append(self.deps.input_specs(task))
@@ -167,14 +170,18 @@ class Dispatch:
             tasks = [entry for entry, _ in batch]
             frames = [frame for _, task_frames in batch for frame in task_frames]
             self.channel.notify(P.FN_RUN, {"tasks": tasks}, peer=worker.peer, frames=frames)
+        for task in awaited:  # their dependents may follow them there now
+            self.deps.assigned(task)
         return len(header)
 
     def place_ready(self, task: FnTask, prefer: FnWorker | None) -> None:
         """A task whose inputs are ready: to ``prefer`` (where most of its input bytes
-        are) if it can start there now, else queued for any worker."""
+        are) if it can start there now and passes no queued task of a higher priority,
+        else queued for any worker."""
         worker = prefer
         if (
             worker is not None
+            and not (self.queue and self.queue.peek().priority > task.priority)
             and len(worker.inflight) < self.window
             and self.executor_alive(worker.executor_id)
             and self._starts_now(worker, task)
@@ -194,12 +201,19 @@ class Dispatch:
         return True
 
     def _send_one(self, worker: FnWorker, task: FnTask) -> None:
+        self._count(worker, task)
+        task.sent = next(self._sends)
+        if worker.peer in self.leases.lessees():
+            self.leases.release(worker.peer, but=task.client)
+        self._send_entry(worker, task)
+
+    def _count(self, worker: FnWorker, task: FnTask) -> None:
+        """``task`` is ``worker``'s to run: counted in its flight and load."""
         estimate = self.durations.estimate(task.kind)
         if not worker.inflight:
             worker.since = self.clock()
         task.worker = worker.peer
         task.estimate = estimate
-        task.sent = next(self._sends)
         self.inflight[task.key] = task
         worker.inflight.add(task.key)
         if task.demand is not None:
@@ -208,12 +222,43 @@ class Dispatch:
             worker.unknown += 1
         else:
             worker.load += estimate
-        if worker.peer in self.leases.lessees():
-            self.leases.release(worker.peer, but=task.client)
+
+    def _send_entry(self, worker: FnWorker, task: FnTask) -> None:
         entry = [task.key, task.fn, len(task.frames), task.reply, task.tid]
         if task.inputs is not None:
             entry.append(self.deps.input_specs(task))
         self.channel.notify(P.FN_RUN, {"tasks": [entry]}, peer=worker.peer, frames=task.frames)
+        if task.waiters:
+            self.deps.assigned(task)
+
+    # -- tasks sent ahead of their inputs (pipelined: zdf.master.fndeps) ---------------
+    def send_ahead(self, worker: FnWorker, task: FnTask) -> None:
+        """``task``, whose inputs are not all made, to ``worker``, which will hold them: it
+        waits there and starts as soon as they are in its store."""
+        task.worker = worker.peer
+        task.estimate = 0.0
+        task.sent = next(self._sends)
+        self.inflight[task.key] = task
+        worker.pipelined.add(task.key)
+        if worker.peer in self.leases.lessees():  # other clients' leases on it end
+            self.leases.release(worker.peer, but=task.client)
+        self._send_entry(worker, task)
+
+    def promote(self, task: FnTask) -> None:
+        """Every input of ``task``, sent ahead, is made: its worker runs it now."""
+        worker = self.workers.get(task.worker or b"")
+        if worker is None or task.key not in worker.pipelined:
+            return
+        worker.pipelined.discard(task.key)
+        self._count(worker, task)
+
+    def withdraw(self, task: FnTask) -> None:
+        """``task``, sent ahead, will not run (an input failed): its worker forgets it."""
+        peer = task.worker or b""
+        worker = self.workers.get(peer)
+        self._unassign(worker, task)
+        if worker is not None:
+            self.channel.notify(P.FN_FORGET, {"keys": [task.key]}, peer=peer)
 
     def _fits(self, worker: FnWorker, task: FnTask) -> bool:
         if (
@@ -230,6 +275,9 @@ class Dispatch:
         del self.inflight[key]
         task.worker = None
         if worker is None:
+            return
+        if worker.pipelined and key in worker.pipelined:
+            worker.pipelined.discard(key)  # counted nowhere else
             return
         worker.inflight.discard(key)
         if worker.demands:

@@ -217,12 +217,16 @@ class FunctionQueue(Stealing):
             if not pending.peers:  # its task is retried (it may run) or lost: not canceled
                 del self._cancels[ref]
                 pending.call.reply({"canceled": pending.canceled})
-        for key in sorted(worker.inflight, reverse=True):  # each to the head: in their order
+        ahead, worker.pipelined = worker.pipelined, set()
+        self.deps.blocked.pop(worker.peer, None)
+        for key in sorted(worker.inflight | ahead, reverse=True):  # each to the head: in order
             task = self.inflight.pop(key, None)
             if task is None:
                 continue
             task.worker = None
-            if rejoined or task.retries > 0:
+            if key in ahead:  # sent ahead of its inputs: it never started
+                self.deps.again(task)
+            elif rejoined or task.retries > 0:
                 if not rejoined:
                     task.retries -= 1
                     self.stats["retried"] += 1
@@ -309,7 +313,9 @@ class FunctionQueue(Stealing):
         """Whether a worker runs no task of a client other than ``client``."""
 
         def free(worker: Any) -> bool:
-            return all(self.inflight[key].client == client for key in worker.inflight)
+            return all(
+                self.inflight[key].client == client for key in worker.inflight | worker.pipelined
+            )
 
         return free
 
@@ -399,6 +405,9 @@ class FunctionQueue(Stealing):
             self._send_results(client, results)
         if drops:
             self.deps._send_drops(drops)
+        self.deps.send_notes()
+        if worker is not None:
+            self.deps.unblock(worker.peer)
         self._pump_soon()
         return None
 
@@ -441,5 +450,6 @@ class FunctionQueue(Stealing):
             "inflight": len(self.inflight),
             "workers": len(self.workers),
             "leases": len(self.leases),
+            "canceling": len(self._cancels),  # cancels waiting for a worker's answer
             **self.deps.status(),
         }

@@ -68,6 +68,8 @@ class Stealing(Dispatch):
         worker = self.workers.get(task.worker or b"")
         if worker is None:
             return True
+        if task.key in worker.pipelined:
+            return False  # it waits there for its inputs: not started
         return task.sent == min(self.inflight[key].sent for key in worker.inflight)
 
     def _unqueue(self, task: FnTask) -> None:
@@ -129,6 +131,8 @@ class Stealing(Dispatch):
                 self.by_client.pop((task.client, task.tid), None)
                 self.stats["canceled"] += 1
                 pending.canceled.append(task.tid)
+                if task.inputs is not None:
+                    self.deps.canceled(task)  # its inputs are no longer held for it
             else:
                 self.queue.push_front(task)
                 self.stats["stolen"] += 1

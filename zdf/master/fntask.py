@@ -62,7 +62,10 @@ class FnWorker:
     executor_id: str
     name: str
     direct: str = ""  # where it takes tasks under a lease ("": it does not)
-    inflight: set[int] = field(default_factory=set)
+    inflight: set[int] = field(default_factory=set)  # tasks it runs (or will, in order)
+    # Tasks sent ahead of their inputs (zdf.master.fndeps): they wait there, counted
+    # neither as load nor in ``inflight`` until the master knows their inputs are made.
+    pipelined: set[int] = field(default_factory=set)
     demands: dict[int, place.Resources] = field(default_factory=dict)  # non-default only
     load: float = 0.0  # estimated seconds of the known tasks in flight
     unknown: int = 0  # tasks in flight whose duration is not known yet
