@@ -179,6 +179,7 @@ class Master:
             allow_pickle=config.allow_pickle,
             max_per_client=config.max_queued_fn_per_client,
         )
+        self.functions.deps.depth = config.fn_pipeline_depth
         self.channel.handlers.update(self.functions.handlers())
         self.channel.handlers[P.FN_HELLO] = self.on_fn_hello
         self.channel.handlers[P.WORKER_LOST] = self.on_worker_lost
