@@ -97,6 +97,8 @@ class Dependencies:
         self.blocked: dict[bytes, list[FnTask]] = {}
         self._notes: dict[bytes, list[list[Any]]] = {}  # fn_ready per worker, not sent yet
         self._assigned: list[FnTask] | None = None  # tasks just sent that others wait for
+        self.epoch = 0  # from when this master leads (0: no election, no failover)
+        self.previous = ""  # the master that led before it, where it saw one
 
     # -- admission ------------------------------------------------------------
     def admit(self, task: FnTask, deps: Any) -> None:
@@ -108,7 +110,7 @@ class Dependencies:
             record = self._record(task.client, dep)
             if record is None:
                 self.q.by_client[(task.client, task.tid)] = task
-                self.fail(task, error_frames("ZdfError", f"input {dep!r}: {self._unknown}"))
+                self.fail(task, error_frames("ZdfError", f"input {dep!r}: {self._unknown()}"))
                 return
             inputs.append(record)
         task.inputs = inputs
@@ -117,7 +119,23 @@ class Dependencies:
         self.q.by_client[(task.client, task.tid)] = task
         self.wait(task)
 
-    _unknown = "no such future (released, or of another client)"
+    def took_over(self, epoch: int, previous: str) -> None:
+        """This master leads from ``epoch`` (after ``previous``, if it saw one lead)."""
+        self.epoch, self.previous = epoch, previous
+
+    def _unknown(self) -> str:
+        if not self.epoch:
+            return "no such future (released, or of another client)"
+        failover = (
+            f"made before this master took over from {self.previous} (epoch {self.epoch})"
+            if self.previous
+            else f"made before a master failover (this master leads from epoch {self.epoch})"
+        )
+        return (
+            f"no such future: it was {failover}, or released, or is another client's. Results "
+            "made before a master failover are not carried over (the new master has no "
+            "record of them, and the workers dropped them): submit again the task that made it"
+        )
 
     def _record(self, client: bytes, dep: Any) -> FnTask | None:
         if isinstance(dep, int):
