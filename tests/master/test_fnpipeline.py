@@ -217,3 +217,18 @@ def test_a_task_sent_ahead_whose_fetched_input_died_is_taken_back_and_sent_again
     finish(queue, 2)
     finish(queue, 3)
     assert not queue.inflight and len(peers) == 3
+
+
+def test_a_task_canceled_while_it_waited_in_the_master_is_not_sent_ahead() -> None:
+    channel, queue, _ = setup(n=1)
+    queue.deps.depth = 1
+    submit(queue, 1)
+    submit(queue, 2, deps=[1])  # ahead (the depth is 1)
+    submit(queue, 3, deps=[2])  # waits in the master: no room ahead
+    assert queue.on_cancel(call(P.FN_CANCEL, {"tids": [3]}, CLIENT)) == {"canceled": [3]}
+    finish(queue, 1)  # room again: 3 must not go
+    (peer,) = queue.workers
+    assert runs(channel)[peer] == [1, 2]
+    finish(queue, 2)
+    assert runs(channel)[peer] == [1, 2] and not queue.inflight
+    assert (CLIENT, 3) not in queue.deps.done  # 3 left no record behind

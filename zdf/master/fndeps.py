@@ -229,6 +229,8 @@ class Dependencies:
         q = self.q
         if self.depth <= 0 or task.demand is not None or task.worker is not None:
             return
+        if (task.client, task.tid) not in q.by_client:
+            return  # canceled while it waited: it fails once its inputs are made (``ready``)
         if q.queue and q.queue.peek().priority > task.priority:
             return
         weights: dict[bytes, int] = {}
