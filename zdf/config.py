@@ -436,6 +436,12 @@ class MasterConfig(LogConfig, SecurityConfig):
     max_queued_fn_per_client: int = key(
         "max-queued-fn-per-client", int_range(1, 10**8), 50_000, "function tasks one client queues"
     )
+    fn_pipeline_depth: int = key(
+        "fn-pipeline-depth",
+        int_range(0, 100_000),
+        64,
+        "function tasks a worker may hold ahead of their inputs (0: none, see docs/graphs.md)",
+    )
     max_job_spec_bytes: int = key(
         "max-job-spec-bytes", int_range(1024, 1 << 30), 4 << 20, "largest job spec (msgpack bytes)"
     )

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import msgpack
 import pytest
 import zmq
 
 from zdf import protocol as P
 from zdf.executor.fnrunner import FunctionRunner
 from zdf.wire.codec import Kind, decode, encode
-from zdf.wire.payload import pack, unpack
+from zdf.wire.payload import REF_EXT, pack, unpack
 from zdf.wire.reactor import Reactor
 from zdf.wire.rpc import Call
 from zdf.wire.sockets import free_port, make_socket
@@ -244,3 +245,77 @@ def test_a_runner_with_a_spill_dir_spills_and_says_it_is_over(
     finally:
         fn.close()
     assert os.listdir(spill) == []  # the store's files went with the runner
+
+
+def ref(index: int) -> Any:
+    """What a client puts in a task's arguments for its input ``index``."""
+    return msgpack.ExtType(REF_EXT, msgpack.packb(index))
+
+
+def run_entries(fn: FunctionRunner, entries: list[list[Any]], frames: list[Any]) -> None:
+    fn.on_run(Call(fn.channel, None, P.FN_RUN, 0, {"tasks": entries}, frames, True))
+
+
+def test_a_task_sent_ahead_runs_as_soon_as_its_input_is_made_here(reactor: Reactor) -> None:
+    fn = runner(reactor, allow_pickle=False)
+    sent = to_master(fn)
+    try:
+        first = pack([[1, 2], {}])
+        second = pack([[ref(0), 10], {}])  # add(<the result of task 1>, 10)
+        run_entries(
+            fn,
+            [
+                [1, "zdf.jobs.examples:add", 1, "", 1],
+                [2, "zdf.jobs.examples:add", 1, "", 2, [[1, None, 0]]],  # not made yet
+            ],
+            first + second,
+        )
+        assert 2 in fn.waiting and fn.awaiting == {1: [(2, fn.waiting[2], 0)]}
+        fn.run_slice()  # 1 runs, and 2 right after it, in the same slice
+        results = [entry for _, body, _ in sent for entry in body["results"]]
+        assert [entry[0] for entry in results] == [1, 2]
+        assert fn.store[2] == 13 and not fn.waiting and not fn.awaiting
+    finally:
+        fn.close()
+
+
+def test_an_input_made_elsewhere_is_fetched_when_the_master_says_where(
+    reactor: Reactor,
+) -> None:
+    fn = runner(reactor, allow_pickle=False)
+    to_master(fn)
+    fetches: dict[Any, Any] = {}
+    fn.fetcher.fetch = lambda key, addrs, nbytes, done: fetches.setdefault(key, (addrs, done))  # type: ignore[method-assign]
+    try:
+        run_entries(
+            fn, [[5, "zdf.jobs.examples:add", 1, "", 9, [[7, None, 0]]]], pack([[ref(0), 1], {}])
+        )
+        assert not fetches and not fn.queue
+        ready = {"inputs": [[7, ["tcp://127.0.0.1:1"], 8], [99, ["tcp://127.0.0.1:2"], 8]]}
+        fn.on_ready(Call(fn.channel, None, P.FN_READY, 0, ready, [], True))
+        assert list(fetches) == [7] and fetches[7][0] == ["tcp://127.0.0.1:1"]  # 99: not wanted
+        fetches[7][1](41, None)
+        assert len(fn.queue) == 1 and fn.queue[0][5] == [41]
+    finally:
+        fn.close()
+
+
+def test_tasks_sent_ahead_are_forgotten_and_a_rejoin_drops_them(reactor: Reactor) -> None:
+    fn = runner(reactor, allow_pickle=False)
+    to_master(fn)
+    fetches: dict[Any, Any] = {}
+    fn.fetcher.fetch = lambda key, addrs, nbytes, done: fetches.setdefault(key, done)  # type: ignore[method-assign]
+    frames = pack([[ref(0), 1], {}])
+    try:
+        run_entries(fn, [[5, "zdf.jobs.examples:add", 1, "", 9, [[7, None, 0]]]], frames)
+        fn.store[5] = "a result it made before the master failed it"
+        fn.on_forget(Call(fn.channel, None, P.FN_FORGET, 0, {"keys": [5]}, [], True))
+        assert not fn.waiting and not fn.awaiting and 5 not in fn.store
+        run_entries(fn, [[6, "zdf.jobs.examples:add", 1, "", 10, [[8, None, 0]]]], frames)
+        fn.rejoin()  # a new master (or the same, restarted): it knows nothing of task 6
+        assert not fn.waiting and not fn.awaiting
+        ready = {"inputs": [[8, ["tcp://127.0.0.1:1"], 8]]}
+        fn.on_ready(Call(fn.channel, None, P.FN_READY, 0, ready, [], True))
+        assert not fetches and not fn.queue  # a late note of the old master: nothing runs
+    finally:
+        fn.close()

@@ -90,6 +90,7 @@ def test_a_dependent_task_refused_where_its_input_is_waits_in_the_queue(
 
     channel = RefusingChannel(reactor, P.FN_RUN, refuse=0)
     queue = FunctionQueue(channel)  # type: ignore[arg-type]
+    queue.deps.depth = 0  # sent when its input is made, not ahead (see the next test)
     workers(queue, 2)
     submit_dep(queue, 1)
     submit_dep(queue, 2, deps=[1])
@@ -99,3 +100,22 @@ def test_a_dependent_task_refused_where_its_input_is_waits_in_the_queue(
     channel.refuse = 0
     run_until(reactor, lambda: 2 in [t for ts in runs(channel).values() for t in ts])
     assert holder in runs(channel)
+
+
+def test_a_task_refused_when_sent_ahead_waits_here_for_its_input(reactor: Reactor) -> None:
+    """Sent ahead of its input (pipelined) and refused: it is nobody's, waits in the master
+    for its input, and is placed once that is made."""
+    from tests.master.test_fndeps import finish
+    from tests.master.test_fndeps import submit as submit_dep
+
+    channel = RefusingChannel(reactor, P.FN_RUN, refuse=0)
+    queue = FunctionQueue(channel)  # type: ignore[arg-type]
+    workers(queue, 2)
+    submit_dep(queue, 1)
+    channel.refuse = 1_000
+    submit_dep(queue, 2, deps=[1])
+    assert queue.stats["run_unsent"] == 1
+    assert queue.status()["inflight"] == 1 and queue.status()["queued"] == 0
+    channel.refuse = 0
+    finish(queue, 1)
+    run_until(reactor, lambda: 2 in [t for ts in runs(channel).values() for t in ts])

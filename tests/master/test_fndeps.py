@@ -42,6 +42,7 @@ def finish(queue: FunctionQueue, tid: int, nbytes: int = 10, error: Any = None) 
 
 def test_a_task_waits_for_its_inputs_then_goes_where_most_bytes_are() -> None:
     channel, queue, peers = setup()
+    queue.deps.depth = 0  # nothing sent ahead of its inputs (tests/master/test_fnpipeline.py)
     submit(queue, 1)
     submit(queue, 2)
     submit(queue, 3, deps=[1, 2])
@@ -83,6 +84,7 @@ def test_released_results_are_dropped_once_no_task_needs_them() -> None:
 
 def test_an_input_lost_with_its_worker_is_computed_again() -> None:
     channel, queue, peers = setup()
+    queue.deps.depth = 0
     submit(queue, 1)
     holder = finish(queue, 1)
     queue.worker_lost(holder.split(b"/")[0].decode())

@@ -123,6 +123,10 @@ class Waiting:
         self.lost: list[Any] = []  # store keys no holder had
 
 
+def _hashable(value: Any) -> bool:
+    return isinstance(value, int | str | bytes)
+
+
 def resolve_function(path: str, cache: dict[str, Any]) -> Any:
     fn = cache.get(path)
     if fn is None:
@@ -167,6 +171,9 @@ class FunctionRunner:
         self.fetcher = Fetcher(reactor)
         self.waiting: dict[int, Waiting] = {}  # master key: a task fetching its inputs
         self._fetches: dict[Any, list[Callable[[Any, ZdfError | None], None]]] = {}
+        # Inputs not made yet of tasks sent ahead: store key -> (task key, its Waiting,
+        # the input's index); filled when made here or announced by ``fn_ready``.
+        self.awaiting: dict[Any, list[tuple[int, Waiting, int]]] = {}
         self._freed = 0  # bytes dropped since the heap was last given back
         self._trim_timer: Timer | None = None
         self.master_addr = master_addr
@@ -185,6 +192,8 @@ class FunctionRunner:
                 P.FN_REVOKE: self.on_revoke,
                 P.FN_STEAL: self.on_steal,
                 P.FN_DROP: self.on_drop,
+                P.FN_READY: self.on_ready,
+                P.FN_FORGET: self.on_forget,
             },
             name=f"fn-{name}",
         )
@@ -243,6 +252,7 @@ class FunctionRunner:
         self._report()
         self.queue = deque(task for task in self.queue if task[0] is DIRECT)
         self.waiting.clear()
+        self.awaiting.clear()
         self.hello()
 
     def _on_hello(self, result: Any, error: ZdfError | None) -> None:
@@ -302,12 +312,15 @@ class FunctionRunner:
         waiting = Waiting(task, len(inputs))
         self.waiting[key] = waiting
         for index, spec in enumerate(inputs):
-            if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[1], list)):
+            if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[1], list | None)):
                 raise ProtocolError("each input is [store key, holders, nbytes]")
             skey, holders, nbytes = spec
             if skey in self.store:
                 waiting.values[index] = self.store[skey]
                 waiting.missing -= 1
+                continue
+            if holders is None:  # not made yet: made here, or announced by fn_ready
+                self.awaiting.setdefault(skey, []).append((key, waiting, index))
                 continue
             self._fetch(skey, holders, nbytes, self._arrived(key, waiting, index, skey))
         self._maybe_ready(key, schedule=False)  # all here: runs once the read is handled
@@ -355,6 +368,58 @@ class FunctionRunner:
         if schedule and not self._scheduled:
             self._scheduled = True
             self.reactor.call_later(0, self.run_slice)
+
+    def _made(self, skey: Any, value: Any) -> None:
+        """``skey`` was just made here: the tasks sent ahead that wait for it have it."""
+        for key, waiting, index in self.awaiting.pop(skey, ()):
+            if self.waiting.get(key) is waiting:
+                waiting.values[index] = value
+                waiting.missing -= 1
+                self._maybe_ready(key, schedule=False)  # the running slice takes it
+
+    def on_ready(self, call: Call) -> Any:
+        """``{"inputs": [[store key, [holders' store ports], nbytes], ...]}``: inputs of
+        tasks sent ahead, made on other workers: fetched from there."""
+        for spec in P.fields(call.body, inputs=list)["inputs"]:
+            if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[1], list)):
+                raise ProtocolError("each input is [store key, holders, nbytes]")
+            skey, holders, nbytes = spec
+            waiters = self.awaiting.pop(skey, None) if _hashable(skey) else None
+            if not waiters:
+                continue
+            if skey in self.store:
+                self.awaiting[skey] = waiters
+                self._made(skey, self.store[skey])
+                continue
+            for key, waiting, index in waiters:
+                if self.waiting.get(key) is waiting:
+                    self._fetch(skey, holders, nbytes, self._arrived(key, waiting, index, skey))
+        return None  # what is ready runs once every message read is handled
+
+    def on_forget(self, call: Call) -> Any:
+        """``{"keys": [...]}``: tasks sent ahead that will not run (an input failed); if
+        one ran already, its result goes."""
+        keys = set(P.fields(call.body, keys=list)["keys"])
+        self.queue = deque(task for task in self.queue if task[0] is DIRECT or task[0] not in keys)
+        self._forget_waiting(keys)
+        for key in keys:
+            self.store.pop(key, None)
+        return None
+
+    def _forget_waiting(self, keys: set[Any]) -> list[int]:
+        """Tasks waiting for inputs, among ``keys``, dropped; their keys."""
+        gone = [key for key in self.waiting if key in keys]
+        if not gone:
+            return gone
+        for key in gone:
+            del self.waiting[key]  # its fetches go on; their values are dropped
+        for skey, waiters in list(self.awaiting.items()):
+            kept = [entry for entry in waiters if entry[0] not in keys]
+            if kept:
+                self.awaiting[skey] = kept
+            else:
+                del self.awaiting[skey]
+        return gone
 
     def on_drop(self, call: Call) -> Any:
         """The master's word that no one refers to these results any more."""
@@ -450,9 +515,7 @@ class FunctionRunner:
             else:
                 kept.append(task)
         self.queue = kept
-        for key in [k for k in self.waiting if k in wanted]:
-            del self.waiting[key]  # its fetches go on; their values are dropped
-            taken.append(key)
+        taken.extend(self._forget_waiting(wanted))
         answer: dict[str, Any] = {"keys": taken}
         if body.get("ref") is not None:
             answer["ref"] = body["ref"]
@@ -476,7 +539,9 @@ class FunctionRunner:
             self.ran += 1
             # Kept for the tasks that take it (an error too: a task run under a lease
             # has no record in the master, which keeps the others' errors).
-            store[skey] = value if ok else Failed(result)
+            store[skey] = kept = value if ok else Failed(result)
+            if self.awaiting:
+                self._made(skey, kept)
             nbytes = sum(map(len, result))
             if reply:
                 header, out = direct.get(reply) or direct.setdefault(reply, ([], []))
@@ -509,7 +574,16 @@ class FunctionRunner:
             self._report_timer = self.reactor.call_later(DONE_DELAY, self._report)
         if self.queue and not self._scheduled:
             self._scheduled = True
-            self.reactor.call_later(0, self.run_slice)
+            self.reactor.call_later(0, self._next_slice)
+
+    def _next_slice(self) -> None:
+        """Go on with the queue, once what the master sent meanwhile is read: a steal or
+        a cancel then takes what has not started, even behind a long task (reading runs
+        the next slice, ``_after_read``)."""
+        self._scheduled = False
+        self.channel.read_pending()
+        if self.queue and not self._scheduled:
+            self.run_slice()
 
     def _report(self, frames: list[Any] | None = None) -> None:
         if self._report_timer is not None:

@@ -20,6 +20,25 @@ ports of its holders and its size. An input that failed fails the task with
 that very error (its type and remote traceback reach the client), and so on
 down the graph.
 
+Pipelining (as Dask's workers do). A task whose inputs are not all made, but
+each of which is on a worker already (running, queued there, or itself sent
+ahead), is sent at once to the worker that will hold most of them
+(``pipeline``): it waits there, its missing inputs named without holders, and
+starts as soon as they are in that worker's store; an input made on another
+worker is announced to it by ``fn_ready`` (its holder's store port), sent
+when that holder reports it done, and fetched. So a chain of tasks costs no
+master round trip per task. A worker has at most ``depth`` such tasks; more
+wait here (``blocked``) until it reports progress. Such a task counts as
+neither load nor flight on its worker (``FnWorker.pipelined``) until the
+master knows its inputs are made (``promote``); it is never stolen for an
+idle worker (it could not start there sooner). If an input fails, the master
+fails the task with that error and its worker forgets it (``fn_forget``); if
+its worker dies, it waits here again without spending a retry; a cancel
+withdraws it like any task not started. It holds its inputs' references
+(``refs``) from submission to its end, as any task with inputs. A task asking
+for resources, or one that would pass queued tasks of a higher priority, is
+not sent ahead.
+
 References. A record lives while its client holds the future (until
 ``fn_release``, sent when the future is released or garbage-collected) or a
 pending task takes it as an input (``refs``); then the master drops it and
@@ -53,6 +72,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PENDING, READY, FAILED, LOST = "pending", "ready", "failed", "lost"
+DEFAULT_PIPELINE_DEPTH = 64  # tasks a worker may have waiting ahead of their inputs
 
 
 def store_key(record: FnTask) -> Any:
@@ -69,8 +89,16 @@ class Dependencies:
         self.q = queue
         self.done: dict[tuple[bytes, int], FnTask] = {}  # results a future may still use
         self.storing: dict[str, FnTask] = {}  # store key of a scattered value: its record
-        self.stats = {"recomputed": 0, "dropped": 0, "scattered": 0, "waiting": 0}
+        self.stats = {"recomputed": 0, "dropped": 0, "scattered": 0, "waiting": 0, "pipelined": 0}
         self.scatters: list[Call] = []  # asked before any worker said hello: answered then
+        self.depth = DEFAULT_PIPELINE_DEPTH  # 0: no task is sent ahead of its inputs
+        # Tasks that would have gone ahead to a worker that had ``depth`` waiting already:
+        # tried again when it reports progress.
+        self.blocked: dict[bytes, list[FnTask]] = {}
+        self._notes: dict[bytes, list[list[Any]]] = {}  # fn_ready per worker, not sent yet
+        self._assigned: list[FnTask] | None = None  # tasks just sent that others wait for
+        self.epoch = 0  # from when this master leads (0: no election, no failover)
+        self.previous = ""  # the master that led before it, where it saw one
 
     # -- admission ------------------------------------------------------------
     def admit(self, task: FnTask, deps: Any) -> None:
@@ -82,7 +110,7 @@ class Dependencies:
             record = self._record(task.client, dep)
             if record is None:
                 self.q.by_client[(task.client, task.tid)] = task
-                self.fail(task, error_frames("ZdfError", f"input {dep!r}: {self._unknown}"))
+                self.fail(task, error_frames("ZdfError", f"input {dep!r}: {self._unknown()}"))
                 return
             inputs.append(record)
         task.inputs = inputs
@@ -91,7 +119,23 @@ class Dependencies:
         self.q.by_client[(task.client, task.tid)] = task
         self.wait(task)
 
-    _unknown = "no such future (released, or of another client)"
+    def took_over(self, epoch: int, previous: str) -> None:
+        """This master leads from ``epoch`` (after ``previous``, if it saw one lead)."""
+        self.epoch, self.previous = epoch, previous
+
+    def _unknown(self) -> str:
+        if not self.epoch:
+            return "no such future (released, or of another client)"
+        failover = (
+            f"made before this master took over from {self.previous} (epoch {self.epoch})"
+            if self.previous
+            else f"made before a master failover (this master leads from epoch {self.epoch})"
+        )
+        return (
+            f"no such future: it was {failover}, or released, or is another client's. Results "
+            "made before a master failover are not carried over (the new master has no "
+            "record of them, and the workers dropped them): submit again the task that made it"
+        )
 
     def _record(self, client: bytes, dep: Any) -> FnTask | None:
         if isinstance(dep, int):
@@ -133,10 +177,14 @@ class Dependencies:
         task.state = PENDING
         if missing:
             self.stats["waiting"] += 1
+            self.pipeline(task)
         else:
             self.ready(task)
 
     def ready(self, task: FnTask) -> None:
+        if task.worker is not None:  # sent ahead: its worker runs it now
+            self.q.promote(task)
+            return
         if (task.client, task.tid) not in self.q.by_client:  # canceled while it waited
             self._unref_inputs(task)
             task.state = FAILED
@@ -160,13 +208,98 @@ class Dependencies:
         return best
 
     def input_specs(self, task: FnTask) -> list[list[Any]]:
-        """``fn_run``'s inputs of ``task``: ``[store key, holders' store ports, nbytes]``."""
+        """``fn_run``'s inputs of ``task``: ``[store key, holders' store ports, nbytes]``;
+        ports None for an input not made yet (made on that worker, or told by ``fn_ready``)."""
         workers = self.q.workers
         specs = []
         for record in task.inputs or ():
+            if record.state != READY:
+                specs.append([store_key(record), None, 0])
+                continue
             ports = [workers[p].store for p in record.holders if p in workers]
             specs.append([store_key(record), ports, record.nbytes])
         return specs
+
+    # -- pipelining: a task sent ahead of its inputs ------------------------------
+    def pipeline(self, task: FnTask) -> None:
+        """Send ``task`` to the worker that will hold its inputs before they are made, when
+        every input not made yet is on a worker already (a chain then costs no master round
+        trip per task). Not for a task asking for resources, nor one that would pass
+        queued tasks of a higher priority."""
+        q = self.q
+        if self.depth <= 0 or task.demand is not None or task.worker is not None:
+            return
+        if (task.client, task.tid) not in q.by_client:
+            return  # canceled while it waited: it fails once its inputs are made (``ready``)
+        if q.queue and q.queue.peek().priority > task.priority:
+            return
+        weights: dict[bytes, int] = {}
+        for record in task.inputs or ():
+            if record.state == READY:
+                for peer in record.holders:
+                    weights[peer] = weights.get(peer, 0) + record.nbytes + 1
+            elif record.worker is not None:  # on a worker (or sent ahead to one)
+                weights[record.worker] = weights.get(record.worker, 0) + record.nbytes + 1
+            else:
+                return  # an input waits itself: this one follows it once it is placed
+        target = None
+        for peer, _ in sorted(weights.items(), key=lambda kv: -kv[1]):
+            worker = q.workers.get(peer)
+            if worker is not None and not worker.over_limit:
+                target = worker
+                break
+        if target is None or not q.executor_alive(target.executor_id):
+            return
+        if len(target.pipelined) >= self.depth:
+            self.blocked.setdefault(target.peer, []).append(task)
+            return
+        self.stats["pipelined"] += 1
+        q.send_ahead(target, task)
+
+    def assigned(self, record: FnTask) -> None:
+        """``record`` was sent to a worker: the tasks waiting for it may follow it (done
+        in a loop, not recursively: a chain follows its head task by task)."""
+        if self._assigned is not None:
+            self._assigned.append(record)
+            return
+        self._assigned = todo = [record]
+        try:
+            while todo:
+                for task in todo.pop().waiters or ():
+                    if task.state == PENDING and task.worker is None:
+                        self.pipeline(task)
+        finally:
+            self._assigned = None
+
+    def unblock(self, peer: bytes) -> None:
+        """``peer`` reported progress: the tasks that waited for room there go ahead."""
+        tasks = self.blocked.pop(peer, None)
+        for task in tasks or ():
+            if task.state == PENDING and task.worker is None and task.missing:
+                self.pipeline(task)
+
+    def send_notes(self) -> None:
+        """``fn_ready``: where inputs of tasks sent ahead were made, one message per worker."""
+        notes, self._notes = self._notes, {}
+        for peer, inputs in notes.items():
+            if peer in self.q.workers:
+                self.q.channel.notify(P.FN_READY, {"inputs": inputs}, peer=peer)
+
+    def _unwait(self, task: FnTask) -> None:
+        """``task`` no longer waits for its inputs (it waits anew, or never will)."""
+        for record in task.inputs or ():
+            if record.waiters and task in record.waiters:
+                record.waiters.remove(task)
+        task.missing = 0
+
+    def canceled(self, task: FnTask) -> None:
+        """``task`` was withdrawn from its worker for a cancel: its inputs are let go, and
+        the tasks that take it fail."""
+        self._unwait(task)
+        self._unref_inputs(task)
+        task.state = FAILED
+        task.error = error_frames("CancelledError", "an input's task was canceled")
+        self._wake(task)
 
     # -- results ---------------------------------------------------------------
     def finished(
@@ -184,6 +317,11 @@ class Dependencies:
         task.nbytes = nbytes
         if ok:
             task.state = READY
+            holder = self.q.workers.get(peer)
+            for waiter in task.waiters or ():
+                if waiter.worker is not None and waiter.worker != peer and holder is not None:
+                    spec = [store_key(task), [holder.store], nbytes]  # sent ahead elsewhere
+                    self._notes.setdefault(waiter.worker, []).append(spec)
         else:
             task.state = FAILED
             task.error = list(error) if error else []
@@ -196,9 +334,12 @@ class Dependencies:
     def fail(self, task: FnTask, error: list[Any]) -> None:
         """``task`` cannot run (an input failed or is gone): answer its client with
         ``error``, and every task waiting for it the same."""
+        if task.worker is not None:  # sent ahead of its inputs: its worker drops it
+            self.q.withdraw(task)
         task.state = FAILED
         task.error = error
         if task.inputs is not None:
+            self._unwait(task)
             self._unref_inputs(task)
         if self.q.by_client.pop((task.client, task.tid), None) is not None and task.client:
             self.q.send_results(task.client, [(task.tid, False, error)])
@@ -421,7 +562,11 @@ class Dependencies:
         for task in self.q.inflight.values():
             if task.inputs is None or task.worker is None or task.worker == peer:
                 continue
-            if any(record.state != READY for record in task.inputs):
+            # An input it waits for is fine (told by fn_ready); one it counted as made is not.
+            if any(
+                record.state != READY and task not in (record.waiters or ())
+                for record in task.inputs
+            ):
                 steal.setdefault(task.worker, []).append(task.key)
         for worker, keys in steal.items():
             self.q.channel.notify(P.FN_STEAL, {"keys": keys}, peer=worker)
@@ -436,6 +581,7 @@ class Dependencies:
                 # or failed if it cannot be.
                 record.holders = []
                 record.state = LOST
+        self._unwait(task)  # it was sent ahead: it waits for what it lacks here again
         self.wait(task)
 
     def status(self) -> dict[str, Any]:

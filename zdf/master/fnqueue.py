@@ -1,5 +1,10 @@
 """Short function tasks: one queue in the master, placed so that no worker idles.
 
+The queue is split by concern: this module takes messages in (hellos,
+submissions, reports); ``zdf.master.fndispatch`` sends tasks to workers,
+``zdf.master.fnsteal`` takes them back (steals, cancels), ``zdf.master.fntask``
+holds the task and worker records, and ``zdf.master.fndeps`` the task graphs.
+
 Theory of operation. A client says ``fn_client`` once (the answer tells it
 whether pickled functions are accepted), then sends ``fn_submit`` batches; each
 task is a client task id, a function path, a retry budget and its argument
@@ -58,100 +63,41 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from zdf import protocol as P
 from zdf.errors import LimitExceeded, ProtocolError, worker_lost
 from zdf.master import fnplacement as place
 from zdf.master.fndeps import Dependencies
+from zdf.master.fndispatch import UNSENT_RETRY
 from zdf.master.fnleases import Leases
 from zdf.master.fnorder import TaskOrder
 from zdf.master.fnsessions import DEFAULT_GRACE, ClientSessions
+from zdf.master.fnsteal import Stealing
+from zdf.master.fntask import (
+    PICKLE_REFUSED,
+    FnTask,
+    FnWorker,
+    PendingCancel,
+    infeasible_error,
+    limit_error,
+    task_options,
+)
 from zdf.master.limits import DEFAULT_MAX_QUEUED_PER_CLIENT, TasksByClient
 from zdf.wire.bigmsg import DEFAULT_MAX_VALUE_BYTES, split_batch
 from zdf.wire.payload import pack
 from zdf.wire.reactor import Timer
-from zdf.wire.rpc import DEFER, Call, Channel
+from zdf.wire.rpc import Call, Channel
+
+__all__ = ["DEFAULT_WINDOW", "FnTask", "FnWorker", "FunctionQueue"]
 
 log = logging.getLogger(__name__)
 
-PICKLE_REFUSED = {
-    "type": "PermissionError",
-    "module": "builtins",
-    "message": "this cluster does not accept pickled functions (the master's allow-pickle is "
-    "false); name the function by import path, or see the README on allow-pickle",
-    "traceback": "",
-}
-
 DEFAULT_WINDOW = 64
-MAX_BATCH = 256
-MAX_SKIP = 64  # queued tasks waiting for resources that others may pass in one pump
-UNSENT_RETRY = 0.2
-"""Seconds before messages the master's ROUTER refused (``zdf.master.router``) go again:
-tasks go back to the queue, results are sent again (``RESULT_TRIES`` times at most)."""
-RESULT_TRIES = 50
-STEAL_SLACK = place.FEED_SECONDS  # how late on its estimates a worker is before a steal
+RESULT_TRIES = 50  # results the ROUTER refused are sent again this many times at most
 
 
-@dataclass(slots=True, eq=False)  # compared by identity
-class FnTask:
-    key: int
-    client: bytes
-    tid: int
-    fn: str
-    retries: int
-    frames: list[Any]
-    reply: str = ""  # the client's result address ("": results come back through the master)
-    worker: bytes | None = None
-    priority: int = 0
-    demand: place.Resources | None = None  # None: one cpu
-    name: str = ""  # what durations are learnt under ("": the function path)
-    estimate: float | None = None  # what placement counted for it on its worker
-    sent: int = 0  # when it was sent to its worker (a worker runs its tasks in this order)
-    # task graphs (zdf.master.fndeps): the task as an input of others, and its own inputs
-    inputs: list[FnTask] | None = None  # records of its inputs, in order
-    missing: int = 0  # inputs not ready yet
-    state: str = ""  # fndeps: pending, ready, failed or lost ("": no graph concerns it)
-    holders: list[bytes] = field(default_factory=list)  # workers that keep its value
-    nbytes: int = 0  # its value's size, as packed
-    error: list[Any] | None = None  # its error's frames, if it failed
-    waiters: list[FnTask] | None = None  # tasks waiting for it
-    refs: int = 0  # pending tasks that take it as an input
-    released: bool = False  # its client no longer holds the future
-    skey: Any = None  # its store key on the holders (None: ``key``)
-
-    @property
-    def kind(self) -> str:
-        return self.name or self.fn
-
-
-@dataclass
-class FnWorker:
-    peer: bytes
-    executor_id: str
-    name: str
-    direct: str = ""  # where it takes tasks under a lease ("": it does not)
-    inflight: set[int] = field(default_factory=set)
-    demands: dict[int, place.Resources] = field(default_factory=dict)  # non-default only
-    load: float = 0.0  # estimated seconds of the known tasks in flight
-    unknown: int = 0  # tasks in flight whose duration is not known yet
-    since: float = 0.0  # when it last reported progress or got work while idle
-    stealing: bool = False  # a steal request is on its way to it
-    done: int = 0
-    store: str = ""  # its object store's port (zdf.executor.objtransfer)
-    over_limit: bool = False  # its store is over its memory limit: placed on last
-    stored: int = 0  # bytes scattered to it (spreads scatters)
-
-
-@dataclass
-class PendingCancel:
-    call: Call
-    peers: set[bytes]  # workers asked to withdraw a task, not answered yet
-    canceled: list[int]
-
-
-class FunctionQueue:
+class FunctionQueue(Stealing):
     def __init__(
         self,
         channel: Channel,
@@ -263,12 +209,6 @@ class FunctionQueue:
             self.resources[executor_id] = advertised
         self.pump()
 
-    def capacity(self, executor_id: str) -> place.Resources:
-        advertised = self.resources.get(executor_id)
-        if advertised is not None:
-            return advertised
-        return {"cpu": float(sum(w.executor_id == executor_id for w in self.workers.values()))}
-
     def worker_lost(self, executor_id: str, worker: str | None = None) -> None:
         """A worker process (or, with ``worker=None``, a whole executor) is gone."""
         for peer, w in list(self.workers.items()):
@@ -286,12 +226,16 @@ class FunctionQueue:
             if not pending.peers:  # its task is retried (it may run) or lost: not canceled
                 del self._cancels[ref]
                 pending.call.reply({"canceled": pending.canceled})
-        for key in sorted(worker.inflight, reverse=True):  # each to the head: in their order
+        ahead, worker.pipelined = worker.pipelined, set()
+        self.deps.blocked.pop(worker.peer, None)
+        for key in sorted(worker.inflight | ahead, reverse=True):  # each to the head: in order
             task = self.inflight.pop(key, None)
             if task is None:
                 continue
             task.worker = None
-            if rejoined or task.retries > 0:
+            if key in ahead:  # sent ahead of its inputs: it never started
+                self.deps.again(task)
+            elif rejoined or task.retries > 0:
                 if not rejoined:
                     task.retries -= 1
                     self.stats["retried"] += 1
@@ -379,7 +323,9 @@ class FunctionQueue:
         """Whether a worker runs no task of a client other than ``client``."""
 
         def free(worker: Any) -> bool:
-            return all(self.inflight[key].client == client for key in worker.inflight)
+            return all(
+                self.inflight[key].client == client for key in worker.inflight | worker.pipelined
+            )
 
         return free
 
@@ -395,222 +341,6 @@ class FunctionQueue:
         offered = "; ".join(place.describe(have) for have in best)
         return f"it asks for {place.describe(demand)}, and no executor has that ({offered})"
 
-    def on_cancel(self, call: Call) -> Any:
-        """Withdraw tasks: at once if queued; a task on a worker only if it has not
-        started there (asked with ``fn_steal``; a request is answered then)."""
-        body = P.fields(call.body, tids=list)
-        assert call.peer is not None
-        canceled: list[int] = []
-        withdraw: dict[bytes, list[int]] = {}
-        for tid in body["tids"]:
-            task = self.by_client.get((call.peer, tid))
-            if task is None:
-                continue
-            if task.worker is None:
-                self.by_client.pop((call.peer, tid))
-                self._unqueue(task)  # or it waits for inputs: dropped when they are ready
-                canceled.append(tid)
-            elif call.is_event:
-                # An older client that does not wait for the answer: its result is dropped.
-                self.by_client.pop((call.peer, tid))
-                task.client = b""
-            elif not self._first_on_worker(task):
-                withdraw.setdefault(task.worker, []).append(task.key)
-            # else its worker runs it (or will, first of all it has): it is not canceled
-        self.stats["canceled"] += len(canceled)
-        if not withdraw:
-            return {"canceled": canceled}
-        ref = next(self._refs)
-        self._cancels[ref] = PendingCancel(call, set(withdraw), canceled)
-        for peer, keys in withdraw.items():
-            self.channel.notify(P.FN_STEAL, {"keys": keys, "ref": ref}, peer=peer)
-        return DEFER
-
-    def _first_on_worker(self, task: FnTask) -> bool:
-        worker = self.workers.get(task.worker or b"")
-        if worker is None:
-            return True
-        return task.sent == min(self.inflight[key].sent for key in worker.inflight)
-
-    def _unqueue(self, task: FnTask) -> None:
-        self.queue.remove(task)
-
-    # -- dispatch -----------------------------------------------------------
-    def _pump_soon(self) -> None:
-        if self._deferred:
-            self._dirty = True
-        else:
-            self.pump()
-
-    def _on_drained(self) -> None:
-        if self._dirty:
-            self._dirty = False
-            self.pump()
-
-    def pump(self) -> None:
-        """Place what is queued (see ``zdf.master.fnplacement``), then look for work to
-        take back from a busy worker for an idle one."""
-        if self.queue and self.workers:
-            self._place()
-        self._balance()
-
-    def _place(self) -> None:
-        lessees = self.leases.lessees()
-        ready = [
-            w
-            for w in self.workers.values()
-            if len(w.inflight) < self.window and self.executor_alive(w.executor_id)
-        ]
-        if not ready:
-            return
-        # Workers over their memory limit last, then those leased to a client, then the
-        # least loaded first.
-        ready.sort(
-            key=lambda w: (w.over_limit, w.peer in lessees, w.unknown > 0, w.load, len(w.inflight))
-        )
-        skipped: list[FnTask] = []
-        while self.queue:
-            share = max(1, -(-len(self.queue) // len(ready)))
-            placed = 0
-            for worker in ready:
-                if not self.queue:
-                    break
-                placed += self._fill(worker, min(share, MAX_BATCH), lessees)
-            if placed:
-                continue
-            head = self.queue.peek()
-            if head.demand is None or len(skipped) >= MAX_SKIP:
-                break
-            skipped.append(self.queue.pop())  # waits for resources: others may pass
-        for task in reversed(skipped):
-            self.queue.push_front(task)
-
-    def _fill(self, worker: FnWorker, limit: int, lessees: dict[bytes, set[bytes]]) -> int:
-        """Send ``worker`` what it may take from the head of the queue, up to ``limit``."""
-        header: list[tuple[list[Any], list[Any]]] = []  # a task's entry and its frames
-        clients: set[bytes] = set()
-        queue, by_client, inflight = self.queue, self.by_client, self.inflight
-        mine = worker.inflight
-        was_idle = not mine
-        last_kind: str | None = None
-        estimate: float | None = None
-        room = min(limit, self.window - len(mine))
-        while queue and room > 0:
-            task = queue.peek()
-            if task.client and (task.client, task.tid) not in by_client:
-                queue.pop()  # canceled
-                continue
-            kind = task.name or task.fn
-            if kind is not last_kind:  # a burst is mostly of one function
-                last_kind, estimate = kind, self.durations.estimate(kind)
-            if mine and (
-                estimate is None or worker.unknown or worker.load + estimate > place.FEED_SECONDS
-            ):
-                break  # it would wait behind work that takes longer than a round trip
-            if (task.demand is not None or worker.demands or not mine) and not self._fits(
-                worker, task
-            ):
-                break
-            queue.pop()
-            room -= 1
-            key = task.key
-            task.worker = worker.peer
-            task.estimate = estimate
-            task.sent = next(self._sends)
-            inflight[key] = task
-            mine.add(key)
-            if task.demand is not None:
-                worker.demands[key] = task.demand
-            if estimate is None:
-                worker.unknown += 1
-            else:
-                worker.load += estimate
-            clients.add(task.client)
-            entry = [key, task.fn, len(task.frames), task.reply, task.tid]
-            if task.inputs is not None:
-                entry.append(self.deps.input_specs(task))
-            header.append((entry, task.frames))
-        if not header:
-            return 0
-        if was_idle:
-            worker.since = self.clock()
-        if worker.peer in lessees and lessees[worker.peer] - clients:
-            self.leases.release(worker.peer, but=next(iter(clients)) if len(clients) == 1 else b"")
-        sent = len(header)
-        for batch in split_batch(header, lambda entry: entry[1]):  # a big value goes alone
-            tasks = [entry for entry, _ in batch]
-            frames = [frame for _, task_frames in batch for frame in task_frames]
-            if not self.channel.notify(P.FN_RUN, {"tasks": tasks}, peer=worker.peer, frames=frames):
-                self._not_sent(worker, [entry[0] for entry in tasks])
-                sent -= len(tasks)
-        return sent
-
-    def place_ready(self, task: FnTask, prefer: FnWorker | None) -> None:
-        """A task whose inputs are ready: to ``prefer`` (where most of its input bytes
-        are) if it can start there now, else queued for any worker."""
-        worker = prefer
-        if (
-            worker is not None
-            and len(worker.inflight) < self.window
-            and self.executor_alive(worker.executor_id)
-            and self._starts_now(worker, task)
-        ):
-            self._send_one(worker, task)
-            return
-        self.queue.push(task)
-        self._pump_soon()
-
-    def _starts_now(self, worker: FnWorker, task: FnTask) -> bool:
-        if worker.inflight:
-            estimate = self.durations.estimate(task.kind)
-            if estimate is None or worker.unknown or worker.load + estimate > place.FEED_SECONDS:
-                return False
-        if task.demand is not None or worker.demands or not worker.inflight:
-            return self._fits(worker, task)
-        return True
-
-    def _send_one(self, worker: FnWorker, task: FnTask) -> None:
-        estimate = self.durations.estimate(task.kind)
-        if not worker.inflight:
-            worker.since = self.clock()
-        task.worker = worker.peer
-        task.estimate = estimate
-        task.sent = next(self._sends)
-        self.inflight[task.key] = task
-        worker.inflight.add(task.key)
-        if task.demand is not None:
-            worker.demands[task.key] = task.demand
-        if estimate is None:
-            worker.unknown += 1
-        else:
-            worker.load += estimate
-        if worker.peer in self.leases.lessees():
-            self.leases.release(worker.peer, but=task.client)
-        entry = [task.key, task.fn, len(task.frames), task.reply, task.tid]
-        if task.inputs is not None:
-            entry.append(self.deps.input_specs(task))
-        if not self.channel.notify(
-            P.FN_RUN, {"tasks": [entry]}, peer=worker.peer, frames=task.frames
-        ):
-            self._not_sent(worker, [task.key])
-
-    def _not_sent(self, worker: FnWorker, keys: list[int]) -> None:
-        """Tasks the ROUTER refused to send to ``worker`` (its queue full, or gone): the
-        worker never saw them, so they go back to the head of the queue, in order, and
-        are placed again after ``UNSENT_RETRY`` (never lost, never run twice)."""
-        taken = []
-        for key in keys:
-            task = self.inflight.get(key)
-            if task is not None and task.worker == worker.peer:
-                self._unassign(worker, task)
-                taken.append(task)
-        for task in reversed(taken):  # as they were (inputs ready): placed by the pump,
-            self.queue.push_front(task)  # not at once (the same worker would refuse again)
-        self.stats["run_unsent"] += len(taken)
-        reactor = getattr(self.channel, "reactor", None)
-        if reactor is not None:
-            reactor.call_later(UNSENT_RETRY, self.pump)
-
     def record(
         self, client: bytes, tid: int, skey: Any, holders: list[bytes], state: str
     ) -> FnTask:
@@ -620,101 +350,6 @@ class FunctionQueue:
         record.holders = holders
         record.state = state
         return record
-
-    def _fits(self, worker: FnWorker, task: FnTask) -> bool:
-        if (
-            task.demand is None
-            and not worker.demands
-            and (worker.inflight or worker.executor_id not in self.resources)
-        ):
-            return True  # one cpu per worker: the default takes nothing more
-        siblings = [w for w in self.workers.values() if w.executor_id == worker.executor_id]
-        return place.fits(worker, task.demand, self.capacity(worker.executor_id), siblings)
-
-    def _unassign(self, worker: FnWorker | None, task: FnTask) -> None:
-        key = task.key
-        del self.inflight[key]
-        task.worker = None
-        if worker is None:
-            return
-        worker.inflight.discard(key)
-        if worker.demands:
-            worker.demands.pop(key, None)
-        if task.estimate is None:
-            worker.unknown -= 1
-        elif worker.inflight:
-            worker.load -= task.estimate
-        else:
-            worker.load = 0.0  # no drift from float sums
-
-    # -- work stealing --------------------------------------------------------
-    def _balance(self) -> None:
-        """An idle worker and nothing queued: take back tasks waiting on a late worker."""
-        if self.queue or len(self.workers) < 2:
-            return
-        alive = [w for w in self.workers.values() if self.executor_alive(w.executor_id)]
-        idle = sum(1 for w in alive if not w.inflight)
-        if not idle:
-            return
-        victims = sorted(
-            (w for w in alive if len(w.inflight) > 1 and not w.stealing),
-            key=lambda w: -len(w.inflight),
-        )
-        now = self.clock()
-        next_due: float | None = None
-        for victim in victims[:idle]:
-            due = victim.since + victim.load + STEAL_SLACK
-            if now >= due:
-                victim.stealing = True
-                self.channel.notify(P.FN_STEAL, {"keys": sorted(victim.inflight)}, peer=victim.peer)
-            elif next_due is None or due < next_due:
-                next_due = due
-        reactor = getattr(self.channel, "reactor", None)
-        if next_due is not None and reactor is not None:
-            if self._steal_timer is not None:
-                self._steal_timer.cancel()
-            self._steal_timer = reactor.call_later(next_due - now, self._on_steal_timer)
-
-    def _on_steal_timer(self) -> None:
-        self._steal_timer = None
-        self._balance()
-
-    def on_stolen(self, call: Call) -> Any:
-        """``{"keys": [...], "ref": n}``: the tasks a worker gave up before starting them,
-        for a steal (no ``ref``) or a cancel (``ref``)."""
-        body = P.fields(call.body, keys=list)
-        peer = call.peer or b""
-        worker = self.workers.get(peer)
-        ref = body.get("ref")
-        pending = self._cancels.get(ref) if isinstance(ref, int) else None
-        if worker is not None and ref is None:
-            worker.stealing = False
-        taken = []
-        for key in body["keys"]:
-            task = self.inflight.get(key) if isinstance(key, int) else None
-            if task is not None and task.worker == peer:
-                self._unassign(worker, task)
-                taken.append(task)
-        lost = body.get("lost") or []
-        for task in reversed(taken):  # each to the head: in their order
-            if task.inputs is not None and pending is None:
-                self.deps.again(task, lost if isinstance(lost, list) else [])
-            elif pending is not None:
-                self.by_client.pop((task.client, task.tid), None)
-                self.stats["canceled"] += 1
-                pending.canceled.append(task.tid)
-            else:
-                self.queue.push_front(task)
-                self.stats["stolen"] += 1
-        if pending is not None:
-            pending.peers.discard(peer)
-            if not pending.peers:
-                del self._cancels[ref]  # type: ignore[arg-type]
-                pending.call.reply({"canceled": pending.canceled})
-        if worker is not None and taken:
-            worker.since = self.clock()
-        self._pump_soon()
-        return None
 
     # -- results --------------------------------------------------------------
     def on_done(self, call: Call) -> Any:
@@ -780,6 +415,9 @@ class FunctionQueue:
             self._send_results(client, results)
         if drops:
             self.deps._send_drops(drops)
+        self.deps.send_notes()
+        if worker is not None:
+            self.deps.unblock(worker.peer)
         self._pump_soon()
         return None
 
@@ -836,29 +474,6 @@ class FunctionQueue:
             "inflight": len(self.inflight),
             "workers": len(self.workers),
             "leases": len(self.leases),
+            "canceling": len(self._cancels),  # cancels waiting for a worker's answer
             **self.deps.status(),
         }
-
-
-def task_options(options: dict[str, Any]) -> tuple[int, place.Resources | None, str]:
-    """A task's ``priority``, ``resources`` and ``name`` (``client.options``)."""
-    priority = options.get("priority", 0)
-    name = options.get("name", "")
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise ProtocolError("option 'priority' is not an integer")
-    if not isinstance(name, str):
-        raise ProtocolError("option 'name' is not a string")
-    return priority, place.parse_demand(options.get("resources")), name
-
-
-def limit_error(message: str) -> dict[str, str]:
-    return {"type": "LimitExceeded", "module": "zdf.errors", "message": message, "traceback": ""}
-
-
-def infeasible_error(why: str) -> dict[str, str]:
-    return {
-        "type": "InfeasibleTask",
-        "module": "zdf.errors",
-        "message": f"no executor can run this task: {why}",
-        "traceback": "",
-    }

@@ -178,6 +178,7 @@ class Master:
             max_per_client=config.max_queued_fn_per_client,
             client_grace=config.client_grace,
         )
+        self.functions.deps.depth = config.fn_pipeline_depth
         self.channel.handlers.update(self.functions.handlers())
         self.channel.handlers[P.FN_HELLO] = self.on_fn_hello
         self.channel.handlers[P.WORKER_LOST] = self.on_worker_lost
@@ -352,9 +353,12 @@ class Master:
         self.publisher.epoch = epoch
         if self.store is not None and self.election is not None:
             self.store.epoch = epoch
+        previous = self.leader
         self.leader = LeaderInfo(
             self.config.name, self.config.public_addr, self.config.public_heartbeat_addr, epoch
         )
+        if self.election is not None:  # what an unknown future may be (zdf.master.fndeps)
+            self.functions.deps.took_over(epoch, previous.name if previous is not None else "")
         if self.store is not None:
             self._restore()
             info = {"name": self.config.name, "addr": self.config.public_addr, "epoch": epoch}

@@ -257,6 +257,11 @@ class Channel:
         pending.callback(result, error)
 
     # -- receiving ---------------------------------------------------------
+    def read_pending(self) -> None:
+        """Handle what has arrived now, as when the socket is next found readable: for a
+        caller that held the reactor a long time and must hear what came meanwhile first."""
+        self._on_readable()
+
     def _on_readable(self) -> None:
         sock = self.sock
         fast = self.is_router and not self.zero_copy
