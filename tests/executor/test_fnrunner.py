@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from zdf import protocol as P
-from zdf.executor.fnrunner import FunctionRunner
+from zdf.executor.fnrunner import DIRECT, FunctionRunner
 from zdf.wire.codec import Kind, decode, encode
 from zdf.wire.payload import REF_EXT, pack, unpack
 from zdf.wire.reactor import Reactor
@@ -275,6 +275,30 @@ def test_a_task_sent_ahead_runs_as_soon_as_its_input_is_made_here(reactor: React
         results = [entry for _, body, _ in sent for entry in body["results"]]
         assert [entry[0] for entry in results] == [1, 2]
         assert fn.store[2] == 13 and not fn.waiting and not fn.awaiting
+    finally:
+        fn.close()
+
+
+def test_an_input_queued_here_under_a_lease_is_awaited_not_fetched(reactor: Reactor) -> None:
+    """A task under a lease comes straight from its client; a task taking its result comes
+    through the master, which names this worker as the holder: if it arrives while the
+    leased task is still queued here, it waits for it (a fetch found nothing and the
+    input was reported lost, failing the task with WorkerLost)."""
+    fn = runner(reactor, allow_pickle=False)
+    sent = to_master(fn)
+    fetches: list[Any] = []
+    fn.fetcher.fetch = lambda key, addrs, nbytes, done: fetches.append(key)  # type: ignore[method-assign]
+    try:
+        fn.queue.append((DIRECT, "zdf.jobs.examples:add", pack([[1, 2], {}]), "", 4, None, "L:4"))
+        run_entries(
+            fn,
+            [[2, "zdf.jobs.examples:add", 1, "", 5, [["L:4", [fn.store_server.addr], 8]]]],
+            pack([[ref(0), 10], {}]),
+        )
+        assert not fetches and 2 in fn.waiting
+        fn.run_slice()
+        assert fn.store[2] == 13 and not fn.waiting and not fetches
+        assert not [body for op, body, _ in sent if op == P.FN_STOLEN]
     finally:
         fn.close()
 

@@ -319,11 +319,18 @@ class FunctionRunner:
                 waiting.values[index] = self.store[skey]
                 waiting.missing -= 1
                 continue
-            if holders is None:  # not made yet: made here, or announced by fn_ready
+            if holders is None or self._made_here_later(skey):
+                # Not made yet: made here (a task queued here makes it: a task run under a
+                # lease reaches this worker straight from its client, and one that takes
+                # its result may come through the master first), or announced by fn_ready.
                 self.awaiting.setdefault(skey, []).append((key, waiting, index))
                 continue
             self._fetch(skey, holders, nbytes, self._arrived(key, waiting, index, skey))
         self._maybe_ready(key, schedule=False)  # all here: runs once the read is handled
+
+    def _made_here_later(self, skey: Any) -> bool:
+        """Whether a task queued here, not run yet, makes ``skey``."""
+        return any(task[6] == skey for task in self.queue)
 
     def _fetch(self, skey: Any, holders: list[str], nbytes: Any, done: Any) -> None:
         """One fetch per value, however many tasks here wait for it."""
