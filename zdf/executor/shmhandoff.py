@@ -53,6 +53,7 @@ from typing import Any
 from zdf.executor import sockdir
 from zdf.files import open_nofollow
 from zdf.wire.chunked import ALIGN, frame_view
+from zdf.wire.hostid import boot_id
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,7 @@ def host_identity(root: str = SHM_ROOT) -> str:
     if os.environ.get(DISABLE_ENV, "1") == "0":
         return ""
     try:
-        with open("/proc/sys/kernel/random/boot_id") as fh:
-            boot = fh.read().strip()
+        boot = boot_id()
         device = os.stat(root).st_dev
     except OSError:
         return ""

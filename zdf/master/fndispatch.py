@@ -249,17 +249,18 @@ class Dispatch:
         queue, in order, placed again by the pump after ``UNSENT_RETRY`` (not at once: the
         same worker would refuse again); one sent ahead of its inputs waits for them here
         again. Never lost, never run twice."""
-        taken = []
+        taken, unsent = [], 0
         for key in keys:
             task = self.inflight.get(key)
             if task is not None and task.worker == worker.peer:
                 ahead = key in worker.pipelined
                 self._unassign(worker, task)
+                unsent += 1
                 if not ahead:
                     taken.append(task)
         for task in reversed(taken):
             self.queue.push_front(task)
-        self.stats["run_unsent"] += len(keys)
+        self.stats["run_unsent"] += unsent
         reactor = getattr(self.channel, "reactor", None)
         if reactor is not None:
             reactor.call_later(UNSENT_RETRY, self.pump)

@@ -26,11 +26,17 @@ BOOT_ID = "/proc/sys/kernel/random/boot_id"
 NAMESPACES = ("/proc/self/ns/net", "/proc/self/ns/mnt")
 
 
+def boot_id() -> str:
+    """The running kernel's boot id (one per machine and boot); OSError where ``/proc``
+    does not say."""
+    with open(BOOT_ID, encoding="ascii") as fh:
+        return fh.read().strip()
+
+
 @functools.lru_cache(maxsize=1)
 def _cached(pid: int) -> str:
     try:
-        with open(BOOT_ID, encoding="ascii") as fh:
-            parts = [fh.read().strip()]
+        parts = [boot_id()]
         for path in NAMESPACES:
             info = os.stat(path)
             parts.append(f"{info.st_dev}:{info.st_ino}")
